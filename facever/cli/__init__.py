@@ -1,0 +1,52 @@
+"""The `facever` command line: one module per command, assembled here explicitly.
+
+Command modules import only typer and the standard library at module level, so `facever --help`
+never imports torch; each command imports the library it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from facever import __version__
+
+app = typer.Typer(
+    name="facever",
+    help=(
+        "Face verification toolkit: align photos, train with Noisy Softmax, extract embeddings, "
+        "score them on LFW / FGLFW / YTF with the 10-fold protocol, and ensemble models."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"facever {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Face verification toolkit."""
+
+
+def _register() -> None:
+    # Order here is the order in `facever --help`: the data flow align -> train -> embed -> verify -> ensemble.
+    from facever.cli import eval_lfw
+
+    app.command("eval-lfw")(eval_lfw.eval_lfw)
+
+
+_register()
+
+
+def main() -> None:
+    app()

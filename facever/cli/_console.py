@@ -1,0 +1,91 @@
+"""Shared CLI plumbing: stderr console for progress and messages, one-line errors, progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Iterator
+
+from rich.console import Console
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error on stderr and exit non-zero."""
+    import typer
+
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def info(message: str) -> None:
+    err_console.print(message, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the library's FaceverError (and OSError on user files) into a one-line error and exit 2."""
+    from facever.errors import FaceverError
+
+    try:
+        yield
+    except FaceverError as exc:
+        fail(str(exc))
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        fail(f"{exc.filename}: {exc.strerror}" if getattr(exc, "filename", None) else str(exc))
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None, unit: str = "img") -> Iterator:
+    """A rich progress bar on stderr with rate and ETA. Yields `advance(n=1, **fields)`.
+
+    Disabled automatically when stderr is not a terminal (CI logs stay clean).
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    class RateColumn(TextColumn):
+        def __init__(self):
+            super().__init__("")
+
+        def render(self, task):  # noqa: D401
+            from rich.text import Text
+
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} {unit}/s" if speed else f"- {unit}/s", style="cyan")
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=err_console,
+        disable=not sys.stderr.isatty(),
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task(description, total=total, status="")
+
+        def advance(n: int = 1, status: str | None = None) -> None:
+            if status is None:
+                progress.update(task, advance=n)
+            else:
+                progress.update(task, advance=n, status=status)
+
+        yield advance

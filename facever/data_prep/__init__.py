@@ -1,0 +1,1 @@
+"""Data preparation: image decoding, protocol files, dataset formats and face alignment."""

@@ -1,0 +1,97 @@
+"""Decoding any photo a user may hold into an upright 8-bit RGB array.
+
+Handles what real datasets contain: EXIF-rotated JPEGs, greyscale (PGM), palette, RGBA/LA (composited
+on white, so a transparent background does not turn black), CMYK, 16-bit and 32-bit greyscale, and
+files whose extension lies about their content (WebP data under a `.jpg` name: PIL sniffs the bytes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facever.errors import FaceverError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp", ".gif")
+
+
+class ImageDecodeError(FaceverError):
+    """A file that is not a decodable image (corrupt, truncated, not an image at all)."""
+
+
+def _to_rgb(img):
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16/32-bit greyscale: rescale the actual range to 0..255 instead of clipping at 255.
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        if mode.startswith("I;16"):
+            lo, hi = 0.0, 65535.0 if hi > 255 else 255.0
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        arr8 = np.clip((arr - lo) * scale, 0, 255).round().astype(np.uint8)
+        return np.stack([arr8] * 3, axis=-1)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    if mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img)
+
+
+def read_image_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as an upright `H x W x 3` uint8 RGB array (C-contiguous).
+
+    Raises `ImageDecodeError` naming the file for anything that is not a decodable image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # force full decode now: truncated files fail here, not later
+            img = ImageOps.exif_transpose(img) or img
+            arr = _to_rgb(img)
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"{path}: not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from None
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageDecodeError(f"{path}: decoded to an unusable shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def decode_image_bytes_rgb(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes (JPEG/PNG/...) to `H x W x 3` uint8 RGB, same rules as `read_image_rgb`."""
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            arr = _to_rgb(img)
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"{name}: not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{name}: cannot decode image ({exc})") from None
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def list_images(root: str | Path) -> list[str]:
+    """Relative POSIX paths of every image file under `root` (any depth), sorted; hidden files skipped."""
+    root = Path(root)
+    found = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+            found.append(rel.as_posix())
+    return sorted(found)

@@ -1,0 +1,38 @@
+"""Shared fixtures: the real data in ../shared/data (skipped with a reason when absent), small helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FACEVER_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+# Keep the 2-core CI machine responsive and runs reproducible: one intra-op thread pool per test process.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the real test data (`../shared/data`); the test is skipped when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set FACEVER_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def lfw_pairs_file(shared_data: Path) -> Path:
+    path = shared_data / "protocols" / "lfw_pairs.txt"
+    if not path.is_file():
+        pytest.skip(f"real LFW pairs.txt not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def faces_dir(shared_data: Path) -> Path:
+    path = shared_data / "faces"
+    if not path.is_dir():
+        pytest.skip(f"real face photos not found at {path}")
+    return path
