@@ -1,0 +1,155 @@
+"""Classification heads for training embeddings: Noisy Softmax (Chen, Deng, Du, CVPR 2017) and plain
+softmax with the same interface, so the two compare like for like.
+
+Both map `(embeddings N x D, labels N)` to float32 logits `N x C` for `F.cross_entropy`. They compute
+in float32 even inside an autocast region: under bf16/fp16 the logits of 10k classes and the
+softmax lose too much precision, and the paper's noise term is a small difference of large numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facever.errors import FaceverError
+
+NOISE_MODES = ("batch", "sample")
+
+
+class _LinearHead(nn.Module):
+    """A bias-optional linear classifier `x W^T + b` initialised like `nn.Linear`, run in float32."""
+
+    def __init__(self, in_features: int, num_classes: int, *, bias: bool = False):
+        super().__init__()
+        if int(in_features) < 1 or int(num_classes) < 1:
+            raise FaceverError(
+                f"head needs in_features >= 1 and num_classes >= 1, got {in_features} and {num_classes}"
+            )
+        self.in_features, self.num_classes = int(in_features), int(num_classes)
+        self.weight = nn.Parameter(torch.empty(self.num_classes, self.in_features))
+        self.bias = nn.Parameter(torch.empty(self.num_classes)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Exactly nn.Linear's initialisation.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, num_classes={self.num_classes}, bias={self.bias is not None}"
+
+    def _float32(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.in_features:
+            raise ValueError(
+                f"{type(self).__name__} expects embeddings of shape N x {self.in_features}, "
+                f"got {tuple(embeddings.shape)}"
+            )
+        return embeddings.float(), self.weight.float()
+
+    def _add_bias(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self.bias is None else logits + self.bias.float()
+
+
+class Softmax(_LinearHead):
+    """Plain softmax head: logits = x W^T + b in float32. `labels` is accepted and ignored."""
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            x, w = self._float32(embeddings)
+            return self._add_bias(F.linear(x, w))
+
+
+class NoisySoftmax(_LinearHead):
+    """Noisy Softmax head. In training mode only the target logit changes:
+
+        f'_y = ||W_y|| ||x|| (cos(theta_y) - alpha |xi| (1 - cos(theta_y))),   alpha = sqrt(alpha2),
+
+    with xi ~ N(0, 1) drawn once per batch (`noise="batch"`, as the authors' Caffe layer) or once per
+    sample (`noise="sample"`), from torch's global RNG on the embeddings' device (so restoring RNG
+    state reproduces it). The bias, if any, is added after. Gradients flow through W and x with xi
+    held constant. In eval mode (or with alpha2 = 0) the logits are the plain softmax logits.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        alpha2: float = 0.1,
+        noise: str = "batch",
+        bias: bool = False,
+        eps: float = 1e-12,
+    ):
+        super().__init__(in_features, num_classes, bias=bias)
+        if not (math.isfinite(float(alpha2)) and float(alpha2) >= 0):
+            raise FaceverError(f"noisy-softmax: alpha2 must be a finite number >= 0, got {alpha2!r}")
+        if noise not in NOISE_MODES:
+            raise FaceverError(f"noisy-softmax: noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
+        self.alpha2 = float(alpha2)
+        self.noise = noise
+        self.eps = float(eps)
+
+    @property
+    def alpha(self) -> float:
+        return math.sqrt(self.alpha2)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, alpha2={self.alpha2}, noise={self.noise!r}"
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            x, w = self._float32(embeddings)
+            logits = F.linear(x, w)
+            if self.training and self.alpha2 > 0:
+                logits = self._perturb_targets(logits, x, w, labels)
+            return self._add_bias(logits)
+
+    def _perturb_targets(
+        self, logits: torch.Tensor, x: torch.Tensor, w: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        if labels.shape != (x.shape[0],):
+            raise ValueError(f"NoisySoftmax expects labels of shape ({x.shape[0]},), got {tuple(labels.shape)}")
+        labels = labels.long()
+        target = logits.gather(1, labels[:, None])[:, 0]  # W_y . x
+        # sqrt of a clamped squared norm: exact for any non-degenerate vector, and a zero embedding
+        # (or class weight) gets a zero gradient instead of 0/0 = NaN.
+        norm_x = (x * x).sum(1).clamp_min(self.eps**2).sqrt()
+        norm_w = (w[labels] * w[labels]).sum(1).clamp_min(self.eps**2).sqrt()
+        norms = norm_w * norm_x
+        cos = target / norms
+        shape = () if self.noise == "batch" else (x.shape[0],)
+        xi = torch.randn(shape, device=x.device, dtype=x.dtype).abs()
+        noisy = norms * (cos - self.alpha * xi * (1 - cos))
+        # Replace column y of each row (out of place, so autograd sees one clean graph).
+        return logits.scatter(1, labels[:, None], noisy[:, None])
+
+
+HEADS = {"noisy-softmax": NoisySoftmax, "softmax": Softmax}
+
+# Noise options a plain softmax run may carry in its config; the plain head ignores them so that
+# one configuration drives both heads.
+_NOISE_ONLY_OPTIONS = ("alpha2", "noise", "eps")
+
+
+def create_head(name: str, in_features: int, num_classes: int, **options: Any) -> nn.Module:
+    """Build the head `name` ("noisy-softmax" or "softmax"); None-valued options are dropped.
+
+    The plain softmax head ignores the Noisy Softmax options (alpha2, noise, eps); any other unknown
+    option, or an unknown name, is a FaceverError.
+    """
+    if name not in HEADS:
+        raise FaceverError(f"unknown head {name!r}; known heads: {', '.join(HEADS)}")
+    kwargs = {key: value for key, value in options.items() if value is not None}
+    if name == "softmax":
+        kwargs = {key: value for key, value in kwargs.items() if key not in _NOISE_ONLY_OPTIONS}
+    allowed = {"bias"} | (set(_NOISE_ONLY_OPTIONS) if name == "noisy-softmax" else set())
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise FaceverError(f"head {name!r} has no option {', '.join(unknown)}; its options: {', '.join(sorted(allowed))}")
+    return HEADS[name](in_features, num_classes, **kwargs)
