@@ -2,14 +2,88 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 
+class ThresholdMode(str, Enum):
+    exact = "exact"
+    grid = "grid"
+
+
+class Metric(str, Enum):
+    cosine = "cosine"
+    l2 = "l2"
+
+
 def eval_lfw(
-    pairs: Path = typer.Option(..., "--pairs", help="LFW View 2 pairs.txt (header `10\\t300` optional)."),
-    embeddings: Path = typer.Option(None, "--embeddings", help="Embeddings file (.npz) from `facever embed`."),
+    pairs: Path = typer.Option(
+        ..., "--pairs", help="LFW View 2 pairs.txt (10 folds of 300 same + 300 different; header `10\\t300` optional)."
+    ),
+    embeddings: Optional[Path] = typer.Option(
+        None, "--embeddings", "-e", help="Embeddings file (.npz) from `facever embed`, keyed by `Name/Name_0001.jpg`."
+    ),
+    ext: str = typer.Option(".jpg", "--ext", help="Image extension the pairs refer to (e.g. .png for aligned crops)."),
+    thresholds: ThresholdMode = typer.Option(
+        ThresholdMode.exact,
+        "--thresholds",
+        help="exact: midpoints between training scores (best possible); grid: facenet/insightface's 0:4:0.01 grid.",
+    ),
+    metric: Optional[Metric] = typer.Option(
+        None, "--metric", help="cosine (default) or l2 (squared distance of normalised embeddings; default for grid)."
+    ),
+    subtract_mean: bool = typer.Option(
+        False, "--subtract-mean", help="Subtract the 9 training folds' mean embedding first (SphereFace)."
+    ),
+    allow_missing: bool = typer.Option(
+        False, "--allow-missing", help="Drop pairs whose images have no embedding (folds stay as in the file)."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.json and roc.png."),
+    json_output: bool = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table."),
 ) -> None:
-    """Score embeddings on LFW with the 10-fold protocol (threshold chosen on the other 9 folds)."""
-    raise typer.Exit(1)
+    """Score embeddings on LFW with the 10-fold protocol: for each fold, the threshold is chosen on the
+    other 9 folds and accuracy is measured on it; the mean and spread over folds are reported.
+
+    Example:
+
+        facever eval-lfw --pairs pairs.txt --embeddings lfw_emb.npz --out results/lfw
+    """
+    import json
+
+    from facever.cli._console import fail, info, user_errors
+
+    if embeddings is None:
+        fail("give --embeddings FILE (an embeddings file from `facever embed`)")
+    with user_errors():
+        from facever.data_prep.lfw import read_lfw_pairs
+        from facever.embeddings_file import load_embeddings
+        from facever.verification.evaluate import evaluate_protocol
+        from facever.verification.report import format_table, write_report
+
+        protocol = read_lfw_pairs(pairs, ext=ext)
+        emb = load_embeddings(embeddings)
+        result = evaluate_protocol(
+            protocol,
+            emb,
+            metric=metric.value if metric else None,
+            thresholds=thresholds.value,
+            subtract_mean=subtract_mean,
+            allow_missing=allow_missing,
+            embeddings_source=str(embeddings),
+        )
+        result.settings.update(
+            {"pairs_file": str(pairs), "embeddings_file": str(embeddings), "embeddings_metadata": emb.metadata}
+        )
+        if json_output:
+            typer.echo(json.dumps(result.to_dict(), indent=2))
+        else:
+            typer.echo(f"LFW 10-fold verification: {len(protocol)} pairs from {pairs}, embeddings {embeddings}")
+            typer.echo(format_table(result))
+        if result.dropped_pairs:
+            info(f"dropped {result.dropped_pairs} pairs whose images have no embedding (--allow-missing)")
+        if out is not None:
+            written = write_report(out, result)
+            info(f"wrote {written['report']} and {written['roc']}")

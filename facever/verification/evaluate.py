@@ -1,0 +1,196 @@
+"""A protocol plus embeddings in, a verification result out: the one engine behind every benchmark."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from facever import __version__
+from facever.data_prep.protocol import PairProtocol
+from facever.embeddings_file import Embeddings
+from facever.errors import FaceverError
+from facever.verification import roc
+from facever.verification.scores import greater_is_same, l2_normalize, unit_pair_scores
+from facever.verification.tenfold import KFoldResult, facenet_val_at_far, kfold_accuracy
+
+FARS = (1e-3, 1e-2, 1e-1)
+
+
+@dataclass
+class VerificationResult:
+    """Everything the 10-fold protocol measured; `to_dict()` is the content of report.json."""
+
+    protocol: str
+    kfold: KFoldResult
+    fpr: np.ndarray
+    tpr: np.ndarray
+    roc_thresholds: np.ndarray
+    auc: float
+    eer: float
+    tar_at_far: dict[str, float]
+    val_at_far: dict[str, float]
+    n_pairs: int
+    n_same: int
+    dropped_pairs: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy_mean(self) -> float:
+        return self.kfold.mean
+
+    def to_dict(self) -> dict[str, Any]:
+        kf = self.kfold
+        return {
+            "protocol": self.protocol,
+            "accuracy": {"mean": kf.mean, "std": kf.std, "stderr": kf.stderr},
+            "folds": [
+                {
+                    "fold": int(f),
+                    "accuracy": float(a),
+                    "threshold": float(t),
+                    "train_accuracy": float(ta),
+                    "pairs": int(s),
+                }
+                for f, a, t, ta, s in zip(kf.fold_ids, kf.accuracies, kf.thresholds, kf.train_accuracies, kf.sizes)
+            ],
+            "auc": self.auc,
+            "eer": self.eer,
+            "tar_at_far": dict(self.tar_at_far),
+            "val_at_far": dict(self.val_at_far),
+            "pairs": {"total": self.n_pairs, "same": self.n_same, "different": self.n_pairs - self.n_same,
+                      "dropped": self.dropped_pairs},
+            "settings": dict(self.settings),
+            "facever_version": __version__,
+        }
+
+
+def _missing_message(protocol: PairProtocol, embeddings: Embeddings, missing_items: list[str], n_pairs_missing: int,
+                     source: str) -> str:
+    shown = ", ".join(missing_items[:5]) + (" ..." if len(missing_items) > 5 else "")
+    msg = (
+        f"{n_pairs_missing} of {len(protocol)} pairs need images with no embedding in {source} "
+        f"({len(missing_items)} images: {shown}); use --allow-missing to drop those pairs (folds stay as in the file)"
+    )
+    # The usual cause: aligned crops saved as .png while pairs.txt is read with .jpg.
+    stems = {p.rsplit(".", 1)[0]: p for p in embeddings.paths}
+    hit = next((stems[m.rsplit(".", 1)[0]] for m in missing_items if m.rsplit(".", 1)[0] in stems), None)
+    if hit is not None:
+        msg += f"; the embeddings have {hit!r}: is the image extension right (--ext)?"
+    return msg
+
+
+def _pair_cos_l2(unit: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, *, need_l2: bool):
+    """Cosine of each pair of unit rows and the squared L2 distance (facenet's formula when it decides
+    anything; `2 - 2 cos` when it only feeds VAL@FAR, which saves a pass over the embeddings)."""
+    cos = unit_pair_scores(unit, idx1, idx2, metric="cosine")
+    l2 = unit_pair_scores(unit, idx1, idx2, metric="l2") if need_l2 else np.maximum(2.0 - 2.0 * cos, 0.0)
+    return cos, l2
+
+
+def evaluate_protocol(
+    protocol: PairProtocol,
+    embeddings: Embeddings,
+    *,
+    metric: str | None = None,
+    thresholds: str = "exact",
+    subtract_mean: bool = False,
+    allow_missing: bool = False,
+    embeddings_source: str = "the embeddings",
+) -> VerificationResult:
+    """Run the k-fold protocol of `protocol` on `embeddings` (matched by item path).
+
+    `metric` defaults to "cosine" in exact mode and "l2" (squared distance) in grid mode.
+    With `subtract_mean`, for each test fold the mean embedding of the other folds' pairs (both
+    images of every training pair, as SphereFace and facenet) is subtracted before normalising.
+    Pairs whose items have no embedding raise `FaceverError`, or with `allow_missing` are dropped
+    without moving any other pair to another fold.
+    """
+    metric = metric or ("l2" if thresholds == "grid" else "cosine")
+    if thresholds == "grid" and metric != "l2":
+        raise FaceverError("grid thresholds reproduce facenet/insightface and use --metric l2 (squared L2 distance)")
+    bigger_same = greater_is_same(metric)
+
+    rows1 = embeddings.rows(protocol.first)
+    rows2 = embeddings.rows(protocol.second)
+    missing = (rows1 < 0) | (rows2 < 0)
+    dropped = int(missing.sum())
+    if dropped:
+        missing_items = [p for p, r in zip(protocol.first + protocol.second, np.r_[rows1, rows2]) if r < 0]
+        missing_items = list(dict.fromkeys(missing_items))
+        if not allow_missing:
+            raise FaceverError(_missing_message(protocol, embeddings, missing_items, dropped, embeddings_source))
+    keep = ~missing
+    labels = protocol.labels[keep]
+    folds = protocol.folds[keep]
+    emptied = sorted(set(np.unique(protocol.folds)) - set(np.unique(folds)))
+    if emptied:
+        raise FaceverError(f"after dropping pairs with missing images, fold(s) {emptied} have no pairs left")
+    # Validate and normalise each image's embedding once (an image appears in many pairs).
+    used, inverse = np.unique(np.r_[rows1[keep], rows2[keep]], return_inverse=True)
+    table = embeddings.embeddings[used]
+    bad = ~np.all(np.isfinite(table), axis=1)
+    if bad.any():
+        names = [embeddings.paths[i] for i in used[bad][:5]]
+        raise FaceverError(f"{int(bad.sum())} embeddings contain NaN or infinite values (e.g. {', '.join(names)})")
+    zero = ~np.any(table, axis=1)
+    if zero.any():
+        names = [embeddings.paths[i] for i in used[zero][:5]]
+        raise FaceverError(f"{int(zero.sum())} embeddings are all zeros and have no direction (e.g. {', '.join(names)})")
+    if labels.all() or not labels.any():
+        raise FaceverError(f"the protocol has only {'same' if labels.all() else 'different'}-person pairs; "
+                           "accuracy and ROC need both")
+    n = labels.size
+    idx1, idx2 = inverse[:n], inverse[n:]
+
+    fold_ids = np.unique(folds)
+    if subtract_mean:
+        cos_rows, l2_rows = [], []
+        for fold in fold_ids:
+            train = folds != fold
+            # Both images of every training pair, duplicates included, as SphereFace and facenet do.
+            # float64 sums: the mean of ~10k rows must not drift.
+            mean = (table[idx1[train]].sum(axis=0, dtype=np.float64)
+                    + table[idx2[train]].sum(axis=0, dtype=np.float64)) / (2 * int(train.sum()))
+            unit = l2_normalize(table - mean)
+            cos_f, l2_f = _pair_cos_l2(unit, idx1, idx2, need_l2=True)
+            cos_rows.append(cos_f)
+            l2_rows.append(l2_f)
+        cos_by_fold, l2_by_fold = np.array(cos_rows), np.array(l2_rows)
+        # Out-of-fold scores: each pair scored with the mean of the folds it was not part of.
+        pick = np.searchsorted(fold_ids, folds)
+        cos_oof = cos_by_fold[pick, np.arange(n)]
+        l2_oof = l2_by_fold[pick, np.arange(n)]
+    else:
+        unit = l2_normalize(table)
+        cos_oof, l2_oof = _pair_cos_l2(unit, idx1, idx2, need_l2=metric == "l2")
+        cos_by_fold, l2_by_fold = cos_oof, l2_oof
+    scores_by_fold = cos_by_fold if metric == "cosine" else l2_by_fold
+    scores_oof = cos_oof if metric == "cosine" else l2_oof
+
+    kf = kfold_accuracy(scores_by_fold, labels, folds, thresholds=thresholds, greater_is_same=bigger_same)
+    fpr, tpr, roc_t = roc.roc_curve(scores_oof, labels, greater_is_same=bigger_same)
+    settings = {
+        "metric": metric,
+        "thresholds": thresholds,
+        "decision": "same iff cosine > threshold" if bigger_same else "same iff squared L2 distance < threshold",
+        "subtract_mean": subtract_mean,
+        "allow_missing": allow_missing,
+        "folds": int(fold_ids.size),
+    }
+    return VerificationResult(
+        protocol=protocol.name,
+        kfold=kf,
+        fpr=fpr,
+        tpr=tpr,
+        roc_thresholds=roc_t,
+        auc=roc.auc(fpr, tpr),
+        eer=roc.equal_error_rate(fpr, tpr),
+        tar_at_far={str(f): roc.tar_at_far(fpr, tpr, f) for f in FARS},
+        val_at_far=facenet_val_at_far(l2_oof, labels, folds, far_target=1e-3),
+        n_pairs=int(keep.sum()),
+        n_same=int(labels.sum()),
+        dropped_pairs=dropped,
+        settings=settings,
+    )

@@ -1,0 +1,61 @@
+"""Scores for pairs of embeddings.
+
+Conventions:
+- `cosine`: cosine similarity of the L2-normalised embeddings, in [-1, 1]; higher means more alike.
+- `l2`: squared Euclidean distance of the L2-normalised embeddings, in [0, 4] (= 2 - 2 cos);
+  lower means more alike. This is the distance of davidsandberg/facenet and insightface.
+
+Scores are computed in float32, the precision embeddings are stored in (and the precision facenet
+and insightface compute their distances in), then returned as float64 so that threshold midpoints
+are exact. The squared distance is `sum((a - b)^2)` as in facenet, not `2 - 2 cos`: the two differ in
+the last bits, which can move a pair across one of facenet's grid thresholds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ("cosine", "l2")
+
+
+def greater_is_same(metric: str) -> bool:
+    """True when a larger score means "same person" (cosine), False for distances (l2)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    return metric == "cosine"
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows divided by their L2 norm, in float32. Rows of norm zero raise `ValueError`."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    if np.any(norms == 0):
+        raise ValueError(f"{int(np.sum(norms == 0))} embedding(s) have norm zero and cannot be normalised")
+    return x / norms
+
+
+def unit_pair_scores(unit: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, *, metric: str = "cosine") -> np.ndarray:
+    """Scores of pairs `(unit[idx1[i]], unit[idx2[i]])` of already-normalised rows, as float64."""
+    a, b = unit[idx1], unit[idx2]
+    if metric == "cosine":
+        return np.einsum("ij,ij->i", a, b).astype(np.float64)
+    if metric == "l2":
+        return np.sum(np.square(a - b), axis=1).astype(np.float64)
+    raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+
+
+def pair_scores(emb1: np.ndarray, emb2: np.ndarray, *, metric: str = "cosine") -> np.ndarray:
+    """Score each pair (row i of `emb1` with row i of `emb2`) after L2-normalising both.
+
+    Returns a float64 array of length N: cosine similarities, or squared L2 distances for `l2`
+    (see the module docstring for precision).
+    """
+    emb1 = np.asarray(emb1)
+    emb2 = np.asarray(emb2)
+    if emb1.ndim != 2 or emb1.shape != emb2.shape:
+        raise ValueError(f"expected two N x D arrays of the same shape, got {emb1.shape} and {emb2.shape}")
+    if not (np.all(np.isfinite(emb1)) and np.all(np.isfinite(emb2))):
+        raise ValueError("embeddings contain NaN or infinite values")
+    n = emb1.shape[0]
+    unit = l2_normalize(np.concatenate([emb1, emb2]))
+    return unit_pair_scores(unit, np.arange(n), np.arange(n, 2 * n), metric=metric)
