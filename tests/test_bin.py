@@ -1,0 +1,203 @@
+"""InsightFace `.bin` verification sets: safe decoding (no code runs), images, protocol, `facever eval-bin`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facever.data_prep.insightface_bin import (
+    BinImages,
+    bin_folds,
+    bin_protocol,
+    fit_to_input,
+    load_bin,
+    write_bin,
+)
+from facever.errors import FaceverError, InputFileError
+
+from _benchmark_data import jpeg_bytes, orl_people
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _random_images(n: int, seed: int = 0, size=(112, 112)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_write_then_load_round_trip(tmp_path):
+    images = _random_images(4)
+    path = write_bin(tmp_path / "lfw.bin", [_png(im) for im in images], [True, False])
+    bins, issame = load_bin(path)
+    assert issame.tolist() == [True, False]
+    decoded = BinImages(bins, source=path)
+    assert len(decoded) == 4
+    for got, want in zip(decoded, images):
+        np.testing.assert_array_equal(got, want)  # PNG is lossless: exact RGB
+
+
+def _py2_pickle(images: list[bytes], issame: list[bool]) -> bytes:
+    """The opcodes Python 2's `pickle.dump(..., protocol=2)` writes: str as BINSTRING, bools as NEWTRUE/FALSE."""
+    out = b"\x80\x02" + b"(]q\x00("  # PROTO 2, MARK, EMPTY_LIST, BINPUT 0, MARK
+    out += b"".join(b"T" + struct.pack("<i", len(b)) + b for b in images)
+    out += b"e]q\x01(" + b"".join(b"\x88" if s else b"\x89" for s in issame) + b"et."  # APPENDS ... TUPLE STOP
+    return out
+
+
+def test_python2_bin_decodes_strings_as_bytes(tmp_path):
+    images = _random_images(2, seed=1)
+    path = tmp_path / "agedb_30.bin"
+    path.write_bytes(_py2_pickle([_png(im) for im in images], [True]))
+    bins, issame = load_bin(path)
+    assert issame.tolist() == [True] and all(isinstance(b, bytes) for b in bins)
+    np.testing.assert_array_equal(BinImages(bins)[1], images[1])
+
+
+class _System:
+    """Unpickling this would run a shell command that creates `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Subprocess:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (subprocess.call, (["touch", str(self.marker)],))
+
+
+class _Open:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("payload_cls, refused_type", [
+    (_System, r"(posix|os)\.system"),
+    (_Subprocess, r"subprocess\.call"),
+    (_Open, r"(builtins|io)\.open"),
+])
+@pytest.mark.parametrize("where", ["top", "inside_bins", "inside_issame"])
+def test_malicious_bin_is_refused_and_nothing_runs(tmp_path, payload_cls, refused_type, where):
+    marker = tmp_path / "pwned"
+    payload = payload_cls(marker)
+    good = _png(_random_images(1)[0])
+    obj = {
+        "top": payload,
+        "inside_bins": ([good, payload], [True]),
+        "inside_issame": ([good, good], [payload]),
+    }[where]
+    path = tmp_path / "evil.bin"
+    path.write_bytes(pickle.dumps(obj, protocol=4))
+    with pytest.raises(FaceverError, match=rf"refused: .*evil.bin contains a pickled object of type {refused_type} "
+                                           r"\(possible code\); only lists, tuples, bytes and bools are allowed"):
+        load_bin(path)
+    assert not marker.exists()
+    # control: the same payload really does run under a plain pickle.load (the test can fail)
+    pickle.loads(pickle.dumps(payload_cls(tmp_path / "control")))
+    assert (tmp_path / "control").exists()
+
+
+def test_numpy_arrays_and_objects_are_refused_too(tmp_path):
+    path = tmp_path / "np.bin"
+    path.write_bytes(pickle.dumps(([b"x", b"y"], np.array([True])), protocol=4))
+    with pytest.raises(FaceverError, match=r"refused: .*np.bin contains a pickled object of type numpy"):
+        load_bin(path)
+
+
+@pytest.mark.parametrize("obj, message", [
+    ({"a": 1}, "expected a pickled \\(bins, issame_list\\) pair, got dict"),
+    (([b"a", b"b", b"c"], [True]), "3 images for 1 pairs"),
+    (([b"a", "b"], [True]), "image 1 is a str"),
+    (([b"a", b"b"], ["yes"]), "issame_list\\[0\\] is 'yes'"),
+    (([], []), "no pairs"),
+])
+def test_malformed_bin_names_the_file(tmp_path, obj, message):
+    path = tmp_path / "bad.bin"
+    path.write_bytes(pickle.dumps(obj, protocol=4))
+    with pytest.raises(InputFileError, match=message) as info:
+        load_bin(path)
+    assert info.value.path == path
+
+
+def test_truncated_or_missing_bin(tmp_path):
+    path = tmp_path / "cut.bin"
+    path.write_bytes(pickle.dumps(([b"a", b"b"], [True]), protocol=4)[:-5])
+    with pytest.raises(InputFileError, match="not a valid InsightFace .bin"):
+        load_bin(path)
+    with pytest.raises(InputFileError, match="file not found"):
+        load_bin(tmp_path / "none.bin")
+
+
+def test_undecodable_image_names_the_bin_and_index(tmp_path):
+    images = BinImages([b"not an image"], source="x.bin")
+    with pytest.raises(FaceverError, match="x.bin image 0"):
+        images[0]
+
+
+def test_arcface_crop_fitted_to_96_wide_cuts_8_columns_each_side():
+    img = _random_images(1, seed=3)[0]  # 112 x 112
+    fitted = fit_to_input(img, (112, 96))
+    np.testing.assert_array_equal(fitted, img[:, 8:104])
+
+
+def test_fit_to_input_crops_to_aspect_then_resizes():
+    rng = np.random.default_rng(0)
+    tall = rng.integers(0, 256, (100, 50, 3), dtype=np.uint8)
+    out = fit_to_input(tall, (112, 96))
+    assert out.shape == (112, 96, 3)
+    # 50 wide at 96:112 needs round(50 * 112 / 96) = 58 rows: rows 21..78 kept, then enlarged
+    import cv2
+
+    np.testing.assert_array_equal(out, cv2.resize(tall[21:79], (96, 112), interpolation=cv2.INTER_LINEAR))
+    same = fit_to_input(tall, (100, 50))
+    np.testing.assert_array_equal(same, tall)
+    wide = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    assert fit_to_input(wide, (56, 48)).shape == (56, 48, 3)
+
+
+def test_protocol_has_ten_contiguous_folds_like_insightface():
+    assert bin_folds(20).tolist() == np.repeat(np.arange(10), 2).tolist()
+    # 23 pairs: sklearn KFold(10) gives the first 3 folds 3 pairs, the rest 2
+    assert np.bincount(bin_folds(23)).tolist() == [3, 3, 3] + [2] * 7
+    proto = bin_protocol(np.array([True, False] * 10), name="lfw")
+    assert proto.first[:2] == ["000000", "000002"] and proto.second[:2] == ["000001", "000003"]
+    assert proto.n_folds == 10 and proto.labels.sum() == 10
+
+
+def test_bin_from_real_faces(faces_dir, tmp_path):
+    people = orl_people(faces_dir, 4, 2)
+    names = list(people)
+    images, issame = [], []
+    for k in range(4):  # 2 same pairs, 2 different
+        a = people[names[k]][0]
+        b = people[names[k]][1] if k % 2 == 0 else people[names[(k + 1) % 4]][0]
+        images += [jpeg_bytes(a, size=(112, 112)), jpeg_bytes(b, size=(112, 112))]
+        issame.append(k % 2 == 0)
+    path = write_bin(tmp_path / "orl.bin", images, issame)
+    bins, flags = load_bin(path)
+    assert flags.tolist() == [True, False, True, False]
+    fitted = BinImages(bins, source=path, size=(112, 96))
+    names_batches = list(fitted.batches(3))
+    assert [len(n) for n, _ in names_batches] == [3, 3, 2]
+    assert names_batches[0][1].shape == (3, 112, 96, 3) and names_batches[0][1].dtype == np.uint8

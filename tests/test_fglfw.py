@@ -1,0 +1,181 @@
+"""FGLFW / CALFW / CPLFW pair lists: parsing, labels from names, fold rules, errors, `facever eval-fglfw`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facever.data_prep.fglfw import person_of, read_fglfw_pairs, read_token_pairs, read_variant_pairs
+from facever.errors import InputFileError
+
+from _benchmark_data import build_lfw_tree, identity_embeddings, orl_people
+
+# 3 folds of 4 pairs (2 same + 2 different), each fold in a different block order, as third-party
+# copies of the list differ in it.
+FGLFW_PAIRS = [
+    # fold 1: same, same, different, different
+    ("A/A_0001.jpg", "A/A_0002.jpg"), ("B/B_0001.jpg", "B/B_0003.jpg"),
+    ("A/A_0003.jpg", "C/C_0001.jpg"), ("B/B_0002.jpg", "D/D_0004.jpg"),
+    # fold 2: different first
+    ("C/C_0002.jpg", "D/D_0001.jpg"), ("E/E_0001.jpg", "F/F_0002.jpg"),
+    ("C/C_0003.jpg", "C/C_0004.jpg"), ("D/D_0002.jpg", "D/D_0003.jpg"),
+    # fold 3: interleaved
+    ("E/E_0002.jpg", "E/E_0003.jpg"), ("F/F_0001.jpg", "A/A_0004.jpg"),
+    ("F/F_0003.jpg", "F/F_0004.jpg"), ("E/E_0004.jpg", "B/B_0004.jpg"),
+]
+EXPECTED_LABELS = [1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 1, 0]
+
+
+def write_pair_list(path: Path, pairs, tokens=None) -> Path:
+    lines = []
+    for k, (a, b) in enumerate(pairs):
+        suffix = "" if tokens is None else f" {tokens[k]}"
+        lines += [a + suffix, b + suffix]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_fglfw_labels_come_from_names_and_folds_from_file_order(tmp_path):
+    proto = read_fglfw_pairs(write_pair_list(tmp_path / "pair_FGLFW.txt", FGLFW_PAIRS), pairs_per_fold=4)
+    assert proto.name == "fglfw"
+    assert proto.labels.astype(int).tolist() == EXPECTED_LABELS
+    assert proto.folds.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert proto.first[0] == "A/A_0001.jpg" and proto.second[-1] == "B/B_0004.jpg"
+    assert proto.line_numbers == list(range(1, 24, 2))
+
+
+def test_fglfw_extension_is_replaced_when_asked(tmp_path):
+    path = write_pair_list(tmp_path / "pair_FGLFW.txt", FGLFW_PAIRS)
+    proto = read_fglfw_pairs(path, pairs_per_fold=4, ext="png")
+    assert proto.first[0] == "A/A_0001.png"
+    assert read_fglfw_pairs(path, pairs_per_fold=4).first[0] == "A/A_0001.jpg"
+
+
+def test_fglfw_default_fold_is_600_pairs(tmp_path):
+    # 6000 pairs as in the real list: per fold 300 same then 300 different.
+    pairs = []
+    for k in range(10):
+        pairs += [(f"P{k}/P{k}_{i + 1:04d}.jpg", f"P{k}/P{k}_{i + 2:04d}.jpg") for i in range(300)]
+        pairs += [(f"P{k}/P{k}_{i + 1:04d}.jpg", f"Q{k}/Q{k}_{i + 1:04d}.jpg") for i in range(300)]
+    proto = read_fglfw_pairs(write_pair_list(tmp_path / "pair_FGLFW.txt", pairs))
+    assert len(proto) == 6000 and proto.n_folds == 10
+    assert np.bincount(proto.folds).tolist() == [600] * 10
+    assert [int(proto.labels[proto.folds == k].sum()) for k in range(10)] == [300] * 10
+
+
+def test_fglfw_block_structure_inconsistent_with_labels_is_refused(tmp_path):
+    bad = list(FGLFW_PAIRS)
+    bad[3], bad[6] = bad[6], bad[3]  # a same pair of fold 2 swapped into fold 1's different block
+    path = write_pair_list(tmp_path / "pair_FGLFW.txt", bad)
+    with pytest.raises(InputFileError, match=r"pair_FGLFW.txt:1: fold 1 \(pairs 1-4\) holds 3 same-person and 1 different"):
+        read_fglfw_pairs(path, pairs_per_fold=4)
+    # swapping within a fold changes the block order only, which is allowed
+    ok = list(FGLFW_PAIRS)
+    ok[5], ok[6] = ok[6], ok[5]
+    read_fglfw_pairs(write_pair_list(tmp_path / "ok.txt", ok), pairs_per_fold=4)
+
+
+def test_fglfw_pair_count_must_fill_whole_folds(tmp_path):
+    path = write_pair_list(tmp_path / "pair_FGLFW.txt", FGLFW_PAIRS[:10])
+    with pytest.raises(InputFileError, match="10 pairs is not a whole number of folds of 4 pairs"):
+        read_fglfw_pairs(path, pairs_per_fold=4)
+
+
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        ("A/A_0001.jpg\nA/A_0002.jpg\nB/B_0001.jpg\n", 3, "odd number of image lines"),
+        ("A/A_0001.jpg\n\nA/A_0002.jpg\n", 2, "blank line inside the pair list"),
+        ("A/A_0001.jpg 1\nA/A_0002.jpg\n", 1, "one image path per line"),
+        ("/abs/A_0001.jpg\nA/A_0002.jpg\n", 1, "must be relative"),
+        ("A/../A_0001.jpg\nA/A_0002.jpg\n", 1, "must be relative"),
+        ("A/A_0001.jpg\nA/A_0002\n", 2, "has no extension"),
+    ],
+)
+def test_fglfw_malformed_lines_name_file_and_line(tmp_path, text, line, message):
+    path = tmp_path / "list.txt"
+    path.write_text(text)
+    with pytest.raises(InputFileError, match=message) as info:
+        read_fglfw_pairs(path, pairs_per_fold=2)
+    assert info.value.line == line and info.value.path == path
+
+
+def test_empty_or_missing_list_is_an_error(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(InputFileError, match="empty"):
+        read_fglfw_pairs(tmp_path / "empty.txt")
+    with pytest.raises(InputFileError, match="not found"):
+        read_fglfw_pairs(tmp_path / "nope.txt")
+
+
+def test_person_of_handles_folders_and_flat_names():
+    assert person_of("George_W_Bush/George_W_Bush_0010.jpg") == "George_W_Bush"
+    assert person_of("George_W_Bush_0010.jpg") == "George_W_Bush"
+    assert person_of("Aaron_Eckhart_1.jpg") == "Aaron_Eckhart"
+    assert person_of("nonumber.jpg") is None
+
+
+def _calfw_pairs():
+    """Official CALFW order: positives first with their fold token (1..2 here), then negatives (0)."""
+    pos = [("A_0001.jpg", "A_0002.jpg", 1), ("B_0001.jpg", "B_0002.jpg", 1),
+           ("C_0001.jpg", "C_0003.jpg", 2), ("D_0001.jpg", "D_0002.jpg", 2)]
+    neg = [("A_0003.jpg", "B_0003.jpg", 0), ("C_0002.jpg", "D_0003.jpg", 0),
+           ("A_0004.jpg", "D_0004.jpg", 0), ("B_0004.jpg", "C_0004.jpg", 0)]
+    return pos + neg
+
+
+@pytest.mark.parametrize("protocol", ["calfw", "cplfw"])
+def test_token_lists_fold_rule(tmp_path, protocol):
+    rows = _calfw_pairs()
+    path = write_pair_list(tmp_path / "pairs_CALFW.txt", [(a, b) for a, b, _ in rows], [t for *_, t in rows])
+    proto = read_variant_pairs(path, protocol=protocol)
+    assert proto.name == protocol
+    assert proto.labels.tolist() == [True] * 4 + [False] * 4
+    # positives: fold = token - 1; negatives in file order, cut into one equal block per fold
+    assert proto.folds.tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
+    assert proto.first[0] == "A_0001.jpg"
+
+
+def test_token_lists_interleaved_order_gives_the_same_folds(tmp_path):
+    rows = _calfw_pairs()
+    order = [0, 4, 1, 5, 2, 6, 3, 7]
+    rows = [rows[i] for i in order]
+    path = write_pair_list(tmp_path / "pairs.txt", [(a, b) for a, b, _ in rows], [t for *_, t in rows])
+    proto = read_token_pairs(path)
+    assert proto.folds.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "mutate, line, message",
+    [
+        (lambda r: r.__setitem__(4, ("A_0003.jpg", "B_0003.jpg", 1)), 9, "token 1 says same but the names show different"),
+        (lambda r: r.__setitem__(0, ("A_0001.jpg", "A_0002.jpg", 0)), 1, "token 0 says different but the names show the same"),
+    ],
+)
+def test_token_list_label_contradicting_names_is_refused(tmp_path, mutate, line, message):
+    rows = _calfw_pairs()
+    mutate(rows)
+    path = write_pair_list(tmp_path / "pairs.txt", [(a, b) for a, b, _ in rows], [t for *_, t in rows])
+    with pytest.raises(InputFileError, match=message) as info:
+        read_token_pairs(path)
+    assert info.value.line == line
+
+
+def test_token_list_errors(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("A_0001.jpg 1\nA_0002.jpg 2\n")
+    with pytest.raises(InputFileError, match=r"pairs.txt:2: the two lines of a pair carry different tokens"):
+        read_token_pairs(path)
+    path.write_text("A_0001.jpg x\nA_0002.jpg x\n")
+    with pytest.raises(InputFileError, match=r"pairs.txt:1: token 'x'"):
+        read_token_pairs(path)
+    path.write_text("A_0001.jpg\nA_0002.jpg\n")
+    with pytest.raises(InputFileError, match=r"pairs.txt:1: expected `filename token`"):
+        read_token_pairs(path)
+    rows = _calfw_pairs()[:7]  # one negative short: folds cannot be balanced
+    write_pair_list(path, [(a, b) for a, b, _ in rows], [t for *_, t in rows])
+    with pytest.raises(InputFileError, match="cannot form folds of equally many same and different"):
+        read_token_pairs(path)

@@ -1,0 +1,229 @@
+"""YouTube Faces: the splits file, video folders, frame sampling, video embeddings, the frame cache, `eval-ytf`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facever.data_prep.embedding_cache import EmbeddingCache
+from facever.data_prep.images import read_image_rgb
+from facever.data_prep.ytf import (
+    find_video_tree,
+    frames_from_embeddings,
+    list_video_frames,
+    natural_key,
+    read_ytf_splits,
+    sample_frames,
+    video_embeddings,
+)
+from facever.embeddings_file import Embeddings, save_embeddings
+from facever.errors import FaceverError, InputFileError
+
+from _benchmark_data import orl_people, save_rgb
+
+HEADER = "split number, pair number, first name, second name, is same:\n"
+
+
+def test_real_splits_file(shared_data):
+    proto = read_ytf_splits(shared_data / "protocols" / "ytf_splits.txt")
+    assert proto.name == "ytf" and len(proto) == 5000
+    assert np.bincount(proto.folds).tolist() == [500] * 10
+    assert int(proto.labels.sum()) == 2500
+    assert [int(proto.labels[proto.folds == k].sum()) for k in range(10)] == [250] * 10
+    assert (proto.first[0], proto.second[0], bool(proto.labels[0])) == ("Sadie_Frost/1", "Sadie_Frost/5", True)
+    assert proto.line_numbers[0] == 1 and proto.line_numbers[-1] == 5000
+    assert all(v.count("/") == 1 for v in proto.items())
+
+
+def test_splits_with_header_and_spacing_variants(tmp_path):
+    path = tmp_path / "splits.txt"
+    path.write_text(HEADER + "1, 1, A/0, A/1, 1\r\n1,2,A/2,B/0,0\n\n2, 1, B/1, B/2, 1\n")
+    proto = read_ytf_splits(path)
+    assert proto.first == ["A/0", "A/2", "B/1"] and proto.second == ["A/1", "B/0", "B/2"]
+    assert proto.labels.tolist() == [True, False, True] and proto.folds.tolist() == [0, 0, 1]
+    assert proto.line_numbers == [2, 3, 5]
+
+
+@pytest.mark.parametrize("row, message", [
+    ("1, 1, A/0, A/1", "expected 5 comma-separated fields"),
+    ("x, 1, A/0, A/1, 1", "split 'x' is not a positive integer"),
+    ("1, 1, A/0, A/1, yes", "is_same must be 0 or 1"),
+    ("1, 1, A, A/1, 1", "video 'A' is not of the form Name/video"),
+    ("1, 1, A/0, B/1, 1", "is_same=1 but the names show different people"),
+    ("1, 1, A/0, A/1, 0", "is_same=0 but the names show the same person"),
+    ("1, 1, A/0, A/0, 1", "a video paired with itself"),
+])
+def test_malformed_split_rows_name_file_and_line(tmp_path, row, message):
+    path = tmp_path / "splits.txt"
+    path.write_text(HEADER + "1, 9, C/0, C/1, 1\n" + row + "\n")
+    with pytest.raises(InputFileError, match=message) as info:
+        read_ytf_splits(path)
+    assert info.value.line == 3 and str(info.value).startswith(f"{path}:3:")
+
+
+def test_repeated_pair_number_is_an_error(tmp_path):
+    path = tmp_path / "splits.txt"
+    path.write_text("1, 1, A/0, A/1, 1\n1, 1, B/0, B/1, 1\n")
+    with pytest.raises(InputFileError, match="split 1 pair 1 repeats line 1"):
+        read_ytf_splits(path)
+
+
+def test_frame_sampling_rule():
+    # floor((k + 1/2) * n / N): the middle of N equal segments
+    assert sample_frames(10, 3).tolist() == [1, 5, 8]
+    assert sample_frames(7, 1).tolist() == [3]
+    assert sample_frames(4, 4).tolist() == [0, 1, 2, 3]
+    assert sample_frames(3, 10).tolist() == [0, 1, 2]  # fewer frames than asked: all of them
+    assert sample_frames(5, None).tolist() == [0, 1, 2, 3, 4]
+    for n in range(1, 60):
+        for k in range(1, n + 1):
+            idx = sample_frames(n, k)
+            assert len(np.unique(idx)) == k and idx.min() >= 0 and idx.max() < n
+
+
+def test_natural_frame_order():
+    names = ["aligned_detect_0.100.jpg", "aligned_detect_0.9.jpg", "aligned_detect_0.10.jpg"]
+    assert sorted(names, key=natural_key) == ["aligned_detect_0.9.jpg", "aligned_detect_0.10.jpg", "aligned_detect_0.100.jpg"]
+
+
+def test_video_embedding_is_mean_of_normalised_frames_then_normalised():
+    frames = np.array([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0], [10.0, 0.0, 0.0], [0.0, 5.0, 0.0], [1.0, 1.0, 1.0]])
+    paths = ["A/0/1.jpg", "A/0/2.jpg", "A/0/3.jpg", "B/1/1.jpg", "B/1/2.jpg"]
+    emb = Embeddings(paths, frames)
+    lists = {"A/0": paths[:3], "B/1": paths[3:]}
+    videos = video_embeddings(emb, ["B/1", "A/0"], lists)
+    assert videos.paths == ["B/1", "A/0"]
+    # by hand: A/0 -> mean([.6,.8,0], [0,0,1], [1,0,0]) = [1.6, .8, 1]/3 -> normalised
+    a = np.array([1.6, 0.8, 1.0]) / np.linalg.norm([1.6, 0.8, 1.0])
+    s = 1 / np.sqrt(3)
+    b = np.array([s, 1 + s, s]) / np.linalg.norm([s, 1 + s, s])
+    np.testing.assert_allclose(videos.embeddings[1], a, rtol=1e-6)
+    np.testing.assert_allclose(videos.embeddings[0], b, rtol=1e-6)
+    # frames=1 takes the middle frame of each video: frame 2 of A/0 ([0, 0, 2]) and frame 2 of B/1
+    one = video_embeddings(emb, ["A/0", "B/1"], lists, frames=1)
+    np.testing.assert_allclose(one.embeddings, [[0, 0, 1], [s, s, s]], rtol=1e-6)
+    assert one.metadata["frames"] == 1 and videos.metadata["frames"] == "all"
+    # a skipped (undecodable) frame is left out of the mean
+    skip = video_embeddings(emb, ["A/0"], lists, skip=["A/0/2.jpg"])
+    np.testing.assert_allclose(skip.embeddings[0], np.array([1.6, 0.8, 0]) / np.linalg.norm([1.6, 0.8, 0]), rtol=1e-6)
+
+
+def test_video_embedding_errors_name_what_is_missing():
+    emb = Embeddings(["A/0/1.jpg"], np.ones((1, 2)))
+    with pytest.raises(FaceverError, match="no frames listed for 1 video.*B/1"):
+        video_embeddings(emb, ["A/0", "B/1"], {"A/0": ["A/0/1.jpg"]})
+    with pytest.raises(FaceverError, match="1 frame.*no embedding: A/0/2.jpg"):
+        video_embeddings(emb, ["A/0"], {"A/0": ["A/0/1.jpg", "A/0/2.jpg"]})
+    with pytest.raises(FaceverError, match="no usable frame: A/0"):
+        video_embeddings(emb, ["A/0"], {"A/0": ["A/0/1.jpg"]}, skip=["A/0/1.jpg"])
+
+
+def build_ytf_tree(root: Path, faces_dir: Path, *, layout: str, n_people: int = 4, videos_per_person: int = 2,
+                   frames_per_video: int = 3) -> dict[str, list[str]]:
+    """The YTF layouts: frame_images_DB/Name/video/<n>.jpg or aligned_images_DB/Name/video/aligned_detect_<video>.<n>.jpg.
+
+    Frame numbers start at 9 so that lexical order (10 < 9) differs from the natural order.
+    Returns {video id: frame paths relative to the *_DB folder, in natural order}.
+    """
+    people = orl_people(faces_dir, n_people, videos_per_person * frames_per_video)
+    db = root / ("frame_images_DB" if layout == "frames" else "aligned_images_DB")
+    out = {}
+    for name, photos in people.items():
+        for v in range(videos_per_person):
+            video = f"{name}/{v}"
+            out[video] = []
+            for f in range(frames_per_video):
+                n = 9 + f
+                fname = f"{v}.{n}.jpg" if layout == "frames" else f"aligned_detect_{v}.{n}.jpg"
+                save_rgb(photos[v * frames_per_video + f], db / video / fname, size=(96, 112))
+                out[video].append(f"{video}/{fname}")
+    return out
+
+
+@pytest.mark.parametrize("layout", ["frames", "aligned"])
+def test_video_tree_discovery_and_natural_frame_order(tmp_path, faces_dir, layout):
+    expected = build_ytf_tree(tmp_path / "YTF", faces_dir, layout=layout, n_people=2)
+    tree = find_video_tree(tmp_path / "YTF")
+    assert tree.layout == layout
+    frames = list_video_frames(tree, list(expected))
+    assert frames == expected
+    assert frames["Orl_S1/0"][1].endswith(".10.jpg")  # 9, 10, 11 and not 10, 11, 9
+    # pointing at the *_DB folder itself works too
+    assert find_video_tree(tree.base) == tree
+
+
+def test_both_layouts_present_prefers_aligned_unless_asked(tmp_path, faces_dir):
+    build_ytf_tree(tmp_path, faces_dir, layout="frames", n_people=1, videos_per_person=1, frames_per_video=1)
+    build_ytf_tree(tmp_path, faces_dir, layout="aligned", n_people=1, videos_per_person=1, frames_per_video=1)
+    assert find_video_tree(tmp_path).layout == "aligned"
+    assert find_video_tree(tmp_path, layout="frames").layout == "frames"
+    with pytest.raises(FaceverError, match="no aligned_images_DB/ or frame_images_DB/ folder"):
+        find_video_tree(tmp_path / "frame_images_DB" / "Orl_S1")
+
+
+def test_missing_videos_are_named(tmp_path, faces_dir):
+    build_ytf_tree(tmp_path, faces_dir, layout="aligned", n_people=1, videos_per_person=1, frames_per_video=1)
+    (tmp_path / "aligned_images_DB" / "Orl_S1" / "7").mkdir()
+    tree = find_video_tree(tmp_path)
+    with pytest.raises(FaceverError, match=r"1 video folder\(s\) missing: Ghost/3; 1 video folder\(s\) without frames: Orl_S1/7"):
+        list_video_frames(tree, ["Orl_S1/0", "Ghost/3", "Orl_S1/7"])
+
+
+def test_frames_from_an_embeddings_file():
+    paths = ["aligned_images_DB/A/0/aligned_detect_0.10.jpg", "aligned_images_DB/A/0/aligned_detect_0.9.jpg", "B/1/x.1.jpg"]
+    emb = Embeddings(paths, np.eye(3))
+    lists = frames_from_embeddings(emb, ["A/0", "B/1"])
+    assert lists == {"A/0": [paths[1], paths[0]], "B/1": ["B/1/x.1.jpg"]}
+    with pytest.raises(FaceverError, match="no frame embeddings for 1 video.*C/2"):
+        frames_from_embeddings(emb, ["A/0", "C/2"])
+
+
+def _mean_colour_embedder(base: Path, calls: list):
+    """A stand-in feature (mean RGB of the frame) that records which paths it was asked for."""
+
+    def embed(paths):
+        calls.append(list(paths))
+        rows = [read_image_rgb(base / p).reshape(-1, 3).mean(axis=0) for p in paths]
+        return Embeddings(list(paths), np.array(rows)), []
+
+    return embed
+
+
+def test_cache_extends_incrementally_and_survives_a_new_process(tmp_path, faces_dir):
+    frames = build_ytf_tree(tmp_path / "YTF", faces_dir, layout="aligned", n_people=2)
+    base = tmp_path / "YTF" / "aligned_images_DB"
+    all_frames = [f for fl in frames.values() for f in fl]
+    calls: list = []
+    sig = {"model": "abc", "align": False}
+    cache = EmbeddingCache(tmp_path / "cache", sig)
+    emb, bad, n = cache.extend(all_frames[:5], _mean_colour_embedder(base, calls), chunk_size=2)
+    assert n == 5 and [len(c) for c in calls] == [2, 2, 1] and bad == {}
+    # a fresh cache object (another run) embeds only what is new
+    cache2 = EmbeddingCache(tmp_path / "cache", dict(sig))
+    emb2, _, n2 = cache2.extend(all_frames, _mean_colour_embedder(base, calls), chunk_size=100)
+    assert n2 == len(all_frames) - 5 and calls[-1] == all_frames[5:]
+    _, _, n3 = cache2.extend(all_frames, _mean_colour_embedder(base, calls))
+    assert n3 == 0 and len(calls) == 4
+    assert sorted(emb2.paths) == sorted(all_frames)
+    np.testing.assert_allclose(emb2.embeddings[emb2.rows([all_frames[0]])[0]], read_image_rgb(base / all_frames[0]).reshape(-1, 3).mean(0))
+    # other settings live in their own folder
+    other = EmbeddingCache(tmp_path / "cache", {"model": "xyz", "align": False})
+    assert other.folder != cache.folder and other.load() == (None, {})
+
+
+def test_cache_remembers_frames_that_failed(tmp_path):
+    calls = []
+
+    def embed(paths):
+        calls.append(list(paths))
+        ok = [p for p in paths if "bad" not in p]
+        return Embeddings(ok, np.ones((len(ok), 2))), [(p, "no face") for p in paths if "bad" in p]
+
+    cache = EmbeddingCache(tmp_path, {"k": 1})
+    emb, bad, _ = cache.extend(["a/0/1.jpg", "a/0/bad.jpg"], embed)
+    assert emb.paths == ["a/0/1.jpg"] and bad == {"a/0/bad.jpg": "no face"}
+    _, bad2, n = EmbeddingCache(tmp_path, {"k": 1}).extend(["a/0/1.jpg", "a/0/bad.jpg"], embed)
+    assert n == 0 and bad2 == bad and len(calls) == 1
