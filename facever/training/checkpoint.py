@@ -1,0 +1,101 @@
+"""Full-state training checkpoints, written atomically and read back with `weights_only=True`.
+
+A checkpoint is a plain dict of tensors and primitives (no pickled objects), so a checkpoint from
+anywhere can be loaded without running code:
+
+    {"format": "facever-checkpoint", "format_version": 1, "config": dict, "class_map": [str],
+     "model": state_dict, "head": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
+     "epoch": int, "step": int, "world_size": int, "rng": {...}, "best": {...}}
+
+`step` counts optimiser steps done; the run continues at epoch `step // steps_per_epoch`, after
+`step % steps_per_epoch` batches of it (the sampler's order depends on seed and epoch only).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facever.atomic import atomic_path
+from facever.errors import FaceverError, InputFileError
+from facever.training.config import TrainConfig, resume_differences
+
+FORMAT = "facever-checkpoint"
+FORMAT_VERSION = 1
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) generator states as tensors and numbers."""
+    version, internal, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
+                   "gauss": None if gauss is None else float(gauss)},
+        "numpy": {"name": str(np_name), "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+    }
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    nps = state["numpy"]
+    np.random.set_state((nps["name"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"], nps["gauss"]))
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write `state` (plain data) atomically: a crash leaves the previous checkpoint intact."""
+    path = Path(path)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with `weights_only=True`; InputFileError for a missing or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "no checkpoint to resume from")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated, foreign or unsafe files
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputFileError(path, f"not a readable checkpoint ({reason[:200]})") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise InputFileError(path, "not a facever training checkpoint")
+    if int(ck.get("format_version", 0)) > FORMAT_VERSION:
+        raise InputFileError(path, f"checkpoint format {ck.get('format_version')} is newer than this facever reads")
+    return ck
+
+
+def check_resume(ck: dict[str, Any], config: TrainConfig, *, world_size: int, path: str | Path) -> TrainConfig:
+    """Refuse to resume with settings that would change the run; returns the checkpoint's config."""
+    try:
+        saved = TrainConfig.from_dict(ck["config"])
+    except (FaceverError, TypeError, KeyError) as exc:
+        raise InputFileError(path, f"checkpoint config is unreadable ({exc})") from None
+    diffs = resume_differences(saved, config)
+    if diffs:
+        listed = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(diffs.items()))
+        raise FaceverError(
+            f"{path}: cannot resume with a different configuration ({listed}); use the original options "
+            "or start a new run with another --out"
+        )
+    if int(ck.get("world_size", 1)) != world_size:
+        raise FaceverError(
+            f"{path}: the run used {ck.get('world_size')} process(es), now {world_size}; resume with the same "
+            "number of processes (the batches depend on it)"
+        )
+    return saved

@@ -1,0 +1,150 @@
+"""The description of a training run: a frozen dataclass saved as plain JSON in every checkpoint.
+
+Fields split in two: those that decide the numbers a run produces (data, model, head, optimiser,
+schedule, seed, AMP) must be identical when resuming, while runtime fields (device, workers, cache,
+compile, validation and checkpoint cadence) may change between the interrupted run and its resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from facever.errors import FaceverError
+
+SCHEDULES = ("step", "cosine")
+AMP_MODES = ("bf16", "fp16", "off")
+CACHE_MODES = ("none", "memmap", "device")
+HEADS = ("noisy-softmax", "softmax")
+NOISE_MODES = ("batch", "sample")
+
+# May differ between a run and its resume: they change speed or bookkeeping, not the batches,
+# the weights' arithmetic (on CPU) or the schedule.
+RUNTIME_FIELDS = frozenset(
+    {"device", "workers", "cache", "cache_dir", "compile", "channels_last", "val_pairs", "val_images",
+     "val_bin", "val_every", "checkpoint_every", "strict"}
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run.
+
+    `batch_size` is per process: under torchrun with N processes one optimiser step sees N x
+    batch_size images. `milestones` are epochs (fractions allowed) where the step schedule
+    multiplies the learning rate by `lr_gamma`. `warmup_epochs` ramps the learning rate linearly
+    from ~0 (both schedules). `input_size`/`embedding_dim`/`width` of None keep the architecture's defaults.
+    """
+
+    data: str
+    arch: str = "sphere20"
+    input_size: tuple[int, int] | None = None
+    embedding_dim: int | None = None
+    width: int | None = None
+    head: str = "noisy-softmax"
+    alpha2: float = 0.1
+    noise: str = "batch"
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 0.1
+    schedule: str = "step"
+    milestones: tuple[float, ...] = (10.0, 15.0, 18.0)
+    lr_gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    amp: str = "off"
+    min_images: int = 1
+    holdout_identities: int = 0
+    # runtime
+    device: str = "auto"
+    workers: int = 4
+    cache: str = "none"
+    cache_dir: str | None = None
+    compile: bool = False
+    channels_last: bool = False
+    val_pairs: str | None = None
+    val_images: str | None = None
+    val_bin: str | None = None
+    val_every: int = 0
+    checkpoint_every: int = 1000
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise FaceverError(message)
+
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        check(self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        check(self.noise in NOISE_MODES, f"--noise must be one of {', '.join(NOISE_MODES)}, got {self.noise!r}")
+        check(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        check(self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        check(self.cache in CACHE_MODES, f"--cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
+        check(self.epochs >= 1, f"--epochs must be 1 or more, got {self.epochs}")
+        check(self.batch_size >= 2, f"--batch-size must be 2 or more (batch norm), got {self.batch_size}")
+        check(self.lr > 0, f"--lr must be positive, got {self.lr}")
+        check(self.alpha2 >= 0, f"--alpha2 must be 0 or more, got {self.alpha2}")
+        check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        check(0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        check(0 <= self.warmup_epochs < self.epochs, f"--warmup-epochs must be in [0, epochs), got {self.warmup_epochs}")
+        check(list(self.milestones) == sorted(self.milestones), f"--milestones must increase, got {list(self.milestones)}")
+        check(self.workers >= 0, f"--workers must be 0 or more, got {self.workers}")
+        check(self.val_every >= 0 and self.checkpoint_every >= 0, "--val-every and --checkpoint-every must be 0 or more")
+        check((self.val_pairs is None) == (self.val_images is None), "--val-pairs and --val-images go together")
+        check(self.val_bin is None or self.val_pairs is None, "give --val-pairs/--val-images or --val-bin, not both")
+        if self.input_size is not None:
+            check(len(self.input_size) == 2 and min(self.input_size) >= 8, f"--input-size must be HxW, got {self.input_size}")
+
+    @property
+    def arch_kwargs(self) -> dict[str, Any]:
+        """Overrides passed to `create_model` (only those set)."""
+        kwargs: dict[str, Any] = {}
+        if self.input_size is not None:
+            kwargs["input_size"] = list(self.input_size)
+        if self.embedding_dim is not None:
+            kwargs["embedding_dim"] = int(self.embedding_dim)
+        if self.width is not None:
+            kwargs["width"] = int(self.width)
+        return kwargs
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.val_pairs or self.val_bin or self.holdout_identities)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["input_size"] = list(self.input_size) if self.input_size is not None else None
+        data["milestones"] = list(self.milestones)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FaceverError(f"unknown training config field(s): {', '.join(unknown)}")
+        data = dict(data)
+        if data.get("input_size") is not None:
+            data["input_size"] = tuple(data["input_size"])
+        if "milestones" in data:
+            data["milestones"] = tuple(data["milestones"])
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def resume_differences(saved: TrainConfig, current: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Fields (outside RUNTIME_FIELDS) whose values differ: {name: (saved, current)}."""
+    a, b = saved.to_dict(), current.to_dict()
+    return {k: (a[k], b[k]) for k in a if k not in RUNTIME_FIELDS and a[k] != b[k]}

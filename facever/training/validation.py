@@ -1,0 +1,182 @@
+"""Verification accuracy during training, with the same engine as `facever eval-lfw`.
+
+Sources of pairs: an LFW-style `pairs.txt` with its image folder (`--val-pairs`/`--val-images`), an
+InsightFace `.bin` (`--val-bin`), or pairs generated among the identities held out of training
+(`--holdout-identities`). The validation images are decoded and fitted to the model's input once;
+each validation embeds them (image + its mirror image, summed, as InsightFace does) and runs the
+10-fold protocol.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from facever.data_prep.images import ImageDecodeError
+from facever.data_prep.protocol import PairProtocol
+from facever.embeddings_file import Embeddings
+from facever.errors import FaceverError
+
+log = logging.getLogger(__name__)
+
+
+def holdout_pairs(
+    holdout: dict[str, Sequence],
+    *,
+    seed: int = 0,
+    max_pairs: int = 6000,
+    n_folds: int = 10,
+    name: str = "holdout",
+) -> PairProtocol:
+    """Balanced verification pairs among held-out people, split into `n_folds` folds.
+
+    Same-person pairs: every within-identity pair (a random subset when there are more than
+    `max_pairs / 2`); as many different-person pairs drawn at random without repetition. Items are
+    returned as strings (record keys become their decimal text). Folds deal same and different
+    pairs round-robin so every fold holds both.
+    """
+    rng = random.Random(seed)
+    people = {n: [str(i) for i in items] for n, items in sorted(holdout.items()) if items}
+    positives = [p for items in people.values() for p in itertools.combinations(items, 2)]
+    if not positives:
+        raise FaceverError("held-out identities have no person with two images: no same-person pair to validate on")
+    if len(people) < 2:
+        raise FaceverError("validation needs at least two held-out identities")
+    half = max_pairs // 2
+    if len(positives) > half:
+        positives = rng.sample(positives, half)
+    owner = {item: n for n, items in people.items() for item in items}
+    everything = sorted(owner)
+    n_neg_possible = (len(everything) ** 2 - sum(len(v) ** 2 for v in people.values())) // 2
+    n_neg = min(len(positives), n_neg_possible)
+    negatives: set[tuple[str, str]] = set()
+    while len(negatives) < n_neg:
+        a, b = rng.sample(everything, 2)
+        if owner[a] != owner[b]:
+            negatives.add((a, b) if a < b else (b, a))
+    negatives_list = sorted(negatives)
+    rng.shuffle(negatives_list)
+    rng.shuffle(positives)
+    if min(len(positives), len(negatives_list)) < n_folds:
+        n_folds = max(2, min(len(positives), len(negatives_list)))
+    pairs = [(a, b, True, i % n_folds) for i, (a, b) in enumerate(positives)]
+    pairs += [(a, b, False, i % n_folds) for i, (a, b) in enumerate(negatives_list)]
+    pairs.sort(key=lambda p: (p[3], not p[2]))
+    return PairProtocol(
+        name,
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+        np.array([p[2] for p in pairs], dtype=bool),
+        np.array([p[3] for p in pairs], dtype=np.int64),
+    )
+
+
+@torch.no_grad()
+def embed_uint8(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    batch_size: int = 256,
+    flip: bool = True,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> np.ndarray:
+    """Embeddings (float32 N x D) of uint8 N x H x W x 3 crops; with `flip`, emb(x) + emb(mirror x)."""
+    from facever.training.data import to_model_input
+
+    was_training = model.training
+    model.eval()
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    out = []
+    try:
+        for start in range(0, len(images), batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+            x = to_model_input(chunk, None, mean_t, std_t, channels_last=channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                emb = model(x).float()
+                if flip:
+                    emb = emb + model(x.flip(3)).float()
+            out.append(emb.cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+class Validator:
+    """Pairs plus their decoded images; `run(model, ...)` returns the verification result."""
+
+    def __init__(self, protocol: PairProtocol, names: list[str], images: np.ndarray, *, skipped: list[str] = ()):
+        self.protocol, self.names, self.images, self.skipped = protocol, names, images, list(skipped)
+
+    @property
+    def name(self) -> str:
+        return self.protocol.name
+
+    def run(self, model, *, mean, std, device, amp_dtype=None, channels_last=False):
+        from facever.verification.evaluate import evaluate_protocol
+
+        emb = embed_uint8(model, self.images, mean=mean, std=std, device=device, amp_dtype=amp_dtype,
+                          channels_last=channels_last)
+        return evaluate_protocol(
+            self.protocol, Embeddings(list(self.names), emb), allow_missing=bool(self.skipped),
+            embeddings_source="the validation images",
+        )
+
+
+def _decode_all(names: list[str], read, input_size) -> tuple[list[str], np.ndarray, list[str]]:
+    from facever.training.data import fit_crop
+
+    kept, arrays, skipped = [], [], []
+    for name in names:
+        try:
+            arrays.append(fit_crop(read(name), input_size))
+            kept.append(name)
+        except (ImageDecodeError, FaceverError) as exc:
+            skipped.append(str(exc))
+    if not arrays:
+        raise FaceverError("no validation image could be decoded")
+    return kept, np.stack(arrays), skipped
+
+
+def build_validator(config, tset, input_size: Sequence[int]) -> Validator | None:
+    """The validator the config asks for (pairs file, .bin, or held-out identities), or None."""
+    if config.val_pairs:
+        from facever.data_prep.images import read_image_rgb
+        from facever.data_prep.lfw import read_lfw_pairs
+
+        protocol = read_lfw_pairs(config.val_pairs)
+        root = Path(config.val_images)
+        if not root.is_dir():
+            raise FaceverError(f"--val-images {root}: not a folder")
+        names, images, skipped = _decode_all(protocol.items(), lambda n: read_image_rgb(root / n), input_size)
+        return Validator(protocol, names, images, skipped=skipped)
+    if config.val_bin:
+        from facever.data_prep.insightface_bin import bin_protocol, image_names, load_bin
+        from facever.data_prep.images import decode_image_bytes_rgb
+
+        blobs, issame = load_bin(config.val_bin)
+        protocol = bin_protocol(issame, name=Path(config.val_bin).stem, source=config.val_bin)
+        by_name = dict(zip(image_names(len(blobs)), blobs))
+        names, images, skipped = _decode_all(
+            protocol.items(), lambda n: decode_image_bytes_rgb(by_name[n], name=f"{config.val_bin}:image {n}"), input_size
+        )
+        return Validator(protocol, names, images, skipped=skipped)
+    if config.holdout_identities:
+        protocol = holdout_pairs(tset.holdout, seed=config.seed)
+        if tset.kind == "recordio":
+            read = lambda n: tset.read(int(n))  # noqa: E731
+        else:
+            read = tset.read
+        names, images, skipped = _decode_all(protocol.items(), read, input_size)
+        return Validator(protocol, names, images, skipped=skipped)
+    return None
