@@ -44,24 +44,28 @@ class _LinearHead(nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, num_classes={self.num_classes}, bias={self.bias is not None}"
 
-    def _float32(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _upcast(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings and weight in float32 (float64 stays float64, for gradient checks)."""
         if embeddings.dim() != 2 or embeddings.shape[1] != self.in_features:
             raise ValueError(
                 f"{type(self).__name__} expects embeddings of shape N x {self.in_features}, "
                 f"got {tuple(embeddings.shape)}"
             )
-        return embeddings.float(), self.weight.float()
+        dtype = torch.promote_types(torch.promote_types(embeddings.dtype, self.weight.dtype), torch.float32)
+        return embeddings.to(dtype), self.weight.to(dtype)
 
     def _add_bias(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits if self.bias is None else logits + self.bias.float()
+        return logits if self.bias is None else logits + self.bias.to(logits.dtype)
 
 
 class Softmax(_LinearHead):
-    """Plain softmax head: logits = x W^T + b in float32. `labels` is accepted and ignored."""
+    """Plain softmax head: logits = x W^T + b in float32 (float64 inputs stay float64).
+
+    `labels` is accepted and ignored, so both heads are called the same way."""
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            x, w = self._float32(embeddings)
+            x, w = self._upcast(embeddings)
             return self._add_bias(F.linear(x, w))
 
 
@@ -104,7 +108,7 @@ class NoisySoftmax(_LinearHead):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            x, w = self._float32(embeddings)
+            x, w = self._upcast(embeddings)
             logits = F.linear(x, w)
             if self.training and self.alpha2 > 0:
                 logits = self._perturb_targets(logits, x, w, labels)

@@ -1,0 +1,197 @@
+"""Noisy Softmax and plain softmax heads against the paper's formula, computed here by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from facever.errors import FaceverError
+from facever.heads import HEADS, NoisySoftmax, Softmax, create_head
+
+N, D, C = 6, 5, 7
+
+
+def _inputs(seed: int = 0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, D, generator=g, dtype=dtype)
+    labels = torch.tensor([0, 3, 3, 6, 1, 2])
+    return x, labels
+
+
+def _by_hand(x, weight, bias, labels, alpha, xi):
+    """The paper's f'_y = ||W_y|| ||x|| (cos - alpha |xi| (1 - cos)), row by row in float64, bias after."""
+    x, weight = x.detach().double().numpy(), weight.detach().double().numpy()
+    out = x @ weight.T
+    for i, y in enumerate(labels.tolist()):
+        norms = np.linalg.norm(weight[y]) * np.linalg.norm(x[i])
+        cos = float(weight[y] @ x[i]) / norms
+        out[i, y] = norms * (cos - alpha * abs(float(xi[i])) * (1 - cos))
+    if bias is not None:
+        out = out + bias.detach().double().numpy()
+    return out
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_batch_noise_matches_formula_with_one_xi_for_all_rows(bias):
+    torch.manual_seed(123)
+    head = NoisySoftmax(D, C, alpha2=0.3, noise="batch", bias=bias).train()
+    x, labels = _inputs()
+    torch.manual_seed(7)
+    logits = head(x, labels)
+    torch.manual_seed(7)
+    xi = torch.randn(()).repeat(N)  # what the head must have drawn: one number from the global RNG
+    expected = _by_hand(x, head.weight, head.bias, labels, math.sqrt(0.3), xi)
+    np.testing.assert_allclose(logits.detach().double().numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert logits.dtype == torch.float32
+
+
+def test_sample_noise_matches_formula_with_one_xi_per_row():
+    torch.manual_seed(1)
+    head = NoisySoftmax(D, C, alpha2=0.5, noise="sample").train()
+    x, labels = _inputs(1)
+    torch.manual_seed(11)
+    logits = head(x, labels)
+    torch.manual_seed(11)
+    xi = torch.randn(N)
+    expected = _by_hand(x, head.weight, None, labels, math.sqrt(0.5), xi)
+    np.testing.assert_allclose(logits.detach().numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("noise", ["batch", "sample"])
+def test_recovered_noise_is_shared_only_in_batch_mode(noise):
+    """Invert the formula per row: |xi_i| = (f_y - f'_y) / (alpha (||W_y|| ||x|| - f_y))."""
+    torch.manual_seed(2)
+    head = NoisySoftmax(D, C, alpha2=0.2, noise=noise).train()
+    x, labels = _inputs(2)
+    noisy = head(x, labels).detach().double()
+    plain = (x @ head.weight.T).detach().double()
+    rows = torch.arange(N)
+    f, f_noisy = plain[rows, labels], noisy[rows, labels]
+    norms = head.weight.detach().double()[labels].norm(dim=1) * x.double().norm(dim=1)
+    xi = (f - f_noisy) / (math.sqrt(0.2) * (norms - f))
+    if noise == "batch":
+        assert torch.allclose(xi, xi[0].expand(N), rtol=1e-4)
+    else:
+        assert xi.unique().numel() == N
+
+
+def test_only_target_logits_change_and_never_increase():
+    torch.manual_seed(3)
+    head = NoisySoftmax(D, C, alpha2=1.0, noise="sample", bias=True).train()
+    x, labels = _inputs(3)
+    noisy = head(x, labels).detach()
+    plain = (x @ head.weight.T + head.bias).detach()
+    target = torch.zeros(N, C, dtype=torch.bool)
+    target[torch.arange(N), labels] = True
+    assert torch.equal(noisy[~target], plain[~target])
+    # |xi| (1 - cos) >= 0 and the norms are positive, so the noise can only lower the target logit.
+    assert (noisy[target] <= plain[target] + 1e-6).all()
+    assert (noisy[target] < plain[target]).any()
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_eval_mode_and_alpha2_zero_give_plain_softmax_logits(bias):
+    torch.manual_seed(4)
+    noisy = NoisySoftmax(D, C, alpha2=0.1, bias=bias)
+    plain = Softmax(D, C, bias=bias)
+    plain.load_state_dict(noisy.state_dict())
+    x, labels = _inputs(4)
+    expected = x @ noisy.weight.T + (noisy.bias if bias else 0)
+    assert torch.allclose(noisy.eval()(x, labels), expected, atol=1e-6)
+    assert torch.allclose(plain.train()(x, labels), expected, atol=1e-6)
+    zero = NoisySoftmax(D, C, alpha2=0.0, bias=bias).train()
+    zero.load_state_dict(noisy.state_dict())
+    state = torch.get_rng_state()
+    assert torch.equal(zero(x, labels), plain(x, labels))
+    assert torch.equal(torch.get_rng_state(), state)  # no noise drawn when there is none to add
+
+
+def test_heads_share_nn_linear_initialisation_and_shapes():
+    torch.manual_seed(5)
+    head = NoisySoftmax(64, 1000, bias=True)
+    torch.manual_seed(5)
+    linear = torch.nn.Linear(64, 1000)
+    assert head.weight.shape == (1000, 64)
+    assert torch.equal(head.weight, linear.weight) and torch.equal(head.bias, linear.bias)
+    assert NoisySoftmax(4, 3).bias is None and Softmax(4, 3).bias is None
+
+
+@pytest.mark.parametrize("noise", ["batch", "sample"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_gradients_match_finite_differences(noise, bias):
+    torch.manual_seed(6)
+    head = NoisySoftmax(D, C, alpha2=0.4, noise=noise, bias=bias).double().train()
+    x, labels = _inputs(6, torch.float64)
+    x.requires_grad_(True)
+    params = {name: p.detach().clone().requires_grad_(True) for name, p in head.named_parameters()}
+
+    def loss_terms(x, *values):
+        torch.manual_seed(99)  # the same xi at every evaluation: gradients are taken with xi constant
+        logits = torch.func.functional_call(head, dict(zip(params, values)), (x, labels))
+        assert logits.dtype == torch.float64
+        return logits
+
+    assert torch.autograd.gradcheck(loss_terms, (x, *params.values()), eps=1e-6, atol=1e-6)
+
+
+def test_zero_embedding_gets_finite_gradients():
+    head = NoisySoftmax(D, C, alpha2=0.1).train()
+    x = torch.zeros(2, D, requires_grad=True)
+    torch.nn.functional.cross_entropy(head(x, torch.tensor([0, 1])), torch.tensor([0, 1])).backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(head.weight.grad).all()
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_bf16_autocast_on_cpu_computes_in_float32(name):
+    torch.manual_seed(8)
+    head = create_head(name, D, C, alpha2=0.1).train()
+    layer = torch.nn.Linear(D, D)
+    x, labels = _inputs(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        embeddings = layer(x)
+        assert embeddings.dtype == torch.bfloat16
+        torch.manual_seed(0)
+        logits = head(embeddings, labels)
+    assert logits.dtype == torch.float32
+    # Bit-identical to the float32 head fed the same (bf16-rounded) embeddings: nothing ran in bf16 ...
+    torch.manual_seed(0)
+    assert torch.equal(logits, head(embeddings.float(), labels))
+    # ... and close to the all-float32 result (only the backbone's rounding differs).
+    torch.manual_seed(0)
+    reference = head(layer(x), labels)
+    assert torch.allclose(logits, reference, rtol=2e-2, atol=2e-2)
+    loss = torch.nn.functional.cross_entropy(logits, labels)
+    loss.backward()
+    assert head.weight.grad.dtype == torch.float32 and torch.isfinite(head.weight.grad).all()
+
+
+def test_noise_follows_the_global_rng_so_resume_is_exact():
+    head = NoisySoftmax(D, C, alpha2=0.1, noise="sample").train()
+    x, labels = _inputs(9)
+    state = torch.get_rng_state()
+    first = head(x, labels)
+    assert not torch.equal(first, head(x, labels))  # fresh noise each call
+    torch.set_rng_state(state)
+    assert torch.equal(first, head(x, labels))
+
+
+def test_create_head_options_and_errors():
+    assert isinstance(create_head("noisy-softmax", 4, 3, alpha2=0.2, noise="sample"), NoisySoftmax)
+    # A plain-softmax run may carry the noise options of a shared config; unset options are dropped.
+    plain = create_head("softmax", 4, 3, alpha2=0.1, noise="batch", bias=None)
+    assert isinstance(plain, Softmax) and plain.bias is None
+    head = create_head("noisy-softmax", 4, 3, alpha2=None, noise=None)
+    assert head.alpha2 == 0.1 and head.noise == "batch"
+    with pytest.raises(FaceverError, match="unknown head 'arcface'; known heads: noisy-softmax, softmax"):
+        create_head("arcface", 4, 3)
+    with pytest.raises(FaceverError, match="no option margin"):
+        create_head("softmax", 4, 3, margin=0.5)
+    with pytest.raises(FaceverError, match="noise must be one of batch, sample"):
+        NoisySoftmax(4, 3, noise="pixel")
+    with pytest.raises(FaceverError, match="alpha2 must be"):
+        NoisySoftmax(4, 3, alpha2=-0.1)
+    with pytest.raises(ValueError, match="N x 4"):
+        Softmax(4, 3)(torch.zeros(2, 5))
