@@ -55,7 +55,6 @@ OnStart = Callable[[int, "int | None"], None]
 
 _CHUNK = 1 << 16
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
