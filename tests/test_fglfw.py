@@ -179,3 +179,123 @@ def test_token_list_errors(tmp_path):
     write_pair_list(path, [(a, b) for a, b, _ in rows], [t for *_, t in rows])
     with pytest.raises(InputFileError, match="cannot form folds of equally many same and different"):
         read_token_pairs(path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# `facever eval-fglfw` end to end on an LFW tree built from real photos.
+
+REPORT_KEYS = {"protocol", "accuracy", "folds", "auc", "eer", "tar_at_far", "val_at_far", "pairs", "settings",
+               "facever_version"}
+
+
+def _orl_fglfw(tmp_path, faces_dir):
+    """An LFW tree of 6 ORL people (4 photos each, `Orl_S1/Orl_S1_0001.jpg`) and an FGLFW list over it."""
+    people = orl_people(faces_dir, 6, 4)
+    items = build_lfw_tree(tmp_path / "lfw", people)
+    rename = {letter: name for letter, name in zip("ABCDEF", people)}
+    pairs = [tuple(f"{rename[p[0]]}/{rename[p[0]]}_{p[-8:]}" for p in pair) for pair in FGLFW_PAIRS]
+    return items, write_pair_list(tmp_path / "pair_FGLFW.txt", pairs)
+
+
+def test_eval_fglfw_with_embeddings_writes_the_lfw_report(tmp_path, faces_dir):
+    from typer.testing import CliRunner
+
+    from facever.cli import app
+    from facever.embeddings_file import save_embeddings
+
+    items, pair_list = _orl_fglfw(tmp_path, faces_dir)
+    paths, emb = identity_embeddings(items)
+    save_embeddings(tmp_path / "emb.npz", paths, emb)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["eval-fglfw", "--pairs", str(pair_list), "--embeddings", str(tmp_path / "emb.npz"),
+                                      "--pairs-per-fold", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["protocol"] == "fglfw"
+    # identity embeddings separate every pair: 100% only if every label was derived right
+    assert report["accuracy"]["mean"] == 1.0 and report["auc"] == 1.0
+    assert report["pairs"] == {"total": 12, "same": 6, "different": 6, "dropped": 0}
+    assert len(report["folds"]) == 3 and report["settings"]["pairs_per_fold"] == 4
+    assert (out / "roc.png").stat().st_size > 0
+    assert "accuracy" in result.stdout and "100.00%" in result.stdout
+
+
+def test_eval_fglfw_embeddings_missing_an_image_name_it(tmp_path, faces_dir):
+    from typer.testing import CliRunner
+
+    from facever.cli import app
+    from facever.embeddings_file import save_embeddings
+
+    items, pair_list = _orl_fglfw(tmp_path, faces_dir)
+    paths, emb = identity_embeddings(items)
+    drop = paths.index("Orl_S2/Orl_S2_0003.jpg")
+    save_embeddings(tmp_path / "emb.npz", paths[:drop] + paths[drop + 1:], np.delete(emb, drop, axis=0))
+    result = CliRunner().invoke(app, ["eval-fglfw", "--pairs", str(pair_list), "--embeddings", str(tmp_path / "emb.npz"),
+                                      "--pairs-per-fold", "4"])
+    assert result.exit_code == 2
+    assert "Orl_S2/Orl_S2_0003.jpg" in result.output and "error" in result.output
+
+
+def test_eval_calfw_with_embeddings(tmp_path, faces_dir):
+    from typer.testing import CliRunner
+
+    from facever.cli import app
+    from facever.embeddings_file import save_embeddings
+
+    people = orl_people(faces_dir, 4, 4)
+    flat = {}
+    for name, photos in people.items():  # CALFW keeps every image in one folder: `Name_0001.jpg`
+        for i, _ in enumerate(photos, start=1):
+            flat[f"{name}_{i:04d}.jpg"] = name
+    rename = dict(zip("ABCD", people))
+    rows = [(f"{rename[a[0]]}{a[1:]}", f"{rename[b[0]]}{b[1:]}", t) for a, b, t in _calfw_pairs()]
+    pair_list = write_pair_list(tmp_path / "pairs_CALFW.txt", [(a, b) for a, b, _ in rows], [t for *_, t in rows])
+    paths, emb = identity_embeddings(flat)
+    save_embeddings(tmp_path / "emb.npz", paths, emb)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["eval-fglfw", "--pairs", str(pair_list), "--protocol", "calfw",
+                                      "--embeddings", str(tmp_path / "emb.npz"), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"] == "calfw" and report["accuracy"]["mean"] == 1.0 and len(report["folds"]) == 2
+    assert json.loads(result.stdout)["protocol"] == "calfw"
+
+
+def test_eval_fglfw_needs_one_source(tmp_path):
+    from typer.testing import CliRunner
+
+    from facever.cli import app
+
+    pair_list = write_pair_list(tmp_path / "p.txt", FGLFW_PAIRS)
+    result = CliRunner().invoke(app, ["eval-fglfw", "--pairs", str(pair_list)])
+    assert result.exit_code == 2 and "either --embeddings" in result.output
+    result = CliRunner().invoke(app, ["eval-fglfw", "--pairs", str(pair_list), "--model", "m.pt"])
+    assert result.exit_code == 2 and "--images" in result.output
+
+
+def test_eval_fglfw_with_model_embeds_the_images(tmp_path, faces_dir):
+    from typer.testing import CliRunner
+
+    from facever.cli import app
+    from facever.embeddings_file import load_embeddings
+
+    from _benchmark_data import tiny_model
+
+    items, pair_list = _orl_fglfw(tmp_path, faces_dir)
+    model = tiny_model(tmp_path / "model.pt")
+    out = tmp_path / "out"
+    args = ["eval-fglfw", "--pairs", str(pair_list), "--pairs-per-fold", "4", "--model", str(model),
+            "--images", str(tmp_path / "lfw"), "--device", "cpu", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["pairs"]["total"] == 12 and 0.0 <= report["accuracy"]["mean"] <= 1.0
+    assert report["settings"]["model"] == str(model)
+    saved = load_embeddings(out / "embeddings.npz")
+    assert set(saved.paths) == set(read_fglfw_pairs(pair_list, pairs_per_fold=4).items()) and saved.dim == 16
+
+    # a missing image is named before any model runs
+    (tmp_path / "lfw" / "Orl_S3" / "Orl_S3_0002.jpg").unlink()
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "Orl_S3/Orl_S3_0002.jpg" in result.output and "missing" in result.output

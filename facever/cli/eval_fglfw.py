@@ -1,0 +1,125 @@
+"""`facever eval-fglfw`: FGLFW (fine-grained LFW), CALFW and CPLFW with the 10-fold protocol."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from facever.cli.eval_lfw import Metric, ThresholdMode
+
+
+class Variant(str, Enum):
+    fglfw = "fglfw"
+    calfw = "calfw"
+    cplfw = "cplfw"
+
+
+class Flip(str, Enum):
+    none = "none"
+    concat = "concat"
+    sum = "sum"
+
+
+def eval_fglfw(
+    pairs: Path = typer.Option(
+        ..., "--pairs", help="The pair list: pair_FGLFW.txt (one `Name/Name_0001.jpg` per line), or pairs_CALFW.txt / "
+        "pairs_CPLFW.txt (`filename token` per line) with --protocol calfw|cplfw."
+    ),
+    protocol: Variant = typer.Option(Variant.fglfw, "--protocol", "-p", help="Which list format and benchmark name."),
+    embeddings: Optional[Path] = typer.Option(
+        None, "--embeddings", "-e", help="Embeddings file (.npz) from `facever embed`, keyed by the list's image paths."
+    ),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Embed the list's images now: a facever model.pt (or run folder) or facenet:vggface2."
+    ),
+    images: Optional[Path] = typer.Option(
+        None, "--images", help="With --model: folder the list's paths start from (LFW's aligned images for FGLFW, "
+        "`aligned images/` for CALFW/CPLFW)."
+    ),
+    ext: Optional[str] = typer.Option(
+        None, "--ext", help="Replace the image extension written in the list (e.g. .png for re-encoded crops)."
+    ),
+    pairs_per_fold: int = typer.Option(
+        600, "--pairs-per-fold", help="FGLFW only: consecutive pairs per fold (600 = 300 same + 300 different)."
+    ),
+    thresholds: ThresholdMode = typer.Option(
+        ThresholdMode.exact, "--thresholds",
+        help="exact: midpoints between training scores (best possible); grid: facenet/insightface's 0:4:0.01 grid.",
+    ),
+    metric: Optional[Metric] = typer.Option(
+        None, "--metric", help="cosine (default) or l2 (squared distance of normalised embeddings; default for grid)."
+    ),
+    subtract_mean: bool = typer.Option(
+        False, "--subtract-mean", help="Subtract the 9 training folds' mean embedding first (SphereFace)."
+    ),
+    allow_missing: bool = typer.Option(
+        False, "--allow-missing", help="Drop pairs whose images have no embedding (folds stay as in the file)."
+    ),
+    flip: Flip = typer.Option(Flip.none, "--flip", help="With --model: fuse the mirrored face (none, concat, sum)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:*: the weights file."),
+    device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:1 or auto."),
+    batch_size: int = typer.Option(64, "--batch-size", help="With --model: images per forward pass."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Folder for report.json and roc.png (and embeddings.npz with --model)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table."),
+) -> None:
+    """Score a model on FGLFW, CALFW or CPLFW: LFW's 10-fold protocol on harder pair lists.
+
+    FGLFW labels each pair from its two names (lists differ in block order); folds are 600 consecutive
+    pairs that must hold 300 same + 300 different. CALFW/CPLFW: a positive pair carries its fold
+    (token 1..10) and is in fold token-1; negatives (token 0), in file order, are cut into 10 equal
+    blocks, block j -> fold j.
+
+    Examples:
+
+        facever eval-fglfw --pairs pair_FGLFW.txt --embeddings lfw_emb.npz --out results/fglfw
+
+        facever eval-fglfw --pairs pairs_CALFW.txt --protocol calfw --model runs/a/model.pt --images "calfw/aligned images"
+    """
+    from facever.cli._console import fail, info, user_errors
+
+    if (embeddings is None) == (model is None):
+        fail("give either --embeddings FILE or --model MODEL --images DIR")
+    if model is not None and images is None:
+        fail("--model needs --images DIR (the folder the list's image paths start from)")
+    with user_errors():
+        from facever.cli._benchmark import check_images_exist, embed_with_progress, evaluate_and_report, load_model
+        from facever.data_prep.fglfw import read_fglfw_pairs, read_token_pairs
+        from facever.embeddings_file import load_embeddings, save_embeddings
+
+        if protocol is Variant.fglfw:
+            proto = read_fglfw_pairs(pairs, ext=ext, pairs_per_fold=pairs_per_fold)
+        else:
+            proto = read_token_pairs(pairs, ext=ext, name=protocol.value)
+        settings = {"pairs_file": str(pairs), "ext": ext}
+        if protocol is Variant.fglfw:
+            settings["pairs_per_fold"] = pairs_per_fold
+        else:
+            settings["fold_rule"] = "positives: token - 1; negatives: file order cut into one equal block per fold"
+        if model is not None:
+            items = proto.items()
+            check_images_exist(images, items, what=str(pairs))
+            net = load_model(model, weights=weights, device=device)
+            emb, _ = embed_with_progress(
+                net, images, items, description="embedding", flip=flip.value, batch_size=batch_size, device=device
+            )
+            source = f"model {model}"
+            settings.update({"model": model, "images": str(images)})
+            if out is not None:
+                save_embeddings(Path(out) / "embeddings.npz", emb.paths, emb.embeddings, emb.metadata)
+        else:
+            emb = load_embeddings(embeddings)
+            source = str(embeddings)
+            settings["embeddings_file"] = str(embeddings)
+        evaluate_and_report(
+            proto, emb,
+            title=f"{protocol.value.upper()} 10-fold verification: {len(proto)} pairs from {pairs}, {source}",
+            thresholds=thresholds.value, metric=metric.value if metric else None, subtract_mean=subtract_mean,
+            allow_missing=allow_missing, out=out, json_output=json_output, embeddings_source=source, settings=settings,
+        )
+        if model is not None and out is not None:
+            info(f"embeddings saved to {Path(out) / 'embeddings.npz'} (reuse with --embeddings or `facever ensemble`)")
