@@ -41,6 +41,9 @@ def _root(
 def _register() -> None:
     # Order here is the order in `facever --help`: the data flow align -> train -> embed -> verify -> ensemble.
     from facever.cli import data, eval_lfw
+    from facever.cli import train
+
+    app.command("train")(train.train)
 
     app.add_typer(data.app, name="data")
     app.command("eval-lfw")(eval_lfw.eval_lfw)

@@ -1,0 +1,209 @@
+"""`facever train DATA --out RUN`: train a face embedding model with Noisy Softmax (or plain softmax)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+class Head(str, Enum):
+    noisy_softmax = "noisy-softmax"
+    softmax = "softmax"
+
+
+class Noise(str, Enum):
+    batch = "batch"
+    sample = "sample"
+
+
+class Schedule(str, Enum):
+    step = "step"
+    cosine = "cosine"
+
+
+class Amp(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    off = "off"
+
+
+class Cache(str, Enum):
+    none = "none"
+    memmap = "memmap"
+    device = "device"
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise typer.BadParameter(f"expected HEIGHTxWIDTH such as 112x96, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _parse_milestones(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated epochs such as 10,15,18, got {text!r}") from None
+
+
+def train(
+    data: Path = typer.Argument(
+        ..., help="Identity folder (DATA/<person>/<crop>.jpg), a RecordIO train.rec, or a folder with train.rec + train.idx."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoint.pt, model.pt, metrics.jsonl, config.json."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Backbone: sphere20 (default), iresnet50, iresnet100, mobilefacenet, inception-resnet-v1, ..."),
+    input_size: Optional[str] = typer.Option(None, "--input-size", help="Override the backbone's input HEIGHTxWIDTH, e.g. 56x48 for a quick model."),
+    embedding_dim: Optional[int] = typer.Option(None, "--embedding-dim", help="Override the embedding size (sphere20: 512)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Override the backbone's base channel width (sphere20/mobilefacenet: 64)."),
+    head: Optional[Head] = typer.Option(None, "--head", help="noisy-softmax (default, the paper) or softmax (the baseline)."),
+    alpha2: Optional[float] = typer.Option(None, "--alpha2", help="Noise variance alpha^2 of Noisy Softmax (paper: 0.1 on faces). Default 0.1."),
+    noise: Optional[Noise] = typer.Option(None, "--noise", help="batch: one xi per mini-batch (authors' code, default); sample: one per image."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the data. Default 20."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per step per process (torchrun: x processes). Default 256."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of SGD. Default 0.1."),
+    schedule: Optional[Schedule] = typer.Option(None, "--schedule", help="step: x0.1 at --milestones (default); cosine: cosine decay to 0."),
+    milestones: Optional[str] = typer.Option(None, "--milestones", help="Epochs where the step schedule divides the LR by 10, e.g. 10,15,18 (default)."),
+    warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", help="Linear warm-up length in epochs (fractions allowed). Default 0."),
+    momentum: Optional[float] = typer.Option(None, "--momentum", help="SGD momentum. Default 0.9."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="SGD weight decay. Default 5e-4."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seeds weights, batch order, flips and noise. Default 0."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (default: CUDA if present), cpu, cuda, cuda:1. Under torchrun each process takes GPU LOCAL_RANK."),
+    amp: Optional[Amp] = typer.Option(None, "--amp", help="Mixed precision of the backbone: auto (bf16 on GPU, off on CPU), bf16, fp16 (with loss scaling), off. The head and loss stay float32."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (faster convolutions on recent GPUs)."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the backbone (faster steps after a slow first one)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="DataLoader worker processes decoding images. Default 4."),
+    cache: Optional[Cache] = typer.Option(None, "--cache", help="none: decode every step (default); memmap: decode once into a uint8 .npy file; device: that file held whole on the GPU."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where the decoded cache lives (default RUN/cache); reused by later runs on the same data."),
+    min_images: Optional[int] = typer.Option(None, "--min-images", help="Drop identities with fewer images than this. Default 1."),
+    holdout_identities: Optional[int] = typer.Option(None, "--holdout-identities", help="Keep this many identities out of training and validate on pairs among them."),
+    val_pairs: Optional[Path] = typer.Option(None, "--val-pairs", help="LFW-style pairs.txt for validation (with --val-images)."),
+    val_images: Optional[Path] = typer.Option(None, "--val-images", help="Folder of aligned crops the --val-pairs refer to (Name/Name_0001.jpg)."),
+    val_bin: Optional[Path] = typer.Option(None, "--val-bin", help="InsightFace verification .bin (lfw.bin, agedb_30.bin, ...) for validation."),
+    val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N steps (0 = at each epoch's end, default)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Write checkpoint.pt every N steps, besides each epoch's end. Default 1000."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint.pt exactly (options default to the run's own)."),
+    strict: Optional[bool] = typer.Option(None, "--strict/--no-strict", help="Fail on any undecodable image instead of skipping and listing it."),
+    log_every: int = typer.Option(10, "--log-every", help="Steps per line in metrics.jsonl."),
+    json_output: bool = typer.Option(False, "--json", help="Print a JSON summary of the run on stdout."),
+) -> None:
+    """Train a face embedding model on an identity folder or an InsightFace RecordIO file.
+
+    Writes RUN/model.pt (the embedding model `facever embed` loads; the best by validation accuracy
+    when validating), RUN/checkpoint.pt (full state; Ctrl-C saves it and --resume continues exactly)
+    and RUN/metrics.jsonl. Under `torchrun --nproc_per_node=N -m facever train ...` it trains with
+    DistributedDataParallel (NCCL on GPUs, gloo on CPU).
+
+    Examples:
+
+        facever train casia/ --out runs/ns --epochs 28 --milestones 16,24 --amp bf16 --channels-last --cache memmap
+
+        facever train faces_webface_112x112/ --out runs/rec --head softmax --holdout-identities 200
+
+        facever train casia/ --out runs/ns --resume
+    """
+    import json
+    import os
+    import signal
+    import sys
+    from contextlib import ExitStack
+
+    from facever.cli._console import info, progress_bar, user_errors, warn
+
+    options = {
+        "arch": arch, "input_size": _parse_size(input_size) if input_size else None, "embedding_dim": embedding_dim,
+        "width": width, "head": head.value if head else None, "alpha2": alpha2, "noise": noise.value if noise else None,
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule.value if schedule else None,
+        "milestones": _parse_milestones(milestones) if milestones else None, "warmup_epochs": warmup_epochs,
+        "momentum": momentum, "weight_decay": weight_decay, "seed": seed, "device": device,
+        "amp": amp.value if amp else None, "channels_last": channels_last, "compile": compile, "workers": workers,
+        "cache": cache.value if cache else None, "cache_dir": str(cache_dir.resolve()) if cache_dir else None,
+        "min_images": min_images, "holdout_identities": holdout_identities,
+        "val_pairs": str(val_pairs.resolve()) if val_pairs else None,
+        "val_images": str(val_images.resolve()) if val_images else None,
+        "val_bin": str(val_bin.resolve()) if val_bin else None, "val_every": val_every,
+        "checkpoint_every": checkpoint_every, "strict": strict,
+    }
+    given = {k: v for k, v in options.items() if v is not None}
+    rank = int(os.environ.get("RANK", "0"))
+
+    with user_errors():
+        from facever.training.checkpoint import load_checkpoint
+        from facever.training.config import TrainConfig
+        from facever.training.loop import CHECKPOINT_NAME, train as run_training
+
+        data_str = str(data.resolve())
+        if resume:
+            ck = load_checkpoint(out / CHECKPOINT_NAME)
+            saved = TrainConfig.from_dict(ck["config"])
+            del ck
+            config = saved.replace(data=data_str, **given)
+        else:
+            if given.get("amp", "auto") == "auto":
+                from facever.devices import resolve_device
+
+                given["amp"] = "bf16" if resolve_device(given.get("device", "auto")).type == "cuda" else "off"
+            config = TrainConfig(data=data_str, **given)
+
+        stop = {"requested": False}
+
+        def on_signal(signum, frame):  # noqa: ARG001
+            if stop["requested"]:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            stop["requested"] = True
+            if rank == 0:
+                warn("stopping after this step and saving a checkpoint (Ctrl-C again to abort at once)")
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with ExitStack() as stack:
+                bars: dict = {}
+
+                def scan_progress(n: int) -> None:
+                    if "scan" not in bars:
+                        bars["scan"] = stack.enter_context(progress_bar("checking images", None))
+                    bars["scan"](n)
+
+                def progress(step_info) -> None:
+                    if "train" not in bars:
+                        bars["train"] = stack.enter_context(progress_bar("training", step_info.total_steps, unit="step"))
+                        if step_info.step > 1:
+                            bars["train"](step_info.step - 1)
+                    status = None
+                    if step_info.loss is not None:
+                        status = (f"epoch {step_info.epoch + 1} loss {step_info.loss:.3f} lr {step_info.lr:.3g} "
+                                  f"{step_info.images_per_second:,.0f} img/s")
+                    bars["train"](1, status=status)
+
+                result = run_training(
+                    config, out, resume=resume, progress=progress, scan_progress=scan_progress,
+                    on_message=(info if rank == 0 else (lambda text: None)),
+                    stop_requested=lambda: stop["requested"], log_every=log_every,
+                )
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    if rank != 0:
+        return
+    summary = {
+        "out": str(result.out_dir), "steps": result.steps, "total_steps": result.total_steps,
+        "interrupted": result.interrupted, "model": str(result.model_path) if result.model_path else None,
+        "model_last": str(result.last_model_path) if result.last_model_path else None,
+        "best_accuracy": result.best_accuracy, "best_step": result.best_step, "num_classes": result.num_classes,
+        "num_images": result.num_images, "skipped_images": len(result.failures), "last_loss": result.last_loss,
+    }
+    if json_output:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    elif result.interrupted:
+        info(f"stopped at step {result.steps}/{result.total_steps}; continue with: facever train {data} --out {out} --resume")
+    else:
+        acc = f", best validation accuracy {result.best_accuracy:.4f} at step {result.best_step}" if result.best_accuracy is not None else ""
+        info(f"trained {result.steps} steps on {result.num_images} images of {result.num_classes} identities{acc}; model: {result.model_path}")
+    if result.interrupted:
+        raise typer.Exit(130)
