@@ -1,0 +1,339 @@
+"""The embedding pipeline: image files -> embeddings, fast and with every silent choice recorded.
+
+Speed comes from three things, measured in `benchmarks/bench_embed.py`:
+- decoding (and resizing) in DataLoader worker processes, so the next batches are decoded while the
+  model computes the current one; uint8 pixels travel between processes and to the GPU (pinned
+  memory, non-blocking copies) and become float only on the device;
+- `channels_last` memory format (oneDNN on CPU and cuDNN on GPU both prefer NHWC convolutions);
+- bf16 autocast on GPU (`amp`), the output being cast back to float32.
+
+Flip fusion (test-time augmentation with the horizontally mirrored face), as the published tools do it:
+
+| mode     | embedding                  | used by                                               |
+|----------|----------------------------|-------------------------------------------------------|
+| `none`   | f(x)                       | facenet-pytorch examples                              |
+| `concat` | [f(x), f(flip x)] (2 x D)  | SphereFace (MATLAB eval), davidsandberg/facenet       |
+| `sum`    | f(x) + f(flip x) (D)       | insightface (then L2-normalised at comparison time)   |
+
+f is the model's raw output (facenet-pytorch's InceptionResnetV1 already L2-normalises it); nothing is
+normalised here, so the file holds exactly what each tool would compare.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from facever.data_prep.images import ImageDecodeError, read_image_rgb
+from facever.embedding.preprocess import aspect_ratio_differs, normalize_batch, resize_to_input
+from facever.embeddings_file import Embeddings
+from facever.errors import FaceverError
+
+log = logging.getLogger(__name__)
+
+FLIP_MODES = ("none", "concat", "sum")
+
+
+@dataclass(frozen=True)
+class BadImage:
+    """An input that produced no embedding, and why (undecodable, no face found)."""
+
+    path: str
+    reason: str
+
+
+class BadImagesError(FaceverError):
+    """Some inputs could not be embedded and `skip_bad` was off. `.bad` lists every one of them."""
+
+    def __init__(self, bad: Sequence[BadImage], total: int):
+        self.bad = list(bad)
+        shown = "; ".join(f"{b.path} ({b.reason})" for b in self.bad[:5])
+        more = f" and {len(self.bad) - 5} more" if len(self.bad) > 5 else ""
+        super().__init__(
+            f"{len(self.bad)} of {total} images could not be embedded: {shown}{more} (use --skip-bad to leave them out)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data loading (runs in worker processes: module-level, picklable).
+
+
+class _ImageDataset:
+    """Item i -> (i, pixels or None, reason or None, original (h, w) or None)."""
+
+    def __init__(self, root: Path, rel_paths: Sequence[str], size: tuple[int, int] | None):
+        self.root = Path(root)
+        self.rel_paths = list(rel_paths)
+        self.size = size  # None: keep the full photo (the aligner crops it)
+
+    def __len__(self) -> int:
+        return len(self.rel_paths)
+
+    def __getitem__(self, i: int):
+        try:
+            rgb = read_image_rgb(self.root / self.rel_paths[i])
+        except ImageDecodeError as exc:
+            return i, None, _reason(exc, self.root / self.rel_paths[i]), None
+        shape = rgb.shape[:2]
+        if self.size is not None:
+            rgb = resize_to_input(rgb, self.size)
+        return i, rgb, None, shape
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    text = str(exc)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _collate(items, stack: bool = True) -> dict[str, Any]:
+    import torch
+
+    good = [it for it in items if it[1] is not None]
+    batch: dict[str, Any] = {
+        "index": torch.tensor([it[0] for it in good], dtype=torch.int64),
+        "bad": [(it[0], it[2]) for it in items if it[1] is None],
+        "shapes": [it[3] for it in good],
+    }
+    if stack:
+        batch["pixels"] = torch.from_numpy(np.stack([it[1] for it in good])) if good else None
+    else:
+        batch["photos"] = [it[1] for it in good]
+    return batch
+
+
+def _collate_photos(items) -> dict[str, Any]:
+    return _collate(items, stack=False)
+
+
+def _worker_init(_worker_id: int) -> None:
+    # One thread per worker: the parallelism is across workers, and the model needs the cores.
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - cv2 is a dependency
+        pass
+
+
+def default_workers(device_type: str) -> int:
+    """Decoding processes: on GPU as many as cores allow; on CPU few, since the model shares the cores."""
+    cores = os.cpu_count() or 1
+    if device_type == "cuda":
+        return max(1, min(8, cores - 1))
+    return max(1, min(4, cores // 2))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The model side.
+
+
+def forward_with_flip(module, x, flip: str):
+    """Embeddings of a normalised NCHW batch with flip fusion (`none`, `concat` or `sum`, see module doc).
+
+    The mirrored copies go through the network in the same forward pass as the originals.
+    """
+    import torch
+
+    if flip == "none":
+        return module(x)
+    if flip not in FLIP_MODES:
+        raise ValueError(f"unknown flip mode {flip!r}; known: {', '.join(FLIP_MODES)}")
+    n = x.shape[0]
+    both = module(torch.cat([x, x.flip(3)]))
+    plain, mirrored = both[:n], both[n:]
+    return torch.cat([plain, mirrored], dim=1) if flip == "concat" else plain + mirrored
+
+
+def embed_images(
+    model,
+    root: str | os.PathLike,
+    rel_paths: Sequence[str],
+    *,
+    flip: str = "none",
+    batch_size: int = 64,
+    workers: int | None = None,
+    device="cpu",
+    amp: bool | None = None,
+    channels_last: bool = True,
+    align=None,
+    skip_bad: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Embeddings, list[BadImage]]:
+    """Embed `root / p` for every relative path `p`; rows keep the order of `rel_paths`.
+
+    Args:
+        model: an `EmbeddingModel` (`load_embedding_model`).
+        root: folder the relative paths start from.
+        rel_paths: relative POSIX paths of aligned crops (or raw photos when `align` is given).
+        flip: `none`, `concat` or `sum` (module doc: which tool does which).
+        batch_size: images per forward pass (twice as many go through the network with flip).
+        workers: decoding processes (0: decode in this process; None: `default_workers`).
+        device: "cpu", "cuda", "auto" or a `torch.device`; the model is moved there.
+        amp: bf16 autocast; None means on for CUDA, off on CPU. The output is float32 either way.
+        channels_last: NHWC convolutions (faster on both oneDNN and cuDNN; tiny float differences).
+        align: a `FaceAligner`; when given, inputs are raw photos, the aligner crops one face each
+            (its `select` rule), and a photo without a face counts as bad.
+        skip_bad: leave undecodable images (and faceless photos) out instead of failing.
+        progress: called with the number of images just finished.
+
+    Returns:
+        (embeddings, bad): `Embeddings` with float32 rows for the good images, metadata describing the
+        model, flip mode, crop size and preprocessing; `bad` lists what was left out.
+
+    Raises:
+        BadImagesError: some images failed and `skip_bad` is False. Decoding still runs to the end so the
+        error lists every bad file, but the model stops computing at the first one.
+    """
+    import torch
+
+    from facever.devices import resolve_device
+
+    if flip not in FLIP_MODES:
+        raise FaceverError(f"unknown flip mode {flip!r}; use one of: {', '.join(FLIP_MODES)}")
+    if batch_size < 1:
+        raise FaceverError(f"batch size must be at least 1, got {batch_size}")
+    rel_paths = [str(p) for p in rel_paths]
+    if len(set(rel_paths)) != len(rel_paths):
+        raise FaceverError("the image list holds duplicate paths")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    use_amp = (dev.type == "cuda") if amp is None else bool(amp)
+    if workers is None:
+        # One batch or less: starting worker processes costs more than decoding in this one.
+        workers = 0 if len(rel_paths) <= batch_size else default_workers(dev.type)
+    workers = int(workers)
+    size = tuple(int(v) for v in model.input_size)
+
+    module = model.module.eval().to(dev)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+
+    dataset = _ImageDataset(Path(root), rel_paths, None if align is not None else size)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate_photos if align is not None else _collate,
+        pin_memory=dev.type == "cuda",
+        worker_init_fn=_worker_init if workers > 0 else None,
+        prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=False,
+    )
+
+    n = len(rel_paths)
+    out: np.ndarray | None = None
+    done = np.zeros(n, dtype=bool)
+    bad: list[BadImage] = []
+    pending: list[tuple[Any, Any]] = []  # (indices, device tensor): copied back in groups, not per batch
+    stats = {"resized": 0, "aspect_mismatch": 0}
+    warned = False
+
+    def flush() -> None:
+        nonlocal out
+        for idx, emb in pending:
+            emb = emb.float().cpu().numpy()
+            if out is None:
+                out = np.zeros((n, emb.shape[1]), dtype=np.float32)
+            out[idx.numpy()] = emb
+            done[idx.numpy()] = True
+        pending.clear()
+
+    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp)
+    with torch.inference_mode(), autocast:
+        for batch in loader:
+            bad.extend(BadImage(rel_paths[i], reason) for i, reason in batch["bad"])
+            index = batch["index"]
+            if align is not None and len(index):
+                pixels, index, shapes, faceless = _align_batch(align, batch["photos"], index, size)
+                bad.extend(BadImage(rel_paths[i], reason) for i, reason in faceless)
+            else:
+                pixels, shapes = batch.get("pixels"), batch["shapes"]
+            for i, shape in zip(index.tolist(), shapes):
+                if tuple(shape) != size:
+                    stats["resized"] += 1
+                    if aspect_ratio_differs(shape, size):
+                        stats["aspect_mismatch"] += 1
+                        if not warned:
+                            log.warning(
+                                "%s is %dx%d (h x w), resized to the model's %dx%d: the aspect ratio differs, faces "
+                                "are stretched (crop to the model's size for best accuracy)",
+                                rel_paths[i], shape[0], shape[1], *size,
+                            )
+                            warned = True
+            # Fail fast on compute, but keep decoding so the error can list every bad file.
+            if len(index) and (skip_bad or not bad):
+                x = normalize_batch(pixels.to(dev, non_blocking=True), mean=model.mean, std=model.std, color=model.color)
+                if not channels_last:
+                    x = x.contiguous()
+                pending.append((index, forward_with_flip(module, x, flip)))
+                if len(pending) >= 32:
+                    flush()
+            if progress is not None:
+                progress(len(batch["index"]) + len(batch["bad"]))
+    flush()
+
+    if bad and not skip_bad:
+        raise BadImagesError(sorted(bad, key=lambda b: b.path), n)
+    keep = np.flatnonzero(done)
+    if out is None:
+        raise FaceverError(f"no image could be embedded ({len(bad)} bad of {n})" if n else "no images to embed")
+    metadata = {
+        **model.metadata(),
+        "flip": flip,
+        "crop_size": list(size),
+        "amp": "bf16" if use_amp else "off",
+        "channels_last": bool(channels_last),
+        "device": str(dev),
+        "aligned_here": align is not None,
+        "images": int(len(keep)),
+        "bad_images": len(bad),
+        "resized_images": stats["resized"],
+        "aspect_mismatch_images": stats["aspect_mismatch"],
+    }
+    if align is not None:
+        metadata["aligner"] = _aligner_metadata(align)
+    embeddings = Embeddings(paths=[rel_paths[i] for i in keep], embeddings=out[keep], metadata=metadata)
+    return embeddings, sorted(bad, key=lambda b: b.path)
+
+
+def _align_batch(align, photos, index, size):
+    """Align raw photos in this process (the detector is a torch model: batching it pays off).
+
+    Returns (uint8 N x h x w x 3 crops at the model size, kept indices, crop shapes, [(index, reason)]
+    for photos without a face).
+    """
+    import torch
+
+    results = align.align_batch(list(photos))
+    crops, kept, shapes, faceless = [], [], [], []
+    for i, faces in zip(index.tolist(), results):
+        face_crops = getattr(faces, "crops", None)
+        if face_crops is None or len(face_crops) == 0:
+            faceless.append((i, getattr(faces, "error", None) or "no face found"))
+            continue
+        crop = np.asarray(face_crops[0], dtype=np.uint8)
+        shapes.append(crop.shape[:2])
+        crops.append(resize_to_input(crop, size))
+        kept.append(i)
+    pixels = torch.from_numpy(np.stack(crops)) if crops else None
+    return pixels, torch.tensor(kept, dtype=torch.int64), shapes, faceless
+
+
+def _aligner_metadata(align) -> dict[str, Any]:
+    meta: dict[str, Any] = {"type": type(align).__name__}
+    for key in ("size", "select", "template", "margin"):
+        value = getattr(align, key, None)
+        if isinstance(value, (int, float, str, bool)):
+            meta[key] = value
+        elif isinstance(value, (tuple, list)) and all(isinstance(v, (int, float)) for v in value):
+            meta[key] = list(value)
+    return meta

@@ -1,0 +1,234 @@
+"""Loading a face model for embedding, whatever produced it, with the preprocessing it was trained with.
+
+Two sources are supported:
+
+- a facever model file (`RUN/model.pt` from `facever train`, or the `RUN/` folder holding it): the file
+  carries its architecture, crop size, colour order and normalisation (`facever.models.bundle`);
+- `facenet:vggface2` / `facenet:casia-webface`: facenet-pytorch's InceptionResnetV1, the model most
+  PyTorch users start from. Its weights come from `weights=FILE`, from facenet-pytorch's cache
+  (`$TORCH_HOME/checkpoints/<file>`), or from facenet-pytorch's release URL when online. The spec may
+  also carry the file inline: `facenet:vggface2=PATH`.
+
+Every file is read with `torch.load(weights_only=True)`: a model file is data, never code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facever.errors import FaceverError, InputFileError
+
+log = logging.getLogger(__name__)
+
+# facenet-pytorch 2.5.3's release files (models/inception_resnet_v1.py, `load_weights`).
+FACENET_WEIGHTS: dict[str, tuple[str, str]] = {
+    "vggface2": (
+        "20180402-114759-vggface2.pt",
+        "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+    ),
+    "casia-webface": (
+        "20180408-102900-casia-webface.pt",
+        "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180408-102900-casia-webface.pt",
+    ),
+}
+FACENET_INPUT_SIZE = (160, 160)
+# facenet-pytorch's `fixed_image_standardization`: (x - 127.5) / 128 on 0..255 pixels, written in our
+# (x/255 - mean) / std convention.
+FACENET_MEAN = (127.5 / 255.0,) * 3
+FACENET_STD = (128.0 / 255.0,) * 3
+
+# Set to 1 to never try the network for pretrained weights (CI, air-gapped machines).
+OFFLINE_ENV = "FACEVER_OFFLINE"
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingModel:
+    """A backbone plus everything needed to feed it: `forward(N x 3 x H x W float) -> N x D`.
+
+    Input convention: `x = (pixels / 255 - mean) / std` per channel, channels in `color` order
+    ("RGB" or "BGR"), spatial size `input_size = (height, width)`.
+    """
+
+    module: Any  # torch.nn.Module in eval mode
+    model_id: str
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    color: str = "RGB"
+    embedding_dim: int | None = None
+    source: str = ""
+    # sha256 of the weights file: two embeddings files with the same fingerprint came from the same weights.
+    fingerprint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def preprocessing(self) -> str:
+        h, w = self.input_size
+        mean = ", ".join(f"{m:.4g}" for m in self.mean)
+        std = ", ".join(f"{s:.4g}" for s in self.std)
+        return f"{self.color} {h}x{w} (h x w), x = (pixels/255 - [{mean}]) / [{std}]"
+
+    def metadata(self) -> dict[str, Any]:
+        """What an embeddings file records about the model (JSON-ready)."""
+        return {
+            "model": self.model_id,
+            "model_source": self.source,
+            "model_sha256": self.fingerprint,
+            "input_size": list(self.input_size),
+            "color": self.color,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "preprocessing": self.preprocessing,
+            **({"embedding_dim_model": self.embedding_dim} if self.embedding_dim else {}),
+            **self.extra,
+        }
+
+
+def load_embedding_model(spec: str | os.PathLike, *, weights: str | os.PathLike | None = None, device="cpu") -> EmbeddingModel:
+    """Load a model for embedding.
+
+    Args:
+        spec: a facever model file (`RUN/model.pt`) or its run folder, or `facenet:vggface2` /
+            `facenet:casia-webface` (optionally `facenet:vggface2=WEIGHTS_FILE`).
+        weights: for `facenet:*`, a state-dict file to use instead of the cached/downloaded one.
+        device: where to put the module ("cpu", "cuda", "auto", or a `torch.device`).
+
+    Raises:
+        FaceverError: unknown spec, missing weights (offline: says which file to put where).
+        InputFileError: a file that is not a model / state dict of the expected shape.
+    """
+    from facever.devices import resolve_device
+
+    dev = device if not isinstance(device, str) else resolve_device(device)
+    text = str(spec)
+    if text.startswith("facenet:"):
+        name, _, inline = text[len("facenet:"):].partition("=")
+        if inline and weights is not None:
+            raise FaceverError(f"{text}: weights given twice (inline and --weights {weights})")
+        model = _load_facenet(name, weights=Path(inline) if inline else (Path(weights) if weights else None))
+    else:
+        if weights is not None:
+            raise FaceverError(f"--weights applies to facenet:* models only; {text} carries its own weights")
+        model = _load_facever(Path(text))
+    model.module.to(dev)
+    return model
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_facever(path: Path) -> EmbeddingModel:
+    if path.is_dir() and (path / "model.pt").is_file():
+        path = path / "model.pt"
+    if not path.exists():
+        raise FaceverError(
+            f"{path}: no such model file (expected a facever model.pt, a run folder holding one, "
+            "or facenet:vggface2 / facenet:casia-webface)"
+        )
+    from facever.models.bundle import load_model_bundle
+
+    module, info = load_model_bundle(path, map_location="cpu")
+    module.eval()
+    try:
+        h, w = (int(v) for v in info["input_size"])
+        mean = tuple(float(v) for v in info["mean"])
+        std = tuple(float(v) for v in info["std"])
+        arch = str(info["arch"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputFileError(path, f"model file lacks its preprocessing ({type(exc).__name__}: {exc})") from None
+    if len(mean) != 3 or len(std) != 3:
+        raise InputFileError(path, "model file: mean and std must have 3 values")
+    color = str(info.get("color", "RGB")).upper()
+    if color not in ("RGB", "BGR"):
+        raise InputFileError(path, f"model file: unknown colour order {color!r}")
+    extra = {"arch": arch, "arch_kwargs": info.get("arch_kwargs", {})}
+    for key in ("step", "val_accuracy", "facever_version"):
+        if key in info and isinstance(info[key], (int, float, str)):
+            extra[f"model_{key}" if not key.startswith("model") else key] = info[key]
+    return EmbeddingModel(
+        module=module,
+        model_id=f"facever:{arch}",
+        input_size=(h, w),
+        mean=mean,  # type: ignore[arg-type]
+        std=std,  # type: ignore[arg-type]
+        color=color,
+        embedding_dim=int(info["embedding_dim"]) if info.get("embedding_dim") else None,
+        source=str(path.resolve()),
+        fingerprint=_sha256(path),
+        extra=extra,
+    )
+
+
+def facenet_cache_dir() -> Path:
+    """Where facenet-pytorch keeps its downloaded weights: `$TORCH_HOME/checkpoints` (same rule as it uses)."""
+    torch_home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(torch_home)) / "checkpoints"
+
+
+def _facenet_weights_file(name: str) -> Path:
+    """The cached weights file, downloading it (atomically) when missing and the network allows."""
+    file_name, url = FACENET_WEIGHTS[name]
+    folder = facenet_cache_dir()
+    cached = folder / file_name
+    if cached.is_file():
+        return cached
+    hint = (
+        f"facenet:{name} needs its weights: put {file_name} (from {url}) into {folder}/ "
+        f"or pass --weights FILE"
+    )
+    if os.getenv(OFFLINE_ENV, "") not in ("", "0"):
+        raise FaceverError(f"{hint} ({OFFLINE_ENV} is set, not downloading)")
+    from torch.hub import download_url_to_file
+
+    from facever.atomic import atomic_path
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        log.info("downloading %s to %s", url, cached)
+        with atomic_path(cached) as tmp:
+            download_url_to_file(url, str(tmp), progress=False)
+    except Exception as exc:  # URLError, HTTPError, socket timeouts, read-only cache folder ...
+        raise FaceverError(f"{hint} (download failed: {type(exc).__name__}: {exc})") from None
+    return cached
+
+
+def _load_facenet(name: str, *, weights: Path | None) -> EmbeddingModel:
+    from facenet_pytorch import InceptionResnetV1
+
+    from facever.models.inception_resnet import load_facenet_weights
+
+    if name not in FACENET_WEIGHTS:
+        known = ", ".join(f"facenet:{k}" for k in FACENET_WEIGHTS)
+        raise FaceverError(f"unknown model facenet:{name}; known: {known}")
+    if weights is not None and not weights.is_file():
+        raise FaceverError(f"{weights}: weights file not found")
+    path = weights if weights is not None else _facenet_weights_file(name)
+    # facenet-pytorch's own module (not facever's `inception-resnet-v1` backbone) so the embeddings are
+    # exactly what facenet-pytorch users get: L2-normalised outputs. The loader is shared with that
+    # backbone: weights_only=True, `logits.*` dropped, any other mismatch an InputFileError.
+    module = InceptionResnetV1(pretrained=None, classify=False)
+    load_facenet_weights(module, path)
+    module.eval()
+    return EmbeddingModel(
+        module=module,
+        model_id=f"facenet:{name}",
+        input_size=FACENET_INPUT_SIZE,
+        mean=FACENET_MEAN,
+        std=FACENET_STD,
+        color="RGB",
+        embedding_dim=512,
+        source=str(path.resolve()),
+        fingerprint=_sha256(path),
+        extra={"arch": "InceptionResnetV1", "output_normalized": True},
+    )
+
