@@ -24,7 +24,7 @@ from facever.data_prep.insightface_bin import (
 )
 from facever.errors import FaceverError, InputFileError
 
-from _benchmark_data import jpeg_bytes, orl_people
+from tests._benchmark_data import jpeg_bytes, orl_people
 
 
 def _png(rgb: np.ndarray) -> bytes:

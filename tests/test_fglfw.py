@@ -11,7 +11,7 @@ import pytest
 from facever.data_prep.fglfw import person_of, read_fglfw_pairs, read_token_pairs, read_variant_pairs
 from facever.errors import InputFileError
 
-from _benchmark_data import build_lfw_tree, identity_embeddings, orl_people
+from tests._benchmark_data import build_lfw_tree, identity_embeddings, orl_people
 
 # 3 folds of 4 pairs (2 same + 2 different), each fold in a different block order, as third-party
 # copies of the list differ in it.
@@ -280,7 +280,7 @@ def test_eval_fglfw_with_model_embeds_the_images(tmp_path, faces_dir):
     from facever.cli import app
     from facever.embeddings_file import load_embeddings
 
-    from _benchmark_data import tiny_model
+    from tests._benchmark_data import tiny_model
 
     items, pair_list = _orl_fglfw(tmp_path, faces_dir)
     model = tiny_model(tmp_path / "model.pt")

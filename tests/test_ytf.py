@@ -22,7 +22,7 @@ from facever.data_prep.ytf import (
 from facever.embeddings_file import Embeddings, save_embeddings
 from facever.errors import FaceverError, InputFileError
 
-from _benchmark_data import orl_people, save_rgb
+from tests._benchmark_data import orl_people, save_rgb
 
 HEADER = "split number, pair number, first name, second name, is same:\n"
 
@@ -227,3 +227,107 @@ def test_cache_remembers_frames_that_failed(tmp_path):
     assert emb.paths == ["a/0/1.jpg"] and bad == {"a/0/bad.jpg": "no face"}
     _, bad2, n = EmbeddingCache(tmp_path, {"k": 1}).extend(["a/0/1.jpg", "a/0/bad.jpg"], embed)
     assert n == 0 and bad2 == bad and len(calls) == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# `facever eval-ytf` end to end on a YTF tree built from real photos, with a splits file WITH header.
+
+REPORT_KEYS = {"protocol", "accuracy", "folds", "auc", "eer", "tar_at_far", "val_at_far", "pairs", "settings",
+               "facever_version"}
+
+
+def _splits_file(path: Path) -> Path:
+    p = [f"Orl_S{i}" for i in range(1, 5)]
+    rows = [
+        (1, 1, f"{p[0]}/0", f"{p[0]}/1", 1), (1, 2, f"{p[0]}/0", f"{p[1]}/0", 0),
+        (1, 3, f"{p[1]}/0", f"{p[1]}/1", 1), (1, 4, f"{p[2]}/1", f"{p[3]}/1", 0),
+        (2, 1, f"{p[2]}/0", f"{p[2]}/1", 1), (2, 2, f"{p[0]}/1", f"{p[2]}/0", 0),
+        (2, 3, f"{p[3]}/0", f"{p[3]}/1", 1), (2, 4, f"{p[1]}/1", f"{p[3]}/0", 0),
+    ]
+    path.write_text(HEADER + "".join(f"{s}, {n}, {a}, {b}, {same}\n" for s, n, a, b, same in rows))
+    return path
+
+
+def _run(args):
+    from typer.testing import CliRunner
+
+    from facever.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_eval_ytf_with_frame_embeddings(tmp_path, faces_dir):
+    from tests._benchmark_data import identity_embeddings
+
+    frames = build_ytf_tree(tmp_path / "YTF", faces_dir, layout="aligned")
+    splits = _splits_file(tmp_path / "splits.txt")
+    items = {f: f.split("/")[0] for fl in frames.values() for f in fl}
+    paths, emb = identity_embeddings(items, noise=0.2)
+    save_embeddings(tmp_path / "frames.npz", paths, emb)
+    for extra, frames_setting in (([], "all"), (["--frames", "2"], 2)):
+        out = tmp_path / f"out{frames_setting}"
+        result = _run(["eval-ytf", "--splits", splits, "--videos", tmp_path / "YTF", "--embeddings",
+                       tmp_path / "frames.npz", "--out", out, *extra])
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "report.json").read_text())
+        assert REPORT_KEYS <= set(report) and report["protocol"] == "ytf"
+        assert report["settings"]["frames"] == frames_setting
+        assert report["pairs"] == {"total": 8, "same": 4, "different": 4, "dropped": 0}
+        assert report["accuracy"]["mean"] == 1.0 and len(report["folds"]) == 2
+        assert (out / "roc.png").is_file()
+        # the saved video embeddings are the documented aggregate of the chosen frames
+        videos = np.load(out / "video_embeddings.npz")
+        row = list(videos["paths"]).index("Orl_S2/1")
+        chosen = frames["Orl_S2/1"] if frames_setting == "all" else [frames["Orl_S2/1"][i] for i in (0, 2)]  # floor((k+1/2)*3/2)
+        unit = emb[[paths.index(f) for f in chosen]]
+        unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+        want = unit.mean(0) / np.linalg.norm(unit.mean(0))
+        np.testing.assert_allclose(videos["embeddings"][row], want, rtol=1e-5, atol=1e-6)
+    # without --videos the frames are grouped from the file's own paths; same result
+    result = _run(["eval-ytf", "--splits", splits, "--embeddings", tmp_path / "frames.npz", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["accuracy"]["mean"] == 1.0
+
+
+def test_eval_ytf_names_missing_videos(tmp_path, faces_dir):
+    build_ytf_tree(tmp_path / "YTF", faces_dir, layout="frames")
+    splits = _splits_file(tmp_path / "splits.txt")
+    with open(splits, "a") as f:
+        f.write("2, 5, Nobody_Here/3, Nobody_Here/4, 1\n")
+    result = _run(["eval-ytf", "--splits", splits, "--videos", tmp_path / "YTF", "--model", tmp_path / "never-loaded.pt"])
+    assert result.exit_code == 2
+    assert "2 video folder(s) missing: Nobody_Here/3, Nobody_Here/4" in result.output
+
+
+def test_eval_ytf_with_model_caches_frames(tmp_path, faces_dir):
+    from tests._benchmark_data import tiny_model
+
+    build_ytf_tree(tmp_path / "YTF", faces_dir, layout="aligned")
+    splits = _splits_file(tmp_path / "splits.txt")
+    model = tiny_model(tmp_path / "model.pt")
+    out = tmp_path / "out"
+    base = ["eval-ytf", "--splits", splits, "--videos", tmp_path / "YTF", "--model", model, "--device", "cpu",
+            "--out", out]
+    # --frames 2 first: only the sampled frames are embedded (2 of 3 per video)
+    result = _run(base + ["--frames", "2"])
+    assert result.exit_code == 0, result.output
+    first = json.loads((out / "report.json").read_text())["settings"]
+    assert first["frames"] == 2 and first["frames_embedded_now"] == 16 and first["frames_from_cache"] == 0
+    # all frames: only the 8 never seen are embedded
+    result = _run(base)
+    assert result.exit_code == 0, result.output
+    second = json.loads((out / "report.json").read_text())
+    assert second["settings"]["frames"] == "all"
+    assert second["settings"]["frames_embedded_now"] == 8 and second["settings"]["frames_from_cache"] == 16
+    all_frames_videos = np.load(out / "video_embeddings.npz")["embeddings"].copy()
+    # another setting again: nothing re-embedded, and the scores match a run without any cache
+    result = _run(base + ["--frames", "1", "--metric", "l2"])
+    assert result.exit_code == 0, result.output
+    third = json.loads((out / "report.json").read_text())["settings"]
+    assert third["frames_embedded_now"] == 0 and third["frames_from_cache"] == 8
+    fresh = tmp_path / "fresh"
+    result = _run(base[:-1] + [fresh, "--cache", tmp_path / "other_cache"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((fresh / "report.json").read_text())["settings"]["frames_embedded_now"] == 24
+    # cached frames give the same video embeddings as frames embedded in one go
+    np.testing.assert_allclose(np.load(fresh / "video_embeddings.npz")["embeddings"], all_frames_videos, rtol=1e-4, atol=1e-5)

@@ -37,14 +37,17 @@ def file_digest(path: str | Path, *, chunk: int = 1 << 20) -> str:
 
 
 def _bad_paths(bad: Any) -> dict[str, str]:
-    """Normalise the embedder's failures (paths, (path, reason) pairs, or a mapping) to {path: reason}."""
+    """Normalise the embedder's failures to {path: reason}: a mapping, or a list of paths, (path, reason)
+    pairs or objects with `.path` and `.reason` (`facever.embedding.extract.BadImage`)."""
     if not bad:
         return {}
     if isinstance(bad, Mapping):
         return {str(k): str(v) for k, v in bad.items()}
     out = {}
     for item in bad:
-        if isinstance(item, (tuple, list)) and item:
+        if hasattr(item, "path"):
+            out[str(item.path)] = str(getattr(item, "reason", "failed"))
+        elif isinstance(item, (tuple, list)) and item:
             out[str(item[0])] = str(item[1]) if len(item) > 1 else "failed"
         else:
             out[str(item)] = "failed"
