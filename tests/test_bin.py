@@ -201,3 +201,89 @@ def test_bin_from_real_faces(faces_dir, tmp_path):
     names_batches = list(fitted.batches(3))
     assert [len(n) for n, _ in names_batches] == [3, 3, 2]
     assert names_batches[0][1].shape == (3, 112, 96, 3) and names_batches[0][1].dtype == np.uint8
+
+
+# ---------------------------------------------------------------------------------------------------
+# `facever eval-bin` end to end.
+
+REPORT_KEYS = {"protocol", "accuracy", "folds", "auc", "eer", "tar_at_far", "val_at_far", "pairs", "settings",
+               "facever_version"}
+
+
+def _run(args):
+    from typer.testing import CliRunner
+
+    from facever.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _orl_bin(path: Path, faces_dir: Path) -> tuple[Path, list[str]]:
+    """20 pairs of 112x112 ORL crops (same, different alternating: every contiguous fold has one of each)."""
+    people = orl_people(faces_dir, 10, 4)
+    names = list(people)
+    images, issame, owners = [], [], []
+    for k in range(20):
+        p = names[k // 2]
+        if k % 2 == 0:
+            pair = [(p, people[p][0]), (p, people[p][1])]
+        else:
+            q = names[(k // 2 + 3) % 10]
+            pair = [(p, people[p][2]), (q, people[q][3])]
+        for owner, src in pair:
+            images.append(jpeg_bytes(src, size=(112, 112)))
+            owners.append(owner)
+        issame.append(k % 2 == 0)
+    return write_bin(path, images, issame), owners
+
+
+def test_eval_bin_with_model_crops_arcface_images_to_the_model(tmp_path, faces_dir):
+    import torch
+
+    from facever.embedding.models import load_embedding_model
+    from facever.embedding.preprocess import preprocess_crops
+    from tests._benchmark_data import tiny_model
+
+    path, _ = _orl_bin(tmp_path / "orl.bin", faces_dir)
+    model = tiny_model(tmp_path / "model.pt", input_size=(112, 96))
+    out = tmp_path / "out"
+    result = _run(["eval-bin", path, "--model", model, "--device", "cpu", "--out", out])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert REPORT_KEYS <= set(report) and report["protocol"] == "orl.bin"
+    assert report["pairs"]["total"] == 20 and len(report["folds"]) == 10
+    assert report["settings"]["source_image_size"] == [112, 112] and report["settings"]["input_size"] == [112, 96]
+    assert (out / "roc.png").is_file()
+    saved = np.load(out / "embeddings.npz")
+    assert list(saved["paths"][:3]) == ["000000", "000001", "000002"] and saved["embeddings"].shape == (40, 16)
+    # image 5 embedded by hand from its exact 96x112 centre crop (8 columns cut each side, no resampling)
+    net = load_embedding_model(model, device="cpu")
+    bins, _ = load_bin(path)
+    crop = BinImages(bins)[5][:, 8:104]
+    with torch.inference_mode():
+        want = net.module(preprocess_crops([crop], net)).numpy()[0]
+    np.testing.assert_allclose(saved["embeddings"][5], want, rtol=1e-4, atol=1e-5)
+
+
+def test_eval_bin_with_embeddings(tmp_path, faces_dir):
+    from facever.embeddings_file import save_embeddings
+    from tests._benchmark_data import identity_embeddings
+
+    path, owners = _orl_bin(tmp_path / "orl.bin", faces_dir)
+    names = [f"{i:06d}" for i in range(len(owners))]
+    paths, emb = identity_embeddings(dict(zip(names, owners)))
+    save_embeddings(tmp_path / "emb.npz", paths, emb)
+    result = _run(["eval-bin", path, "--embeddings", tmp_path / "emb.npz", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["accuracy"]["mean"] == 1.0 and report["pairs"]["same"] == 10
+
+
+def test_eval_bin_refuses_a_malicious_file(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "lfw.bin"
+    path.write_bytes(pickle.dumps(([b"x", _System(marker)], [True]), protocol=2))
+    result = _run(["eval-bin", path, "--model", tmp_path / "model.pt"])
+    assert result.exit_code == 2
+    assert "refused:" in result.output and "possible code" in result.output
+    assert not marker.exists()

@@ -1,0 +1,95 @@
+"""`facever eval-bin`: InsightFace verification `.bin` files (lfw, cfp_fp, agedb_30, calfw, cplfw)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from facever.cli.eval_fglfw import Flip
+from facever.cli.eval_lfw import Metric, ThresholdMode
+
+
+def eval_bin(
+    bin_file: Path = typer.Argument(..., help="An InsightFace verification set, e.g. agedb_30.bin."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Model to score: a facever model.pt (or run folder) or facenet:vggface2."
+    ),
+    embeddings: Optional[Path] = typer.Option(
+        None, "--embeddings", "-e", help="Instead of --model: embeddings of this .bin from an earlier run "
+        "(OUT/embeddings.npz, keys `000000`, `000001`, ... = image index in the file)."
+    ),
+    thresholds: ThresholdMode = typer.Option(
+        ThresholdMode.exact, "--thresholds",
+        help="exact: midpoints between training scores (best possible); grid: insightface's 0:4:0.01 grid.",
+    ),
+    metric: Optional[Metric] = typer.Option(
+        None, "--metric", help="cosine (default) or l2 (squared distance of normalised embeddings; default for grid)."
+    ),
+    subtract_mean: bool = typer.Option(
+        False, "--subtract-mean", help="Subtract the 9 training folds' mean embedding first (SphereFace)."
+    ),
+    flip: Flip = typer.Option(Flip.none, "--flip", help="Fuse the mirrored face: none, concat, or sum (insightface)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:*: the weights file."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1 or auto."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Folder for report.json, roc.png and embeddings.npz (with --model)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table."),
+) -> None:
+    """Score a model on an InsightFace `.bin` verification set with the 10-fold protocol.
+
+    The file is read with an unpickler that admits only lists, tuples, bytes and bools: a `.bin` that
+    carries any other object (code) is refused and nothing in it runs. Images decode to RGB; images of
+    another shape than the model's input are centre-cropped to its aspect ratio, then resized (a 112x112
+    ArcFace crop fitted to a 112x96 model loses 8 columns each side: exactly the 96x112 alignment).
+    Folds: 10 blocks of consecutive pairs, as insightface's own evaluation.
+
+    Examples:
+
+        facever eval-bin agedb_30.bin --model runs/a/model.pt --out results/agedb_30
+
+        facever eval-bin lfw.bin --model runs/a/model.pt --flip sum --thresholds grid
+    """
+    from facever.cli._console import fail, info, user_errors
+
+    if (embeddings is None) == (model is None):
+        fail("give either --model MODEL or --embeddings FILE")
+    with user_errors():
+        from facever.cli._benchmark import embed_arrays, evaluate_and_report, load_model
+        from facever.data_prep.insightface_bin import BinImages, bin_protocol, load_bin
+        from facever.embeddings_file import load_embeddings, save_embeddings
+
+        bins, issame = load_bin(bin_file)
+        proto = bin_protocol(issame, name=bin_file.name, source=bin_file)
+        settings = {"bin_file": str(bin_file), "images": len(bins), "folds_rule": "10 contiguous blocks (insightface)"}
+        if model is not None:
+            net = load_model(model, weights=weights, device=device)
+            size = tuple(int(v) for v in net.input_size)
+            images = BinImages(bins, source=bin_file, size=size)
+            first_shape = BinImages(bins[:1], source=bin_file)[0].shape[:2]
+            if tuple(first_shape) != size:
+                info(f"images are {first_shape[0]}x{first_shape[1]}: centre-cropped to the model's aspect ratio and "
+                     f"resized to {size[0]}x{size[1]} (h x w)")
+            emb = embed_arrays(
+                net, images.batches(batch_size), total=len(images), flip=flip.value, device=device,
+                description="embedding", metadata={"bin_file": str(bin_file), "source_image_size": list(first_shape),
+                                                   "fit": "centre crop to the input's aspect ratio, then resize"},
+            )
+            source = f"model {model}"
+            settings.update({"model": model, "flip": flip.value, "source_image_size": list(first_shape),
+                             "input_size": list(size)})
+            if out is not None:
+                save_embeddings(Path(out) / "embeddings.npz", emb.paths, emb.embeddings, emb.metadata)
+        else:
+            emb = load_embeddings(embeddings)
+            source = str(embeddings)
+            settings["embeddings_file"] = str(embeddings)
+        evaluate_and_report(
+            proto, emb,
+            title=f"{bin_file.name} 10-fold verification: {len(proto)} pairs, {source}",
+            thresholds=thresholds.value, metric=metric.value if metric else None, subtract_mean=subtract_mean,
+            allow_missing=False, out=out, json_output=json_output, embeddings_source=source, settings=settings,
+        )
