@@ -12,7 +12,7 @@ from facever.data_prep.protocol import PairProtocol
 from facever.embeddings_file import Embeddings
 from facever.errors import FaceverError
 from facever.verification import roc
-from facever.verification.scores import greater_is_same, l2_normalize, unit_pair_scores
+from facever.verification.scores import greater_is_same, indexed_pair_scores, row_norms
 from facever.verification.tenfold import KFoldResult, facenet_val_at_far, kfold_accuracy
 
 FARS = (1e-3, 1e-2, 1e-1)
@@ -81,14 +81,6 @@ def _missing_message(protocol: PairProtocol, embeddings: Embeddings, missing_ite
     return msg
 
 
-def _pair_cos_l2(unit: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, *, need_l2: bool):
-    """Cosine of each pair of unit rows and the squared L2 distance (facenet's formula when it decides
-    anything; `2 - 2 cos` when it only feeds VAL@FAR, which saves a pass over the embeddings)."""
-    cos = unit_pair_scores(unit, idx1, idx2, metric="cosine")
-    l2 = unit_pair_scores(unit, idx1, idx2, metric="l2") if need_l2 else np.maximum(2.0 - 2.0 * cos, 0.0)
-    return cos, l2
-
-
 def evaluate_protocol(
     protocol: PairProtocol,
     embeddings: Embeddings,
@@ -127,14 +119,19 @@ def evaluate_protocol(
     emptied = sorted(set(np.unique(protocol.folds)) - set(np.unique(folds)))
     if emptied:
         raise FaceverError(f"after dropping pairs with missing images, fold(s) {emptied} have no pairs left")
-    # Validate and normalise each image's embedding once (an image appears in many pairs).
-    used, inverse = np.unique(np.r_[rows1[keep], rows2[keep]], return_inverse=True)
-    table = embeddings.embeddings[used]
-    bad = ~np.all(np.isfinite(table), axis=1)
+    # Validate each image's embedding once (an image appears in many pairs): one pass of norms finds
+    # NaN/inf rows (non-finite norm) and all-zero rows (norm 0).
+    x = embeddings.embeddings
+    idx1, idx2 = rows1[keep], rows2[keep]
+    used = np.unique(np.r_[idx1, idx2])
+    norms = np.zeros(x.shape[0], dtype=np.float32)
+    norms[used] = row_norms(x[used]) if used.size < x.shape[0] // 2 else row_norms(x)[used]
+    bad = ~np.isfinite(norms[used])
     if bad.any():
         names = [embeddings.paths[i] for i in used[bad][:5]]
-        raise FaceverError(f"{int(bad.sum())} embeddings contain NaN or infinite values (e.g. {', '.join(names)})")
-    zero = ~np.any(table, axis=1)
+        raise FaceverError(f"{int(bad.sum())} embeddings contain NaN, infinite or overflowing values "
+                           f"(e.g. {', '.join(names)})")
+    zero = norms[used] == 0
     if zero.any():
         names = [embeddings.paths[i] for i in used[zero][:5]]
         raise FaceverError(f"{int(zero.sum())} embeddings are all zeros and have no direction (e.g. {', '.join(names)})")
@@ -142,29 +139,34 @@ def evaluate_protocol(
         raise FaceverError(f"the protocol has only {'same' if labels.all() else 'different'}-person pairs; "
                            "accuracy and ROC need both")
     n = labels.size
-    idx1, idx2 = inverse[:n], inverse[n:]
 
     fold_ids = np.unique(folds)
     if subtract_mean:
+        table_rows, inverse = used, np.searchsorted(used, np.r_[idx1, idx2])
+        table = x[table_rows]
+        t1, t2 = inverse[:n], inverse[n:]
         cos_rows, l2_rows = [], []
         for fold in fold_ids:
             train = folds != fold
-            # Both images of every training pair, duplicates included, as SphereFace and facenet do.
-            # float64 sums: the mean of ~10k rows must not drift.
-            mean = (table[idx1[train]].sum(axis=0, dtype=np.float64)
-                    + table[idx2[train]].sum(axis=0, dtype=np.float64)) / (2 * int(train.sum()))
-            unit = l2_normalize(table - mean)
-            cos_f, l2_f = _pair_cos_l2(unit, idx1, idx2, need_l2=True)
-            cos_rows.append(cos_f)
-            l2_rows.append(l2_f)
+            # Both images of every training pair, duplicates included, as SphereFace and facenet do;
+            # float64 sums so the mean of ~10k rows does not drift.
+            mean = (table[t1[train]].sum(axis=0, dtype=np.float64)
+                    + table[t2[train]].sum(axis=0, dtype=np.float64)) / (2 * int(train.sum()))
+            centred = (table - mean).astype(np.float32)
+            c_norms = row_norms(centred)
+            cos_rows.append(indexed_pair_scores(centred, c_norms, t1, t2, metric="cosine"))
+            l2_rows.append(indexed_pair_scores(centred, c_norms, t1, t2, metric="l2"))
         cos_by_fold, l2_by_fold = np.array(cos_rows), np.array(l2_rows)
         # Out-of-fold scores: each pair scored with the mean of the folds it was not part of.
         pick = np.searchsorted(fold_ids, folds)
         cos_oof = cos_by_fold[pick, np.arange(n)]
         l2_oof = l2_by_fold[pick, np.arange(n)]
     else:
-        unit = l2_normalize(table)
-        cos_oof, l2_oof = _pair_cos_l2(unit, idx1, idx2, need_l2=metric == "l2")
+        cos_oof = indexed_pair_scores(x, norms, idx1, idx2, metric="cosine")
+        # facenet's distance formula where it decides anything (grid mode); 2 - 2cos where it only
+        # feeds VAL@FAR, which saves a second pass over the embeddings.
+        l2_oof = (indexed_pair_scores(x, norms, idx1, idx2, metric="l2") if metric == "l2"
+                  else np.maximum(2.0 - 2.0 * cos_oof, 0.0))
         cos_by_fold, l2_by_fold = cos_oof, l2_oof
     scores_by_fold = cos_by_fold if metric == "cosine" else l2_by_fold
     scores_oof = cos_oof if metric == "cosine" else l2_oof

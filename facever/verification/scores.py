@@ -34,6 +34,40 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / norms
 
 
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """L2 norm of each row, float32 (NaN or inf where a row holds NaN, inf or overflows)."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.sqrt(np.einsum("ij,ij->i", x, x))
+
+
+# Pairs are scored in blocks: gathering all rows at once allocates two N x D temporaries whose page
+# faults cost more than the arithmetic (measured: ~2x slower for LFW's 6000 x 512).
+_BLOCK = 512
+
+
+def indexed_pair_scores(
+    x: np.ndarray, norms: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, *, metric: str = "cosine"
+) -> np.ndarray:
+    """Scores of pairs `(x[idx1[i]], x[idx2[i]])` of raw rows, normalised on the fly by `norms`.
+
+    cosine: `x1 . x2 / (|x1| |x2|)`; l2: `sum((x1/|x1| - x2/|x2|)^2)` (facenet's formula). float64 out.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    n = idx1.size
+    out = np.empty(n, dtype=np.float64)
+    for start in range(0, n, _BLOCK):
+        i1, i2 = idx1[start:start + _BLOCK], idx2[start:start + _BLOCK]
+        a, b = x[i1], x[i2]
+        if metric == "cosine":
+            out[start:start + _BLOCK] = np.einsum("ij,ij->i", a, b) / (norms[i1] * norms[i2])
+        else:
+            a = a / norms[i1][:, None]
+            b = b / norms[i2][:, None]
+            out[start:start + _BLOCK] = np.sum(np.square(a - b), axis=1)
+    return out
+
+
 def unit_pair_scores(unit: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, *, metric: str = "cosine") -> np.ndarray:
     """Scores of pairs `(unit[idx1[i]], unit[idx2[i]])` of already-normalised rows, as float64."""
     a, b = unit[idx1], unit[idx2]
