@@ -44,9 +44,16 @@ def _register() -> None:
     from facever.cli import train
 
     app.command("train")(train.train)
+    from facever.cli import embed
+
+    app.command("embed")(embed.embed)
 
     app.add_typer(data.app, name="data")
     app.command("eval-lfw")(eval_lfw.eval_lfw)
+
+    from facever.cli import ensemble
+
+    app.command("ensemble")(ensemble.ensemble)
 
 
 _register()

@@ -26,6 +26,19 @@ def eval_lfw(
     embeddings: Optional[Path] = typer.Option(
         None, "--embeddings", "-e", help="Embeddings file (.npz) from `facever embed`, keyed by `Name/Name_0001.jpg`."
     ),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Embed the images the pairs need now: a facever model (RUN/model.pt) or "
+        "facenet:vggface2 / facenet:casia-webface. Needs --images; cached as OUT/embeddings.npz with --out.",
+    ),
+    images: Optional[Path] = typer.Option(
+        None, "--images", help="With --model: the aligned LFW folder (Name/Name_0001.jpg inside)."
+    ),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:*: the state dict file."),
+    flip: str = typer.Option(
+        "none", "--flip", help="With --model: none, concat (SphereFace, facenet) or sum (insightface)."
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="With --model: images per forward pass."),
+    device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:N or auto."),
     ext: str = typer.Option(".jpg", "--ext", help="Image extension the pairs refer to (e.g. .png for aligned crops)."),
     thresholds: ThresholdMode = typer.Option(
         ThresholdMode.exact,
@@ -50,13 +63,17 @@ def eval_lfw(
     Example:
 
         facever eval-lfw --pairs pairs.txt --embeddings lfw_emb.npz --out results/lfw
+
+        facever eval-lfw --pairs pairs.txt --model runs/noisy/model.pt --images lfw_aligned/ --flip concat --out results/lfw
     """
     import json
 
     from facever.cli._console import fail, info, user_errors
 
-    if embeddings is None:
-        fail("give --embeddings FILE (an embeddings file from `facever embed`)")
+    if (embeddings is None) == (model is None):
+        fail("give either --embeddings FILE (from `facever embed`) or --model MODEL --images LFW_ALIGNED")
+    if model is not None and images is None:
+        fail("--model needs --images LFW_ALIGNED (the folder the pairs' images are in)")
     with user_errors():
         from facever.data_prep.lfw import read_lfw_pairs
         from facever.embeddings_file import load_embeddings
@@ -64,7 +81,14 @@ def eval_lfw(
         from facever.verification.report import format_table, write_report
 
         protocol = read_lfw_pairs(pairs, ext=ext)
-        emb = load_embeddings(embeddings)
+        if model is not None:
+            emb = _embed_pairs_images(
+                protocol, model, images, weights=weights, flip=flip, batch_size=batch_size, device=device,
+                cache=out / "embeddings.npz" if out is not None else None, skip_missing=allow_missing,
+            )
+            embeddings = out / "embeddings.npz" if out is not None else Path(f"<{model} on {images}>")
+        else:
+            emb = load_embeddings(embeddings)
         result = evaluate_protocol(
             protocol,
             emb,
@@ -87,3 +111,33 @@ def eval_lfw(
         if out is not None:
             written = write_report(out, result)
             info(f"wrote {written['report']} and {written['roc']}")
+
+
+def _embed_pairs_images(protocol, model: str, images: Path, *, weights, flip, batch_size, device, cache, skip_missing):
+    """Embed only the images the pairs need, reusing (and extending) `cache` while model and settings match."""
+    from facever.cli._console import info, progress_bar
+    from facever.cli.embed import library_warnings, report_bad_images
+    from facever.embedding.cache import embed_items_cached
+    from facever.embedding.extract import BadImagesError
+    from facever.embedding.models import load_embedding_model
+    from facever.errors import FaceverError
+
+    if not images.is_dir():
+        raise FaceverError(f"{images}: image folder not found")
+    items = protocol.items()
+    emb_model = load_embedding_model(model, weights=weights, device=device)
+    with library_warnings():
+        try:
+            with progress_bar("embedding", total=len(items)) as advance:
+                emb, bad, reused = embed_items_cached(
+                    emb_model, images, items, cache=cache, flip=flip, batch_size=batch_size, device=device,
+                    skip_bad=skip_missing, progress=advance, on_plan=lambda done, todo: advance(done),
+                )
+        except BadImagesError as exc:
+            report_bad_images(exc.bad)
+            raise FaceverError(f"{exc}; use --allow-missing to drop their pairs") from None
+    if bad:
+        report_bad_images(bad)
+    info(f"{len(emb)} of {len(items)} images embedded with {emb_model.model_id}"
+         + (f" ({reused} reused from {cache})" if reused else ""))
+    return emb

@@ -55,7 +55,7 @@ class BadImagesError(FaceverError):
         shown = "; ".join(f"{b.path} ({b.reason})" for b in self.bad[:5])
         more = f" and {len(self.bad) - 5} more" if len(self.bad) > 5 else ""
         super().__init__(
-            f"{len(self.bad)} of {total} images could not be embedded: {shown}{more} (use --skip-bad to leave them out)"
+            f"{len(self.bad)} of {total} images could not be embedded: {shown}{more}"
         )
 
 

@@ -1,0 +1,159 @@
+"""`facever embed`: a model and a folder (or list) of face images in, an embeddings file out."""
+
+from __future__ import annotations
+
+import contextlib
+from enum import Enum
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+
+
+class Flip(str, Enum):
+    none = "none"
+    concat = "concat"
+    sum = "sum"
+
+
+class Select(str, Enum):
+    largest = "largest"
+    center = "center"
+
+
+FLIP_HELP = (
+    "Also embed the mirrored face: none; concat = f(x) then f(flip x), 2x longer (SphereFace, "
+    "davidsandberg/facenet); sum = f(x) + f(flip x) (insightface)."
+)
+MODEL_HELP = (
+    "A facever model (RUN/model.pt or RUN/) or facenet:vggface2 / facenet:casia-webface "
+    "(facenet-pytorch's InceptionResnetV1; weights from --weights, its cache or its download)."
+)
+
+
+@contextlib.contextmanager
+def library_warnings() -> Iterator[None]:
+    """Show the library's logged warnings (resized crops, cache misses) as `warning:` lines on stderr."""
+    import logging
+
+    from facever.cli._console import warn
+
+    class _ToConsole(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warn(record.getMessage())
+
+    logger = logging.getLogger("facever")
+    handler = _ToConsole(level=logging.WARNING)
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def report_bad_images(bad, *, limit: int = 20) -> None:
+    """List images that produced no embedding on stderr (the first `limit`, then a count)."""
+    from facever.cli._console import warn
+
+    for item in bad[:limit]:
+        warn(f"{item.path}: {item.reason}")
+    if len(bad) > limit:
+        warn(f"... and {len(bad) - limit} more images without an embedding")
+
+
+def embed(
+    model: str = typer.Argument(..., help=MODEL_HELP, show_default=False),
+    images: Path = typer.Argument(
+        ...,
+        help="Folder of face images (any depth; keys are paths relative to it, e.g. Name/Name_0001.jpg) or a text "
+        "file listing images one per line (paths relative to the list's folder).",
+        show_default=False,
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Embeddings file to write (.npz), e.g. lfw_emb.npz."),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="facenet:* only: InceptionResnetV1 state dict, e.g. 20180402-114759-vggface2.pt."
+    ),
+    flip: Flip = typer.Option(Flip.none, "--flip", help=FLIP_HELP),
+    align: bool = typer.Option(
+        False, "--align", help="IMAGES are raw photos: detect and align one face each (as `facever align`) first."
+    ),
+    size: Optional[str] = typer.Option(
+        None, "--size", help="With --align: crop size HxW (default: the model's input size, e.g. 112x96)."
+    ),
+    select: Select = typer.Option(
+        Select.largest, "--select", help="With --align: which face of a photo to embed (largest, or center)."
+    ),
+    min_face: int = typer.Option(20, "--min-face", help="With --align: smallest face to look for, in pixels."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=0, help="Decoding processes (0: none; default: chosen from the CPU count)."
+    ),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto (CUDA when available)."),
+    amp: Optional[bool] = typer.Option(
+        None, "--amp/--no-amp", help="bf16 autocast (default: on for CUDA, off on CPU). Output is float32."
+    ),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Leave out unreadable images (and, with --align, photos without a face)."
+    ),
+) -> None:
+    """Embed face images with a model and write an embeddings file for eval-lfw / ensemble.
+
+    The file keeps each image's relative path, a float32 embedding per image, and metadata: model id and
+    sha256, flip mode, crop size and preprocessing. Crops of another size than the model's input are
+    resized (with a warning when that stretches them).
+
+    Examples:
+
+        facever embed runs/noisy/model.pt lfw_aligned/ --out lfw_noisy.npz --flip concat
+
+        facever embed facenet:vggface2 lfw_160/ --weights 20180402-114759-vggface2.pt --out lfw_facenet.npz
+
+        facever embed facenet:vggface2 photos/ --align --out photos.npz --skip-bad
+    """
+    from facever.cli._console import info, progress_bar, user_errors
+
+    with user_errors(), library_warnings():
+        from facever.data_prep.align_dataset import collect_sources
+        from facever.embedding.extract import BadImagesError, embed_images
+        from facever.embedding.models import load_embedding_model
+        from facever.embeddings_file import save_embeddings
+        from facever.errors import FaceverError
+
+        root, sources = collect_sources(images)
+        if not sources:
+            raise FaceverError(f"{images}: no images found")
+        rel_paths = [rel for _, rel in sources]
+        emb_model = load_embedding_model(model, weights=weights, device=device)
+        aligner = None
+        if align:
+            from facever.data_prep.align import FaceAligner
+            from facever.data_prep.templates import parse_size
+
+            try:
+                crop = parse_size(size) if size else tuple(emb_model.input_size)
+            except ValueError as exc:
+                raise FaceverError(f"--size: {exc}") from None
+            aligner = FaceAligner(size=crop, select=select.value, min_face=min_face, device=device)
+        elif size:
+            raise FaceverError("--size applies with --align only (aligned crops are resized to the model's input)")
+        info(f"embedding {len(rel_paths)} images from {root} with {emb_model.model_id} ({emb_model.preprocessing})")
+        try:
+            with progress_bar("embedding", total=len(rel_paths)) as advance:
+                result, bad = embed_images(
+                    emb_model, root, rel_paths, flip=flip.value, batch_size=batch_size, workers=workers,
+                    device=device, amp=amp, align=aligner, skip_bad=skip_bad, progress=advance,
+                )
+        except BadImagesError as exc:
+            report_bad_images(exc.bad)
+            raise FaceverError(f"{exc}; use --skip-bad to leave them out") from None
+        if bad:
+            report_bad_images(bad)
+            info(f"left out {len(bad)} images (--skip-bad)")
+        metadata = {**result.metadata, "images_source": str(Path(images).resolve()),
+                    "bad": [{"path": b.path, "reason": b.reason} for b in bad]}
+        save_embeddings(out, result.paths, result.embeddings, metadata)
+        info(f"wrote {out}: {len(result)} embeddings of dimension {result.dim} (flip {flip.value})")

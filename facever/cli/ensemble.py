@@ -1,0 +1,214 @@
+"""`facever ensemble`: two or more models on one protocol, each alone and fused, side by side."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from facever.cli.embed import FLIP_HELP, Flip
+from facever.cli.eval_lfw import Metric, ThresholdMode
+
+
+class Protocol(str, Enum):
+    lfw = "lfw"
+    fglfw = "fglfw"
+    calfw = "calfw"
+    cplfw = "cplfw"
+
+
+class Fusion(str, Enum):
+    concat = "concat"
+    score_mean = "score-mean"
+
+
+def read_protocol(name: str, pairs: Path, *, ext: str):
+    """The `PairProtocol` of `--protocol NAME --pairs FILE` (image-pair benchmarks)."""
+    if name == "lfw":
+        from facever.data_prep.lfw import read_lfw_pairs
+
+        return read_lfw_pairs(pairs, ext=ext)
+    from facever.data_prep.fglfw import read_variant_pairs
+
+    return read_variant_pairs(pairs, protocol=name, ext=ext if ext != ".jpg" else None)
+
+
+def _split_list(text: Optional[str], option: str) -> Optional[list[str]]:
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if any(not p for p in parts):
+        from facever.errors import FaceverError
+
+        raise FaceverError(f"{option} {text!r}: expected a comma-separated list such as a,b")
+    return parts
+
+
+def _default_names(sources: list[str]) -> list[str]:
+    names = []
+    for src in sources:
+        if src.startswith("facenet:"):
+            base = src.split("=", 1)[0].replace(":", "-")
+        else:
+            path = Path(src)
+            base = path.parent.name if path.name == "model.pt" and path.parent.name else path.stem
+        name, k = base or "model", 2
+        while name in names or name == "ensemble":
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def format_comparison(result) -> str:
+    """One row per model and one for the ensemble: accuracy mean +- std, AUC, TAR at FAR 1e-3/1e-2/1e-1."""
+    rows = result.results()
+    width = max(8, *(len(name) for name, _ in rows))
+    fars = list(rows[0][1].tar_at_far)
+    header = f"{'model':<{width}}  {'accuracy':>17}  {'AUC':>6}  " + "  ".join(f"{'TAR@' + format(float(f), 'g'):>10}" for f in fars)
+    lines = [header]
+    for name, res in rows:
+        acc = f"{100 * res.kfold.mean:.2f}% +- {100 * res.kfold.std:.2f}"
+        tars = "  ".join(f"{100 * res.tar_at_far[f]:>9.2f}%" for f in fars)
+        lines.append(f"{name:<{width}}  {acc:>17}  {res.auc:>6.4f}  {tars}")
+    return "\n".join(lines)
+
+
+def ensemble(
+    sources: List[str] = typer.Argument(
+        ...,
+        help="Two or more embeddings files (.npz from `facever embed`) of the same images; with --images, models "
+        "instead (RUN/model.pt, facenet:vggface2, facenet:vggface2=WEIGHTS.pt).",
+        show_default=False,
+    ),
+    pairs: Path = typer.Option(..., "--pairs", help="The protocol's pair list, e.g. LFW's pairs.txt."),
+    protocol: Protocol = typer.Option(Protocol.lfw, "--protocol", "-p", help="Which benchmark the pair list is."),
+    ext: str = typer.Option(".jpg", "--ext", help="Image extension the pairs refer to (e.g. .png for aligned crops)."),
+    fusion: Fusion = typer.Option(
+        Fusion.concat,
+        "--fusion",
+        help="concat: concatenate L2-normalised embeddings (x sqrt(weight)), i.e. average the cosines; "
+        "score-mean: average each model's own scores (differs from concat only with --subtract-mean).",
+    ),
+    weights: Optional[str] = typer.Option(None, "--weights", help="One weight per model, e.g. 2,1 (default equal)."),
+    names: Optional[str] = typer.Option(None, "--names", help="One name per model for the table, e.g. noisy,facenet."),
+    images: Optional[Path] = typer.Option(
+        None, "--images", help="SOURCES are models: embed the protocol's images from this folder (cached in --out)."
+    ),
+    flip: Flip = typer.Option(Flip.none, "--flip", help="With --images: " + FLIP_HELP),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="With --images: images per forward pass."),
+    device: str = typer.Option("auto", "--device", help="With --images: cpu, cuda, cuda:N or auto."),
+    thresholds: ThresholdMode = typer.Option(
+        ThresholdMode.exact, "--thresholds", help="exact (best possible) or grid (facenet/insightface's 0:4:0.01)."
+    ),
+    metric: Optional[Metric] = typer.Option(None, "--metric", help="cosine (default) or l2 (default for grid)."),
+    subtract_mean: bool = typer.Option(
+        False, "--subtract-mean", help="Subtract the 9 training folds' mean embedding first (SphereFace)."
+    ),
+    allow_missing: bool = typer.Option(
+        False, "--allow-missing", help="Drop pairs missing from any model (the same pairs for every row)."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.json and roc.png (every curve)."),
+    save_embeddings: Optional[Path] = typer.Option(
+        None, "--save-embeddings", help="Write the fused embeddings (.npz) to evaluate or ensemble again."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table."),
+) -> None:
+    """Evaluate an ensemble of models: each model alone and the fusion, on the same pairs, side by side.
+
+    The default fusion concatenates each model's L2-normalised embedding scaled by sqrt(weight), so the
+    ensemble's cosine is exactly the weighted mean of the models' cosines.
+
+    Examples:
+
+        facever ensemble noisy1.npz noisy2.npz --pairs pairs.txt --out results/ens
+
+        facever ensemble runs/a/model.pt facenet:vggface2=vggface2.pt --images lfw_aligned/ --pairs pairs.txt --names a,facenet --weights 2,1 --out results/ens
+    """
+    import json
+
+    from facever.cli._console import info, progress_bar, user_errors
+    from facever.cli.embed import library_warnings, report_bad_images
+
+    with user_errors(), library_warnings():
+        from facever.embedding.ensemble import evaluate_ensemble
+        from facever.embeddings_file import load_embeddings
+        from facever.embeddings_file import save_embeddings as write_embeddings
+        from facever.errors import FaceverError
+        from facever.verification.report import plot_roc, write_json
+
+        if len(sources) < 2:
+            raise FaceverError(f"an ensemble needs at least two embeddings files or models, got {len(sources)}")
+        model_names = _split_list(names, "--names") or _default_names(list(sources))
+        if len(model_names) != len(sources):
+            raise FaceverError(f"--names gives {len(model_names)} names for {len(sources)} models")
+        weight_values = None
+        if weights is not None:
+            try:
+                weight_values = [float(w) for w in _split_list(weights, "--weights") or []]
+            except ValueError:
+                raise FaceverError(f"--weights {weights!r}: expected numbers such as 2,1") from None
+        proto = read_protocol(protocol.value, pairs, ext=ext)
+
+        if images is None:
+            per_model = [load_embeddings(src) for src in sources]
+        else:
+            from facever.embedding.cache import embed_items_cached
+            from facever.embedding.extract import BadImagesError
+            from facever.embedding.models import load_embedding_model
+
+            per_model = []
+            items = proto.items()
+            for src, name in zip(sources, model_names):
+                emb_model = load_embedding_model(src, device=device)
+                cache = out / f"embeddings_{name}.npz" if out is not None else None
+                try:
+                    with progress_bar(f"embedding ({name})", total=len(items)) as advance:
+                        emb, bad, reused = embed_items_cached(
+                            emb_model, images, items, cache=cache, flip=flip.value, batch_size=batch_size,
+                            device=device, skip_bad=allow_missing, progress=advance,
+                            on_plan=lambda done, todo: advance(done),
+                        )
+                except BadImagesError as exc:
+                    report_bad_images(exc.bad)
+                    raise FaceverError(f"{name}: {exc}; use --allow-missing to drop their pairs") from None
+                if bad:
+                    report_bad_images(bad)
+                info(f"{name}: {len(emb)} embeddings ({reused} reused from {cache})" if reused else
+                     f"{name}: {len(emb)} embeddings")
+                per_model.append(emb)
+
+        result = evaluate_ensemble(
+            proto, per_model, model_names, fusion=fusion.value, weights=weight_values,
+            metric=metric.value if metric else None, thresholds=thresholds.value,
+            subtract_mean=subtract_mean, allow_missing=allow_missing,
+        )
+        for name, src, emb in zip(model_names, sources, per_model):
+            result.models[name].settings.update(
+                {"pairs_file": str(pairs), "source": str(src), "embeddings_metadata": emb.metadata}
+            )
+        result.ensemble.settings["pairs_file"] = str(pairs)
+
+        if json_output:
+            typer.echo(json.dumps(result.to_dict(), indent=2))
+        else:
+            typer.echo(f"{proto.name.upper()} {len(proto)} pairs from {pairs}: {len(sources)} models, fusion {fusion.value}")
+            typer.echo(format_comparison(result))
+        if result.ensemble.dropped_pairs:
+            info(f"dropped {result.ensemble.dropped_pairs} pairs missing from some model (--allow-missing)")
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            report = write_json(out / "report.json", result.to_dict())
+            curves = [(f"{name} (acc {100 * res.accuracy_mean:.2f}%, AUC {res.auc:.4f})", res.fpr, res.tpr)
+                      for name, res in result.results()]
+            roc_png = plot_roc(curves, out / "roc.png", title=f"{proto.name.upper()} ROC: models and ensemble")
+            info(f"wrote {report} and {roc_png}")
+        if save_embeddings is not None:
+            from facever.embedding.ensemble import common_paths, fuse_embeddings
+
+            fused = fuse_embeddings(per_model, weights=result.weights, method=fusion.value,
+                                    items=common_paths(per_model), names=model_names)
+            fused.metadata["sources"] = [str(s) for s in sources]
+            write_embeddings(save_embeddings, fused.paths, fused.embeddings, fused.metadata)
+            info(f"wrote {save_embeddings}: {len(fused)} fused embeddings of dimension {fused.dim}")
