@@ -287,3 +287,15 @@ def test_eval_bin_refuses_a_malicious_file(tmp_path):
     assert result.exit_code == 2
     assert "refused:" in result.output and "possible code" in result.output
     assert not marker.exists()
+
+
+def test_benchmark_dispatch_reads_and_embeds_a_bin(tmp_path, faces_dir):
+    from facever.data_prep.benchmarks import benchmark_embeddings, read_benchmark
+    from tests._benchmark_data import tiny_model
+
+    path, owners = _orl_bin(tmp_path / "orl.bin", faces_dir)
+    proto = read_benchmark("bin", path)
+    assert proto.name == "orl.bin" and len(proto) == 20 and proto.source == path
+    emb = benchmark_embeddings("bin", proto, str(tiny_model(tmp_path / "m.pt")), batch_size=16)
+    assert emb.paths == [f"{i:06d}" for i in range(40)] and emb.dim == 16
+    assert emb.metadata["source_image_size"] == [112, 112] and emb.metadata["crop_size"] == [112, 96]

@@ -84,32 +84,3 @@ def embed_with_progress(model, root: Path, rel_paths: Sequence[str], *, descript
 
     with progress_bar(description, total=len(rel_paths)) as advance:
         return embed_images(model, root, rel_paths, progress=advance, **kwargs)
-
-
-def embed_arrays(model, named_batches, *, total: int, flip: str, device: str, description: str, metadata=None):
-    """Embed in-memory uint8 RGB batches `(names, N x H x W x 3)` (images already at the model's size)."""
-    import numpy as np
-    import torch
-
-    from facever.cli._console import progress_bar
-    from facever.devices import resolve_device
-    from facever.embedding.extract import forward_with_flip
-    from facever.embedding.preprocess import normalize_batch
-    from facever.embeddings_file import Embeddings
-
-    dev = resolve_device(device)
-    module = model.module.eval().to(dev)
-    names: list[str] = []
-    rows = []
-    use_amp = dev.type == "cuda"
-    with progress_bar(description, total=total) as advance, torch.inference_mode(), torch.autocast(
-        device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp
-    ):
-        for batch_names, pixels in named_batches:
-            x = normalize_batch(torch.from_numpy(pixels).to(dev), mean=model.mean, std=model.std, color=model.color)
-            rows.append(forward_with_flip(module, x.contiguous(), flip).float().cpu().numpy())
-            names.extend(batch_names)
-            advance(len(batch_names))
-    meta = {**model.metadata(), "flip": flip, "crop_size": list(model.input_size), "device": str(dev),
-            "amp": "bf16" if use_amp else "off", **(metadata or {})}
-    return Embeddings(names, np.concatenate(rows).astype(np.float32), metadata=meta)

@@ -58,8 +58,9 @@ def eval_bin(
     if (embeddings is None) == (model is None):
         fail("give either --model MODEL or --embeddings FILE")
     with user_errors():
-        from facever.cli._benchmark import embed_arrays, evaluate_and_report, load_model
-        from facever.data_prep.insightface_bin import BinImages, bin_protocol, load_bin
+        from facever.cli._benchmark import evaluate_and_report, load_model
+        from facever.cli._console import progress_bar
+        from facever.data_prep.insightface_bin import BinImages, bin_protocol, embed_bin_images, load_bin
         from facever.embeddings_file import load_embeddings, save_embeddings
 
         bins, issame = load_bin(bin_file)
@@ -68,16 +69,14 @@ def eval_bin(
         if model is not None:
             net = load_model(model, weights=weights, device=device)
             size = tuple(int(v) for v in net.input_size)
-            images = BinImages(bins, source=bin_file, size=size)
-            first_shape = BinImages(bins[:1], source=bin_file)[0].shape[:2]
+            images = BinImages(bins, source=bin_file)
+            first_shape = images[0].shape[:2]
             if tuple(first_shape) != size:
                 info(f"images are {first_shape[0]}x{first_shape[1]}: centre-cropped to the model's aspect ratio and "
                      f"resized to {size[0]}x{size[1]} (h x w)")
-            emb = embed_arrays(
-                net, images.batches(batch_size), total=len(images), flip=flip.value, device=device,
-                description="embedding", metadata={"bin_file": str(bin_file), "source_image_size": list(first_shape),
-                                                   "fit": "centre crop to the input's aspect ratio, then resize"},
-            )
+            with progress_bar("embedding", total=len(images)) as advance:
+                emb = embed_bin_images(net, images, flip=flip.value, batch_size=batch_size, device=device,
+                                       progress=advance)
             source = f"model {model}"
             settings.update({"model": model, "flip": flip.value, "source_image_size": list(first_shape),
                              "input_size": list(size)})
