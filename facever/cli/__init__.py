@@ -50,6 +50,11 @@ def _register() -> None:
 
     app.add_typer(data.app, name="data")
     app.command("eval-lfw")(eval_lfw.eval_lfw)
+    from facever.cli import eval_bin, eval_fglfw, eval_ytf
+
+    app.command("eval-fglfw")(eval_fglfw.eval_fglfw)
+    app.command("eval-ytf")(eval_ytf.eval_ytf)
+    app.command("eval-bin")(eval_bin.eval_bin)
 
     from facever.cli import ensemble
 
