@@ -75,12 +75,3 @@ def load_model(model: str, *, weights: Path | None, device: str):
     from facever.embedding.models import load_embedding_model
 
     return load_embedding_model(model, weights=weights, device=device)
-
-
-def embed_with_progress(model, root: Path, rel_paths: Sequence[str], *, description: str, **kwargs):
-    """`embed_images` with a progress bar on stderr."""
-    from facever.cli._console import progress_bar
-    from facever.embedding.extract import embed_images
-
-    with progress_bar(description, total=len(rel_paths)) as advance:
-        return embed_images(model, root, rel_paths, progress=advance, **kwargs)

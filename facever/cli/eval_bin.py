@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from facever.cli.eval_fglfw import Flip
+from facever.cli.embed import FLIP_HELP, Flip
 from facever.cli.eval_lfw import Metric, ThresholdMode
 
 
@@ -30,7 +30,7 @@ def eval_bin(
     subtract_mean: bool = typer.Option(
         False, "--subtract-mean", help="Subtract the 9 training folds' mean embedding first (SphereFace)."
     ),
-    flip: Flip = typer.Option(Flip.none, "--flip", help="Fuse the mirrored face: none, concat, or sum (insightface)."),
+    flip: Flip = typer.Option(Flip.none, "--flip", help=FLIP_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:*: the weights file."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1 or auto."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
@@ -57,7 +57,9 @@ def eval_bin(
 
     if (embeddings is None) == (model is None):
         fail("give either --model MODEL or --embeddings FILE")
-    with user_errors():
+    from facever.cli.embed import library_warnings
+
+    with user_errors(), library_warnings():
         from facever.cli._benchmark import evaluate_and_report, load_model
         from facever.cli._console import progress_bar
         from facever.data_prep.insightface_bin import BinImages, bin_protocol, embed_bin_images, load_bin

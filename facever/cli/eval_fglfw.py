@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from facever.cli.embed import FLIP_HELP, Flip
 from facever.cli.eval_lfw import Metric, ThresholdMode
 
 
@@ -15,12 +16,6 @@ class Variant(str, Enum):
     fglfw = "fglfw"
     calfw = "calfw"
     cplfw = "cplfw"
-
-
-class Flip(str, Enum):
-    none = "none"
-    concat = "concat"
-    sum = "sum"
 
 
 def eval_fglfw(
@@ -58,12 +53,13 @@ def eval_fglfw(
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="Drop pairs whose images have no embedding (folds stay as in the file)."
     ),
-    flip: Flip = typer.Option(Flip.none, "--flip", help="With --model: fuse the mirrored face (none, concat, sum)."),
+    flip: Flip = typer.Option(Flip.none, "--flip", help="With --model: " + FLIP_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:*: the weights file."),
     device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:1 or auto."),
-    batch_size: int = typer.Option(64, "--batch-size", help="With --model: images per forward pass."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="With --model: images per forward pass."),
     out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Folder for report.json and roc.png (and embeddings.npz with --model)."
+        None, "--out", "-o", help="Folder for report.json and roc.png; with --model also embeddings.npz, reused and "
+        "extended by the next run with the same model and settings."
     ),
     json_output: bool = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table."),
 ) -> None:
@@ -80,16 +76,16 @@ def eval_fglfw(
 
         facever eval-fglfw --pairs pairs_CALFW.txt --protocol calfw --model runs/a/model.pt --images "calfw/aligned images"
     """
-    from facever.cli._console import fail, info, user_errors
+    from facever.cli._console import fail, user_errors
 
     if (embeddings is None) == (model is None):
         fail("give either --embeddings FILE or --model MODEL --images DIR")
     if model is not None and images is None:
         fail("--model needs --images DIR (the folder the list's image paths start from)")
     with user_errors():
-        from facever.cli._benchmark import check_images_exist, embed_with_progress, evaluate_and_report, load_model
+        from facever.cli._benchmark import check_images_exist, evaluate_and_report
         from facever.data_prep.fglfw import read_fglfw_pairs, read_token_pairs
-        from facever.embeddings_file import load_embeddings, save_embeddings
+        from facever.embeddings_file import load_embeddings
 
         if protocol is Variant.fglfw:
             proto = read_fglfw_pairs(pairs, ext=ext, pairs_per_fold=pairs_per_fold)
@@ -101,16 +97,17 @@ def eval_fglfw(
         else:
             settings["fold_rule"] = "positives: token - 1; negatives: file order cut into one equal block per fold"
         if model is not None:
-            items = proto.items()
-            check_images_exist(images, items, what=str(pairs))
-            net = load_model(model, weights=weights, device=device)
-            emb, _ = embed_with_progress(
-                net, images, items, description="embedding", flip=flip.value, batch_size=batch_size, device=device
+            from facever.cli.eval_lfw import _embed_pairs_images
+
+            if not allow_missing:
+                check_images_exist(images, proto.items(), what=str(pairs))  # names them before any model runs
+            cache = Path(out) / "embeddings.npz" if out is not None else None
+            emb = _embed_pairs_images(
+                proto, model, images, weights=weights, flip=flip.value, batch_size=batch_size, device=device,
+                cache=cache, skip_missing=allow_missing,
             )
-            source = f"model {model}"
-            settings.update({"model": model, "images": str(images)})
-            if out is not None:
-                save_embeddings(Path(out) / "embeddings.npz", emb.paths, emb.embeddings, emb.metadata)
+            source = str(cache) if cache is not None else f"<{model} on {images}>"
+            settings.update({"model": model, "images": str(images), "embeddings_file": source})
         else:
             emb = load_embeddings(embeddings)
             source = str(embeddings)
@@ -121,5 +118,3 @@ def eval_fglfw(
             thresholds=thresholds.value, metric=metric.value if metric else None, subtract_mean=subtract_mean,
             allow_missing=allow_missing, out=out, json_output=json_output, embeddings_source=source, settings=settings,
         )
-        if model is not None and out is not None:
-            info(f"embeddings saved to {Path(out) / 'embeddings.npz'} (reuse with --embeddings or `facever ensemble`)")

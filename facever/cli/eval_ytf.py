@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from facever.cli.eval_fglfw import Flip
+from facever.cli.embed import FLIP_HELP, Flip
 from facever.cli.eval_lfw import Metric, ThresholdMode
 
 
@@ -60,7 +60,7 @@ def eval_ytf(
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="With video embeddings: drop pairs whose videos have no embedding."
     ),
-    flip: Flip = typer.Option(Flip.none, "--flip", help="With --model: fuse the mirrored face (none, concat, sum)."),
+    flip: Flip = typer.Option(Flip.none, "--flip", help="With --model: " + FLIP_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:*: the weights file."),
     device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:1 or auto."),
     batch_size: int = typer.Option(64, "--batch-size", help="With --model: frames per forward pass."),
@@ -92,7 +92,9 @@ def eval_ytf(
         fail("--model needs --videos YTF_ROOT (the folder holding aligned_images_DB/ or frame_images_DB/)")
     if align and model is None:
         fail("--align aligns frames before embedding them: it needs --model")
-    with user_errors():
+    from facever.cli.embed import library_warnings
+
+    with user_errors(), library_warnings():
         from facever.cli._benchmark import evaluate_and_report, load_model
         from facever.cli._console import progress_bar
         from facever.data_prep import ytf
