@@ -1,0 +1,345 @@
+"""Training configuration files: TOML in, `TrainConfig` fields out, and `RUN/config.toml` written back.
+
+A config file holds `facever train` options as top-level keys named like `TrainConfig`'s fields
+(`batch_size` or `batch-size`), e.g.::
+
+    arch = "sphere20"
+    input_size = [112, 96]      # or "112x96"
+    head = "noisy-softmax"
+    alpha2 = 0.1
+    milestones = [16, 24]
+
+An optional `[recipe]` table carries a description and expected results (what the shipped recipes
+use); training ignores it. Unknown keys, wrong types and invalid choices are `FaceverError`s naming
+the key and the file. Relative paths (data, val_pairs, ...) are relative to the file's folder.
+
+Precedence, lowest first: the architecture's and `TrainConfig`'s defaults < a recipe (`--recipe`)
+< a config file (`--config`) < options given on the command line. The resolved configuration is
+written to `RUN/config.toml` (with where each value came from, as comments) and can be passed
+back with `--config` to train the same model again; the model file holds it too (`extra["config"]`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from facever.errors import FaceverError
+from facever.training.config import AMP_MODES, CACHE_MODES, HEADS, NOISE_MODES, SCHEDULES, TrainConfig
+
+CONFIG_NAME = "config.toml"
+# Keys whose values are paths (made absolute, relative to the config file's folder).
+PATH_KEYS = frozenset({"data", "cache_dir", "val_pairs", "val_images", "val_bin"})
+# Closed sets of values; "auto" for amp is resolved by the caller (bf16 on a GPU, off on a CPU).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "head": HEADS, "noise": NOISE_MODES, "schedule": SCHEDULES, "amp": (*AMP_MODES, "auto"), "cache": CACHE_MODES,
+}
+# Tables a config file may hold besides the options.
+META_TABLES = frozenset({"recipe"})
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
+
+
+FIELD_TYPES = _field_types()
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _convert(key: str, value: Any, hint: Any, where: str) -> Any:
+    """`value` (as TOML parsed it) checked against the field's type `hint`; FaceverError otherwise."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None: TOML has no null, so a present value must be an X
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+
+    def wrong(expected: str) -> FaceverError:
+        return FaceverError(f"{where}: key '{key}' must be {expected}, got {_type_name(value)} ({value!r})")
+
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise wrong("a boolean (true or false)")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise wrong("a finite number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    if typing.get_origin(hint) is tuple:
+        if key == "input_size" and isinstance(value, str):
+            parts = value.lower().replace(",", "x").split("x")
+            if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+                return (int(parts[0]), int(parts[1]))
+            raise wrong('[HEIGHT, WIDTH] or "HEIGHTxWIDTH" such as [112, 96]')
+        if not isinstance(value, list):
+            raise wrong("an array" + (" [HEIGHT, WIDTH]" if key == "input_size" else " of numbers"))
+        element = args[0]
+        fixed = len(args) if Ellipsis not in args else None
+        if fixed is not None and len(value) != fixed:
+            raise wrong(f"an array of {fixed} values")
+        items = []
+        for v in value:
+            ok = (isinstance(v, int) and not isinstance(v, bool)) if element is int else (
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+            if not ok:
+                raise wrong("an array of " + ("integers" if element is int else "numbers"))
+            items.append(element(v))
+        return tuple(items)
+    raise FaceverError(f"{where}: key '{key}' has a type config files cannot set ({hint})")  # pragma: no cover
+
+
+def parse_options(table: Mapping[str, Any], *, where: str, base_dir: Path | None = None) -> dict[str, Any]:
+    """Validate a table of training options (keys with `-` or `_`) into `TrainConfig` field values.
+
+    `where` names the source in messages (a file path, "recipe NAME"). Paths are resolved against
+    `base_dir` when given. Meta tables (`[recipe]`) are skipped. Raises FaceverError naming the key.
+    """
+    options: dict[str, Any] = {}
+    for raw_key, value in table.items():
+        key = raw_key.replace("-", "_")
+        if key in META_TABLES:
+            if not isinstance(value, dict):
+                raise FaceverError(f"{where}: '{raw_key}' must be a table ([{raw_key}])")
+            continue
+        if key not in FIELD_TYPES:
+            known = ", ".join(sorted(FIELD_TYPES))
+            raise FaceverError(f"{where}: unknown key '{raw_key}' (known keys: {known}; tables: [recipe])")
+        if key in options:
+            raise FaceverError(f"{where}: key '{raw_key}' given twice (as '{key}' and with dashes)")
+        converted = _convert(raw_key, value, FIELD_TYPES[key], where)
+        if key in CHOICES and converted not in CHOICES[key]:
+            raise FaceverError(f"{where}: key '{raw_key}' must be one of {', '.join(CHOICES[key])}, got {converted!r}")
+        if key in PATH_KEYS and base_dir is not None:
+            converted = str((base_dir / Path(converted).expanduser()).resolve())
+        options[key] = converted
+    return options
+
+
+def parse_toml_text(text: str, *, where: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message ends with "(at line L, column C)": keep it, it is what the user needs.
+        raise FaceverError(f"{where}: not valid TOML: {exc}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Training options from a TOML file (validated; relative paths made absolute from the file's folder)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FaceverError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise FaceverError(f"{path}: is a folder, expected a TOML config file") from None
+    except UnicodeDecodeError:
+        raise FaceverError(f"{path}: not a text file (cannot decode as UTF-8)") from None
+    return parse_options(parse_toml_text(text, where=str(path)), where=str(path), base_dir=path.resolve().parent)
+
+
+@dataclass
+class ResolvedOptions:
+    """Training options after layering: `values` to pass on, `sources[key]` saying where each came from."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def layer_options(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> ResolvedOptions:
+    """Merge `(source name, options)` layers, later layers winning (recipe, file, command line)."""
+    resolved = ResolvedOptions()
+    for source, options in layers:
+        for key, value in options.items():
+            if value is None:
+                continue
+            resolved.values[key] = value
+            resolved.sources[key] = source
+    return resolved
+
+
+def explicit_parameters(names: Iterable[str]) -> set[str] | None:
+    """Which of `names` the user gave on the command line (or through the environment).
+
+    Uses click's parameter source of the running command; None outside a click command (then
+    every non-None value counts as given).
+    """
+    try:
+        import click
+        from click.core import ParameterSource
+    except ImportError:  # pragma: no cover - typer always brings click
+        return None
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    given = set()
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        # None: not a parameter of this command (a value the caller computed): counts as given.
+        if source not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            given.add(name)
+    return given
+
+
+def resolve_train_options(
+    cli_options: Mapping[str, Any],
+    *,
+    config_file: str | Path | None = None,
+    recipe: str | None = None,
+    explicit: set[str] | None = None,
+) -> ResolvedOptions:
+    """Layer a recipe, a config file and the command line's options (None = not given).
+
+    `explicit`: the command-line options the user typed (`explicit_parameters`); options outside
+    it are ignored even when not None, so a default never overrides the file. Everything is
+    validated; the result may still hold `amp = "auto"` (see `resolve_amp`).
+    """
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if recipe is not None:
+        from facever.recipes import load_recipe
+
+        layers.append((f"recipe {recipe}", load_recipe(recipe).options))
+    if config_file is not None:
+        layers.append((f"config file {config_file}", read_config_file(config_file)))
+    cli = {k: v for k, v in cli_options.items() if v is not None and (explicit is None or k in explicit)}
+    layers.append(("command line", cli))
+    return layer_options(layers)
+
+
+def resolve_amp(options: Mapping[str, Any]) -> dict[str, Any]:
+    """`amp = "auto"` (or absent) -> bf16 when the run's device is a GPU, off on a CPU (as `facever train`)."""
+    options = dict(options)
+    if options.get("amp", "auto") == "auto":
+        from facever.devices import resolve_device
+
+        options["amp"] = "bf16" if resolve_device(options.get("device", "auto")).type == "cuda" else "off"
+    return options
+
+
+def train_command_options(
+    cli_options: Mapping[str, Any],
+    data: Path | None,
+    *,
+    config_file: Path | None,
+    recipe: str | None,
+    out: Path,
+    resume: bool,
+) -> tuple[dict[str, Any], Path, dict[str, str]]:
+    """What `facever train` needs from `--recipe`/`--config`: `(options, data, sources)`.
+
+    `options` are the layered values to build the TrainConfig from (or to override a resumed
+    run's), `data` the training data (DATA, else the file's `data`, else the resumed run's),
+    `sources` where each value came from (for RUN/config.toml).
+    """
+    explicit = explicit_parameters(cli_options)
+    resolved = resolve_train_options(cli_options, config_file=config_file, recipe=recipe, explicit=explicit)
+    values = dict(resolved.values)
+    file_data = values.pop("data", None)
+    if data is None and file_data is not None:
+        data = Path(file_data)
+    elif data is not None:
+        resolved.sources["data"] = "command line"
+    if data is None and resume:
+        saved = Path(out) / "config.json"
+        try:
+            data = Path(json.loads(saved.read_text(encoding="utf-8"))["data"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise FaceverError(f"{saved}: cannot read the run's training data path; give DATA") from None
+    if data is None:
+        raise FaceverError("no training data: give DATA, or a `data` key in the --config file")
+    if resume and values.get("amp") == "auto":
+        values.pop("amp")  # keep the resumed run's own precision
+    return values, data, resolved.sources
+
+
+def make_train_config(options: Mapping[str, Any], *, where: str = "configuration") -> TrainConfig:
+    """A `TrainConfig` from resolved options (must include `data`); its own checks name the option."""
+    options = resolve_amp(options)
+    if "data" not in options:
+        raise FaceverError(f"{where}: no training data: give DATA or a `data` key")
+    try:
+        return TrainConfig(**options)
+    except TypeError as exc:  # pragma: no cover - keys are validated before
+        raise FaceverError(f"{where}: {exc}") from None
+
+
+# -- writing --------------------------------------------------------------------------------------
+
+def _toml_string(text: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes (\", \\, \n, \uXXXX).
+    return json.dumps(text, ensure_ascii=False)
+
+
+def toml_value(value: Any) -> str:
+    """One TOML value for the simple types a configuration holds."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"TOML cannot hold {value!r} here")
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else _toml_string(key)
+
+
+def config_to_toml(config: TrainConfig, *, sources: Mapping[str, str] | None = None, header: str = "") -> str:
+    """The configuration as a TOML file `read_config_file` reads back to the same `TrainConfig`.
+
+    Fields left at None (architecture defaults) are written as comments; `sources[key]` is added
+    as a trailing comment saying where the value came from (default: "default").
+    """
+    sources = sources or {}
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    if lines:
+        lines.append("")
+    for name, value in config.to_dict().items():
+        origin = sources.get(name, "default")
+        if value is None:
+            why = "the architecture's default" if name in ("input_size", "embedding_dim", "width") else "none"
+            lines.append(f"# {name} = (not set: {why})")
+            continue
+        lines.append(f"{name} = {toml_value(value)}  # {origin}")
+    return "\n".join(lines) + "\n"
+
+
+def write_run_config(out_dir: str | Path, config: TrainConfig, *, sources: Mapping[str, str] | None = None) -> Path:
+    """Write `OUT/config.toml` atomically (the resolved configuration, with each value's origin)."""
+    from facever import __version__
+    from facever.atomic import write_text_atomic
+
+    path = Path(out_dir) / CONFIG_NAME
+    header = (
+        f"Resolved training configuration of this run (facever {__version__}).\n"
+        "Comments say where each value came from (recipe < config file < command line).\n"
+        "Train the same model again with: facever train --config config.toml --out NEW_RUN"
+    )
+    write_text_atomic(path, config_to_toml(config, sources=sources, header=header))
+    return path
