@@ -299,3 +299,18 @@ def test_benchmark_dispatch_reads_and_embeds_a_bin(tmp_path, faces_dir):
     emb = benchmark_embeddings("bin", proto, str(tiny_model(tmp_path / "m.pt")), batch_size=16)
     assert emb.paths == [f"{i:06d}" for i in range(40)] and emb.dim == 16
     assert emb.metadata["source_image_size"] == [112, 112] and emb.metadata["crop_size"] == [112, 96]
+
+
+def test_ensemble_on_a_bin_with_two_models(tmp_path, faces_dir):
+    from tests._benchmark_data import tiny_model
+
+    path, _ = _orl_bin(tmp_path / "orl.bin", faces_dir)
+    m1 = tiny_model(tmp_path / "a" / "model.pt", seed=1)
+    m2 = tiny_model(tmp_path / "b" / "model.pt", input_size=(112, 112), seed=2)
+    out = tmp_path / "ens"
+    result = _run(["ensemble", m1, m2, "--protocol", "bin", "--pairs", path, "--device", "cpu", "--out", out])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"] == "orl.bin" and report["names"] == ["a", "b"]
+    assert report["ensemble"]["pairs"]["total"] == 20 and len(report["ensemble"]["folds"]) == 10
+    assert (out / "roc.png").is_file()

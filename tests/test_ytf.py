@@ -262,7 +262,7 @@ def test_eval_ytf_with_frame_embeddings(tmp_path, faces_dir):
     frames = build_ytf_tree(tmp_path / "YTF", faces_dir, layout="aligned")
     splits = _splits_file(tmp_path / "splits.txt")
     items = {f: f.split("/")[0] for fl in frames.values() for f in fl}
-    paths, emb = identity_embeddings(items, noise=0.2)
+    paths, emb = identity_embeddings(items)
     save_embeddings(tmp_path / "frames.npz", paths, emb)
     for extra, frames_setting in (([], "all"), (["--frames", "2"], 2)):
         out = tmp_path / f"out{frames_setting}"
@@ -346,3 +346,23 @@ def test_benchmark_dispatch_turns_frame_embeddings_into_video_embeddings(tmp_pat
     assert sorted(videos.paths) == sorted(proto.items()) and videos.metadata["frames"] == 1
     middle = emb[paths.index(frames["Orl_S3/0"][1])]
     np.testing.assert_allclose(videos.embeddings[videos.paths.index("Orl_S3/0")], middle / np.linalg.norm(middle), rtol=1e-5)
+
+
+def test_ensemble_on_ytf_from_frame_embeddings_and_a_model(tmp_path, faces_dir):
+    from tests._benchmark_data import identity_embeddings, tiny_model
+
+    frames = build_ytf_tree(tmp_path / "YTF", faces_dir, layout="aligned")
+    splits = _splits_file(tmp_path / "splits.txt")
+    items = {f: f.split("/")[0] for fl in frames.values() for f in fl}
+    paths, emb = identity_embeddings(items, seed=1)
+    save_embeddings(tmp_path / "a.npz", paths, emb)
+    model = tiny_model(tmp_path / "model.pt")
+    out = tmp_path / "ens"
+    result = _run(["ensemble", tmp_path / "a.npz", model, "--protocol", "ytf", "--pairs", splits, "--images",
+                   tmp_path / "YTF", "--names", "file,tiny", "--device", "cpu", "--out", out])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"] == "ytf" and set(report["models"]) == {"file", "tiny"}
+    assert report["models"]["file"]["accuracy"]["mean"] == 1.0
+    assert report["ensemble"]["pairs"]["total"] == 8
+    assert any((out / "frame_cache").rglob("shard-*.npz"))  # the model's frames were cached

@@ -17,6 +17,8 @@ class Protocol(str, Enum):
     fglfw = "fglfw"
     calfw = "calfw"
     cplfw = "cplfw"
+    ytf = "ytf"
+    bin = "bin"
 
 
 class Fusion(str, Enum):
@@ -25,7 +27,11 @@ class Fusion(str, Enum):
 
 
 def read_protocol(name: str, pairs: Path, *, ext: str):
-    """The `PairProtocol` of `--protocol NAME --pairs FILE` (image-pair benchmarks)."""
+    """The `PairProtocol` of `--protocol NAME --pairs FILE` (image-pair benchmarks, YTF splits, a .bin)."""
+    if name in ("ytf", "bin"):
+        from facever.data_prep.benchmarks import read_benchmark
+
+        return read_benchmark(name, pairs)
     if name == "lfw":
         from facever.data_prep.lfw import read_lfw_pairs
 
@@ -82,7 +88,9 @@ def ensemble(
         "instead (RUN/model.pt, facenet:vggface2, facenet:vggface2=WEIGHTS.pt).",
         show_default=False,
     ),
-    pairs: Path = typer.Option(..., "--pairs", help="The protocol's pair list, e.g. LFW's pairs.txt."),
+    pairs: Path = typer.Option(
+        ..., "--pairs", help="The protocol's pair list, e.g. LFW's pairs.txt (ytf: splits.txt; bin: the .bin file)."
+    ),
     protocol: Protocol = typer.Option(Protocol.lfw, "--protocol", "-p", help="Which benchmark the pair list is."),
     ext: str = typer.Option(".jpg", "--ext", help="Image extension the pairs refer to (e.g. .png for aligned crops)."),
     fusion: Fusion = typer.Option(
@@ -151,7 +159,19 @@ def ensemble(
                 raise FaceverError(f"--weights {weights!r}: expected numbers such as 2,1") from None
         proto = read_protocol(protocol.value, pairs, ext=ext)
 
-        if images is None:
+        if protocol.value in ("ytf", "bin"):
+            # ytf: frame embeddings files are averaged per video; models embed the videos under --images (the YTF
+            # root; frames cached in OUT/frame_cache). bin: models embed the .bin's own images.
+            from facever.data_prep.benchmarks import benchmark_embeddings
+
+            per_model = []
+            for src, name in zip(sources, model_names):
+                with progress_bar(f"embedding ({name})", total=None) as advance:
+                    per_model.append(benchmark_embeddings(
+                        protocol.value, proto, src, data=images, flip=flip.value, batch_size=batch_size,
+                        device=device, cache_dir=out / "frame_cache" if out is not None else None, progress=advance,
+                    ))
+        elif images is None:
             per_model = [load_embeddings(src) for src in sources]
         else:
             from facever.embedding.cache import embed_items_cached
