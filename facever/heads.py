@@ -120,18 +120,22 @@ class NoisySoftmax(_LinearHead):
         if labels.shape != (x.shape[0],):
             raise ValueError(f"NoisySoftmax expects labels of shape ({x.shape[0]},), got {tuple(labels.shape)}")
         labels = labels.long()
-        target = logits.gather(1, labels[:, None])[:, 0]  # W_y . x
+        # With t = W_y . x and n = ||W_y|| ||x||, the formula is f'_y = t - alpha |xi| (n - t): the
+        # same number with no division by the norms, so it needs no cosine and no 0/0 guard.
+        # Only N rows of W are touched; a sparse gather keeps the backward from building (and then
+        # adding) a second class-count-sized weight gradient, which made the head 1.5x slower on CPU.
+        w_y = F.embedding(labels, w, sparse=True)
+        target = (w_y * x).sum(1)
         # sqrt of a clamped squared norm: exact for any non-degenerate vector, and a zero embedding
         # (or class weight) gets a zero gradient instead of 0/0 = NaN.
-        norm_x = (x * x).sum(1).clamp_min(self.eps**2).sqrt()
-        norm_w = (w[labels] * w[labels]).sum(1).clamp_min(self.eps**2).sqrt()
-        norms = norm_w * norm_x
-        cos = target / norms
+        norms = (w_y * w_y).sum(1).clamp_min(self.eps**2).sqrt() * (x * x).sum(1).clamp_min(self.eps**2).sqrt()
         shape = () if self.noise == "batch" else (x.shape[0],)
         xi = torch.randn(shape, device=x.device, dtype=x.dtype).abs()
-        noisy = norms * (cos - self.alpha * xi * (1 - cos))
-        # Replace column y of each row (out of place, so autograd sees one clean graph).
-        return logits.scatter(1, labels[:, None], noisy[:, None])
+        shift = self.alpha * xi * (target - norms)  # f'_y - f_y, always <= 0
+        # Add the shift at (i, y_i) (rows are distinct, so accumulate is a plain add); the gradient
+        # passes through to the logits unchanged instead of through a full-size scatter copy.
+        rows = torch.arange(x.shape[0], device=x.device)
+        return logits.index_put((rows, labels), shift, accumulate=True)
 
 
 HEADS = {"noisy-softmax": NoisySoftmax, "softmax": Softmax}

@@ -195,3 +195,39 @@ def test_create_head_options_and_errors():
         NoisySoftmax(4, 3, alpha2=-0.1)
     with pytest.raises(ValueError, match="N x 4"):
         Softmax(4, 3)(torch.zeros(2, 5))
+
+
+def _reference_logits(x, weight, bias, labels, alpha, xi):
+    """The formula written the obvious way (cosine, then scatter into the target column)."""
+    logits = x @ weight.T
+    w_y = weight[labels]
+    norms = w_y.norm(dim=1) * x.norm(dim=1)
+    cos = (w_y * x).sum(1) / norms
+    noisy = norms * (cos - alpha * xi.abs() * (1 - cos))
+    return logits.scatter(1, labels[:, None], noisy[:, None]) + bias
+
+
+def test_gradients_match_the_obvious_implementation_and_are_dense():
+    """The head gathers W_y sparsely; the summed weight gradient must be the ordinary dense one."""
+    torch.manual_seed(10)
+    head = NoisySoftmax(D, C, alpha2=0.1, noise="sample", bias=True).train()
+    x, labels = _inputs(10)
+    x.requires_grad_(True)
+    torch.manual_seed(5)
+    torch.nn.functional.cross_entropy(head(x, labels), labels).backward()
+    grads = (x.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone())
+    assert head.weight.grad.layout == torch.strided and head.weight.grad.shape == (C, D)
+
+    weight, bias = head.weight.detach().clone().requires_grad_(True), head.bias.detach().clone().requires_grad_(True)
+    x.grad = None
+    torch.manual_seed(5)
+    xi = torch.randn(N)
+    loss = torch.nn.functional.cross_entropy(_reference_logits(x, weight, bias, labels, math.sqrt(0.1), xi), labels)
+    loss.backward()
+    for ours, reference in zip(grads, (x.grad, weight.grad, bias.grad)):
+        assert torch.allclose(ours, reference, atol=1e-6)
+
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    before = head.weight.detach().clone()
+    optimizer.step()  # SGD's weight decay refuses sparse gradients
+    assert not torch.equal(before, head.weight)
