@@ -84,6 +84,8 @@ def test_unknown_name_and_option_errors_list_what_exists():
         create_model("sphere20", depth=3)
     with pytest.raises(FaceverError, match="input_size must be"):
         create_model("sphere20", input_size=(8, 8))
+    with pytest.raises(FaceverError, match="input_size must be"):
+        create_model("iresnet50", input_size="big")
     assert "weights" in model_options("inception-resnet-v1")
 
 

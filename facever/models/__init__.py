@@ -13,4 +13,6 @@ from facever.models import iresnet as _iresnet  # noqa: E402,F401
 from facever.models import mobilefacenet as _mobilefacenet  # noqa: E402,F401
 from facever.models import sphere as _sphere  # noqa: E402,F401
 
-__all__ = ["create_model", "list_models", "model_options", "register_model"]
+from facever.models.bundle import load_model_bundle, save_model_bundle  # noqa: E402
+
+__all__ = ["create_model", "list_models", "load_model_bundle", "model_options", "register_model", "save_model_bundle"]

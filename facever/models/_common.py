@@ -12,7 +12,10 @@ HALF = (0.5, 0.5, 0.5)
 
 def input_size_pair(value: int | Sequence[int], *, model: str, minimum: int) -> tuple[int, int]:
     """Accept `112`, `(112, 96)` or `[112, 96]` (h, w) and check it is large enough for `model`."""
-    size = (int(value), int(value)) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+    try:
+        size = (int(value), int(value)) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        size = ()
     if len(size) != 2 or min(size) < minimum:
         raise FaceverError(f"{model}: input_size must be (height, width) with both >= {minimum}, got {value!r}")
     return size  # type: ignore[return-value]
