@@ -366,3 +366,43 @@ def test_ensemble_on_ytf_from_frame_embeddings_and_a_model(tmp_path, faces_dir):
     assert report["models"]["file"]["accuracy"]["mean"] == 1.0
     assert report["ensemble"]["pairs"]["total"] == 8
     assert any((out / "frame_cache").rglob("shard-*.npz"))  # the model's frames were cached
+
+
+@pytest.mark.slow  # loads MTCNN and detects faces on CPU
+def test_eval_ytf_aligns_raw_frames(tmp_path, faces_dir):
+    """--align on frame_images_DB: faces are detected and aligned per frame; a frame without a face is
+    left out of its video's mean and counted."""
+    from PIL import Image
+
+    from tests._benchmark_data import tiny_model
+
+    people = {"Joe_Biden": ["biden.jpg", "biden2.jpg"], "Barack_Obama": ["obama.jpg", "obama2.jpg"],
+              "Kit_Harington": ["john1.jpeg", "john2.jpeg"], "Rose_Leslie": ["img1.jpg", "img2.jpg"]}
+    src_dir = {"Joe_Biden": "biden", "Barack_Obama": "obama", "Kit_Harington": "kit_harington", "Rose_Leslie": "rose_leslie"}
+    db = tmp_path / "YTF" / "frame_images_DB"
+    for name, photos in people.items():
+        for v, photo in enumerate(photos):
+            src = faces_dir / "knn" / "train" / src_dir[name] / photo
+            with Image.open(src) as img:  # YTF frames are small (about 320 x 240): keep MTCNN quick
+                w, h = img.size
+            scale = 240 / max(w, h)
+            save_rgb(src, db / name / str(v) / f"{v}.1.jpg", size=(round(w * scale), round(h * scale)))
+    Image.new("RGB", (160, 120), (128, 128, 128)).save(db / "Joe_Biden" / "0" / "0.2.jpg")  # no face in it
+    n = list(people)
+    splits = tmp_path / "splits.txt"
+    splits.write_text(HEADER + "".join(f"{s}, {k}, {a}, {b}, {same}\n" for s, k, a, b, same in [
+        (1, 1, f"{n[0]}/0", f"{n[0]}/1", 1), (1, 2, f"{n[0]}/0", f"{n[1]}/0", 0),
+        (1, 3, f"{n[1]}/0", f"{n[1]}/1", 1), (1, 4, f"{n[2]}/1", f"{n[3]}/1", 0),
+        (2, 1, f"{n[2]}/0", f"{n[2]}/1", 1), (2, 2, f"{n[0]}/1", f"{n[2]}/0", 0),
+        (2, 3, f"{n[3]}/0", f"{n[3]}/1", 1), (2, 4, f"{n[1]}/1", f"{n[3]}/0", 0),
+    ]))
+    model = tiny_model(tmp_path / "model.pt")
+    out = tmp_path / "out"
+    result = _run(["eval-ytf", "--splits", splits, "--videos", tmp_path / "YTF", "--model", model, "--align",
+                   "--device", "cpu", "--out", out])
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "report.json").read_text())["settings"]
+    assert settings["align"] is True and settings["layout"] == "frames"
+    assert settings["frames_needed"] == 9 and settings["bad_frames"] == 1
+    assert list(settings["bad_frame_examples"]) == ["Joe_Biden/0/0.2.jpg"]
+    assert settings["embeddings_metadata"]["aligner"]["size"] == [112, 96]
