@@ -276,7 +276,7 @@ def embed_videos(
     batch_size: int = 64,
     device="cpu",
     align=None,
-    chunk_size: int = 4096,
+    chunk_size: int = 16384,
     progress: Callable[[int], None] | None = None,
     frame_lists: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[Embeddings, dict]:
