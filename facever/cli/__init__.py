@@ -40,7 +40,9 @@ def _root(
 
 def _register() -> None:
     # Order here is the order in `facever --help`: the data flow align -> train -> embed -> verify -> ensemble.
-    from facever.cli import data, eval_lfw
+    from facever.cli import align, data, eval_lfw
+
+    app.command("align")(align.align)
     from facever.cli import train
 
     app.command("train")(train.train)

@@ -1,0 +1,560 @@
+"""Aligning a whole dataset: a folder tree or a list of images in, a mirrored tree of crops out.
+
+The pipeline keeps the detector busy: worker processes decode files (torch DataLoader), the main
+thread groups decoded images by size and runs MTCNN on whole batches, and a small thread pool warps,
+encodes and writes the crops (OpenCV releases the GIL) while the next batch is detected.
+
+Every crop is written atomically (hidden temporary file, then rename), so an interrupted run leaves
+only complete files and a rerun skips them. With `all_faces`, faces go to `name_0.jpg`, `name_1.jpg`,
+... and `name_0` is written last, so its presence means the image is complete. Images that were not
+aligned normally (centre-cropped, skipped, failed) are listed with the reason in
+`DST/align_report.csv`, which is merged with the previous run's report on resume.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import io
+import logging
+import os
+import tempfile
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from facever.data_prep.images import IMAGE_EXTENSIONS, ImageDecodeError, list_images, read_image_rgb
+from facever.errors import FaceverError, InputFileError
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "align_report.csv"
+REPORT_FIELDS = ("path", "status", "reason", "output")
+OUTPUT_FORMATS = ("jpg", "png")
+ON_MISS = ("skip", "center-crop")
+# Decoded pixels held at once (images waiting for a detector batch, crops waiting to be written):
+# bounds memory on datasets of multi-megapixel photos.
+MAX_BUFFER_BYTES = 1 << 30
+# Statuses of one source image.
+ALIGNED, CENTER_CROPPED, SKIPPED, FAILED = "aligned", "center-cropped", "skipped", "failed"
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Options of a dataset alignment run (the CLI's flags)."""
+
+    size: tuple[int, int] = (112, 96)
+    select: str = "largest"
+    all_faces: bool = False
+    min_face: int = 20
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int = 2
+    format: str = "jpg"
+    on_miss: str = "skip"
+    overwrite: bool = False
+    jpeg_quality: int = 95
+    max_detect_side: int | None = 1280
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    write_threads: int = 2
+
+    def __post_init__(self):
+        if self.format not in OUTPUT_FORMATS:
+            raise FaceverError(f"--format {self.format}: choose one of {', '.join(OUTPUT_FORMATS)}")
+        if self.on_miss not in ON_MISS:
+            raise FaceverError(f"--on-miss {self.on_miss}: choose one of {', '.join(ON_MISS)}")
+        if self.workers < 0:
+            raise FaceverError(f"--workers {self.workers}: must be 0 (decode in this process) or more")
+        if self.batch_size < 1:
+            raise FaceverError(f"--batch-size {self.batch_size}: must be at least 1")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise FaceverError(f"JPEG quality {self.jpeg_quality}: must be in 1..100")
+
+
+@dataclass(frozen=True)
+class AlignItem:
+    """One source image: where it is, its path relative to SRC (mirrored in DST), its first output."""
+
+    source: Path
+    rel: str
+    output: str  # relative to DST; with all_faces, the `_0` file
+
+
+@dataclass(frozen=True)
+class AlignPlan:
+    """What a run will do, computed before any work (so bad paths fail first)."""
+
+    src: Path
+    dst: Path
+    root: Path
+    items: tuple[AlignItem, ...]
+    todo: tuple[AlignItem, ...]
+    config: AlignConfig
+
+    @property
+    def already_done(self) -> int:
+        return len(self.items) - len(self.todo)
+
+
+@dataclass
+class AlignSummary:
+    """Counts of one run. `already_done` images were skipped because their crops already existed."""
+
+    total: int = 0
+    already_done: int = 0
+    aligned: int = 0
+    center_cropped: int = 0
+    skipped: int = 0
+    failed: int = 0
+    faces_written: int = 0
+    multi_face: int = 0  # images with more than one face (one kept unless all_faces)
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    report: str = ""
+    dst: str = ""
+
+    @property
+    def processed(self) -> int:
+        return self.aligned + self.center_cropped + self.skipped + self.failed
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["processed"] = self.processed
+        data["images_per_s"] = self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return data
+
+
+@dataclass
+class _Outcome:
+    item: AlignItem
+    status: str
+    reason: str = ""
+    faces: int = 0
+    detected: int = 0
+    outputs: list = field(default_factory=list)
+
+
+# -- planning ---------------------------------------------------------------------------------------
+def collect_sources(src: str | Path, *, exclude: Path | None = None) -> tuple[Path, list[tuple[Path, str]]]:
+    """The images of SRC as `(root, [(absolute path, relative POSIX path), ...])`.
+
+    SRC is a folder (every image at any depth, sorted), a single image, or a text file listing
+    images, one per line (blank lines and `#` comments ignored; text after a tab, such as a label,
+    ignored; relative paths are relative to the list's folder). Relative outputs mirror the paths
+    below the list's folder, or below the common parent of all listed files when some lie outside it.
+    `exclude`: a folder whose files are never sources (DST inside SRC).
+    """
+    src = Path(src)
+    if not src.exists():
+        raise FaceverError(f"{src}: no such file or folder")
+    if src.is_dir():
+        rels = list_images(src)
+        pairs = [(src / rel, rel) for rel in rels]
+        if exclude is not None:
+            ex = Path(os.path.abspath(exclude))
+            pairs = [(p, r) for p, r in pairs if not _is_within(Path(os.path.abspath(p)), ex)]
+        return src, pairs
+    if src.suffix.lower() in IMAGE_EXTENSIONS:
+        return src.parent, [(src, src.name)]
+    return _read_list(src)
+
+
+def _read_list(list_path: Path) -> tuple[Path, list[tuple[Path, str]]]:
+    try:
+        raw = list_path.read_bytes()
+    except OSError as exc:
+        raise InputFileError(list_path, f"cannot read ({exc.strerror or exc})") from None
+    if b"\0" in raw[:4096]:
+        raise InputFileError(list_path, "not a text list of image paths (binary content; if it is an image, "
+                             f"give it an image extension: {', '.join(IMAGE_EXTENSIONS)})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputFileError(list_path, "not UTF-8 text", line=line) from None
+    base = Path(os.path.abspath(list_path.parent))
+    entries: list[Path] = []
+    seen = set()
+    for line in text.splitlines():
+        entry = line.split("\t", 1)[0].strip()
+        if not entry or entry.startswith("#"):
+            continue
+        path = Path(os.path.normpath(base / Path(entry).expanduser()))
+        if path not in seen:
+            seen.add(path)
+            entries.append(path)
+    if not entries:
+        raise InputFileError(list_path, "lists no image paths")
+    if all(_is_within(p, base) for p in entries):
+        root = base
+    else:
+        root = Path(os.path.commonpath([str(p.parent) for p in entries]))
+    return root, [(p, p.relative_to(root).as_posix()) for p in entries]
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def output_names(rels: Sequence[str], *, fmt: str = "jpg", all_faces: bool = False) -> list[str]:
+    """The DST-relative output of each source: same path, extension replaced by `fmt` (`_0` added
+    before it with `all_faces`). Two sources that would collide (`a.png`, `a.jpg`) keep their full
+    name: the second becomes `a.jpg.jpg`, deterministic because sources are sorted."""
+    taken: set[str] = set()
+    names = []
+    for rel in rels:
+        stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
+        name = _face_name(stem, fmt, 0 if all_faces else None)
+        if name in taken:
+            name = _face_name(rel, fmt, 0 if all_faces else None)
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _face_name(stem: str, fmt: str, index: int | None) -> str:
+    return f"{stem}.{fmt}" if index is None else f"{stem}_{index}.{fmt}"
+
+
+def _check_writable(dst: Path) -> None:
+    if dst.exists() and not dst.is_dir():
+        raise FaceverError(f"{dst}: exists and is not a folder")
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=dst, prefix=".facever-write-test-"):
+            pass
+    except OSError as exc:
+        raise FaceverError(f"{dst}: cannot write there ({exc.strerror or exc})") from None
+
+
+def plan_alignment(src: str | Path, dst: str | Path, *, config: AlignConfig = AlignConfig()) -> AlignPlan:
+    """Check SRC and DST, list the images and which of them still need aligning. No image is read."""
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise FaceverError(f"{src}: no such file or folder")
+    _check_writable(dst)
+    root, sources = collect_sources(src, exclude=dst)
+    outputs = output_names([rel for _, rel in sources], fmt=config.format, all_faces=config.all_faces)
+    items = tuple(AlignItem(path, rel, out) for (path, rel), out in zip(sources, outputs))
+    if config.overwrite:
+        todo = items
+    else:
+        todo = tuple(item for item in items if not (dst / item.output).exists())
+    return AlignPlan(src=src, dst=dst, root=root, items=items, todo=todo, config=config)
+
+
+# -- decoding in worker processes -------------------------------------------------------------------
+class _DecodeDataset:
+    """Map-style dataset for torch's DataLoader: item i -> (i, image tensor or None, error or None).
+
+    Tensors (not numpy arrays) so the DataLoader hands images over through shared memory."""
+
+    def __init__(self, paths: Sequence[Path]):
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        try:
+            rgb = read_image_rgb(self.paths[i])
+        except ImageDecodeError as exc:
+            return i, None, _reason(exc, self.paths[i])
+        except (OSError, MemoryError) as exc:  # unreadable file, or too large to hold
+            return i, None, f"cannot read ({exc})"
+        if not rgb.flags.writeable:  # PIL hands out read-only buffers; torch wants to own writable memory
+            rgb = rgb.copy()
+        return i, torch.from_numpy(rgb), None
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    text = str(exc)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _identity(sample):
+    return sample
+
+
+def _decoded(paths: Sequence[Path], workers: int) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
+    dataset = _DecodeDataset(paths)
+    if workers == 0 or len(paths) <= 1:
+        for i in range(len(dataset)):
+            idx, tensor, error = dataset[i]
+            yield idx, None if tensor is None else tensor.numpy(), error
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=min(workers, len(paths)),
+        collate_fn=_identity,
+        prefetch_factor=4,
+        persistent_workers=False,
+    )
+    for idx, tensor, error in loader:
+        yield idx, None if tensor is None else tensor.numpy(), error
+
+
+# -- writing ----------------------------------------------------------------------------------------
+def encode_image(rgb: np.ndarray, fmt: str, *, jpeg_quality: int = 95) -> bytes:
+    """Encode an RGB uint8 array as JPEG or PNG bytes."""
+    import cv2
+
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    if fmt == "jpg":
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    else:
+        ok, buf = cv2.imencode(".png", bgr)
+    if not ok:
+        raise FaceverError(f"could not encode a {rgb.shape} image as {fmt}")
+    return buf.tobytes()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    from facever.atomic import atomic_path
+
+    # No fsync per crop (it would dominate on many disks at 100k+ files): the rename still guarantees
+    # that an interrupted process leaves complete files only, which is what resuming relies on.
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def _remove_outputs(dst: Path, item: AlignItem, config: AlignConfig, *, keep: int = 0) -> None:
+    """Delete stale crops of `item` from an earlier run (faces beyond `keep`)."""
+    if config.all_faces:
+        stem = item.output[: -len("_0." + config.format)]
+        index = keep
+        while (dst / _face_name(stem, config.format, index)).exists():
+            (dst / _face_name(stem, config.format, index)).unlink()
+            index += 1
+    elif keep == 0 and (dst / item.output).exists():
+        (dst / item.output).unlink()
+
+
+def _finish(aligner, dst: Path, item: AlignItem, rgb: np.ndarray, detections, config: AlignConfig) -> _Outcome:
+    """Warp, encode and write the crops of one image; runs in the writer threads."""
+    from facever.data_prep.align import center_crop
+
+    error = detections.error
+    try:
+        crops = aligner.align_detected(rgb, detections).crops
+    except ValueError as exc:  # degenerate landmarks (all five on one point): not a usable face
+        crops, error = [], f"cannot align the detected face ({exc})"
+    status, reason = ALIGNED, ""
+    if not crops:
+        if error:
+            reason = error
+        elif min(rgb.shape[:2]) < config.min_face:
+            reason = f"image smaller than --min-face ({rgb.shape[1]}x{rgb.shape[0]} pixels)"
+        else:
+            reason = "no face found"
+        if config.on_miss == "center-crop":
+            status, crops = CENTER_CROPPED, [center_crop(rgb, config.size)]
+        else:
+            status = SKIPPED
+    if config.overwrite:
+        _remove_outputs(dst, item, config, keep=len(crops))
+    outputs = []
+    if config.all_faces and crops:
+        stem = item.output[: -len("_0." + config.format)]
+        # Highest index first: `_0` is written last and marks the image as complete for resuming.
+        for index in reversed(range(len(crops))):
+            name = _face_name(stem, config.format, index)
+            _write_atomic(dst / name, encode_image(crops[index], config.format, jpeg_quality=config.jpeg_quality))
+            outputs.append(name)
+        outputs.reverse()
+    elif crops:
+        _write_atomic(dst / item.output, encode_image(crops[0], config.format, jpeg_quality=config.jpeg_quality))
+        outputs.append(item.output)
+    return _Outcome(item, status, reason, faces=len(crops), detected=len(detections), outputs=outputs)
+
+
+# -- report -----------------------------------------------------------------------------------------
+def read_report(path: str | Path) -> list[dict]:
+    """Rows of an `align_report.csv` (dicts with `path`, `status`, `reason`, `output`)."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "path" not in reader.fieldnames or "status" not in reader.fieldnames:
+            raise InputFileError(path, f"not an align report (expected columns {', '.join(REPORT_FIELDS)})", line=1)
+        return [dict(row) for row in reader]
+
+
+def _write_report(path: Path, rows: list[dict]) -> None:
+    from facever.atomic import write_text_atomic
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=REPORT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: r["path"]):
+        writer.writerow({k: row.get(k, "") for k in REPORT_FIELDS})
+    write_text_atomic(path, buf.getvalue())
+
+
+def _previous_rows(report: Path, plan: AlignPlan) -> dict[str, dict]:
+    if plan.config.overwrite or not report.is_file():
+        return {}
+    try:
+        rows = read_report(report)
+    except (InputFileError, OSError, csv.Error, UnicodeDecodeError) as exc:
+        log.warning("ignoring unreadable previous report %s: %s", report, exc)
+        return {}
+    known = {item.rel for item in plan.items}
+    return {row["path"]: row for row in rows if row.get("path") in known}
+
+
+# -- the run ----------------------------------------------------------------------------------------
+def run_alignment(
+    plan: AlignPlan,
+    *,
+    progress: Callable[[int], None] | None = None,
+    aligner=None,
+) -> AlignSummary:
+    """Align every image of `plan.todo`; return the counts. `progress(n)` after each n images.
+
+    `aligner`: a ready `FaceAligner` (built from the config when None). An exception (including one
+    raised by `progress`, or KeyboardInterrupt) stops the run after the crops being written are
+    complete; the report is still written, and a rerun resumes.
+    """
+    from facever.data_prep.align import FaceAligner
+
+    config, dst = plan.config, plan.dst
+    if aligner is None:
+        aligner = FaceAligner(
+            config.size,
+            select=config.select,
+            all_faces=config.all_faces,
+            min_face=config.min_face,
+            device=config.device,
+            thresholds=config.thresholds,
+            max_detect_side=config.max_detect_side,
+            batch_size=config.batch_size,
+        )
+    report_path = dst / REPORT_NAME
+    rows = _previous_rows(report_path, plan)
+    summary = AlignSummary(total=len(plan.items), already_done=plan.already_done, report=str(report_path), dst=str(dst))
+    started = time.perf_counter()
+    todo = plan.todo
+    pending: deque[tuple[cf.Future, int]] = deque()
+    # Bound the crops waiting to be written: enough to overlap with the next detector call.
+    max_pending = 2 * config.batch_size + 8
+
+    def record(outcome: _Outcome) -> None:
+        rel = outcome.item.rel
+        rows.pop(rel, None)
+        if outcome.status == ALIGNED:
+            summary.aligned += 1
+        elif outcome.status == CENTER_CROPPED:
+            summary.center_cropped += 1
+        elif outcome.status == SKIPPED:
+            summary.skipped += 1
+        else:
+            summary.failed += 1
+        summary.faces_written += len(outcome.outputs) if outcome.status == ALIGNED else 0
+        summary.multi_face += outcome.detected > 1
+        if outcome.status != ALIGNED:
+            rows[rel] = {
+                "path": rel,
+                "status": outcome.status,
+                "reason": outcome.reason,
+                "output": ";".join(outcome.outputs),
+            }
+        if progress is not None:
+            progress(1)
+
+    def drain(limit: int) -> None:
+        """Record finished crops in order: wait while more than `limit` are pending (or too many bytes),
+        then take whatever else is already done, so progress follows the writes."""
+        nonlocal pending_bytes
+        while pending and (
+            len(pending) > limit or pending_bytes > MAX_BUFFER_BYTES or pending[0][0].done()
+        ):
+            future, nbytes = pending.popleft()
+            pending_bytes -= nbytes
+            record(future.result())
+
+    pool = cf.ThreadPoolExecutor(max_workers=max(1, config.write_threads), thread_name_prefix="facever-align-write")
+    buffers: dict[tuple[int, int], list[tuple[AlignItem, np.ndarray]]] = {}
+    buffered = buffered_bytes = pending_bytes = 0
+
+    def detect_and_dispatch(key: tuple[int, int]) -> None:
+        nonlocal buffered, buffered_bytes, pending_bytes
+        batch = buffers.pop(key)
+        buffered -= len(batch)
+        buffered_bytes -= sum(rgb.nbytes for _, rgb in batch)
+        detections = aligner.detect_batch([rgb for _, rgb in batch])
+        for (item, rgb), det in zip(batch, detections):
+            pending.append((pool.submit(_finish, aligner, dst, item, rgb, det, config), rgb.nbytes))
+            pending_bytes += rgb.nbytes
+        drain(max_pending)
+
+    try:
+        for index, rgb, error in _decoded([item.source for item in todo], config.workers):
+            item = todo[index]
+            if rgb is None:
+                record(_Outcome(item, FAILED, error or "cannot decode"))
+                continue
+            key = aligner.detection_shape(rgb.shape) if min(rgb.shape[:2]) >= config.min_face else (0, 0)
+            buffers.setdefault(key, []).append((item, rgb))
+            buffered += 1
+            buffered_bytes += rgb.nbytes
+            if len(buffers[key]) >= config.batch_size:
+                detect_and_dispatch(key)
+            elif buffered >= 4 * config.batch_size or buffered_bytes > MAX_BUFFER_BYTES:
+                # Many different sizes: detect the largest group rather than hold images forever.
+                detect_and_dispatch(max(buffers, key=lambda k: len(buffers[k])))
+        for key in sorted(buffers, key=lambda k: -len(buffers[k])):
+            detect_and_dispatch(key)
+        drain(0)
+    except BaseException:
+        summary.interrupted = True
+        for future, _ in pending:
+            future.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        # Record crops that were completed before the interruption, then write the report in any case.
+        for future, _ in pending:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                outcome = future.result()
+                rows.pop(outcome.item.rel, None)
+                if outcome.status != ALIGNED:
+                    rows[outcome.item.rel] = {
+                        "path": outcome.item.rel,
+                        "status": outcome.status,
+                        "reason": outcome.reason,
+                        "output": ";".join(outcome.outputs),
+                    }
+        summary.elapsed_s = time.perf_counter() - started
+        _write_report(report_path, list(rows.values()))
+    return summary
+
+
+def align_dataset(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    config: AlignConfig = AlignConfig(),
+    progress: Callable[[int], None] | None = None,
+    aligner=None,
+) -> AlignSummary:
+    """Align every image of SRC (folder tree, image, or list file) into DST, mirroring relative paths.
+
+    Already written crops are skipped unless `config.overwrite`. See the module docstring.
+    """
+    return run_alignment(plan_alignment(src, dst, config=config), progress=progress, aligner=aligner)
