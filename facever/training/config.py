@@ -95,6 +95,9 @@ class TrainConfig:
         check(0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
         check(0 <= self.warmup_epochs < self.epochs, f"--warmup-epochs must be in [0, epochs), got {self.warmup_epochs}")
         check(list(self.milestones) == sorted(self.milestones), f"--milestones must increase, got {list(self.milestones)}")
+        check(self.holdout_identities != 1 and self.holdout_identities >= 0,
+              f"--holdout-identities must be 0 or at least 2 (validation pairs need two people), got {self.holdout_identities}")
+        check(self.min_images >= 1, f"--min-images must be 1 or more, got {self.min_images}")
         check(self.workers >= 0, f"--workers must be 0 or more, got {self.workers}")
         check(self.val_every >= 0 and self.checkpoint_every >= 0, "--val-every and --checkpoint-every must be 0 or more")
         check((self.val_pairs is None) == (self.val_images is None), "--val-pairs and --val-images go together")

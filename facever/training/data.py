@@ -143,6 +143,14 @@ def _identity(batch):
     return batch
 
 
+def _ignore_sigint(_worker_id: int) -> None:
+    # Ctrl-C reaches every process of the terminal's group; only the main process should react
+    # (it finishes the step and writes a checkpoint), so workers keep serving until told to stop.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _ScanDataset(torch.utils.data.Dataset):
     def __init__(self, tset: TrainingSet, items: Sequence, input_size):
         self.tset, self.items, self.input_size = tset, list(items), tuple(input_size)
@@ -187,6 +195,7 @@ def scan_images(
         batch_size=64,
         num_workers=workers,
         collate_fn=_identity,
+        worker_init_fn=_ignore_sigint,
         generator=torch.Generator().manual_seed(0),  # leave the global RNG untouched
     )
     for batch in loader:
@@ -470,6 +479,7 @@ def make_loader(
         batch_sampler=sampler,
         num_workers=workers,
         collate_fn=_identity,
+        worker_init_fn=_ignore_sigint,
         pin_memory=pin_memory,
         # Its own generator: creating an iterator must not consume the global RNG (resume exactness).
         generator=torch.Generator().manual_seed(sampler.seed),

@@ -347,6 +347,7 @@ def _train(config, out_dir, ctx, resume, progress, scan_progress, say, stop_requ
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            lr_used = optimizer.param_groups[0]["lr"]
             scheduler.step()
             step += 1
             window_loss += loss.detach().double()
@@ -364,13 +365,13 @@ def _train(config, out_dir, ctx, resume, progress, scan_progress, say, stop_requ
                 if ctx.is_main:
                     _append_jsonl(metrics_path, {
                         "kind": "train", "step": step, "epoch": epoch, "loss": mean_loss,
-                        "lr": optimizer.param_groups[0]["lr"], "images_per_second": info_rate, "time": time.time(),
+                        "lr": lr_used, "images_per_second": info_rate, "time": time.time(),
                     })
                 window_loss.zero_()
                 window_steps = 0
                 window_start = time.perf_counter()
             if progress is not None and ctx.is_main:
-                progress(StepInfo(step, total_steps, epoch, info_loss, optimizer.param_groups[0]["lr"], info_rate))
+                progress(StepInfo(step, total_steps, epoch, info_loss, lr_used, info_rate))
 
             stop = bool(stop_requested and stop_requested())
             if ctx.distributed:

@@ -1,0 +1,282 @@
+"""`facever train` and the training library: schedule, sampler, exact resume, checkpoints, bad input,
+the CLI end to end, and the real learning check on ORL faces (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from facever.cli import app
+from facever.errors import FaceverError
+from facever.training.config import TrainConfig
+from facever.training.data import EpochBatchSampler, to_model_input
+from facever.training.loop import lr_factor, train
+
+TINY = dict(arch="sphere20", input_size=(20, 16), width=4, embedding_dim=8)
+TINY_CLI = ["--arch", "sphere20", "--input-size", "20x16", "--width", "4", "--embedding-dim", "8"]
+
+
+def _dataset(root: Path, people: int = 4, per_person: int = 4, size=(20, 16)) -> Path:
+    """Small identity folder: each person a different base colour plus noise (learnable, not trivial)."""
+    for p in range(people):
+        rng = np.random.default_rng(zlib.crc32(f"person{p}".encode()))
+        base = rng.integers(0, 256, 3)
+        (root / f"person{p}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_person):
+            img = np.clip(base + rng.normal(0, 40, size + (3,)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / f"person{p}" / f"{i}.png")
+    return root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models: one intra-op thread is faster than two (and far faster on a loaded machine,
+    # where OpenMP threads spin waiting for each other).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return _dataset(tmp_path / "data")
+
+
+def _config(data: Path, **kw) -> TrainConfig:
+    base = dict(TINY, epochs=2, batch_size=4, lr=0.05, workers=0, device="cpu", checkpoint_every=0)
+    base.update(kw)
+    return TrainConfig(data=str(data), **base)
+
+
+def _stop_at(step: int):
+    seen = {"step": 0}
+    return (lambda info: seen.__setitem__("step", info.step)), (lambda: seen["step"] >= step)
+
+
+def _bundle_state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+# ------------------------------------------------------------------------------ schedule and sampler
+
+
+def test_step_and_cosine_schedules_with_warmup():
+    cfg = TrainConfig(data="x", epochs=10, milestones=(4, 8), warmup_epochs=1)
+    f = [lr_factor(s, config=cfg, steps_per_epoch=10) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)  # linear warm-up over 10 steps
+    assert f[10] == 1.0 and f[39] == 1.0 and f[40] == pytest.approx(0.1) and f[80] == pytest.approx(0.01)
+    cos = TrainConfig(data="x", epochs=10, schedule="cosine", warmup_epochs=0)
+    g = [lr_factor(s, config=cos, steps_per_epoch=10) for s in range(100)]
+    assert g[0] == 1.0 and g[50] == pytest.approx(0.5) and g[99] < 0.001
+    assert all(a >= b for a, b in zip(g, g[1:]))
+
+
+def test_sampler_is_a_function_of_seed_and_epoch_and_splits_between_ranks():
+    a = EpochBatchSampler(50, 8, seed=3)
+    a.set_epoch(2)
+    first = list(a)
+    b = EpochBatchSampler(50, 8, seed=3)
+    b.set_epoch(2, skip=2)
+    assert list(b) == first[2:]  # a resume skips exactly the batches already done
+    a.set_epoch(3)
+    assert list(a) != first
+    ranks = [EpochBatchSampler(50, 8, seed=3, rank=r, world_size=2) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(0)
+    idx = [[i for batch in s for i, _ in batch] for s in ranks]
+    assert len(ranks[0]) == 3 and not set(idx[0]) & set(idx[1])
+    with pytest.raises(FaceverError, match="--batch-size 64 is larger"):
+        EpochBatchSampler(50, 64, seed=0)
+
+
+def test_device_side_flip_and_normalisation():
+    images = torch.arange(2 * 2 * 3 * 3, dtype=torch.uint8).view(2, 2, 3, 3)  # N H W C
+    mean = torch.full((1, 3, 1, 1), 0.5)
+    std = torch.full((1, 3, 1, 1), 0.5)
+    x = to_model_input(images, torch.tensor([False, True]), mean, std)
+    ref = images.permute(0, 3, 1, 2).float() / 255 * 2 - 1
+    assert torch.allclose(x[0], ref[0]) and torch.allclose(x[1], ref[1].flip(2))
+    assert to_model_input(images, None, mean, std, channels_last=True).is_contiguous(memory_format=torch.channels_last)
+
+
+# ------------------------------------------------------------------------------ resume and checkpoints
+
+
+def test_resume_gives_exactly_the_uninterrupted_result(data, tmp_path):
+    cfg = _config(data, noise="sample")
+    full = train(cfg, tmp_path / "full")
+    assert full.steps == 8 and not full.interrupted
+
+    progress, stop = _stop_at(5)  # mid-epoch 2, after an epoch boundary
+    part = train(cfg, tmp_path / "split", progress=progress, stop_requested=stop)
+    assert part.interrupted and part.steps == 5 and part.model_path is None
+    ck = torch.load(tmp_path / "split" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ck["step"] == 5 and ck["epoch"] == 1
+    # Resume with a different runtime setting (workers) and another process state of the generators.
+    torch.manual_seed(1234)
+    np.random.seed(99)
+    resumed = train(cfg.replace(workers=1), tmp_path / "split", resume=True)
+    assert resumed.steps == 8 and not resumed.interrupted
+
+    a, b = _bundle_state(tmp_path / "full" / "model.pt"), _bundle_state(tmp_path / "split" / "model.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ca = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    cb = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert torch.equal(ca["head"]["weight"], cb["head"]["weight"])
+    for sa, sb in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert ca["scheduler"]["last_epoch"] == cb["scheduler"]["last_epoch"] == 8
+    # metrics.jsonl of the resumed run has no duplicate steps.
+    steps = [json.loads(l)["step"] for l in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(l)["kind"] == "train"]
+    assert steps == sorted(set(steps))
+
+
+def test_a_different_start_really_changes_the_weights(data, tmp_path):
+    # Guards the test above: if training ignored its inputs, equal weights would prove nothing.
+    a = train(_config(data, epochs=1), tmp_path / "a")
+    b = train(_config(data, epochs=1, seed=1), tmp_path / "b")
+    sa, sb = _bundle_state(a.model_path), _bundle_state(b.model_path)
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_checkpoint_contents_are_plain_and_complete(data, tmp_path):
+    cfg = _config(data, epochs=1, checkpoint_every=2, holdout_identities=0)
+    train(cfg, tmp_path / "run")
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ck["format"] == "facever-checkpoint"
+    for key in ("model", "head", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "config", "class_map"):
+        assert key in ck, key
+    assert ck["class_map"] == ["person0", "person1", "person2", "person3"]
+    assert TrainConfig.from_dict(ck["config"]) == cfg
+    assert set(ck["rng"]) == {"python", "numpy", "torch", "cuda"}
+    assert isinstance(ck["rng"]["torch"], torch.Tensor)
+    bundle = torch.load(tmp_path / "run" / "model.pt", map_location="cpu", weights_only=True)
+    assert bundle["class_map"] == ck["class_map"] and bundle["config"]["lr"] == 0.05
+    assert (tmp_path / "run" / "classes.txt").read_text().split() == ck["class_map"]
+
+
+def test_resume_with_different_config_or_without_flag_is_refused(data, tmp_path):
+    cfg = _config(data, epochs=1)
+    train(cfg, tmp_path / "run")
+    with pytest.raises(FaceverError, match=r"cannot resume with a different configuration \(lr: checkpoint 0\.05, now 0\.2\)"):
+        train(cfg.replace(lr=0.2), tmp_path / "run", resume=True)
+    with pytest.raises(FaceverError, match="already holds a training checkpoint; pass --resume"):
+        train(cfg, tmp_path / "run")
+    with pytest.raises(FaceverError, match="no checkpoint to resume from"):
+        train(cfg, tmp_path / "other", resume=True)
+
+
+def test_bf16_autocast_and_fp16_scaler_paths_run_on_cpu(data, tmp_path):
+    for amp in ("bf16", "fp16"):
+        result = train(_config(data, epochs=1, amp=amp), tmp_path / amp)
+        assert result.steps == 4 and np.isfinite(result.last_loss)
+        ck = torch.load(tmp_path / amp / "checkpoint.pt", weights_only=True)
+        assert bool(ck["scaler"]) == (amp == "fp16")  # GradScaler state only when scaling
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def test_cli_trains_writes_model_metrics_and_lists_corrupt_images(data, tmp_path):
+    (data / "person1" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    out = tmp_path / "run"
+    args = ["train", str(data), "--out", str(out), *TINY_CLI, "--epochs", "2", "-b", "4", "--lr", "0.05",
+            "--device", "cpu", "--workers", "2", "--cache", "memmap", "--holdout-identities", "2",
+            "--schedule", "cosine", "--warmup-epochs", "0.5", "--log-every", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    from facever.models.bundle import load_model_bundle
+
+    model, info = load_model_bundle(out / "model.pt")
+    assert info["arch"] == "sphere20" and info["input_size"] == [20, 16] and info["embedding_dim"] == 8
+    assert len(info["class_map"]) == 2 and info["val_accuracy"] is not None
+    emb = model(torch.zeros(2, 3, 20, 16))
+    assert emb.shape == (2, 8)
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [l for l in lines if l["kind"] == "train"]
+    assert [l["step"] for l in train_lines] == list(range(1, len(train_lines) + 1))
+    assert all(np.isfinite(l["loss"]) and l["lr"] > 0 and l["images_per_second"] > 0 for l in train_lines)
+    assert any(l["kind"] == "validation" and 0 <= l["accuracy"] <= 1 for l in lines)
+    listed = (out / "corrupt_images.txt").read_text().splitlines()
+    assert len(listed) == 1 and listed[0].split("\t")[0].endswith("person1/broken.jpg")
+    assert (out / "model_last.pt").is_file() and list((out / "cache").glob("*.npy"))
+
+    strict = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "strict"), *TINY_CLI, "--strict",
+                                      "--device", "cpu", "--workers", "0", "-b", "4"])
+    assert strict.exit_code == 2
+    assert "error:" in strict.output and "cannot be decoded (--strict)" in strict.output
+    assert not (tmp_path / "strict" / "checkpoint.pt").exists()
+
+
+def test_cli_trains_on_recordio(tmp_path):
+    import io
+
+    from facever.data_prep.recordio import write_recordio
+
+    samples = []
+    for label in range(3):
+        rng = np.random.default_rng(label)
+        for i in range(4):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (20, 16, 3), dtype=np.uint8)).save(buf, format="JPEG")
+            samples.append((label, buf.getvalue()))
+    write_recordio(tmp_path / "rec" / "train.rec", samples, image_size=(20, 16))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "rec"), "--out", str(out), *TINY_CLI, "--epochs", "1",
+                                      "-b", "4", "--device", "cpu", "--workers", "0", "--head", "softmax"])
+    assert result.exit_code == 0, result.output
+    info = torch.load(out / "model.pt", weights_only=True)
+    assert info["class_map"] == ["0", "1", "2"] and info["head"] == "softmax"
+
+
+def test_cli_bad_input_is_one_line_error(tmp_path):
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "train.rec").write_bytes(b"\x00" * 16)
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "rec"), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert result.exit_code == 2 and "train.rec: no index file train.idx" in result.output
+    one = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "o"), "--holdout-identities", "1"])
+    assert one.exit_code == 2 and "--holdout-identities must be 0 or at least 2" in one.output
+    bad_size = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "o"), "--input-size", "big"])
+    assert bad_size.exit_code != 0
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(data, tmp_path):
+    """The real console entry point in a subprocess: SIGINT mid-run, exit 130, then --resume."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "facever", "train", str(data), "--out", str(out), *TINY_CLI, "--epochs", "400",
+           "-b", "4", "--device", "cpu", "--workers", "1", "--log-every", "1", "--checkpoint-every", "0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert 3 <= ck["step"] < 1600
+    assert "--resume" in err
+    # The run continues from the checkpoint's step (its own options by default) ...
+    progress, stop = _stop_at(ck["step"] + 2)
+    again = train(TrainConfig.from_dict(ck["config"]), out, resume=True, progress=progress, stop_requested=stop)
+    assert again.steps == ck["step"] + 2 and again.interrupted
+    # ... and the CLI refuses an option that would change it.
+    refused = CliRunner().invoke(app, ["train", str(data), "--out", str(out), "--resume", "--lr", "0.2"])
+    assert refused.exit_code == 2 and "lr: checkpoint 0.1, now 0.2" in refused.output
