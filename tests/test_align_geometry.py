@@ -232,3 +232,22 @@ def test_collect_sources_excludes_dst_inside_src(tmp_path):
     (tmp_path / "out" / "p" / "a.jpg").write_bytes(b"x")
     _, pairs = collect_sources(tmp_path, exclude=tmp_path / "out")
     assert [rel for _, rel in pairs] == ["p/a.jpg"]
+
+
+def test_degenerate_landmarks_are_dropped_not_fatal():
+    from facever.data_prep.align import Detections, FaceAligner
+
+    rgb = np.zeros((100, 100, 3), np.uint8)
+    good = template_for_size((112, 96)) * 0.8 + 5
+    det = Detections(
+        boxes=np.array([[0, 0, 90, 90], [10, 10, 60, 60]], np.float32),
+        scores=np.array([0.99, 0.98], np.float32),
+        landmarks=np.stack([np.full((5, 2), 40.0), good]).astype(np.float32),
+    )
+    aligner = FaceAligner()  # the detector is never built: only the warp runs
+    faces = aligner.align_detected(rgb, det)
+    assert len(faces) == 1 and faces.error is None
+    np.testing.assert_allclose(faces.boxes[0], [10, 10, 60, 60])
+    only_bad = Detections(det.boxes[:1], det.scores[:1], det.landmarks[:1])
+    faces = aligner.align_detected(rgb, only_bad)
+    assert not faces.found and "cannot align" in faces.error

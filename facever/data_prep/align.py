@@ -351,14 +351,23 @@ class FaceAligner:
         if len(detections) == 0:
             return AlignedFaces(error=detections.error)
         order = face_order(detections.boxes, rgb.shape, select=self.select)
-        if not self.all_faces:
-            order = order[:1]
-        crops = [warp_face(rgb, detections.landmarks[i], self.size) for i in order]
+        kept, crops, error = [], [], None
+        for i in order:
+            try:
+                crops.append(warp_face(rgb, detections.landmarks[i], self.size))
+            except ValueError as exc:  # degenerate landmarks (all on one point): not a usable face
+                error = f"cannot align a detected face ({exc})"
+                continue
+            kept.append(i)
+            if not self.all_faces:
+                break
+        kept = np.asarray(kept, dtype=np.int64)
         return AlignedFaces(
             crops=crops,
-            landmarks=detections.landmarks[order],
-            boxes=detections.boxes[order],
-            scores=detections.scores[order],
+            landmarks=detections.landmarks[kept],
+            boxes=detections.boxes[kept],
+            scores=detections.scores[kept],
+            error=None if crops else error,
         )
 
     def align(self, rgb: np.ndarray) -> AlignedFaces:

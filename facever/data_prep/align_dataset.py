@@ -350,11 +350,8 @@ def _finish(aligner, dst: Path, item: AlignItem, rgb: np.ndarray, detections, co
     """Warp, encode and write the crops of one image; runs in the writer threads."""
     from facever.data_prep.align import center_crop
 
-    error = detections.error
-    try:
-        crops = aligner.align_detected(rgb, detections).crops
-    except ValueError as exc:  # degenerate landmarks (all five on one point): not a usable face
-        crops, error = [], f"cannot align the detected face ({exc})"
+    faces = aligner.align_detected(rgb, detections)
+    crops, error = faces.crops, faces.error
     status, reason = ALIGNED, ""
     if not crops:
         if error:
