@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 from facever.cli import app
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import TINY, TINY_CLI, _dataset, _one_thread  # noqa: E402,F401  (autouse fixture)
+from tests.test_train import TINY, TINY_CLI, _dataset, _one_thread  # noqa: E402,F401  (autouse fixture)
 
 from facever.training.config import TrainConfig  # noqa: E402
 from facever.training.loop import train  # noqa: E402
