@@ -271,3 +271,51 @@ def test_report_is_valid_csv_with_header(tmp_path, small_portraits):
         rows = list(csv.reader(f))
     assert rows[0] == ["path", "status", "reason", "output"]
     assert rows[1] == ["a,b.jpg", "skipped", "no face found", ""]
+
+
+@pytest.mark.slow
+def test_killed_process_resumes(tmp_path, small_portraits):
+    """A real `kill -9` of `facever align` mid-run: only complete crops remain visible, and a rerun
+    processes exactly the images without a crop, leaving the others untouched."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import cv2
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    total = 12
+    for i in range(total):
+        rgb = cv2.resize(small_portraits[i % len(small_portraits)], (136, 160), interpolation=cv2.INTER_AREA)
+        save(src / f"p{i:02d}" / "photo.jpg", rgb)
+    cmd = [sys.executable, "-m", "facever", "align", str(src), str(dst), "--device", "cpu", "--workers", "0",
+           "--batch-size", "2", "--min-face", "40", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while len(list(dst.rglob("photo.jpg"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = _snapshot(dst)
+    if len(first) == total:
+        pytest.fail("the run finished before it could be killed; use more images")
+    assert len(first) >= 3
+    from PIL import Image
+
+    for name in first:  # every visible crop is complete
+        with Image.open(dst / name) as img:
+            img.load()
+            assert img.size == (96, 112)
+
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    summary = json.loads(result.stdout)
+    assert summary["already_done"] == len(first)
+    assert summary["processed"] == total - len(first)
+    second = _snapshot(dst)
+    assert len(second) == total
+    for name, stamp in first.items():
+        assert second[name] == stamp

@@ -404,7 +404,9 @@ def _write_report(path: Path, rows: list[dict]) -> None:
 
 
 def _previous_rows(report: Path, plan: AlignPlan) -> dict[str, dict]:
-    if plan.config.overwrite or not report.is_file():
+    # Kept even with --overwrite: every image this run processes replaces its row, and an interrupted
+    # --overwrite run must not forget the misses of images it did not reach.
+    if not report.is_file():
         return {}
     try:
         rows = read_report(report)
