@@ -112,6 +112,17 @@ class TrainNet(nn.Module):
         return self.head(emb.float(), labels)
 
 
+def train_step(net: nn.Module, x: torch.Tensor, labels: torch.Tensor, optimizer, scaler) -> torch.Tensor:
+    """One optimiser step on a ready batch; returns the (float32) loss without synchronising."""
+    logits = net(x, labels)
+    loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
@@ -341,12 +352,7 @@ def _train(config, out_dir, ctx, resume, progress, scan_progress, say, stop_requ
             labels = labels.to(device, non_blocking=True)
             flips = flips.to(device, non_blocking=True)
             x = to_model_input(images, flips, mean_t, std_t, channels_last=config.channels_last)
-            logits = net(x, labels)
-            loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(net, x, labels, optimizer, scaler)
             lr_used = optimizer.param_groups[0]["lr"]
             scheduler.step()
             step += 1
