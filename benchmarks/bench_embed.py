@@ -1,0 +1,152 @@
+"""Embedding throughput (images/s, JPEG files to embeddings): facever's pipeline against the plain loop.
+
+The plain loop is what a user writes first: `model.eval()`, `torch.no_grad()`, batches of 32 images
+decoded with PIL in the main loop, float32 NCHW (no channels_last), one batch at a time. facever's
+`embed_images` decodes in worker processes while the model computes, ships uint8 pixels, normalises on
+the device, runs channels_last, and on a GPU uses pinned memory and bf16 autocast. Both run in the same
+process on the same files, interleaved, and the best of the repeats is kept (a shared machine slows
+both alike). Models have random weights: speed does not depend on them.
+
+    python benchmarks/bench_embed.py            # full sizes
+    python benchmarks/bench_embed.py --quick    # tiny sizes, to check that it runs
+
+Goal (issue 5): at least 1.5x the plain loop on CPU and 3x on GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from machine import describe_machine  # noqa: E402
+
+from facever.embedding.extract import embed_images  # noqa: E402
+from facever.embedding.models import EmbeddingModel  # noqa: E402
+
+
+def make_crops(folder: Path, n: int, size: tuple[int, int]) -> list[str]:
+    """`n` JPEG face-sized crops: smooth random images (JPEG sizes like real crops, not like noise)."""
+    rng = np.random.default_rng(0)
+    h, w = size
+    rels = []
+    for i in range(n):
+        small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((w, h), Image.BILINEAR)
+        rel = f"p{i // 50:03d}/{i:06d}.jpg"
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        img.save(folder / rel, quality=90)
+        rels.append(rel)
+    return rels
+
+
+def sphere20() -> EmbeddingModel:
+    from facever.models import create_model
+
+    return EmbeddingModel(module=create_model("sphere20").eval(), model_id="sphere20", input_size=(112, 96),
+                          mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def inception_resnet_v1() -> EmbeddingModel:
+    from facenet_pytorch import InceptionResnetV1
+
+    return EmbeddingModel(module=InceptionResnetV1(pretrained=None).eval(), model_id="InceptionResnetV1",
+                          input_size=(160, 160), mean=(127.5 / 255,) * 3, std=(128 / 255,) * 3)
+
+
+def plain_loop(model: EmbeddingModel, root: Path, rels: list[str], device: torch.device) -> np.ndarray:
+    """What a user writes first (see the module docstring)."""
+    net = model.module.to(device).to(memory_format=torch.contiguous_format).eval()
+    mean = torch.tensor(model.mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.std).view(1, 3, 1, 1)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(rels), 32):
+            batch = [np.asarray(Image.open(root / r).convert("RGB")) for r in rels[start:start + 32]]
+            x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float() / 255.0
+            x = ((x - mean) / std).to(device)
+            out.append(net(x).cpu().numpy())
+    return np.concatenate(out)
+
+
+def facever_pipeline(model, root, rels, device, **options) -> np.ndarray:
+    emb, _ = embed_images(model, root, rels, device=device, **options)
+    return emb.embeddings
+
+
+def timed(fn) -> tuple[float, np.ndarray]:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result
+
+
+def compare(name, model_fn, *, n: int, device: torch.device, repeats: int, extra: dict) -> None:
+    model = model_fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        rels = make_crops(root, n, model.input_size)
+        warm = rels[: min(len(rels), 8)]
+        plain_loop(model, root, warm, device)
+        facever_pipeline(model, root, warm, device, workers=0)
+        runs = {"plain loop": [], "facever": [], **{k: [] for k in extra}}
+        results = {}
+        for _ in range(repeats):
+            seconds, results["plain loop"] = timed(lambda: plain_loop(model, root, rels, device))
+            runs["plain loop"].append(seconds)
+            seconds, results["facever"] = timed(lambda: facever_pipeline(model, root, rels, device))
+            runs["facever"].append(seconds)
+            for label, options in extra.items():
+                seconds, results[label] = timed(lambda: facever_pipeline(model, root, rels, device, **options))
+                runs[label].append(seconds)
+    base = min(runs["plain loop"])
+    print(f"\n{name} ({model.input_size[0]}x{model.input_size[1]}), {n} JPEG crops, {device}, best of {repeats}:")
+    for label, times in runs.items():
+        best = min(times)
+        agree = ""
+        if label != "plain loop":
+            a, b = results[label], results["plain loop"]
+            cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            agree = f"  (cosine to plain loop >= {cos.min():.5f})"
+        print(f"  {label:<28} {n / best:9.1f} img/s  {base / best:5.2f}x{agree}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: check that the benchmark runs")
+    args = parser.parse_args(argv)
+    print("machine:", describe_machine())
+    print(f"torch threads: {torch.get_num_threads()}")
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for device in devices:
+        gpu = device.type == "cuda"
+        if args.quick:
+            sizes, repeats = {"sphere20": 16, "InceptionResnetV1": 8}, 1
+        else:
+            sizes = {"sphere20": 8192 if gpu else 1024, "InceptionResnetV1": 4096 if gpu else 256}
+            repeats = 3
+        # On CPU also show bf16 autocast (opt-in there: AMX/AVX512-BF16 CPUs gain, others lose).
+        extra = {} if gpu else {"facever --amp (bf16)": {"amp": True}}
+        if gpu:
+            extra = {"facever fp32 (no --amp)": {"amp": False}}
+        compare("sphere20", sphere20, n=sizes["sphere20"], device=device, repeats=repeats, extra=extra)
+        compare("InceptionResnetV1", inception_resnet_v1, n=sizes["InceptionResnetV1"], device=device,
+                repeats=repeats, extra=extra)
+    print("\ngoal: facever >= 1.5x the plain loop on CPU, >= 3x on GPU")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
