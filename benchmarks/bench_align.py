@@ -38,8 +38,7 @@ import torch  # noqa: E402
 
 from machine import describe_machine  # noqa: E402
 
-from facever.data_prep.align import FaceAligner  # noqa: E402
-from facever.data_prep.align_dataset import AlignConfig, align_dataset  # noqa: E402
+from facever.data_prep.align_dataset import AlignConfig, align_dataset, make_aligner  # noqa: E402
 from facever.data_prep.images import list_images, read_image_rgb  # noqa: E402
 
 FACES = Path(os.environ.get("FACEVER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "faces"
@@ -116,7 +115,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=None, help="default 32 on CPU, 128 on a GPU")
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default CPUs - 1, <= 8)")
-    parser.add_argument("--repeats", type=int, default=None, help="runs of each method, best counts (default 2; 1 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="runs of each method, the best counts (default 2; 1 with --quick)")
     args = parser.parse_args(argv)
 
     from facenet_pytorch import MTCNN
@@ -146,8 +146,7 @@ def main(argv: list[str]) -> int:
 
         # facever's library path, the same aligner object reused so its model load is not timed.
         config = AlignConfig(device=str(device), batch_size=batch_size, workers=workers)
-        aligner = FaceAligner(config.size, device=str(device), batch_size=batch_size,
-                              max_detect_side=config.max_detect_side)
+        aligner = make_aligner(config)
         warm_list = tmp / "warm.txt"
         warm_list.write_text("".join(f"{p}\n" for p in warm))
         align_dataset(warm_list, tmp / "warm-out", config=config, aligner=aligner)

@@ -319,3 +319,13 @@ def test_killed_process_resumes(tmp_path, small_portraits):
     assert len(second) == total
     for name, stamp in first.items():
         assert second[name] == stamp
+
+
+def test_write_failure_stops_with_the_file_named(tmp_path, small_portraits):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    save(src / "a" / "face.jpg", small_portraits[0])
+    dst.mkdir()
+    (dst / "a").write_text("a file where the output folder should be")
+    with pytest.raises(FaceverError, match=r"a/face\.jpg: cannot write"):
+        align_dataset(src, dst, config=config())
+    assert (dst / REPORT_NAME).is_file()  # the report is written even when the run stops

@@ -329,9 +329,12 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
     # No fsync per crop (it would dominate on many disks at 100k+ files): the rename still guarantees
     # that an interrupted process leaves complete files only, which is what resuming relies on.
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+    except OSError as exc:  # disk full, permissions changed mid-run: stop with the file named
+        raise FaceverError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def _remove_outputs(dst: Path, item: AlignItem, config: AlignConfig, *, keep: int = 0) -> None:
@@ -403,6 +406,15 @@ def _write_report(path: Path, rows: list[dict]) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
+def _report_row(outcome: _Outcome) -> dict:
+    return {
+        "path": outcome.item.rel,
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "output": ";".join(outcome.outputs),
+    }
+
+
 def _previous_rows(report: Path, plan: AlignPlan) -> dict[str, dict]:
     # Kept even with --overwrite: every image this run processes replaces its row, and an interrupted
     # --overwrite run must not forget the misses of images it did not reach.
@@ -418,6 +430,22 @@ def _previous_rows(report: Path, plan: AlignPlan) -> dict[str, dict]:
 
 
 # -- the run ----------------------------------------------------------------------------------------
+def make_aligner(config: AlignConfig):
+    """The `FaceAligner` a run with `config` uses."""
+    from facever.data_prep.align import FaceAligner
+
+    return FaceAligner(
+        config.size,
+        select=config.select,
+        all_faces=config.all_faces,
+        min_face=config.min_face,
+        device=config.device,
+        thresholds=config.thresholds,
+        max_detect_side=config.max_detect_side,
+        batch_size=config.batch_size,
+    )
+
+
 def run_alignment(
     plan: AlignPlan,
     *,
@@ -430,20 +458,8 @@ def run_alignment(
     raised by `progress`, or KeyboardInterrupt) stops the run after the crops being written are
     complete; the report is still written, and a rerun resumes.
     """
-    from facever.data_prep.align import FaceAligner
-
     config, dst = plan.config, plan.dst
-    if aligner is None:
-        aligner = FaceAligner(
-            config.size,
-            select=config.select,
-            all_faces=config.all_faces,
-            min_face=config.min_face,
-            device=config.device,
-            thresholds=config.thresholds,
-            max_detect_side=config.max_detect_side,
-            batch_size=config.batch_size,
-        )
+    aligner = aligner or make_aligner(config)
     report_path = dst / REPORT_NAME
     rows = _previous_rows(report_path, plan)
     summary = AlignSummary(total=len(plan.items), already_done=plan.already_done, report=str(report_path), dst=str(dst))
@@ -467,12 +483,7 @@ def run_alignment(
         summary.faces_written += len(outcome.outputs) if outcome.status == ALIGNED else 0
         summary.multi_face += outcome.detected > 1
         if outcome.status != ALIGNED:
-            rows[rel] = {
-                "path": rel,
-                "status": outcome.status,
-                "reason": outcome.reason,
-                "output": ";".join(outcome.outputs),
-            }
+            rows[rel] = _report_row(outcome)
         if progress is not None:
             progress(1)
 
@@ -533,12 +544,7 @@ def run_alignment(
                 outcome = future.result()
                 rows.pop(outcome.item.rel, None)
                 if outcome.status != ALIGNED:
-                    rows[outcome.item.rel] = {
-                        "path": outcome.item.rel,
-                        "status": outcome.status,
-                        "reason": outcome.reason,
-                        "output": ";".join(outcome.outputs),
-                    }
+                    rows[outcome.item.rel] = _report_row(outcome)
         summary.elapsed_s = time.perf_counter() - started
         _write_report(report_path, list(rows.values()))
     return summary
