@@ -190,7 +190,8 @@ class FaceAligner:
         device: `cpu`, `cuda`, `cuda:N` or `auto`.
         thresholds: MTCNN's three stage thresholds (P-Net, R-Net, O-Net).
         max_detect_side: images whose longer side exceeds this are detected on a copy shrunk to it
-            (landmarks are mapped back; the warp uses the original pixels). None disables.
+            (landmarks are mapped back; the warp uses the original pixels). On such a copy the
+            smallest face found is `max(min_face, 12 / shrink factor)` original pixels. None disables.
         batch_size: most images per detector call in `align_batch` / `detect_batch`.
     """
 
