@@ -194,6 +194,10 @@ def test_interrupted_run_resumes_with_only_the_missing_files(tmp_path, small_por
     assert report_by_path(dst)["000_scenery.jpg"]["status"] == "center-cropped"
     assert not [p for p in dst.rglob(".*")]  # no half-written files
 
+    # What a `kill -9` mid-write leaves: a hidden temporary file, never taken for a crop.
+    stale = dst / "person4" / ".photo.partial-x1y2z3.jpg"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"half a jpeg")
     plan = plan_alignment(src, dst, config=cfg)
     assert plan.already_done == len(first)
     assert {item.output for item in plan.todo} == {f"person{i}/photo.jpg" for i in range(5)} - set(first)
@@ -205,6 +209,7 @@ def test_interrupted_run_resumes_with_only_the_missing_files(tmp_path, small_por
     assert len(second) == total
     for name, stamp in first.items():
         assert second[name] == stamp, f"{name} was rewritten"
+    assert not stale.exists()
     # The first run's miss is still reported although the second run did not touch it.
     assert report_by_path(dst)["000_scenery.jpg"]["status"] == "center-cropped"
 
@@ -227,14 +232,17 @@ def test_all_faces_writes_numbered_crops(tmp_path, small_portraits):
     canvas[: b.shape[0], a.shape[1] :] = b
     save(src / "pair.jpg", canvas, quality=95)
     save(src / "single.jpg", small_portraits[1], quality=95)
-    summary = align_dataset(src, dst, config=config(all_faces=True))
+    save(src / "scenery.jpg", scenery())
+    summary = align_dataset(src, dst, config=config(all_faces=True, on_miss="center-crop"))
     assert summary.aligned == 2 and summary.faces_written == 3 and summary.multi_face == 1
+    assert summary.center_cropped == 1
     names = sorted(p.name for p in dst.glob("*.jpg"))
-    assert names == ["pair_0.jpg", "pair_1.jpg", "single_0.jpg"]
+    assert names == ["pair_0.jpg", "pair_1.jpg", "scenery_0.jpg", "single_0.jpg"]
+    assert report_by_path(dst)["scenery.jpg"]["output"] == "scenery_0.jpg"
     for name in names:
         assert_crop(dst / name)
     # `_0` marks an image as done: a rerun has nothing to do.
-    assert plan_alignment(src, dst, config=config(all_faces=True)).todo == ()
+    assert plan_alignment(src, dst, config=config(all_faces=True, on_miss="center-crop")).todo == ()
 
 
 def test_list_file_source_mirrors_paths(tmp_path, small_portraits):
@@ -319,6 +327,7 @@ def test_killed_process_resumes(tmp_path, small_portraits):
     assert len(second) == total
     for name, stamp in first.items():
         assert second[name] == stamp
+    assert not list(dst.rglob(".*partial*"))  # whatever the kill left half-written is gone
 
 
 def test_write_failure_stops_with_the_file_named(tmp_path, small_portraits):

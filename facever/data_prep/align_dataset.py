@@ -349,6 +349,23 @@ def _remove_outputs(dst: Path, item: AlignItem, config: AlignConfig, *, keep: in
         (dst / item.output).unlink()
 
 
+def _remove_stale_partials(dst: Path, todo: Sequence[AlignItem]) -> None:
+    """Delete hidden temporary files a killed run left next to the crops still to do (atomic_path names
+    them `.<stem>.partial-*`); only the folders this run writes to are scanned."""
+    folders = {(dst / item.output).parent for item in todo}
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # not created yet
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") and ".partial-" in entry.name and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                except OSError as exc:
+                    log.warning("could not remove stale temporary file %s: %s", entry.path, exc)
+
+
 def _finish(aligner, dst: Path, item: AlignItem, rgb: np.ndarray, detections, config: AlignConfig) -> _Outcome:
     """Warp, encode and write the crops of one image; runs in the writer threads."""
     from facever.data_prep.align import center_crop
@@ -462,6 +479,7 @@ def run_alignment(
     aligner = aligner or make_aligner(config)
     report_path = dst / REPORT_NAME
     rows = _previous_rows(report_path, plan)
+    _remove_stale_partials(dst, plan.todo)
     summary = AlignSummary(total=len(plan.items), already_done=plan.already_done, report=str(report_path), dst=str(dst))
     started = time.perf_counter()
     todo = plan.todo
