@@ -245,6 +245,43 @@ def test_cli_trains_on_recordio(tmp_path):
     assert info["class_map"] == ["0", "1", "2"] and info["head"] == "softmax"
 
 
+def test_validation_on_lfw_style_pairs_and_on_an_insightface_bin(data, tmp_path):
+    import io
+
+    from facever.data_prep.insightface_bin import write_bin
+
+    val = _dataset(tmp_path / "val_src", people=4, per_person=3)
+    lfw = tmp_path / "lfw"
+    lines = []
+    for p in range(4):
+        (lfw / f"v{p}").mkdir(parents=True)
+        for i in range(3):
+            (lfw / f"v{p}" / f"v{p}_{i + 1:04d}.png").write_bytes((val / f"person{p}" / f"{i}.png").read_bytes())
+    for k in range(10):  # contiguous folds of two: one same, one different pair each
+        p, q = k % 4, (k + 1) % 4
+        lines += [f"v{p}\t{1 + k % 3}\t{1 + (k + 1) % 3}", f"v{p}\t{1 + k % 3}\tv{q}\t{1 + k % 3}"]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    r = train(_config(data, epochs=1, val_pairs=str(tmp_path / "pairs.txt"), val_images=str(lfw),
+                         val_ext=".png"), tmp_path / "a")
+    val_lines = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+                 if json.loads(l)["kind"] == "validation"]
+    assert len(val_lines) == 1 and val_lines[0]["pairs"] == 20 and val_lines[0]["protocol"] == "lfw"
+    assert r.best_accuracy == val_lines[0]["accuracy"]
+
+    blobs, issame = [], []
+    for k in range(10):
+        p, q = k % 4, (k + 1) % 4
+        for a, b, same in (((p, 0), (p, 1), True), ((p, 0), (q, 2), False)):
+            blobs += [(val / f"person{a[0]}" / f"{a[1]}.png").read_bytes(), (val / f"person{b[0]}" / f"{b[1]}.png").read_bytes()]
+            issame.append(same)
+    write_bin(tmp_path / "tiny.bin", blobs, issame)
+    r = train(_config(data, epochs=1, val_bin=str(tmp_path / "tiny.bin")), tmp_path / "b")
+    val_lines = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+                 if json.loads(l)["kind"] == "validation"]
+    assert val_lines[0]["protocol"] == "tiny" and val_lines[0]["pairs"] == 20
+    assert torch.load(tmp_path / "b" / "model.pt", weights_only=True)["val_accuracy"] == r.best_accuracy
+
+
 def test_cli_bad_input_is_one_line_error(tmp_path):
     (tmp_path / "rec").mkdir()
     (tmp_path / "rec" / "train.rec").write_bytes(b"\x00" * 16)

@@ -52,10 +52,13 @@ def _parse_milestones(text: str) -> tuple[float, ...]:
 
 
 def train(
-    data: Path = typer.Argument(
-        ..., help="Identity folder (DATA/<person>/<crop>.jpg), a RecordIO train.rec, or a folder with train.rec + train.idx."
+    data: Optional[Path] = typer.Argument(
+        None, help="Identity folder (DATA/<person>/<crop>.jpg), a RecordIO train.rec, or a folder with train.rec + "
+        "train.idx. May come from --config (key `data`) instead.", show_default=False,
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoint.pt, model.pt, metrics.jsonl, config.json."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoint.pt, model.pt, metrics.jsonl, config.toml."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Start from a shipped recipe (`facever recipes` lists them), e.g. paper-casia-sphere20; --config and options override it."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of options (keys as the options: arch = \"sphere20\", batch_size = 512, milestones = [16, 24]); options given here override it. RUN/config.toml of a run works."),
     arch: Optional[str] = typer.Option(None, "--arch", help="Backbone: sphere20 (default), iresnet50, iresnet100, mobilefacenet, inception-resnet-v1, ..."),
     input_size: Optional[str] = typer.Option(None, "--input-size", help="Override the backbone's input HEIGHTxWIDTH, e.g. 56x48 for a quick model."),
     embedding_dim: Optional[int] = typer.Option(None, "--embedding-dim", help="Override the embedding size (sphere20: 512)."),
@@ -83,6 +86,7 @@ def train(
     holdout_identities: Optional[int] = typer.Option(None, "--holdout-identities", help="Keep this many identities out of training and validate on pairs among them."),
     val_pairs: Optional[Path] = typer.Option(None, "--val-pairs", help="LFW-style pairs.txt for validation (with --val-images)."),
     val_images: Optional[Path] = typer.Option(None, "--val-images", help="Folder of aligned crops the --val-pairs refer to (Name/Name_0001.jpg)."),
+    val_ext: Optional[str] = typer.Option(None, "--val-ext", help="Extension of the --val-images files the pairs name (default .jpg; e.g. .png)."),
     val_bin: Optional[Path] = typer.Option(None, "--val-bin", help="InsightFace verification .bin (lfw.bin, agedb_30.bin, ...) for validation."),
     val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N steps (0 = at each epoch's end, default)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Write checkpoint.pt every N steps, besides each epoch's end. Default 1000."),
@@ -105,6 +109,10 @@ def train(
         facever train faces_webface_112x112/ --out runs/rec --head softmax --holdout-identities 200
 
         facever train casia/ --out runs/ns --resume
+
+        facever train casia/ --recipe paper-casia-sphere20 --out runs/paper --epochs 2
+
+        facever train --config runs/paper/config.toml --out runs/paper-again
     """
     import json
     import os
@@ -125,10 +133,16 @@ def train(
         "min_images": min_images, "holdout_identities": holdout_identities,
         "val_pairs": str(val_pairs.resolve()) if val_pairs else None,
         "val_images": str(val_images.resolve()) if val_images else None,
-        "val_bin": str(val_bin.resolve()) if val_bin else None, "val_every": val_every,
+        "val_ext": val_ext, "val_bin": str(val_bin.resolve()) if val_bin else None, "val_every": val_every,
         "checkpoint_every": checkpoint_every, "strict": strict,
     }
-    given = {k: v for k, v in options.items() if v is not None}
+    with user_errors():
+        # Recipe < --config file < options typed here; `sources` says which gave each value (RUN/config.toml).
+        from facever.config_files import train_command_options
+
+        given, data, sources = train_command_options(
+            options, data, config_file=config_file, recipe=recipe, out=out, resume=resume
+        )
     rank = int(os.environ.get("RANK", "0"))
 
     with user_errors():
@@ -148,6 +162,11 @@ def train(
 
                 given["amp"] = "bf16" if resolve_device(given.get("device", "auto")).type == "cuda" else "off"
             config = TrainConfig(data=data_str, **given)
+
+        if rank == 0 and (resume or not (out / CHECKPOINT_NAME).exists()):
+            from facever.config_files import write_run_config
+
+            write_run_config(out, config, sources=sources)
 
         stop = {"requested": False}
 

@@ -24,7 +24,7 @@ NOISE_MODES = ("batch", "sample")
 # the weights' arithmetic (on CPU) or the schedule.
 RUNTIME_FIELDS = frozenset(
     {"device", "workers", "cache", "cache_dir", "compile", "channels_last", "val_pairs", "val_images",
-     "val_bin", "val_every", "checkpoint_every", "strict"}
+     "val_ext", "val_bin", "val_every", "checkpoint_every", "strict"}
 )
 
 
@@ -68,6 +68,7 @@ class TrainConfig:
     channels_last: bool = False
     val_pairs: str | None = None
     val_images: str | None = None
+    val_ext: str = ".jpg"
     val_bin: str | None = None
     val_every: int = 0
     checkpoint_every: int = 1000

@@ -144,7 +144,7 @@ def _decode_all(names: list[str], read, input_size) -> tuple[list[str], np.ndarr
         except (ImageDecodeError, FaceverError) as exc:
             skipped.append(str(exc))
     if not arrays:
-        raise FaceverError("no validation image could be decoded")
+        raise FaceverError(f"none of the {len(names)} validation images could be read; first: {skipped[0]}")
     return kept, np.stack(arrays), skipped
 
 
@@ -154,7 +154,7 @@ def build_validator(config, tset, input_size: Sequence[int]) -> Validator | None
         from facever.data_prep.images import read_image_rgb
         from facever.data_prep.lfw import read_lfw_pairs
 
-        protocol = read_lfw_pairs(config.val_pairs)
+        protocol = read_lfw_pairs(config.val_pairs, ext=config.val_ext)
         root = Path(config.val_images)
         if not root.is_dir():
             raise FaceverError(f"--val-images {root}: not a folder")
