@@ -371,6 +371,34 @@ def test_cli_embed_folder_and_list_file(tiny, tmp_path):
         listing.unlink()
 
 
+def test_cli_embed_resumes_an_interrupted_run(tiny, tmp_path):
+    from facever.embedding.cache import embed_items_cached
+
+    model = load_embedding_model(tiny["model"])
+    out = tmp_path / "emb.npz"
+    partial = tmp_path / ".emb.partial.npz"
+    seen = []
+
+    def interrupt(n):
+        seen.append(n)
+        if sum(seen) > 8:
+            raise KeyboardInterrupt
+
+    # The same call `facever embed` makes, stopped by Ctrl-C in the third chunk of four images.
+    with pytest.raises(KeyboardInterrupt):
+        embed_items_cached(model, tiny["images"], tiny["rels"], cache=partial, chunk_size=4, batch_size=2,
+                           workers=0, device="cpu", progress=interrupt)
+    assert len(load_embeddings(partial)) == 8 and not out.exists()
+    result = runner.invoke(app, ["embed", str(tiny["model"]), str(tiny["images"]), "--out", str(out),
+                                 "--workers", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "resumed: 8 embeddings" in result.output and not partial.exists()
+    emb = load_embeddings(out)
+    direct = embed_images(model, tiny["images"], tiny["rels"], workers=0)[0]
+    assert emb.paths == tiny["rels"] and "cache_key" not in emb.metadata
+    np.testing.assert_allclose(emb.embeddings, direct.embeddings, rtol=1e-5, atol=1e-6)
+
+
 def test_cli_embed_bad_images(tiny, tmp_path):
     root = tmp_path / "imgs"
     (root / "a").mkdir(parents=True)
@@ -382,6 +410,7 @@ def test_cli_embed_bad_images(tiny, tmp_path):
     assert not out.exists()
     result = runner.invoke(app, ["embed", str(tiny["model"]), str(root), "--out", str(out), "--skip-bad"])
     assert result.exit_code == 0, result.output
+    assert "resumed: 1 embeddings" in result.output  # the good image was kept from the failed run
     emb = load_embeddings(out)
     assert emb.paths == ["a/ok.png"] and emb.metadata["bad"][0]["path"] == "a/bad.png"
 

@@ -104,7 +104,7 @@ def embed(
 
     The file keeps each image's relative path, a float32 embedding per image, and metadata: model id and
     sha256, flip mode, crop size and preprocessing. Crops of another size than the model's input are
-    resized (with a warning when that stretches them).
+    resized (with a warning when that stretches them). An interrupted run resumes: rerun the same command.
 
     Examples:
 
@@ -118,7 +118,8 @@ def embed(
 
     with user_errors(), library_warnings():
         from facever.data_prep.align_dataset import collect_sources
-        from facever.embedding.extract import BadImagesError, embed_images
+        from facever.embedding.cache import embed_items_cached
+        from facever.embedding.extract import BadImagesError
         from facever.embedding.models import load_embedding_model
         from facever.embeddings_file import save_embeddings
         from facever.errors import FaceverError
@@ -140,20 +141,27 @@ def embed(
             aligner = FaceAligner(size=crop, select=select.value, min_face=min_face, device=device)
         elif size:
             raise FaceverError("--size applies with --align only (aligned crops are resized to the model's input)")
+        # Progress is kept in a hidden file next to OUT, so an interrupted run resumes where it stopped.
+        partial = out.parent / f".{out.stem}.partial.npz"
         info(f"embedding {len(rel_paths)} images from {root} with {emb_model.model_id} ({emb_model.preprocessing})")
         try:
             with progress_bar("embedding", total=len(rel_paths)) as advance:
-                result, bad = embed_images(
-                    emb_model, root, rel_paths, flip=flip.value, batch_size=batch_size, workers=workers,
-                    device=device, amp=amp, align=aligner, skip_bad=skip_bad, progress=advance,
+                result, bad, reused = embed_items_cached(
+                    emb_model, root, rel_paths, cache=partial, flip=flip.value, batch_size=batch_size,
+                    workers=workers, device=device, amp=amp, align=aligner, skip_bad=skip_bad, progress=advance,
+                    on_plan=lambda done, todo: advance(done),
                 )
         except BadImagesError as exc:
             report_bad_images(exc.bad)
-            raise FaceverError(f"{exc}; use --skip-bad to leave them out") from None
+            raise FaceverError(f"{exc}; use --skip-bad to leave them out (the others are kept for the rerun)") from None
+        if reused:
+            info(f"resumed: {reused} embeddings from an interrupted run ({partial})")
         if bad:
             report_bad_images(bad)
             info(f"left out {len(bad)} images (--skip-bad)")
         metadata = {**result.metadata, "images_source": str(Path(images).resolve()),
                     "bad": [{"path": b.path, "reason": b.reason} for b in bad]}
+        metadata.pop("cache_key", None)
         save_embeddings(out, result.paths, result.embeddings, metadata)
+        partial.unlink(missing_ok=True)
         info(f"wrote {out}: {len(result)} embeddings of dimension {result.dim} (flip {flip.value})")

@@ -187,7 +187,10 @@ def embed_images(
 
     Returns:
         (embeddings, bad): `Embeddings` with float32 rows for the good images, metadata describing the
-        model, flip mode, crop size and preprocessing; `bad` lists what was left out.
+        model, flip mode, crop size and preprocessing; `bad` lists what was left out. When every image
+        is bad (with `skip_bad`) the embeddings are empty (0 x 0).
+
+    The module is put in eval mode, on `device`, and (with `channels_last`) in NHWC format, in place.
 
     Raises:
         BadImagesError: some images failed and `skip_bad` is False. Decoding still runs to the end so the
@@ -284,8 +287,10 @@ def embed_images(
     if bad and not skip_bad:
         raise BadImagesError(sorted(bad, key=lambda b: b.path), n)
     keep = np.flatnonzero(done)
-    if out is None:
-        raise FaceverError(f"no image could be embedded ({len(bad)} bad of {n})" if n else "no images to embed")
+    if not n:
+        raise FaceverError("no images to embed")
+    if out is None:  # every image was bad (and skip_bad): an empty result, the caller decides
+        out = np.zeros((n, 0), dtype=np.float32)
     metadata = {
         **model.metadata(),
         "flip": flip,
