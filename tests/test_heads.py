@@ -231,3 +231,20 @@ def test_gradients_match_the_obvious_implementation_and_are_dense():
     before = head.weight.detach().clone()
     optimizer.step()  # SGD's weight decay refuses sparse gradients
     assert not torch.equal(before, head.weight)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("noise", ["batch", "sample"])
+def test_cuda_head_under_autocast_matches_the_formula(noise):
+    torch.manual_seed(12)
+    head = NoisySoftmax(D, C, alpha2=0.3, noise=noise, bias=True).cuda().train()
+    x, labels = _inputs(12)
+    x, labels = x.cuda(), labels.cuda()
+    torch.cuda.manual_seed(3)
+    with torch.autocast("cuda", dtype=torch.float16):
+        logits = head(x.half(), labels)
+    assert logits.dtype == torch.float32
+    torch.cuda.manual_seed(3)
+    xi = torch.randn((), device="cuda").repeat(N) if noise == "batch" else torch.randn(N, device="cuda")
+    expected = _by_hand(x.half().float().cpu(), head.weight.cpu(), head.bias.cpu(), labels.cpu(), math.sqrt(0.3), xi.cpu())
+    np.testing.assert_allclose(logits.detach().double().cpu().numpy(), expected, rtol=1e-4, atol=1e-4)
