@@ -61,6 +61,9 @@ def _register() -> None:
     from facever.cli import ensemble
 
     app.command("ensemble")(ensemble.ensemble)
+    from facever.cli import demo
+
+    app.command("demo")(demo.demo)
 
 
 _register()
