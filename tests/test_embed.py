@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facever.cli import app
-from facever.embedding.extract import BadImagesError, embed_images, forward_with_flip
+from facever.embedding.extract import BadImagesError, NoImageEmbeddedError, embed_images, forward_with_flip
 from facever.embedding.models import FACENET_WEIGHTS, load_embedding_model
 from facever.embedding.preprocess import normalize_batch, preprocess_crops
 from facever.embeddings_file import load_embeddings
@@ -286,6 +286,16 @@ def test_bad_images_are_listed_and_fail_unless_skipped(tiny, tmp_path):
     emb, bad = embed_images(model, bad_root, rels, batch_size=2, workers=1, skip_bad=True)
     assert emb.paths == good and [b.path for b in bad] == ["broken.png", "missing.png", "notes.jpg"]
     assert emb.metadata["bad_images"] == 3
+    # Nothing embeddable: an error that still lists every file, with or without skip_bad.
+    with pytest.raises(NoImageEmbeddedError, match="no image could be embedded") as info:
+        embed_images(model, bad_root, ["broken.png", "notes.jpg"], workers=0, skip_bad=True)
+    assert [b.path for b in info.value.bad] == ["broken.png", "notes.jpg"]
+    # Chunked (resumable) embedding: a chunk of bad images only does not stop the next chunk.
+    from facever.embedding.cache import embed_items_cached
+
+    emb, bad, _ = embed_items_cached(model, bad_root, ["broken.png", "notes.jpg"] + good, cache=tmp_path / "c.npz",
+                                     chunk_size=2, workers=0, device="cpu", skip_bad=True)
+    assert emb.paths == good and len(bad) == 2 and load_embeddings(tmp_path / "c.npz").paths == good
 
 
 def test_progress_counts_every_image(tiny):

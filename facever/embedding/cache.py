@@ -95,7 +95,7 @@ def embed_items_cached(
     import torch
 
     from facever.devices import resolve_device
-    from facever.embedding.extract import BadImagesError, embed_images
+    from facever.embedding.extract import BadImagesError, NoImageEmbeddedError, embed_images
 
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -114,10 +114,14 @@ def embed_items_cached(
 
     bad = []
     for start in range(0, len(todo), chunk_size):
-        fresh, chunk_bad = embed_images(
-            model, root, todo[start:start + chunk_size], flip=flip, batch_size=batch_size, workers=workers,
-            device=dev, amp=use_amp, align=align, skip_bad=True, progress=progress,
-        )
+        try:
+            fresh, chunk_bad = embed_images(
+                model, root, todo[start:start + chunk_size], flip=flip, batch_size=batch_size, workers=workers,
+                device=dev, amp=use_amp, align=align, skip_bad=True, progress=progress,
+            )
+        except NoImageEmbeddedError as exc:  # a chunk of bad images only: the next chunk may do better
+            bad += exc.bad
+            continue
         bad += chunk_bad
         everything = _merge(everything, fresh, cache or "embeddings")
         if cache is not None and len(fresh):

@@ -59,6 +59,19 @@ class BadImagesError(FaceverError):
         )
 
 
+class NoImageEmbeddedError(BadImagesError):
+    """Every input failed: there is no embedding to return. `.bad` lists them all."""
+
+    def __init__(self, bad: Sequence[BadImage], total: int):
+        super().__init__(bad, total)
+        shown = "; ".join(f"{b.path} ({b.reason})" for b in self.bad[:5])
+        more = f" and {len(self.bad) - 5} more" if len(self.bad) > 5 else ""
+        self.args = (f"no image could be embedded ({len(self.bad)} bad of {total}): {shown}{more}",)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Data loading (runs in worker processes: module-level, picklable).
 
@@ -187,14 +200,14 @@ def embed_images(
 
     Returns:
         (embeddings, bad): `Embeddings` with float32 rows for the good images, metadata describing the
-        model, flip mode, crop size and preprocessing; `bad` lists what was left out. When every image
-        is bad (with `skip_bad`) the embeddings are empty (0 x 0).
+        model, flip mode, crop size and preprocessing; `bad` lists what was left out.
 
     The module is put in eval mode, on `device`, and (with `channels_last`) in NHWC format, in place.
 
     Raises:
         BadImagesError: some images failed and `skip_bad` is False. Decoding still runs to the end so the
         error lists every bad file, but the model stops computing at the first one.
+        NoImageEmbeddedError: every image failed (even with `skip_bad`).
     """
     import torch
 
@@ -289,8 +302,8 @@ def embed_images(
     keep = np.flatnonzero(done)
     if not n:
         raise FaceverError("no images to embed")
-    if out is None:  # every image was bad (and skip_bad): an empty result, the caller decides
-        out = np.zeros((n, 0), dtype=np.float32)
+    if out is None:
+        raise NoImageEmbeddedError(sorted(bad, key=lambda b: b.path), n)
     metadata = {
         **model.metadata(),
         "flip": flip,
