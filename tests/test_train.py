@@ -155,6 +155,20 @@ def test_a_different_start_really_changes_the_weights(data, tmp_path):
     assert any(not torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_every_data_path_gives_the_same_training(data, tmp_path):
+    # Decode per step, memmap cache through 2 workers, and the device cache (here on the CPU device,
+    # same code as on a GPU): same batches, same flips, same weights.
+    runs = {
+        "none": _config(data, epochs=1, cache="none", workers=0),
+        "memmap": _config(data, epochs=1, cache="memmap", workers=2),
+        "device": _config(data, epochs=1, cache="device", workers=0),
+    }
+    states = {name: _bundle_state(train(cfg, tmp_path / name).model_path) for name, cfg in runs.items()}
+    for name in ("memmap", "device"):
+        for k in states["none"]:
+            assert torch.equal(states["none"][k], states[name][k]), (name, k)
+
+
 def test_checkpoint_contents_are_plain_and_complete(data, tmp_path):
     cfg = _config(data, epochs=1, checkpoint_every=2, holdout_identities=0)
     train(cfg, tmp_path / "run")
@@ -184,7 +198,7 @@ def test_resume_with_different_config_or_without_flag_is_refused(data, tmp_path)
 
 def test_bf16_autocast_and_fp16_scaler_paths_run_on_cpu(data, tmp_path):
     for amp in ("bf16", "fp16"):
-        result = train(_config(data, epochs=1, amp=amp), tmp_path / amp)
+        result = train(_config(data, epochs=1, amp=amp, channels_last=True), tmp_path / amp)
         assert result.steps == 4 and np.isfinite(result.last_loss)
         ck = torch.load(tmp_path / amp / "checkpoint.pt", weights_only=True)
         assert bool(ck["scaler"]) == (amp == "fp16")  # GradScaler state only when scaling
