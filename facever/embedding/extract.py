@@ -21,6 +21,7 @@ normalised here, so the file holds exactly what each tool would compare.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -264,7 +265,7 @@ def embed_images(
         pending.clear()
 
     autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp)
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast, _cudnn_autotune(dev.type == "cuda"):
         for batch in loader:
             bad.extend(BadImage(rel_paths[i], reason) for i, reason in batch["bad"])
             index = batch["index"]
@@ -321,6 +322,19 @@ def embed_images(
         metadata["aligner"] = _aligner_metadata(align)
     embeddings = Embeddings(paths=[rel_paths[i] for i in keep], embeddings=out[keep], metadata=metadata)
     return embeddings, sorted(bad, key=lambda b: b.path)
+
+
+@contextlib.contextmanager
+def _cudnn_autotune(enabled: bool):
+    """cuDNN picks the fastest convolution algorithms for the (fixed) batch shape; restored afterwards."""
+    import torch
+
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = previous or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
 
 
 def _align_batch(align, photos, index, size):
