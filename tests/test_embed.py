@@ -161,6 +161,10 @@ def test_facenet_weights_load_and_match_facenet_pytorch(facenet_weights, faces_d
         expected = reference(fixed_image_standardization(x)).numpy()
     np.testing.assert_allclose(emb.embeddings, expected, atol=2e-5)
     np.testing.assert_allclose(np.linalg.norm(emb.embeddings, axis=1), 1.0, atol=1e-5)
+    # Batch norms folded into the convolutions: same embeddings, and the loaded module is left as it was.
+    folded = embed_images(model, root, rels, workers=0, fuse_bn=True)[0]
+    np.testing.assert_allclose(folded.embeddings, expected, atol=2e-5)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.module.modules())
 
 
 def test_facenet_weights_from_cache_folder_and_inline_spec(facenet_weights, tmp_path, monkeypatch):

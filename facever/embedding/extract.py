@@ -178,6 +178,7 @@ def embed_images(
     device="cpu",
     amp: bool | None = None,
     channels_last: bool = True,
+    fuse_bn: bool | None = None,
     align=None,
     skip_bad: bool = False,
     progress: Callable[[int], None] | None = None,
@@ -194,6 +195,8 @@ def embed_images(
         device: "cpu", "cuda", "auto" or a `torch.device`; the model is moved there.
         amp: bf16 autocast; None means on for CUDA, off on CPU. The output is float32 either way.
         channels_last: NHWC convolutions (faster on both oneDNN and cuDNN; tiny float differences).
+        fuse_bn: fold eval-mode batch norms into the convolutions before them (`fold_batchnorm`);
+            None: when there are at least `FUSE_MIN_IMAGES` images (tracing costs about a second).
         align: a `FaceAligner`; when given, inputs are raw photos, the aligner crops one face each
             (its `select` rule), and a photo without a face counts as bad.
         skip_bad: leave undecodable images (and faceless photos) out instead of failing.
@@ -230,6 +233,10 @@ def embed_images(
     size = tuple(int(v) for v in model.input_size)
 
     module = model.module.eval().to(dev)
+    if fuse_bn is None:
+        fuse_bn = len(rel_paths) >= FUSE_MIN_IMAGES
+    if fuse_bn:
+        module = fold_batchnorm(module)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
 
@@ -322,6 +329,29 @@ def embed_images(
         metadata["aligner"] = _aligner_metadata(align)
     embeddings = Embeddings(paths=[rel_paths[i] for i in keep], embeddings=out[keep], metadata=metadata)
     return embeddings, sorted(bad, key=lambda b: b.path)
+
+
+# Below this many images, tracing the model to fold its batch norms costs more than it saves.
+FUSE_MIN_IMAGES = 256
+
+
+def fold_batchnorm(module):
+    """A copy of an eval-mode `module` with each BatchNorm folded into the convolution feeding it.
+
+    Same function (to float rounding), one pass over memory less per conv+BN pair: about 20% faster
+    for InceptionResnetV1 on CPU. Uses torch.fx; a module that cannot be traced is returned unchanged.
+    """
+    import torch
+
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        return module
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(module)
+    except Exception as exc:  # data-dependent control flow etc.: the unfused module is correct, just slower
+        log.debug("cannot fold batch norms of %s (%s); using it as is", type(module).__name__, exc)
+        return module
 
 
 @contextlib.contextmanager
