@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 
 DATA_FORMAT = "facever-demo-data"
 MODEL_NAMES = ("noisy-softmax", "softmax")
+
+
+class DemoInterrupted(FaceverError):
+    """`stop_requested()` became true during training; a checkpoint was saved and a rerun resumes."""
+
+
 SYNTHETIC_NOTE = ("SYNTHETIC data: procedurally drawn cartoon faces generated from the seed; results show that "
                   "the pipeline works, not how well a model recognises real faces")
 
@@ -249,6 +255,7 @@ def _folder_data(data: Path, out_dir: Path, settings: DemoSettings, seed: int, e
     # Count the people with 2+ images (only they give same-person test pairs), then split.
     first = scan_identity_folder(data, min_images=2)
     people = first.classes
+    left_out = f"; {len(first.dropped)} people with fewer than 2 images left out" if first.dropped else ""
     if len(people) < 4:
         raise FaceverError(f"{data}: {len(people)} people have 2 or more images; the demo needs at least 4 "
                            "(2 to train on and 2 to test)")
@@ -274,7 +281,7 @@ def _folder_data(data: Path, out_dir: Path, settings: DemoSettings, seed: int, e
     total = len(files)
     emit(DemoEvent("data", total=total, message=(
         f"preparing {data}: {len(members)} people for training, {n_test} held out for testing, "
-        f"images resized to {settings.input_size[0]}x{settings.input_size[1]} px")))
+        f"images resized to {settings.input_size[0]}x{settings.input_size[1]} px{left_out}")))
     partial = Path(str(root) + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
@@ -318,13 +325,14 @@ def _train_config(split: _Split, settings: DemoSettings, head: str, seed: int, d
         data=str(split.train_dir), arch=settings.arch, input_size=tuple(settings.input_size), width=settings.width,
         embedding_dim=settings.embedding_dim, head=head, alpha2=settings.alpha2,
         epochs=epochs_for(settings, sum(split.train.values())),
-        batch_size=min(settings.batch_size, max(2, sum(split.train.values()) // 2)), lr=settings.lr, schedule="cosine", warmup_epochs=settings.warmup_epochs,
+        batch_size=min(settings.batch_size, max(2, sum(split.train.values()) // 2)), lr=settings.lr,
+        schedule="cosine", warmup_epochs=settings.warmup_epochs,
         seed=seed, amp="off", device=device, workers=0, cache="memmap", cache_dir=str(cache_dir),
         checkpoint_every=0,
     )
 
 
-def _train_one(name: str, config, split: _Split, run_dir: Path, emit) -> tuple[Path, bool]:
+def _train_one(name: str, config, split: _Split, run_dir: Path, emit, stop_requested) -> tuple[Path, bool]:
     """Train (or reuse, or resume) one model; return (model.pt, reused)."""
     from facever.atomic import write_text_atomic
     from facever.training.config import RUNTIME_FIELDS
@@ -358,12 +366,19 @@ def _train_one(name: str, config, split: _Split, run_dir: Path, emit) -> tuple[P
                 f"training {name}: {config.arch} (width {config.width}, {config.embedding_dim}-d) at "
                 f"{config.input_size[0]}x{config.input_size[1]}, {config.epochs} epochs, {info.total_steps} steps"
                 + (f", resuming at step {info.step - 1}" if resume else ""))))
+            if info.step > 1:  # resumed: the steps done before count as done
+                emit(DemoEvent(stage, done=info.step - 1))
         emit(DemoEvent(stage, done=1, loss=info.loss))
 
-    result = train(config, run_dir, resume=resume, progress=on_step,
-                   on_message=lambda text: emit(DemoEvent(stage, message=f"{name}: {text}")))
-    if result.interrupted or result.model_path is None:  # pragma: no cover - no stop callback is passed
-        raise FaceverError(f"training {name} stopped early; run the demo again to resume")
+    def on_message(text: str) -> None:
+        if "--resume" not in text:  # the CLI's resume is "run the demo again", said by DemoInterrupted
+            emit(DemoEvent(stage, message=f"{name}: {text}"))
+
+    result = train(config, run_dir, resume=resume, progress=on_step, stop_requested=stop_requested,
+                   on_message=on_message)
+    if result.interrupted or result.model_path is None:
+        raise DemoInterrupted(f"stopped while training {name} at step {result.steps} of {result.total_steps} "
+                              f"(checkpoint saved in {run_dir}); run the same command again to resume")
     return result.model_path, False
 
 
@@ -381,6 +396,7 @@ def run_demo(
     progress: Callable[[DemoEvent], None] | None = None,
     settings: DemoSettings | None = None,
     threads: int | None = 1,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> DemoResult:
     """Run the demo into `out_dir` (module docstring); `progress` receives `DemoEvent`s.
 
@@ -388,8 +404,10 @@ def run_demo(
     training (for tests). `settings` overrides the sizes entirely. `threads`: torch's intra-op
     threads while the demo runs (restored afterwards; None leaves them): the demo's network is so
     small that a second thread gains little, while on a busy machine two spinning threads per process
-    can run ten times slower than one. Raises FaceverError for unusable data (too few people) or an
-    `out_dir` holding something other than the demo's files.
+    can run ten times slower than one. `stop_requested()` is polled after each training step: when
+    true, training saves a checkpoint and `DemoInterrupted` is raised (a rerun resumes). Raises
+    FaceverError for unusable data (too few people) or an `out_dir` holding something other than the
+    demo's files.
     """
     import torch
 
@@ -398,12 +416,12 @@ def run_demo(
         torch.set_num_threads(max(1, int(threads)))
     try:
         return _run_demo(Path(out_dir), data=data, quick=quick, seed=seed, device=device, progress=progress,
-                         settings=settings)
+                         settings=settings, stop_requested=stop_requested)
     finally:
         torch.set_num_threads(before)
 
 
-def _run_demo(out_dir: Path, *, data, quick, seed, device, progress, settings) -> DemoResult:
+def _run_demo(out_dir: Path, *, data, quick, seed, device, progress, settings, stop_requested) -> DemoResult:
     from facever.data_prep.lfw import read_lfw_pairs
     from facever.data_prep.pair_lists import make_pair_list, max_pairs_per_fold
     from facever.embedding.ensemble import evaluate_ensemble
@@ -415,7 +433,13 @@ def _run_demo(out_dir: Path, *, data, quick, seed, device, progress, settings) -
 
     synthetic = data is None
     settings = settings or default_settings(quick=quick)
-    emit = progress or (lambda event: None)
+
+    def emit(event: DemoEvent) -> None:
+        if event.message:
+            log.info("%s", event.message)
+        if progress is not None:
+            progress(event)
+
     seconds: dict[str, float] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -441,7 +465,8 @@ def _run_demo(out_dir: Path, *, data, quick, seed, device, progress, settings) -
     for name in MODEL_NAMES:
         t = time.perf_counter()
         config = _train_config(split, settings, name, seed, device, out_dir / "cache")
-        path, was_reused = _train_one(name, config, split, out_dir / "models" / name, emit)
+        path, was_reused = _train_one(name, config, split, out_dir / "models" / name, emit,
+                                     stop_requested)
         model_paths[name] = path
         epochs = config.epochs
         if was_reused:

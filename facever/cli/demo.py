@@ -14,7 +14,8 @@ def demo(
         "e.g. ../shared/data/faces/orl. People are split into training and held-out test people.",
     ),
     out: Path = typer.Option(
-        Path("facever-demo"), "--out", "-o", help="Folder for the data copy, pairs.txt, models, report.json and roc.png."
+        Path("facever-demo"), "--out", "-o",
+        help="Folder for the data copy, pairs.txt, models, report.json and roc.png.",
     ),
     quick: bool = typer.Option(False, "--quick", help="Smaller data and shorter training (well under a minute)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the data, the split, the pairs and the training."),
@@ -43,34 +44,68 @@ def demo(
         facever demo --data ../shared/data/faces/orl --out orl-demo
     """
     import contextlib
+    import signal
     import time
 
-    from facever.cli._console import info, progress_bar, user_errors
+    from facever.cli._console import warn
 
     start = time.perf_counter()
-    with user_errors(), contextlib.ExitStack() as bars:
-        from facever.demo import run_demo
+    stop = {"requested": False}
 
-        state: dict = {"stage": None, "advance": None, "last_note": 0.0, "done": 0, "total": None}
+    def on_signal(signum, frame):  # noqa: ARG001
+        if stop["requested"]:  # a second Ctrl-C aborts at once
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        warn("stopping after this training step and saving a checkpoint (Ctrl-C again to abort at once)")
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(lambda: [signal.signal(s, h) for s, h in previous.items()])
+        result = _run(data, out, quick=quick, seed=seed, device=device, threads=threads, start=start,
+                      stop_requested=lambda: stop["requested"])
+    if result is None:
+        raise typer.Exit(130)
+    _print_summary(result, data, time.perf_counter() - start)
+
+
+def _run(data, out, *, quick, seed, device, threads, start, stop_requested):
+    """Run the library with a progress bar per stage; None when stopped by Ctrl-C (after a checkpoint)."""
+    import contextlib
+    import time
+
+    from facever.cli._console import info, progress_bar, user_errors, warn
+
+    with user_errors(), contextlib.ExitStack() as bars:
+        from facever.demo import DemoInterrupted, run_demo
+
+        state: dict = {"stage": None, "advance": None}
 
         def on_event(event) -> None:
             if event.message:
                 info(f"[{time.perf_counter() - start:5.0f}s] {event.message}")
             if event.stage != state["stage"] or (event.done == 0 and event.total is not None):
                 bars.close()  # finish the previous stage's bar
-                state.update(stage=event.stage, advance=None, done=0, total=event.total)
+                state.update(stage=event.stage, advance=None)
                 if event.total is not None:
                     unit = "step" if event.stage.startswith("train:") else "img"
                     state["advance"] = bars.enter_context(progress_bar(event.stage, total=event.total, unit=unit))
             if event.done and state["advance"] is not None:
                 status = f"loss {event.loss:.3f}" if event.loss is not None else None
                 state["advance"](event.done, status=status)
-                state["done"] += event.done
 
-        result = run_demo(out, data=data, quick=quick, seed=seed, device=device, progress=on_event, threads=threads)
-        bars.close()
+        try:
+            return run_demo(out, data=data, quick=quick, seed=seed, device=device, progress=on_event,
+                            threads=threads, stop_requested=stop_requested)
+        except DemoInterrupted as exc:
+            bars.close()
+            warn(str(exc))
+            return None
 
-    elapsed = time.perf_counter() - start
+
+def _print_summary(result, data, elapsed: float) -> None:
+    from facever.cli._console import info
+
     what = ("SYNTHETIC data (generated; not real faces)" if result.synthetic
             else f"{data} (real images)")
     typer.echo(f"Demo on {what}: trained on {result.train_identities} people ({result.train_images} images), "

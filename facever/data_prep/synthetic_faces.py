@@ -144,8 +144,8 @@ def render_face(person: FaceIdentity, rng: np.random.Generator, size: Sequence[i
     cv2.ellipse(canvas, pt(0, 0), (ln(p.face_width), ln(p.face_height)), 0, 0, 360, skin, -1, aa, sh)
     # Hair on top.
     if p.hair_style != 2:
-        cv2.ellipse(canvas, pt(0, -p.face_height * 0.55), (ln(p.face_width * 1.02), ln(p.face_height * 0.5 + p.hair_volume)),
-                    0, 180, 360, hair, -1, aa, sh)
+        top = (ln(p.face_width * 1.02), ln(p.face_height * 0.5 + p.hair_volume))
+        cv2.ellipse(canvas, pt(0, -p.face_height * 0.55), top, 0, 180, 360, hair, -1, aa, sh)
     else:
         for side in (-1, 1):
             cv2.ellipse(canvas, pt(side * p.face_width * 0.92, -0.08), (ln(0.04 + p.hair_volume / 3), ln(0.12)), 0, 0,
@@ -162,7 +162,8 @@ def render_face(person: FaceIdentity, rng: np.random.Generator, size: Sequence[i
         ex, ey = side * p.eye_spacing + yaw, p.eye_height
         axes = (ln(p.eye_size * 1.3), ln(p.eye_size * 0.75 * openness))
         cv2.ellipse(canvas, pt(ex, ey), axes, 0, 0, 360, (245, 245, 240), -1, aa, sh)
-        cv2.circle(canvas, pt(ex + yaw * 0.5, ey), ln(p.eye_size * 0.6 * min(1.0, openness)), colour(p.iris), -1, aa, sh)
+        iris_radius = ln(p.eye_size * 0.6 * min(1.0, openness))
+        cv2.circle(canvas, pt(ex + yaw * 0.5, ey), iris_radius, colour(p.iris), -1, aa, sh)
         cv2.circle(canvas, pt(ex + yaw * 0.5, ey), ln(p.eye_size * 0.25), (15, 15, 15), -1, aa, sh)
         by = ey - p.eye_size * 1.6
         dx = p.eye_size * 1.6
