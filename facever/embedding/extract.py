@@ -222,6 +222,8 @@ def embed_images(
     if batch_size < 1:
         raise FaceverError(f"batch size must be at least 1, got {batch_size}")
     rel_paths = [str(p) for p in rel_paths]
+    if not rel_paths:
+        raise FaceverError("no images to embed")
     if len(set(rel_paths)) != len(rel_paths):
         raise FaceverError("the image list holds duplicate paths")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
@@ -308,8 +310,6 @@ def embed_images(
     if bad and not skip_bad:
         raise BadImagesError(sorted(bad, key=lambda b: b.path), n)
     keep = np.flatnonzero(done)
-    if not n:
-        raise FaceverError("no images to embed")
     if out is None:
         raise NoImageEmbeddedError(sorted(bad, key=lambda b: b.path), n)
     metadata = {
