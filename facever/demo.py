@@ -38,6 +38,9 @@ from facever.errors import FaceverError
 log = logging.getLogger(__name__)
 
 DATA_FORMAT = "facever-demo-data"
+# Marks a folder as the demo's own, so a rerun may replace what is inside and a typo'd --out
+# pointing at other results is refused instead of overwritten.
+OUT_MARKER = ".facever-demo"
 MODEL_NAMES = ("noisy-softmax", "softmax")
 
 
@@ -386,6 +389,20 @@ def _train_one(name: str, config, split: _Split, run_dir: Path, emit, stop_reque
 # The whole run
 
 
+def _claim_out_dir(out_dir: Path) -> None:
+    """Create `out_dir` (or accept an empty one or an earlier demo's) and mark it as the demo's."""
+    from facever.atomic import write_text_atomic
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FaceverError(f"{out_dir}: exists and is not a folder")
+    ours = (out_dir / OUT_MARKER).is_file() or any(out_dir.glob("models/*/demo.json"))
+    if out_dir.is_dir() and not ours and any(out_dir.iterdir()):
+        raise FaceverError(f"{out_dir}: folder holds other files (not an earlier facever demo); "
+                           "choose an empty or new --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / OUT_MARKER, "written by facever demo: a rerun may replace anything in this folder\n")
+
+
 def run_demo(
     out_dir: str | Path,
     *,
@@ -441,7 +458,7 @@ def _run_demo(out_dir: Path, *, data, quick, seed, device, progress, settings, s
             progress(event)
 
     seconds: dict[str, float] = {}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_out_dir(out_dir)
 
     t0 = time.perf_counter()
     split = (_synthetic_data(out_dir, settings, seed, emit) if synthetic
@@ -512,10 +529,10 @@ def _run_demo(out_dir: Path, *, data, quick, seed, device, progress, settings, s
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
     report_path = write_json(out_dir / "report.json", report)
-    what = "synthetic data" if synthetic else split.name
+    what = "SYNTHETIC data" if synthetic else split.name
     curves = [(f"{name} (acc {100 * res.accuracy_mean:.2f}%, AUC {res.auc:.4f})", res.fpr, res.tpr)
               for name, res in ensemble.results()]
-    roc_path = plot_roc(curves, out_dir / "roc.png", title=f"demo on {what}: held-out people, 10-fold")
+    roc_path = plot_roc(curves, out_dir / "roc.png", title=f"demo on {what}: held-out people, 10 folds")
     return DemoResult(
         out_dir=out_dir, synthetic=synthetic, dataset=split.name, data_dir=split.root,
         train_identities=len(split.train), test_identities=len(split.test),

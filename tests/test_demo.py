@@ -188,6 +188,18 @@ def test_cli_demo_refuses_a_folder_with_too_few_people(tmp_path):
     assert res.exit_code == 2
     assert "error:" in res.output and "at least 4" in res.output and str(data) in res.output
 
+    missing = tmp_path / "nowhere"
+    res = CliRunner().invoke(app, ["demo", "--data", str(missing), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and str(missing) in res.output and "not a folder" in res.output
+
+    # Another tool's results are never overwritten by a mistyped --out.
+    other = tmp_path / "results"
+    other.mkdir()
+    (other / "report.json").write_text("{}")
+    res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(other)])
+    assert res.exit_code == 2 and "not an earlier facever demo" in res.output
+    assert (other / "report.json").read_text() == "{}"
+
 
 @pytest.mark.slow
 def test_quick_demo_on_a_real_identity_folder(faces_dir, tmp_path):
