@@ -49,7 +49,6 @@ def _register() -> None:
     from facever.cli import embed
 
     app.command("embed")(embed.embed)
-
     app.add_typer(data.app, name="data")
     app.command("eval-lfw")(eval_lfw.eval_lfw)
     from facever.cli import eval_bin, eval_fglfw, eval_ytf
@@ -64,6 +63,11 @@ def _register() -> None:
     from facever.cli import demo
 
     app.command("demo")(demo.demo)
+    from facever.cli import compare, recipes, reproduce
+
+    app.command("recipes")(recipes.recipes)
+    app.command("reproduce")(reproduce.reproduce)
+    app.command("compare")(compare.compare)
 
 
 _register()

@@ -1,0 +1,54 @@
+"""`facever compare RUN1 RUN2 ...`: finished training runs side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def compare(
+    runs: List[Path] = typer.Argument(..., help="Run folders made by `facever train` (or reproduce's OUT/runs/NAME).",
+                                      show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write compare.md, compare.json and compare.png "
+                                       "(loss and validation accuracy against step) into this folder."),
+    json_output: bool = typer.Option(False, "--json", help="Print the comparison as JSON instead of the table."),
+) -> None:
+    """Compare finished training runs side by side, with curves.
+
+    Shows configuration differences (highlighted), steps, final loss, best validation accuracy,
+    and every benchmark report.json found inside the run folders.
+
+    Examples:
+
+        facever compare runs/softmax runs/noisy
+
+        facever compare repro/runs/noisy-a repro/runs/noisy-b repro/runs/softmax --out repro/compare
+    """
+    import json
+
+    from facever.cli._console import info, out_console, user_errors
+
+    with user_errors():
+        from facever.compare import compare_runs, write_comparison
+
+        comparison = compare_runs(runs)
+        written = write_comparison(comparison, out) if out is not None else None
+    if json_output:
+        typer.echo(json.dumps(comparison.to_dict(), indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table()
+        table.add_column("")
+        for run in comparison.runs:
+            table.add_column(run.name, overflow="fold")
+        for label, cells, highlight in comparison.rows:
+            style = "bold yellow" if highlight else None
+            table.add_row(label + (" *" if highlight else ""), *cells, style=style)
+        out_console.print(table)
+        if comparison.differing:
+            info("* configuration that differs between the runs")
+    if written:
+        info(f"wrote {written['table']}, {written['json']} and {written['plot']}")

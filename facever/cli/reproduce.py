@@ -1,0 +1,128 @@
+"""`facever reproduce`: the Noisy Softmax paper's face experiment, datasets in, paper-versus-ours report out."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+class Flip(str, Enum):
+    none = "none"
+    concat = "concat"
+    sum = "sum"
+
+
+def reproduce(
+    casia: Path = typer.Option(..., "--casia", help="CASIA-WebFace: identity folders (raw photos or aligned crops), "
+                               "or faces_webface_112x112's train.rec (or its folder)."),
+    lfw: Path = typer.Option(..., "--lfw", help="LFW images, Name/Name_0001.jpg (raw 250x250 or aligned crops)."),
+    ytf: Path = typer.Option(..., "--ytf", help="YouTube Faces root holding frame_images_DB/ or aligned_images_DB/."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for everything; rerunning the same command continues it."),
+    fglfw: Optional[Path] = typer.Option(None, "--fglfw", help="FGLFW pair list (pair_FGLFW.txt) over the LFW images."),
+    lfw_pairs: Optional[Path] = typer.Option(None, "--lfw-pairs", help="LFW pairs.txt (default: LFW/pairs.txt)."),
+    ytf_splits: Optional[Path] = typer.Option(None, "--ytf-splits", help="YTF splits.txt (default: YTF/splits.txt)."),
+    recipe: str = typer.Option("paper-casia-sphere20", "--recipe", help="Training recipe of all three models "
+                               "(`facever recipes`); the softmax model is the same with a plain softmax head."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of training options over the recipe."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the recipe's epochs (a quick, "
+                                         "smaller run; milestones beyond it are dropped)."),
+    assume_aligned: bool = typer.Option(False, "--assume-aligned", help="Use every input as already aligned. By "
+                                        "default images all of 112x96, 112x112 or the model's input size count as "
+                                        "aligned, anything else is aligned into OUT/aligned/."),
+    ytf_frames: Optional[int] = typer.Option(None, "--ytf-frames", min=1, help="Frames per YTF video, sampled evenly "
+                                             "(default: all)."),
+    flip: Flip = typer.Option(Flip.concat, "--flip", help="Embedding of a face and its mirror image: concat "
+                              "(SphereFace's protocol, the paper's generation), sum, or none."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass when embedding."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=0, help="Decoding processes for alignment, "
+                                          "training and embedding (default: each stage's own)."),
+    json_output: bool = typer.Option(False, "--json", help="Print report.json's content on stdout at the end."),
+) -> None:
+    """Reproduce the Noisy Softmax paper end to end: datasets in, paper-versus-ours report out.
+
+    Aligns what is not aligned, trains two Noisy Softmax models and one softmax model (seeds s, s+1
+    and s; softmax shares noisy-a's seed, so the head is the only difference), evaluate each on LFW, FGLFW (with --fglfw) and YTF, ensemble the two
+    noisy ones, and write OUT/report.md + report.json (ours beside the paper's numbers), ROC plots
+    and the training curves of softmax vs noisy softmax (OUT/training_curves.png).
+
+    Each stage records its completion in OUT/stages/; rerunning the same command after an
+    interruption (Ctrl-C, a crash) skips the finished stages and resumes the one that was running.
+
+    Examples:
+
+        facever reproduce --casia CASIA-WebFace/ --lfw lfw/ --ytf YouTubeFaces/ --fglfw pair_FGLFW.txt --out repro/
+
+        facever reproduce --casia faces_webface_112x112/ --lfw lfw/ --ytf YouTubeFaces/ --out quick/ --epochs 2 --ytf-frames 20
+    """
+    import json
+    import signal
+    import sys
+
+    from facever.cli._console import info, progress_bar, user_errors, warn
+
+    overrides: dict = {}
+    with user_errors():
+        from facever.reproduce import ReproduceSettings, Reproduction, StageEvent
+
+        if epochs is not None:
+            from facever.config_files import read_config_file
+            from facever.recipes import load_recipe
+
+            overrides["epochs"] = epochs
+            base = {**load_recipe(recipe).options, **(read_config_file(config_file) if config_file else {})}
+            # Keep the step schedule meaningful in a shorter run: drop milestones past its end.
+            if base.get("milestones"):
+                overrides["milestones"] = [m for m in base["milestones"] if m < epochs]
+            if float(base.get("warmup_epochs", 0.0)) >= epochs:
+                overrides["warmup_epochs"] = 0.0
+        settings = ReproduceSettings(
+            casia=str(casia.resolve()), lfw=str(lfw.resolve()), ytf=str(ytf.resolve()),
+            fglfw=str(fglfw.resolve()) if fglfw else None,
+            lfw_pairs=str(lfw_pairs.resolve()) if lfw_pairs else None,
+            ytf_splits=str(ytf_splits.resolve()) if ytf_splits else None,
+            recipe=recipe, config_file=str(config_file.resolve()) if config_file else None, overrides=overrides,
+            assume_aligned=assume_aligned, ytf_frames=ytf_frames, flip=flip.value, device=device,
+            batch_size=batch_size, workers=workers,
+        )
+
+        def on_stage(event: StageEvent) -> None:
+            prefix = f"[{event.index}/{event.total}] {event.name}"
+            if event.event == "skip":
+                info(f"{prefix}: done earlier, skipped")
+            elif event.event == "start":
+                info(f"{prefix} ...")
+            else:
+                minutes = (event.seconds or 0.0) / 60
+                info(f"{prefix}: done in {minutes:.1f} min")
+
+        stop = {"requested": False}
+
+        def on_signal(signum, frame):  # noqa: ARG001
+            if stop["requested"]:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            stop["requested"] = True
+            warn("stopping (training saves a checkpoint first; Ctrl-C again to abort at once); rerun to continue")
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            result = Reproduction(settings, out, on_stage=on_stage, on_message=info, progress=progress_bar,
+                                  stop_requested=lambda: stop["requested"]).run()
+        except KeyboardInterrupt:
+            info(f"interrupted; rerun the same command to continue from {out}/stages/")
+            raise typer.Exit(130) from None
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    if json_output:
+        sys.stdout.write(json.dumps(result.report, indent=2) + "\n")
+    else:
+        from facever.reproduce import format_report_markdown
+
+        typer.echo(format_report_markdown(result.report).split("\n## Training")[0].rstrip())
+    info(f"ran {len(result.ran)} stage(s), skipped {len(result.skipped)}; report: {out / 'report.md'}")
