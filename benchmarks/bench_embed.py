@@ -126,6 +126,9 @@ def compare(name, model_fn, *, n: int, device: torch.device, repeats: int, extra
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that the benchmark runs")
+    parser.add_argument("--images", type=int, default=None,
+                        help="sphere20 images per run (InceptionResnetV1 gets a quarter); overrides the defaults")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs of each variant (best kept)")
     args = parser.parse_args(argv)
     print("machine:", describe_machine())
     print(f"torch threads: {torch.get_num_threads()}")
@@ -137,6 +140,10 @@ def main(argv=None) -> int:
         else:
             sizes = {"sphere20": 8192 if gpu else 1024, "InceptionResnetV1": 4096 if gpu else 256}
             repeats = 3
+        if args.images:
+            sizes = {"sphere20": args.images, "InceptionResnetV1": max(8, args.images // 4)}
+        if args.repeats:
+            repeats = args.repeats
         # On CPU also show bf16 autocast (opt-in there: AMX/AVX512-BF16 CPUs gain, others lose).
         extra = {} if gpu else {"facever --amp (bf16)": {"amp": True}}
         if gpu:

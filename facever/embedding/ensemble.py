@@ -206,6 +206,7 @@ def evaluate_ensemble(
         raise FaceverError(f"an ensemble needs at least two models, got {len(embeddings)}")
     names = _names(names, len(embeddings))
     w = normalize_weights(weights, len(embeddings))
+    eval_opts.pop("embeddings_source", None)  # each model is named by its own name in messages
 
     dropped = 0
     if eval_opts.get("allow_missing"):
