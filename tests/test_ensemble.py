@@ -226,3 +226,50 @@ def test_cli_ensemble_of_models_embeds_the_images(tmp_path):
         np.testing.assert_allclose(cached.embeddings, ref.embeddings[ref.rows(cached.paths)], rtol=1e-5, atol=1e-6)
         single = evaluate_protocol(read_lfw_pairs(pairs, ext=".png"), ref)
         assert report["models"][f"run{k}"]["accuracy"]["mean"] == pytest.approx(single.accuracy_mean)
+
+
+@pytest.mark.slow
+def test_a_trained_model_and_a_facenet_model_score_and_ensemble(tmp_path):
+    """The issue's 'done when': `facever train`'s model.pt and a facenet-pytorch model both give embeddings
+    files that eval-lfw and ensemble score."""
+    import torch
+    from facenet_pytorch import InceptionResnetV1
+
+    images = tmp_path / "lfw"
+    make_lfw_tree(images)
+    pairs = make_pairs_file(tmp_path / "pairs.txt")
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(images), "--out", str(run), "--input-size", "28x24", "--width", "4",
+                                 "--embedding-dim", "16", "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+                                 "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    torch.manual_seed(0)
+    weights = tmp_path / "vggface2.pt"
+    torch.save(InceptionResnetV1(pretrained=None).state_dict(), weights)
+
+    trained, facenet = tmp_path / "trained.npz", tmp_path / "facenet.npz"
+    result = runner.invoke(app, ["embed", str(run / "model.pt"), str(images), "--out", str(trained), "--flip", "concat",
+                                 "--device", "cpu", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["embed", "facenet:vggface2", str(images), "--weights", str(weights), "--out",
+                                 str(facenet), "--device", "cpu", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "aspect ratio differs" in result.output  # 28x24 crops stretched to 160x160: said once
+    assert load_embeddings(facenet).metadata["aspect_mismatch_images"] == 24
+
+    for emb in (trained, facenet):
+        out = tmp_path / f"eval_{emb.stem}"
+        result = runner.invoke(app, ["eval-lfw", "--pairs", str(pairs), "--ext", ".png", "--embeddings", str(emb),
+                                     "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "report.json").read_text())["pairs"]["total"] == 40
+    out = tmp_path / "ens"
+    result = runner.invoke(app, ["ensemble", str(trained), str(facenet), "--pairs", str(pairs), "--ext", ".png",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["names"] == ["trained", "facenet"]
+    protocol = read_lfw_pairs(pairs, ext=".png")
+    scores = (hand_cosines(load_embeddings(trained), protocol) + hand_cosines(load_embeddings(facenet), protocol)) / 2
+    expected = kfold_accuracy(scores, protocol.labels, protocol.folds)
+    assert report["ensemble"]["accuracy"]["mean"] == pytest.approx(expected.mean, abs=1e-12)
