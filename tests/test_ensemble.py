@@ -144,6 +144,30 @@ def test_weighted_and_score_mean_fusions(two_models):
     assert sub.ensemble.settings["subtract_mean"] and sub.ensemble.settings["fusion"] == "score-mean"
 
 
+def test_any_protocol_items_work_for_example_video_ids():
+    from facever.data_prep.protocol import PairProtocol
+
+    rng = np.random.default_rng(3)
+    videos = [f"Person_{p}/{v}" for p in range(8) for v in range(3)]
+    first, second, labels = [], [], []
+    for k in range(40):
+        a, b = rng.choice(len(videos), 2, replace=False)
+        if k % 2 == 0:
+            b = a - a % 3 + (a + 1) % 3  # another video of the same person
+        first.append(videos[a])
+        second.append(videos[b])
+        labels.append(videos[a].split("/")[0] == videos[b].split("/")[0])
+    protocol = PairProtocol("ytf", first, second, np.array(labels), np.repeat(np.arange(4), 10))
+    centres = rng.normal(size=(8, 16))
+    models = [Embeddings(videos, np.stack([centres[int(v.split("_")[1][0])] + 0.8 * rng.normal(size=16) for v in videos]))
+              for _ in range(2)]
+    result = evaluate_ensemble(protocol, models, ["a", "b"])
+    scores = (hand_cosines(models[0], protocol) + hand_cosines(models[1], protocol)) / 2
+    np.testing.assert_allclose(result.ensemble.kfold.accuracies,
+                               kfold_accuracy(scores, protocol.labels, protocol.folds).accuracies, atol=1e-12)
+    assert result.ensemble.protocol == "ytf"
+
+
 def test_missing_images_are_named_or_dropped_for_every_model(two_models):
     protocol, files = two_models
     a, b = (load_embeddings(f) for f in files)
