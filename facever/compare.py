@@ -231,7 +231,9 @@ def plot_curves(series: Sequence[tuple[str, Metrics]], path: str | Path, *, titl
     loss_ax, val_ax = fig.subplots(1, 2)
     for label, m in series:
         if m.train_steps:
-            loss_ax.plot(m.train_steps, m.train_loss, label=label, linewidth=1.3)
+            # Markers when there are few points (short runs), so a single logging window still shows.
+            loss_ax.plot(m.train_steps, m.train_loss, label=label, linewidth=1.3,
+                         marker="o" if len(m.train_steps) < 30 else None, markersize=3)
         if m.val_steps:
             val_ax.plot(m.val_steps, [100 * a for a in m.val_accuracy], marker="o", markersize=3, label=label,
                         linewidth=1.3)

@@ -84,13 +84,13 @@ def _convert(key: str, value: Any, hint: Any, where: str) -> Any:
             raise wrong("a string")
         return value
     if typing.get_origin(hint) is tuple:
-        if key == "input_size" and isinstance(value, str):
+        if key.replace("-", "_") == "input_size" and isinstance(value, str):
             parts = value.lower().replace(",", "x").split("x")
             if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
                 return (int(parts[0]), int(parts[1]))
             raise wrong('[HEIGHT, WIDTH] or "HEIGHTxWIDTH" such as [112, 96]')
         if not isinstance(value, list):
-            raise wrong("an array" + (" [HEIGHT, WIDTH]" if key == "input_size" else " of numbers"))
+            raise wrong("an array" + (" [HEIGHT, WIDTH]" if key.replace("-", "_") == "input_size" else " of numbers"))
         element = args[0]
         fixed = len(args) if Ellipsis not in args else None
         if fixed is not None and len(value) != fixed:
@@ -181,12 +181,16 @@ def explicit_parameters(names: Iterable[str]) -> set[str] | None:
     Uses click's parameter source of the running command; None outside a click command (then
     every non-None value counts as given).
     """
-    try:
-        import click
-        from click.core import ParameterSource
-    except ImportError:  # pragma: no cover - typer always brings click
-        return None
-    ctx = click.get_current_context(silent=True)
+    try:  # typer >= 0.2x vendors click as typer._click; older typer depends on click itself
+        from typer._click.core import ParameterSource
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        try:
+            from click import get_current_context
+            from click.core import ParameterSource
+        except ImportError:
+            return None
+    ctx = get_current_context(silent=True)
     if ctx is None:
         return None
     given = set()
