@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from facever.cli.embed import FLIP_HELP, Flip
+
 
 class ThresholdMode(str, Enum):
     exact = "exact"
@@ -34,9 +36,7 @@ def eval_lfw(
         None, "--images", help="With --model: the aligned LFW folder (Name/Name_0001.jpg inside)."
     ),
     weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:*: the state dict file."),
-    flip: str = typer.Option(
-        "none", "--flip", help="With --model: none, concat (SphereFace, facenet) or sum (insightface)."
-    ),
+    flip: Flip = typer.Option(Flip.none, "--flip", help="With --model: " + FLIP_HELP),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="With --model: images per forward pass."),
     device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:N or auto."),
     ext: str = typer.Option(".jpg", "--ext", help="Image extension the pairs refer to (e.g. .png for aligned crops)."),
@@ -83,7 +83,7 @@ def eval_lfw(
         protocol = read_lfw_pairs(pairs, ext=ext)
         if model is not None:
             emb = _embed_pairs_images(
-                protocol, model, images, weights=weights, flip=flip, batch_size=batch_size, device=device,
+                protocol, model, images, weights=weights, flip=flip.value, batch_size=batch_size, device=device,
                 cache=out / "embeddings.npz" if out is not None else None, skip_missing=allow_missing,
             )
             embeddings = out / "embeddings.npz" if out is not None else Path(f"<{model} on {images}>")
