@@ -27,11 +27,13 @@ from facever.training.loop import lr_factor, train
 TINY = dict(arch="sphere20", input_size=(20, 16), width=4, embedding_dim=8)
 TINY_CLI = ["--arch", "sphere20", "--input-size", "20x16", "--width", "4", "--embedding-dim", "8"]
 # The learning check: a narrow sphere20 at half resolution with the Noisy Softmax head (alpha^2 = 0.1),
-# ~470 SGD steps on 300 ORL photos; about a minute of one CPU core when the machine is idle.
+# ~470 SGD steps on 300 ORL photos; about a minute of one CPU core. (lr 0.05 diverges for some
+# seeds: sphere20 has no batch norm.)
 LEARNING_CLI = ["--arch", "sphere20", "--input-size", "56x48", "--width", "16", "--embedding-dim", "128",
-                "--head", "noisy-softmax", "--epochs", "25", "-b", "16", "--lr", "0.05", "--schedule", "cosine",
+                "--head", "noisy-softmax", "--epochs", "25", "-b", "16", "--lr", "0.02", "--schedule", "cosine",
                 "--warmup-epochs", "1"]
-# Measured 0.866 (untrained network: 0.800; raw pixels: ~0.85). Tiny data (30 people) limits it.
+# Measured 0.886 (seeds 1, 2: 0.876, 0.880; plain softmax head: 0.887; the untrained network: 0.800;
+# raw pixels: ~0.85). Thirty training people limit it.
 LEARNING_MIN_ACCURACY = 0.8
 
 
