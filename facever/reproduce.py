@@ -186,6 +186,20 @@ def _load_roc(path: Path):
         return data["fpr"], data["tpr"]
 
 
+def epoch_overrides(epochs: int, *, recipe: str = DEFAULT_RECIPE, config_file: str | Path | None = None) -> dict[str, Any]:
+    """Overrides for a shorter run (`--epochs N`): milestones past its end dropped, warm-up kept inside it."""
+    from facever.config_files import read_config_file
+    from facever.recipes import load_recipe
+
+    base = {**load_recipe(recipe).options, **(read_config_file(config_file) if config_file else {})}
+    overrides: dict[str, Any] = {"epochs": int(epochs)}
+    if base.get("milestones"):
+        overrides["milestones"] = [m for m in base["milestones"] if m < epochs]
+    if float(base.get("warmup_epochs", 0.0)) >= epochs:
+        overrides["warmup_epochs"] = 0.0
+    return overrides
+
+
 class Reproduction:
     """One reproduction run into `out_dir` (see the module docstring). Use `run()`."""
 
@@ -313,6 +327,14 @@ class Reproduction:
         return done["outputs"][key]
 
     # -- 1. alignment -----------------------------------------------------------------------------
+    def _already_aligned(self, root: Path, rels: Sequence[str]) -> str | None:
+        """Why the images under `root` need no alignment, or None when they do."""
+        if self.settings.assume_aligned:
+            return "assume_aligned"
+        if looks_aligned(root, rels, self.input_size()):
+            return "images are aligned crops already"
+        return None
+
     def _align(self, what: str, src: Path, dst: Path, *, select: str = "largest", on_miss: str = "skip") -> dict[str, Any]:
         """`facever align SRC DST` in a child process.
 

@@ -69,16 +69,10 @@ def reproduce(
         from facever.reproduce import ReproduceSettings, Reproduction, StageEvent
 
         if epochs is not None:
-            from facever.config_files import read_config_file
-            from facever.recipes import load_recipe
+            from facever.reproduce import epoch_overrides
 
-            overrides["epochs"] = epochs
-            base = {**load_recipe(recipe).options, **(read_config_file(config_file) if config_file else {})}
-            # Keep the step schedule meaningful in a shorter run: drop milestones past its end.
-            if base.get("milestones"):
-                overrides["milestones"] = [m for m in base["milestones"] if m < epochs]
-            if float(base.get("warmup_epochs", 0.0)) >= epochs:
-                overrides["warmup_epochs"] = 0.0
+            # Keep the step schedule meaningful in a shorter run: milestones past its end are dropped.
+            overrides = epoch_overrides(epochs, recipe=recipe, config_file=config_file)
         settings = ReproduceSettings(
             casia=str(casia.resolve()), lfw=str(lfw.resolve()), ytf=str(ytf.resolve()),
             fglfw=str(fglfw.resolve()) if fglfw else None,
