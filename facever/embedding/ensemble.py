@@ -238,68 +238,23 @@ def evaluate_ensemble(
 # Score-level fusion: the engine's scores per model, averaged, then the engine's k-fold and ROC code.
 
 
-def _model_scores(protocol: PairProtocol, emb: Embeddings, *, metric: str, subtract_mean: bool):
-    """(scores for k-fold: (N,) or (K, N) with mean subtraction; out-of-fold scores; out-of-fold squared L2)
-    for one model, computed exactly as `evaluate_protocol` does."""
-    from facever.verification.scores import l2_normalize, unit_pair_scores
-
-    n = len(protocol)
-    used, inverse = np.unique(np.r_[emb.rows(protocol.first), emb.rows(protocol.second)], return_inverse=True)
-    table = emb.embeddings[used]
-    idx1, idx2 = inverse[:n], inverse[n:]
-    folds = protocol.folds
-    fold_ids = np.unique(folds)
-
-    def both(unit):
-        return unit_pair_scores(unit, idx1, idx2, metric="cosine"), unit_pair_scores(unit, idx1, idx2, metric="l2")
-
-    if not subtract_mean:
-        cos, l2 = both(l2_normalize(table))
-        return (cos if metric == "cosine" else l2), (cos if metric == "cosine" else l2), l2
-    cos_rows, l2_rows = [], []
-    for fold in fold_ids:
-        train = folds != fold
-        mean = (table[idx1[train]].sum(axis=0, dtype=np.float64)
-                + table[idx2[train]].sum(axis=0, dtype=np.float64)) / (2 * int(train.sum()))
-        cos_f, l2_f = both(l2_normalize(table - mean))
-        cos_rows.append(cos_f)
-        l2_rows.append(l2_f)
-    cos_k, l2_k = np.array(cos_rows), np.array(l2_rows)
-    pick = np.searchsorted(fold_ids, folds)
-    cos_oof, l2_oof = cos_k[pick, np.arange(n)], l2_k[pick, np.arange(n)]
-    return (cos_k if metric == "cosine" else l2_k), (cos_oof if metric == "cosine" else l2_oof), l2_oof
-
-
 def _score_mean_result(protocol, embeddings, weights, settings, *, metric=None, thresholds="exact",
                        subtract_mean=False, **_ignored):
-    from facever.verification import roc
-    from facever.verification.evaluate import FARS, VerificationResult
-    from facever.verification.scores import greater_is_same
-    from facever.verification.tenfold import facenet_val_at_far, kfold_accuracy
+    """The weighted mean of the models' scores (each computed by the engine), through the engine's
+    k-fold and ROC code."""
+    from facever.verification.evaluate import ProtocolScores, evaluate_scores, score_protocol
 
     metric = metric or ("l2" if thresholds == "grid" else "cosine")
-    bigger_same = greater_is_same(metric)
-    kfold_scores = oof = l2_oof = 0.0
-    for emb, w in zip(embeddings, weights):
-        k_s, o_s, l2_s = _model_scores(protocol, emb, metric=metric, subtract_mean=subtract_mean)
-        kfold_scores = kfold_scores + w * k_s
-        oof = oof + w * o_s
-        l2_oof = l2_oof + w * l2_s
-    labels, folds = protocol.labels, protocol.folds
-    kf = kfold_accuracy(kfold_scores, labels, folds, thresholds=thresholds, greater_is_same=bigger_same)
-    fpr, tpr, roc_t = roc.roc_curve(oof, labels, greater_is_same=bigger_same)
-    return VerificationResult(
-        protocol=protocol.name,
-        kfold=kf,
-        fpr=fpr,
-        tpr=tpr,
-        roc_thresholds=roc_t,
-        auc=roc.auc(fpr, tpr),
-        eer=roc.equal_error_rate(fpr, tpr),
-        tar_at_far={str(f): roc.tar_at_far(fpr, tpr, f) for f in FARS},
-        val_at_far=facenet_val_at_far(l2_oof, labels, folds, far_target=1e-3),
-        n_pairs=len(protocol),
-        n_same=int(labels.sum()),
-        dropped_pairs=0,
-        settings=dict(settings),
+    per_model = [score_protocol(protocol, emb, metric=metric, subtract_mean=subtract_mean) for emb in embeddings]
+    first = per_model[0]
+    mean = ProtocolScores(
+        metric=metric,
+        by_fold=sum(w * s.by_fold for w, s in zip(weights, per_model)),
+        out_of_fold=sum(w * s.out_of_fold for w, s in zip(weights, per_model)),
+        l2_out_of_fold=sum(w * s.l2_out_of_fold for w, s in zip(weights, per_model)),
+        labels=first.labels,
+        folds=first.folds,
     )
+    result = evaluate_scores(mean, thresholds=thresholds, protocol_name=protocol.name)
+    result.settings = dict(settings)
+    return result

@@ -81,29 +81,35 @@ def _missing_message(protocol: PairProtocol, embeddings: Embeddings, missing_ite
     return msg
 
 
-def evaluate_protocol(
+@dataclass
+class ProtocolScores:
+    """The scores of a protocol's pairs, ready for the k-fold procedure.
+
+    `by_fold` is (N,) or, with mean subtraction, (K, N): row k scores every pair with the mean of
+    the folds other than the k-th, and is used when fold k is tested. `out_of_fold` scores each pair
+    as its own fold's test saw it (for ROC); `l2_out_of_fold` are the matching squared distances
+    (for facenet's VAL@FAR). Pairs dropped for missing images are already removed.
+    """
+
+    metric: str
+    by_fold: np.ndarray
+    out_of_fold: np.ndarray
+    l2_out_of_fold: np.ndarray
+    labels: np.ndarray
+    folds: np.ndarray
+    dropped: int = 0
+
+
+def score_protocol(
     protocol: PairProtocol,
     embeddings: Embeddings,
     *,
-    metric: str | None = None,
-    thresholds: str = "exact",
+    metric: str = "cosine",
     subtract_mean: bool = False,
     allow_missing: bool = False,
     embeddings_source: str = "the embeddings",
-) -> VerificationResult:
-    """Run the k-fold protocol of `protocol` on `embeddings` (matched by item path).
-
-    `metric` defaults to "cosine" in exact mode and "l2" (squared distance) in grid mode.
-    With `subtract_mean`, for each test fold the mean embedding of the other folds' pairs (both
-    images of every training pair, as SphereFace and facenet) is subtracted before normalising.
-    Pairs whose items have no embedding raise `FaceverError`, or with `allow_missing` are dropped
-    without moving any other pair to another fold.
-    """
-    metric = metric or ("l2" if thresholds == "grid" else "cosine")
-    if thresholds == "grid" and metric != "l2":
-        raise FaceverError("grid thresholds reproduce facenet/insightface and use --metric l2 (squared L2 distance)")
-    bigger_same = greater_is_same(metric)
-
+) -> ProtocolScores:
+    """Look up both items of every pair, validate their embeddings, and score the pairs."""
     rows1 = embeddings.rows(protocol.first)
     rows2 = embeddings.rows(protocol.second)
     missing = (rows1 < 0) | (rows2 < 0)
@@ -135,9 +141,6 @@ def evaluate_protocol(
     if zero.any():
         names = [embeddings.paths[i] for i in used[zero][:5]]
         raise FaceverError(f"{int(zero.sum())} embeddings are all zeros and have no direction (e.g. {', '.join(names)})")
-    if labels.all() or not labels.any():
-        raise FaceverError(f"the protocol has only {'same' if labels.all() else 'different'}-person pairs; "
-                           "accuracy and ROC need both")
     n = labels.size
 
     fold_ids = np.unique(folds)
@@ -168,21 +171,23 @@ def evaluate_protocol(
         l2_oof = (indexed_pair_scores(x, norms, idx1, idx2, metric="l2") if metric == "l2"
                   else np.maximum(2.0 - 2.0 * cos_oof, 0.0))
         cos_by_fold, l2_by_fold = cos_oof, l2_oof
-    scores_by_fold = cos_by_fold if metric == "cosine" else l2_by_fold
-    scores_oof = cos_oof if metric == "cosine" else l2_oof
+    if metric == "cosine":
+        return ProtocolScores(metric, cos_by_fold, cos_oof, l2_oof, labels, folds, dropped)
+    return ProtocolScores(metric, l2_by_fold, l2_oof, l2_oof, labels, folds, dropped)
 
-    kf = kfold_accuracy(scores_by_fold, labels, folds, thresholds=thresholds, greater_is_same=bigger_same)
-    fpr, tpr, roc_t = roc.roc_curve(scores_oof, labels, greater_is_same=bigger_same)
-    settings = {
-        "metric": metric,
-        "thresholds": thresholds,
-        "decision": "same iff cosine > threshold" if bigger_same else "same iff squared L2 distance < threshold",
-        "subtract_mean": subtract_mean,
-        "allow_missing": allow_missing,
-        "folds": int(fold_ids.size),
-    }
+
+def evaluate_scores(scores: ProtocolScores, *, thresholds: str = "exact", protocol_name: str = "pairs",
+                    settings: dict[str, Any] | None = None) -> VerificationResult:
+    """The k-fold accuracy, ROC, AUC, EER, TAR@FAR and VAL@FAR of scored pairs."""
+    labels, folds = scores.labels, scores.folds
+    if labels.all() or not labels.any():
+        raise FaceverError(f"the protocol has only {'same' if labels.all() else 'different'}-person pairs; "
+                           "accuracy and ROC need both")
+    bigger_same = greater_is_same(scores.metric)
+    kf = kfold_accuracy(scores.by_fold, labels, folds, thresholds=thresholds, greater_is_same=bigger_same)
+    fpr, tpr, roc_t = roc.roc_curve(scores.out_of_fold, labels, greater_is_same=bigger_same)
     return VerificationResult(
-        protocol=protocol.name,
+        protocol=protocol_name,
         kfold=kf,
         fpr=fpr,
         tpr=tpr,
@@ -190,9 +195,44 @@ def evaluate_protocol(
         auc=roc.auc(fpr, tpr),
         eer=roc.equal_error_rate(fpr, tpr),
         tar_at_far={str(f): roc.tar_at_far(fpr, tpr, f) for f in FARS},
-        val_at_far=facenet_val_at_far(l2_oof, labels, folds, far_target=1e-3),
-        n_pairs=int(keep.sum()),
+        val_at_far=facenet_val_at_far(scores.l2_out_of_fold, labels, folds, far_target=1e-3),
+        n_pairs=int(labels.size),
         n_same=int(labels.sum()),
-        dropped_pairs=dropped,
-        settings=settings,
+        dropped_pairs=scores.dropped,
+        settings={
+            "metric": scores.metric,
+            "thresholds": thresholds,
+            "decision": ("same iff cosine > threshold" if bigger_same
+                         else "same iff squared L2 distance < threshold"),
+            "folds": int(kf.fold_ids.size),
+            **(settings or {}),
+        },
     )
+
+
+def evaluate_protocol(
+    protocol: PairProtocol,
+    embeddings: Embeddings,
+    *,
+    metric: str | None = None,
+    thresholds: str = "exact",
+    subtract_mean: bool = False,
+    allow_missing: bool = False,
+    embeddings_source: str = "the embeddings",
+) -> VerificationResult:
+    """Run the k-fold protocol of `protocol` on `embeddings` (matched by item path).
+
+    `metric` defaults to "cosine" in exact mode and "l2" (squared distance) in grid mode.
+    With `subtract_mean`, for each test fold the mean embedding of the other folds' pairs (both
+    images of every training pair, as SphereFace and facenet) is subtracted before normalising.
+    Pairs whose items have no embedding raise `FaceverError`, or with `allow_missing` are dropped
+    without moving any other pair to another fold.
+    """
+    metric = metric or ("l2" if thresholds == "grid" else "cosine")
+    if thresholds == "grid" and metric != "l2":
+        raise FaceverError("grid thresholds reproduce facenet/insightface and use --metric l2 (squared L2 distance)")
+    greater_is_same(metric)  # validates the name
+    scores = score_protocol(protocol, embeddings, metric=metric, subtract_mean=subtract_mean,
+                            allow_missing=allow_missing, embeddings_source=embeddings_source)
+    return evaluate_scores(scores, thresholds=thresholds, protocol_name=protocol.name,
+                           settings={"subtract_mean": subtract_mean, "allow_missing": allow_missing})
