@@ -253,7 +253,7 @@ def test_cli_trains_on_recordio(tmp_path):
     from facever.data_prep.recordio import write_recordio
 
     samples = []
-    for label in range(3):
+    for label in range(4):
         rng = np.random.default_rng(label)
         for i in range(4):
             buf = io.BytesIO()
@@ -262,10 +262,13 @@ def test_cli_trains_on_recordio(tmp_path):
     write_recordio(tmp_path / "rec" / "train.rec", samples, image_size=(20, 16))
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", str(tmp_path / "rec"), "--out", str(out), *TINY_CLI, "--epochs", "1",
-                                      "-b", "4", "--device", "cpu", "--workers", "0", "--head", "softmax"])
+                                      "-b", "4", "--device", "cpu", "--workers", "0", "--head", "softmax",
+                                      "--holdout-identities", "2", "--seed", "1"])
     assert result.exit_code == 0, result.output
     info = torch.load(out / "model.pt", weights_only=True)
-    assert info["class_map"] == ["0", "1", "2"] and info["head"] == "softmax"
+    assert len(info["class_map"]) == 2 and set(info["class_map"]) < {"0", "1", "2", "3"} and info["head"] == "softmax"
+    val = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if json.loads(l)["kind"] == "validation"]
+    assert val and val[0]["pairs"] == 24  # 2 held-out people x C(4, 2) same pairs, as many different ones
 
 
 def test_validation_on_lfw_style_pairs_and_on_an_insightface_bin(data, tmp_path):
