@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from facever.cli import app
 from facever.config_files import make_train_config
 from facever.errors import FaceverError
-from facever.recipes import list_recipes, load_recipe, recipe_names
+from facever.recipes import load_recipe, recipe_names
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _repro_data import build_casia, tiny_config_text  # noqa: E402
