@@ -204,6 +204,11 @@ def train(
                     on_message=(info if rank == 0 else (lambda text: None)),
                     stop_requested=lambda: stop["requested"], log_every=log_every,
                 )
+        except KeyboardInterrupt:
+            # Second Ctrl-C: stop at once. Files are written atomically, so the last checkpoint stands.
+            if rank == 0:
+                warn(f"aborted; the last checkpoint in {out} (if any) is intact: continue with --resume")
+            raise typer.Exit(130) from None
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
