@@ -170,9 +170,13 @@ def train(
     out_dir = Path(out_dir)
     say = on_message or (lambda text: log.info("%s", text))
     ctx = init_distributed(config.device)
+    # Fixed batch shapes: let cuDNN pick the fastest convolution algorithms (restored afterwards).
+    benchmark_before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = ctx.device.type == "cuda" or benchmark_before
     try:
         return _train(config, out_dir, ctx, resume, progress, scan_progress, say, stop_requested, log_every)
     finally:
+        torch.backends.cudnn.benchmark = benchmark_before
         ctx.close()
 
 
