@@ -497,7 +497,15 @@ class DeviceBatches:
     def __init__(self, prep: PreparedData, device: torch.device, chunk: int = 4096):
         source = np.load(prep.cache_path, mmap_mode="r")
         rows = prep.rows
-        self.images = torch.empty((len(rows),) + source.shape[1:], dtype=torch.uint8, device=device)
+        shape = (len(rows),) + source.shape[1:]
+        try:
+            self.images = torch.empty(shape, dtype=torch.uint8, device=device)
+        except torch.OutOfMemoryError:
+            need = float(np.prod(shape)) / 2**30
+            raise FaceverError(
+                f"--cache device: the decoded training set needs {need:.1f} GiB on {device}, which does not fit; "
+                "use --cache memmap"
+            ) from None
         for start in range(0, len(rows), chunk):
             part = np.ascontiguousarray(source[rows[start : start + chunk]])
             self.images[start : start + len(part)].copy_(torch.from_numpy(part))
