@@ -105,7 +105,9 @@ def warp_face(rgb: np.ndarray, landmarks: np.ndarray, size: tuple[int, int]) -> 
     When the crop is much smaller than the face (a 600-pixel face into 112x96), the region around the
     face is first shrunk with area averaging: a bilinear warp alone would alias (skip pixels).
     """
-    import cv2
+    from facever._opencv import opencv
+
+    cv2 = opencv()
 
     h, w = size
     matrix = similarity_transform(landmarks, template_for_size(size))
@@ -126,7 +128,9 @@ def warp_face(rgb: np.ndarray, landmarks: np.ndarray, size: tuple[int, int]) -> 
 def _shrink_around_crop(rgb: np.ndarray, matrix: np.ndarray, size: tuple[int, int], *, factor: float):
     """Cut the source region the crop will sample, shrink it by `factor` (INTER_AREA), and return it
     with the matrix adjusted so that warping it gives the same geometry."""
-    import cv2
+    from facever._opencv import opencv
+
+    cv2 = opencv()
 
     h, w = size
     full = np.vstack([matrix, [0.0, 0.0, 1.0]])
@@ -160,7 +164,9 @@ def center_crop(rgb: np.ndarray, size: tuple[int, int], *, fraction: float = 0.5
     the face fills LFW's 250x250 photos (about 125 pixels from brow to chin around the centre), so a
     miss there still gives a roughly framed face.
     """
-    import cv2
+    from facever._opencv import opencv
+
+    cv2 = opencv()
 
     h, w = size
     img_h, img_w = rgb.shape[:2]
@@ -273,7 +279,9 @@ class FaceAligner:
         return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
 
     def _detector_input(self, rgb: np.ndarray) -> np.ndarray:
-        import cv2
+        from facever._opencv import opencv
+
+        cv2 = opencv()
 
         target = self.detection_shape(rgb.shape)
         if target == rgb.shape[:2]:

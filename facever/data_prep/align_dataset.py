@@ -296,6 +296,9 @@ def _decoded(paths: Sequence[Path], workers: int) -> Iterator[tuple[int, np.ndar
         return
     from torch.utils.data import DataLoader
 
+    from facever._opencv import opencv
+
+    opencv()  # shut OpenCV's pool down before the workers fork (facever._opencv)
     loader = DataLoader(
         dataset,
         batch_size=None,
@@ -312,7 +315,9 @@ def _decoded(paths: Sequence[Path], workers: int) -> Iterator[tuple[int, np.ndar
 # -- writing ----------------------------------------------------------------------------------------
 def encode_image(rgb: np.ndarray, fmt: str, *, jpeg_quality: int = 95) -> bytes:
     """Encode an RGB uint8 array as JPEG or PNG bytes."""
-    import cv2
+    from facever._opencv import opencv
+
+    cv2 = opencv()
 
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     if fmt == "jpg":

@@ -127,7 +127,9 @@ def fit_to_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     exactly the 96x112 alignment template. Resizing uses area averaging when shrinking, bilinear when
     enlarging.
     """
-    import cv2
+    from facever._opencv import opencv
+
+    cv2 = opencv()
 
     h, w = int(size[0]), int(size[1])
     src_h, src_w = rgb.shape[:2]

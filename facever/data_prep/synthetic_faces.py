@@ -99,7 +99,9 @@ def draw_identity(rng: np.random.Generator) -> FaceIdentity:
 
 def render_face(person: FaceIdentity, rng: np.random.Generator, size: Sequence[int]) -> np.ndarray:
     """One image of `person` under a random pose, expression, lighting and noise: `h x w x 3` uint8 RGB."""
-    import cv2
+    from facever._opencv import opencv
+
+    cv2 = opencv()
 
     h, w = int(size[0]), int(size[1])
     H, W = h * _SUPERSAMPLE, w * _SUPERSAMPLE
@@ -233,7 +235,9 @@ def identity_name(index: int) -> str:
 
 def encode_png(image: np.ndarray) -> bytes:
     """PNG bytes of an RGB image (deterministic: fixed compression, no timestamps)."""
-    import cv2
+    from facever._opencv import opencv
+
+    cv2 = opencv()
 
     ok, data = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:  # pragma: no cover - cv2 always encodes uint8 images

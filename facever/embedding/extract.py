@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from facever._opencv import opencv
 from facever.data_prep.images import ImageDecodeError, read_image_rgb
 from facever.embedding.preprocess import aspect_ratio_differs, normalize_batch, resize_to_input
 from facever.embeddings_file import Embeddings
@@ -130,12 +131,7 @@ def _worker_init(_worker_id: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover - cv2 is a dependency
-        pass
+    # No OpenCV call here: its pool was shut down in the parent before the fork (facever._opencv).
 
 
 def default_workers(device_type: str) -> int:
@@ -243,6 +239,8 @@ def embed_images(
         module = module.to(memory_format=torch.channels_last)
 
     dataset = _ImageDataset(Path(root), rel_paths, None if align is not None else size)
+    if workers > 0:
+        opencv()  # shut OpenCV's pool down before the workers fork (facever._opencv)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,

@@ -34,7 +34,9 @@ def resize_to_input(rgb: np.ndarray, size: Sequence[int]) -> np.ndarray:
     th, tw = int(size[0]), int(size[1])
     if rgb.shape[0] == th and rgb.shape[1] == tw:
         return rgb
-    import cv2
+    from facever._opencv import opencv
+
+    cv2 = opencv()
 
     shrinking = rgb.shape[0] * rgb.shape[1] > th * tw
     out = cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)

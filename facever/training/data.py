@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from facever._opencv import opencv
 from facever.atomic import atomic_path
 from facever.data_prep.identity_folder import scan_identity_folder, split_identities
 from facever.data_prep.insightface_bin import fit_to_input
@@ -190,6 +191,8 @@ def scan_images(
     ok = np.zeros(n, dtype=bool)
     sizes = np.zeros((n, 2), dtype=np.int32)
     failures: list[tuple[str, str]] = []
+    if workers > 0:
+        opencv()  # shut OpenCV's pool down before the workers fork (facever._opencv)
     loader = torch.utils.data.DataLoader(
         _ScanDataset(tset, items, input_size),
         batch_size=64,
@@ -474,6 +477,7 @@ def make_loader(
     kwargs: dict[str, Any] = {}
     if workers > 0:
         kwargs.update(prefetch_factor=prefetch, persistent_workers=True)
+        opencv()  # shut OpenCV's pool down before the workers fork (facever._opencv)
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
