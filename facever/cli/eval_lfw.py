@@ -57,8 +57,10 @@ def eval_lfw(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.json and roc.png."),
     json_output: bool = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table."),
 ) -> None:
-    """Score embeddings on LFW with the 10-fold protocol: for each fold, the threshold is chosen on the
-    other 9 folds and accuracy is measured on it; the mean and spread over folds are reported.
+    """Score embeddings (or a model) on LFW with the standard 10-fold protocol.
+
+    For each fold the threshold is chosen on the other 9 folds and accuracy is measured on it; the
+    mean and spread over the folds are reported, with ROC, AUC, EER and TAR@FAR.
 
     Example:
 
