@@ -118,6 +118,22 @@ def test_malicious_bin_is_refused_and_nothing_runs(tmp_path, payload_cls, refuse
     assert (tmp_path / "control").exists()
 
 
+@pytest.mark.parametrize("protocol", [0, 1, 2])
+def test_python3_low_protocol_bytes_load(tmp_path, protocol):
+    """Python 3 writes bytes under protocols 0-2 as `_codecs.encode(str, "latin1")`: that one call is
+    answered by a text-to-bytes stand-in; any other use of it is still refused."""
+    images = [_png(im) for im in _random_images(2)]
+    path = tmp_path / "py3.bin"
+    path.write_bytes(pickle.dumps((images, [True]), protocol=protocol))
+    bins, issame = load_bin(path)
+    assert bins == images and issame.tolist() == [True]
+    evil = tmp_path / "evil.bin"
+    # _codecs.encode asked for another codec (a way to smuggle a different call) is refused
+    evil.write_bytes(b"c_codecs\nencode\n(Vabc\nVrot13\ntR.")
+    with pytest.raises(FaceverError, match="refused: .*_codecs.encode"):
+        load_bin(evil)
+
+
 def test_numpy_arrays_and_objects_are_refused_too(tmp_path):
     path = tmp_path / "np.bin"
     path.write_bytes(pickle.dumps(([b"x", b"y"], np.array([True])), protocol=4))

@@ -34,10 +34,23 @@ class _RefusedGlobal(Exception):
         self.what = what
 
 
+def _latin1_bytes(text, encoding="latin1"):
+    """What `_codecs.encode` does for bytes in a Python 3 pickle of protocol 0-2: text to bytes, no more."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _RefusedGlobal(f"_codecs.encode({type(text).__name__}, {encoding!r})")
+    return text.encode("latin-1")
+
+
 class _DataOnlyUnpickler(pickle.Unpickler):
-    """Refuses every global (classes, functions): nothing in the file can be called or instantiated."""
+    """Refuses every global (classes, functions): nothing in the file can be called or instantiated.
+
+    The one exception is how Python 3 writes *bytes* with pickle protocols 0-2, `_codecs.encode(str,
+    "latin1")`: it is answered by a stand-in that only turns text into bytes.
+    """
 
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_bytes
         raise _RefusedGlobal(f"{module}.{name}")
 
     def persistent_load(self, pid):
