@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from facever.cli.embed import FLIP_HELP, Flip
-from facever.cli.eval_lfw import Metric, ThresholdMode
+from facever.cli._options import JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Metric, ThresholdMode
 
 
 class Protocol(str, Enum):
@@ -107,13 +107,9 @@ def ensemble(
     flip: Flip = typer.Option(Flip.none, "--flip", help="With --images: " + FLIP_HELP),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="With --images: images per forward pass."),
     device: str = typer.Option("auto", "--device", help="With --images: cpu, cuda, cuda:N or auto."),
-    thresholds: ThresholdMode = typer.Option(
-        ThresholdMode.exact, "--thresholds", help="exact (best possible) or grid (facenet/insightface's 0:4:0.01)."
-    ),
-    metric: Optional[Metric] = typer.Option(None, "--metric", help="cosine (default) or l2 (default for grid)."),
-    subtract_mean: bool = typer.Option(
-        False, "--subtract-mean", help="Subtract the 9 training folds' mean embedding first (SphereFace)."
-    ),
+    thresholds: ThresholdMode = THRESHOLDS,
+    metric: Optional[Metric] = METRIC,
+    subtract_mean: bool = SUBTRACT_MEAN,
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="Drop pairs missing from any model (the same pairs for every row)."
     ),
@@ -121,7 +117,7 @@ def ensemble(
     save_embeddings: Optional[Path] = typer.Option(
         None, "--save-embeddings", help="Write the fused embeddings (.npz) to evaluate or ensemble again."
     ),
-    json_output: bool = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table."),
+    json_output: bool = JSON_OUTPUT,
 ) -> None:
     """Evaluate an ensemble of models: each model alone and the fusion, on the same pairs, side by side.
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from facever.cli.embed import FLIP_HELP, Flip
-from facever.cli.eval_lfw import Metric, ThresholdMode
+from facever.cli._options import JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Metric, ThresholdMode
 
 
 def eval_bin(
@@ -20,16 +20,9 @@ def eval_bin(
         None, "--embeddings", "-e", help="Instead of --model: embeddings of this .bin from an earlier run "
         "(OUT/embeddings.npz, keys `000000`, `000001`, ... = image index in the file)."
     ),
-    thresholds: ThresholdMode = typer.Option(
-        ThresholdMode.exact, "--thresholds",
-        help="exact: midpoints between training scores (best possible); grid: insightface's 0:4:0.01 grid.",
-    ),
-    metric: Optional[Metric] = typer.Option(
-        None, "--metric", help="cosine (default) or l2 (squared distance of normalised embeddings; default for grid)."
-    ),
-    subtract_mean: bool = typer.Option(
-        False, "--subtract-mean", help="Subtract the 9 training folds' mean embedding first (SphereFace)."
-    ),
+    thresholds: ThresholdMode = THRESHOLDS,
+    metric: Optional[Metric] = METRIC,
+    subtract_mean: bool = SUBTRACT_MEAN,
     flip: Flip = typer.Option(Flip.none, "--flip", help=FLIP_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:*: the weights file."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1 or auto."),
@@ -37,7 +30,7 @@ def eval_bin(
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Folder for report.json, roc.png and embeddings.npz (with --model)."
     ),
-    json_output: bool = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table."),
+    json_output: bool = JSON_OUTPUT,
 ) -> None:
     """Score a model on an InsightFace `.bin` verification set with the 10-fold protocol.
 

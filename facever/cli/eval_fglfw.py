@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from facever.cli.embed import FLIP_HELP, Flip
-from facever.cli.eval_lfw import Metric, ThresholdMode
+from facever.cli._options import JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Metric, ThresholdMode
 
 
 class Variant(str, Enum):
@@ -40,16 +40,9 @@ def eval_fglfw(
     pairs_per_fold: int = typer.Option(
         600, "--pairs-per-fold", help="FGLFW only: consecutive pairs per fold (600 = 300 same + 300 different)."
     ),
-    thresholds: ThresholdMode = typer.Option(
-        ThresholdMode.exact, "--thresholds",
-        help="exact: midpoints between training scores (best possible); grid: facenet/insightface's 0:4:0.01 grid.",
-    ),
-    metric: Optional[Metric] = typer.Option(
-        None, "--metric", help="cosine (default) or l2 (squared distance of normalised embeddings; default for grid)."
-    ),
-    subtract_mean: bool = typer.Option(
-        False, "--subtract-mean", help="Subtract the 9 training folds' mean embedding first (SphereFace)."
-    ),
+    thresholds: ThresholdMode = THRESHOLDS,
+    metric: Optional[Metric] = METRIC,
+    subtract_mean: bool = SUBTRACT_MEAN,
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="Drop pairs whose images have no embedding (folds stay as in the file)."
     ),
@@ -61,7 +54,7 @@ def eval_fglfw(
         None, "--out", "-o", help="Folder for report.json and roc.png; with --model also embeddings.npz, reused and "
         "extended by the next run with the same model and settings."
     ),
-    json_output: bool = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table."),
+    json_output: bool = JSON_OUTPUT,
 ) -> None:
     """Score a model on FGLFW, CALFW or CPLFW: LFW's 10-fold protocol on harder pair lists.
 

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from facever.cli._options import JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Metric, ThresholdMode
 from facever.cli.embed import FLIP_HELP, Flip
-
-
-class ThresholdMode(str, Enum):
-    exact = "exact"
-    grid = "grid"
-
-
-class Metric(str, Enum):
-    cosine = "cosine"
-    l2 = "l2"
 
 
 def eval_lfw(
@@ -40,22 +30,14 @@ def eval_lfw(
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="With --model: images per forward pass."),
     device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:N or auto."),
     ext: str = typer.Option(".jpg", "--ext", help="Image extension the pairs refer to (e.g. .png for aligned crops)."),
-    thresholds: ThresholdMode = typer.Option(
-        ThresholdMode.exact,
-        "--thresholds",
-        help="exact: midpoints between training scores (best possible); grid: facenet/insightface's 0:4:0.01 grid.",
-    ),
-    metric: Optional[Metric] = typer.Option(
-        None, "--metric", help="cosine (default) or l2 (squared distance of normalised embeddings; default for grid)."
-    ),
-    subtract_mean: bool = typer.Option(
-        False, "--subtract-mean", help="Subtract the 9 training folds' mean embedding first (SphereFace)."
-    ),
+    thresholds: ThresholdMode = THRESHOLDS,
+    metric: Optional[Metric] = METRIC,
+    subtract_mean: bool = SUBTRACT_MEAN,
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="Drop pairs whose images have no embedding (folds stay as in the file)."
     ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.json and roc.png."),
-    json_output: bool = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table."),
+    json_output: bool = JSON_OUTPUT,
 ) -> None:
     """Score embeddings (or a model) on LFW with the standard 10-fold protocol.
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from facever.cli.embed import FLIP_HELP, Flip
-from facever.cli.eval_lfw import Metric, ThresholdMode
+from facever.cli._options import JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Metric, ThresholdMode
 
 
 class Layout(str, Enum):
@@ -47,16 +47,9 @@ def eval_ytf(
     cache: Optional[Path] = typer.Option(
         None, "--cache", help="Frame-embedding cache folder (default: OUT/frame_cache with --out; none without)."
     ),
-    thresholds: ThresholdMode = typer.Option(
-        ThresholdMode.exact, "--thresholds",
-        help="exact: midpoints between training scores (best possible); grid: facenet/insightface's 0:4:0.01 grid.",
-    ),
-    metric: Optional[Metric] = typer.Option(
-        None, "--metric", help="cosine (default) or l2 (squared distance of normalised embeddings; default for grid)."
-    ),
-    subtract_mean: bool = typer.Option(
-        False, "--subtract-mean", help="Subtract the 9 training splits' mean embedding first (SphereFace)."
-    ),
+    thresholds: ThresholdMode = THRESHOLDS,
+    metric: Optional[Metric] = METRIC,
+    subtract_mean: bool = SUBTRACT_MEAN,
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="With video embeddings: drop pairs whose videos have no embedding."
     ),
@@ -67,7 +60,7 @@ def eval_ytf(
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Folder for report.json, roc.png, video_embeddings.npz (and frame_cache/)."
     ),
-    json_output: bool = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table."),
+    json_output: bool = JSON_OUTPUT,
 ) -> None:
     """Score a model on YouTube Faces: 5000 video pairs in 10 splits, 10-fold protocol over the splits.
 
