@@ -144,10 +144,12 @@ def main(argv=None) -> int:
             sizes = {"sphere20": args.images, "InceptionResnetV1": max(8, args.images // 4)}
         if args.repeats:
             repeats = args.repeats
-        # On CPU also show bf16 autocast (opt-in there: AMX/AVX512-BF16 CPUs gain, others lose).
-        extra = {} if gpu else {"facever --amp (bf16)": {"amp": True}}
-        if gpu:
-            extra = {"facever fp32 (no --amp)": {"amp": False}}
+        # "facever" runs the defaults: bf16 autocast on a GPU and on CPUs with native bf16 (AMX,
+        # AVX512-BF16), float32 elsewhere; float32 is always shown beside it.
+        from facever.devices import default_amp
+
+        print(f"\n{device.type}: facever's default precision here is {'bf16' if default_amp(device) else 'float32'}")
+        extra = {"facever fp32 (--no-amp)": {"amp": False}}
         compare("sphere20", sphere20, n=sizes["sphere20"], device=device, repeats=repeats, extra=extra)
         compare("InceptionResnetV1", inception_resnet_v1, n=sizes["InceptionResnetV1"], device=device,
                 repeats=repeats, extra=extra)

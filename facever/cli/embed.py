@@ -94,7 +94,7 @@ def embed(
     ),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto (CUDA when available)."),
     amp: Optional[bool] = typer.Option(
-        None, "--amp/--no-amp", help="bf16 autocast (default: on for CUDA, off on CPU). Output is float32."
+        None, "--amp/--no-amp", help="bf16 autocast (default: on for CUDA and for CPUs with native bf16, AMX/AVX512-BF16; --no-amp for float32). Output is float32."
     ),
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Leave out unreadable images (and, with --align, photos without a face)."

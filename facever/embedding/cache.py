@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from facever.embeddings_file import Embeddings, load_embeddings, save_embeddings
+from facever.devices import default_amp
 from facever.errors import FaceverError
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def embed_items_cached(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    use_amp = (dev.type == "cuda") if amp is None else bool(amp)
+    use_amp = default_amp(dev) if amp is None else bool(amp)
     key = cache_key(model, root, flip=flip, amp=use_amp, align=align)
     items = list(dict.fromkeys(str(i) for i in items))
     if not items:

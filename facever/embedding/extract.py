@@ -5,7 +5,7 @@ Speed comes from three things, measured in `benchmarks/bench_embed.py`:
   model computes the current one; uint8 pixels travel between processes and to the GPU (pinned
   memory, non-blocking copies) and become float only on the device;
 - `channels_last` memory format (oneDNN on CPU and cuDNN on GPU both prefer NHWC convolutions);
-- bf16 autocast on GPU (`amp`), the output being cast back to float32.
+- bf16 autocast (`amp`) on GPU and on CPUs with native bf16, the output being cast back to float32.
 
 Flip fusion (test-time augmentation with the horizontally mirrored face), as the published tools do it:
 
@@ -32,6 +32,7 @@ import numpy as np
 
 from facever._opencv import opencv
 from facever.data_prep.images import ImageDecodeError, read_image_rgb
+from facever.devices import default_amp
 from facever.embedding.preprocess import aspect_ratio_differs, normalize_batch, resize_to_input
 from facever.embeddings_file import Embeddings
 from facever.errors import FaceverError
@@ -189,7 +190,8 @@ def embed_images(
         batch_size: images per forward pass (twice as many go through the network with flip).
         workers: decoding processes (0: decode in this process; None: `default_workers`).
         device: "cpu", "cuda", "auto" or a `torch.device`; the model is moved there.
-        amp: bf16 autocast; None means on for CUDA, off on CPU. The output is float32 either way.
+        amp: bf16 autocast; None means on for CUDA and on CPUs with native bf16 (AMX, AVX512-BF16),
+            off elsewhere (`facever.devices.default_amp`). The output is float32 either way.
         channels_last: NHWC convolutions (faster on both oneDNN and cuDNN; tiny float differences).
         fuse_bn: fold eval-mode batch norms into the convolutions before them (`fold_batchnorm`);
             None: when there are at least `FUSE_MIN_IMAGES` images (tracing costs about a second).
@@ -223,7 +225,7 @@ def embed_images(
     if len(set(rel_paths)) != len(rel_paths):
         raise FaceverError("the image list holds duplicate paths")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    use_amp = (dev.type == "cuda") if amp is None else bool(amp)
+    use_amp = default_amp(dev) if amp is None else bool(amp)
     if workers is None:
         # One batch or less: starting worker processes costs more than decoding in this one.
         workers = 0 if len(rel_paths) <= batch_size else default_workers(dev.type)
@@ -277,7 +279,9 @@ def embed_images(
             bad.extend(BadImage(rel_paths[i], reason) for i, reason in batch["bad"])
             index = batch["index"]
             if align is not None and len(index):
-                pixels, index, shapes, faceless = _align_batch(align, batch["photos"], index, size)
+                # The detector runs in float32: MTCNN turns its outputs into numpy, which has no bfloat16.
+                with torch.autocast(device_type=dev.type, enabled=False):
+                    pixels, index, shapes, faceless = _align_batch(align, batch["photos"], index, size)
                 bad.extend(BadImage(rel_paths[i], reason) for i, reason in faceless)
             else:
                 pixels, shapes = batch.get("pixels"), batch["shapes"]
