@@ -55,8 +55,8 @@ class Embeddings:
 
     def rows(self, paths: Sequence[str]) -> np.ndarray:
         """Row indices for `paths`, -1 where a path has no embedding."""
-        index = self.index()
-        return np.fromiter((index.get(p, -1) for p in paths), dtype=np.int64, count=len(paths))
+        get = self.index().get
+        return np.array([get(p, -1) for p in paths], dtype=np.int64)
 
 
 def save_embeddings(

@@ -122,14 +122,18 @@ def score_protocol(
     keep = ~missing
     labels = protocol.labels[keep]
     folds = protocol.folds[keep]
-    emptied = sorted(set(np.unique(protocol.folds)) - set(np.unique(folds)))
-    if emptied:
-        raise FaceverError(f"after dropping pairs with missing images, fold(s) {emptied} have no pairs left")
+    if dropped:
+        emptied = sorted(set(np.unique(protocol.folds)) - set(np.unique(folds)))
+        if emptied:
+            raise FaceverError(f"after dropping pairs with missing images, fold(s) {emptied} have no pairs left")
     # Validate each image's embedding once (an image appears in many pairs): one pass of norms finds
     # NaN/inf rows (non-finite norm) and all-zero rows (norm 0).
     x = embeddings.embeddings
     idx1, idx2 = rows1[keep], rows2[keep]
-    used = np.unique(np.r_[idx1, idx2])
+    used_mask = np.zeros(x.shape[0], dtype=bool)
+    used_mask[idx1] = True
+    used_mask[idx2] = True
+    used = np.flatnonzero(used_mask)  # sorted, like np.unique, without its sort
     norms = np.zeros(x.shape[0], dtype=np.float32)
     norms[used] = row_norms(x[used]) if used.size < x.shape[0] // 2 else row_norms(x)[used]
     bad = ~np.isfinite(norms[used])

