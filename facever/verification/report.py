@@ -40,7 +40,7 @@ def plot_roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | P
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.11, top=0.93)  # fixed: tight_layout draws twice
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
