@@ -496,8 +496,9 @@ def _run_demo(out_dir: Path, *, data, quick, seed, device, progress, settings, s
         t = time.perf_counter()
         model = load_embedding_model(model_paths[name], device=device)
         emit(DemoEvent(f"embed:{name}", total=len(items), message=f"embedding {len(items)} test images with {name}"))
+        # float32 like the training (amp off): the same table on every CPU, AMX or not.
         emb, _bad = embed_images(model, split.test_dir, items, flip=settings.flip, batch_size=128, workers=0,
-                                 device=device, progress=lambda n, s=f"embed:{name}": emit(DemoEvent(s, done=n)))
+                                 device=device, amp=False, progress=lambda n, s=f"embed:{name}": emit(DemoEvent(s, done=n)))
         save_embeddings(out_dir / "embeddings" / f"{name}.npz", emb.paths, emb.embeddings, emb.metadata)
         per_model.append(emb)
         seconds[f"embed:{name}"] = time.perf_counter() - t
