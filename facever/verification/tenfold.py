@@ -53,20 +53,24 @@ def _best_exact_sorted(keyed: np.ndarray, lab: np.ndarray, greater_is_same: bool
     """Exact search on similarity keys already sorted ascending (labels in the same order)."""
     n = keyed.size
     starts = np.r_[0, np.flatnonzero(np.diff(keyed)) + 1]  # first index of each distinct value
-    values = keyed[starts]
-    # Candidate j (0..m) predicts "same" for keys >= values[j]; j = m predicts none.
+    # Candidate j (0..m) predicts "same" for keys >= keyed[starts[j]]; j = m predicts none. Right
+    # below cut c: c pairs, pos_cum[c] of them positive, so correct = (c - pos_cum[c]) + (P - pos_cum[c]).
     cut = np.r_[starts, n]
-    neg_cum = np.r_[0, np.cumsum(~lab, dtype=np.int64)]
     pos_cum = np.r_[0, np.cumsum(lab, dtype=np.int64)]
-    correct = neg_cum[cut] + (pos_cum[-1] - pos_cum[cut])
-    candidates = np.r_[values[0] - 1.0, (values[:-1] + values[1:]) / 2.0, values[-1] + 1.0]
+    correct = cut + pos_cum[-1] - 2 * pos_cum[cut]
     if greater_is_same:
         j = int(np.argmax(correct))  # first maximum = smallest threshold
-        threshold = candidates[j]
     else:
         # In distance units the threshold is -candidate: the smallest distance is the last maximum here.
         j = correct.size - 1 - int(np.argmax(correct[::-1]))
-        threshold = -candidates[j]
+    m = starts.size
+    if j == 0:
+        candidate = keyed[0] - 1.0
+    elif j == m:
+        candidate = keyed[-1] + 1.0
+    else:
+        candidate = (keyed[starts[j - 1]] + keyed[starts[j]]) / 2.0
+    threshold = candidate if greater_is_same else -candidate
     return float(threshold), float(correct[j] / n)
 
 
