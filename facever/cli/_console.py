@@ -89,3 +89,32 @@ def progress_bar(description: str, total: int | None, unit: str = "img") -> Iter
                 progress.update(task, advance=n, status=status)
 
         yield advance
+
+
+@contextlib.contextmanager
+def stop_on_signal(message: str | None) -> Iterator:
+    """Ctrl-C / SIGTERM ask long work to stop cleanly; a second Ctrl-C aborts at once.
+
+    Yields `stop_requested() -> bool` for the library's loop to poll (training saves a checkpoint and
+    returns). The first signal prints `message` (None: say nothing, e.g. on non-zero DDP ranks); a
+    second SIGINT raises KeyboardInterrupt for the caller to turn into exit 130. The previous
+    handlers are restored on the way out.
+    """
+    import signal
+
+    state = {"requested": False}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        if state["requested"]:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        state["requested"] = True
+        if message:
+            warn(message)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: state["requested"]
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -43,27 +43,15 @@ def demo(
 
         facever demo --data ../shared/data/faces/orl --out orl-demo
     """
-    import contextlib
-    import signal
     import time
 
-    from facever.cli._console import warn
+    from facever.cli._console import stop_on_signal
 
     start = time.perf_counter()
-    stop = {"requested": False}
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        if stop["requested"]:  # a second Ctrl-C aborts at once
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        warn("stopping after this training step and saving a checkpoint (Ctrl-C again to abort at once)")
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    with contextlib.ExitStack() as cleanup:
-        cleanup.callback(lambda: [signal.signal(s, h) for s, h in previous.items()])
+    stopping = "stopping after this training step and saving a checkpoint (Ctrl-C again to abort at once)"
+    with stop_on_signal(stopping) as stop_requested:
         result = _run(data, out, quick=quick, seed=seed, device=device, threads=threads, start=start,
-                      stop_requested=lambda: stop["requested"])
+                      stop_requested=stop_requested)
     if result is None:
         raise typer.Exit(130)
     _print_summary(result, data, time.perf_counter() - start)

@@ -59,10 +59,9 @@ def reproduce(
         facever reproduce --casia faces_webface_112x112/ --lfw lfw/ --ytf YouTubeFaces/ --out quick/ --epochs 2 --ytf-frames 20
     """
     import json
-    import signal
     import sys
 
-    from facever.cli._console import info, progress_bar, user_errors, warn
+    from facever.cli._console import info, progress_bar, stop_on_signal, user_errors
 
     overrides: dict = {}
     with user_errors():
@@ -93,25 +92,14 @@ def reproduce(
                 minutes = (event.seconds or 0.0) / 60
                 info(f"{prefix}: done in {minutes:.1f} min")
 
-        stop = {"requested": False}
-
-        def on_signal(signum, frame):  # noqa: ARG001
-            if stop["requested"]:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                raise KeyboardInterrupt
-            stop["requested"] = True
-            warn("stopping (training saves a checkpoint first; Ctrl-C again to abort at once); rerun to continue")
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        stopping = "stopping (training saves a checkpoint first; Ctrl-C again to abort at once); rerun to continue"
         try:
-            result = Reproduction(settings, out, on_stage=on_stage, on_message=info, progress=progress_bar,
-                                  stop_requested=lambda: stop["requested"]).run()
+            with stop_on_signal(stopping) as stop_requested:
+                result = Reproduction(settings, out, on_stage=on_stage, on_message=info, progress=progress_bar,
+                                      stop_requested=stop_requested).run()
         except KeyboardInterrupt:
             info(f"interrupted; rerun the same command to continue from {out}/stages/")
             raise typer.Exit(130) from None
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
     if json_output:
         sys.stdout.write(json.dumps(result.report, indent=2) + "\n")

@@ -116,11 +116,10 @@ def train(
     """
     import json
     import os
-    import signal
     import sys
     from contextlib import ExitStack
 
-    from facever.cli._console import info, progress_bar, user_errors, warn
+    from facever.cli._console import info, progress_bar, stop_on_signal, user_errors, warn
 
     options = {
         "arch": arch, "input_size": _parse_size(input_size) if input_size else None, "embedding_dim": embedding_dim,
@@ -168,19 +167,9 @@ def train(
 
             write_run_config(out, config, sources=sources)
 
-        stop = {"requested": False}
-
-        def on_signal(signum, frame):  # noqa: ARG001
-            if stop["requested"]:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                raise KeyboardInterrupt
-            stop["requested"] = True
-            if rank == 0:
-                warn("stopping after this step and saving a checkpoint (Ctrl-C again to abort at once)")
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        stopping = "stopping after this step and saving a checkpoint (Ctrl-C again to abort at once)"
         try:
-            with ExitStack() as stack:
+            with stop_on_signal(stopping if rank == 0 else None) as stop_requested, ExitStack() as stack:
                 bars: dict = {}
 
                 def scan_progress(n: int) -> None:
@@ -202,16 +191,13 @@ def train(
                 result = run_training(
                     config, out, resume=resume, progress=progress, scan_progress=scan_progress,
                     on_message=(info if rank == 0 else (lambda text: None)),
-                    stop_requested=lambda: stop["requested"], log_every=log_every,
+                    stop_requested=stop_requested, log_every=log_every,
                 )
         except KeyboardInterrupt:
             # Second Ctrl-C: stop at once. Files are written atomically, so the last checkpoint stands.
             if rank == 0:
                 warn(f"aborted; the last checkpoint in {out} (if any) is intact: continue with --resume")
             raise typer.Exit(130) from None
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
     if rank != 0:
         return
