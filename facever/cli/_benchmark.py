@@ -1,4 +1,4 @@
-"""Plumbing shared by eval-fglfw, eval-ytf and eval-bin: score a protocol, print the table, write the report.
+"""Plumbing shared by eval-lfw, eval-fglfw, eval-ytf and eval-bin: score a protocol, print the table, write the report.
 
 Imported only inside command bodies (it pulls in the verification engine), never at CLI start-up.
 """

@@ -50,9 +50,7 @@ def eval_lfw(
 
         facever eval-lfw --pairs pairs.txt --model runs/noisy/model.pt --images lfw_aligned/ --flip concat --out results/lfw
     """
-    import json
-
-    from facever.cli._console import fail, info, user_errors
+    from facever.cli._console import fail, user_errors
 
     if (embeddings is None) == (model is None):
         fail("give either --embeddings FILE (from `facever embed`) or --model MODEL --images LFW_ALIGNED")
@@ -61,8 +59,7 @@ def eval_lfw(
     with user_errors():
         from facever.data_prep.lfw import read_lfw_pairs
         from facever.embeddings_file import load_embeddings
-        from facever.verification.evaluate import evaluate_protocol
-        from facever.verification.report import format_table, write_report
+        from facever.cli._benchmark import evaluate_and_report
 
         protocol = read_lfw_pairs(pairs, ext=ext)
         if model is not None:
@@ -73,28 +70,13 @@ def eval_lfw(
             embeddings = out / "embeddings.npz" if out is not None else Path(f"<{model} on {images}>")
         else:
             emb = load_embeddings(embeddings)
-        result = evaluate_protocol(
-            protocol,
-            emb,
-            metric=metric.value if metric else None,
-            thresholds=thresholds.value,
-            subtract_mean=subtract_mean,
-            allow_missing=allow_missing,
-            embeddings_source=str(embeddings),
+        evaluate_and_report(
+            protocol, emb,
+            title=f"LFW 10-fold verification: {len(protocol)} pairs from {pairs}, embeddings {embeddings}",
+            thresholds=thresholds.value, metric=metric.value if metric else None, subtract_mean=subtract_mean,
+            allow_missing=allow_missing, out=out, json_output=json_output, embeddings_source=str(embeddings),
+            settings={"pairs_file": str(pairs), "embeddings_file": str(embeddings)},
         )
-        result.settings.update(
-            {"pairs_file": str(pairs), "embeddings_file": str(embeddings), "embeddings_metadata": emb.metadata}
-        )
-        if json_output:
-            typer.echo(json.dumps(result.to_dict(), indent=2))
-        else:
-            typer.echo(f"LFW 10-fold verification: {len(protocol)} pairs from {pairs}, embeddings {embeddings}")
-            typer.echo(format_table(result))
-        if result.dropped_pairs:
-            info(f"dropped {result.dropped_pairs} pairs whose images have no embedding (--allow-missing)")
-        if out is not None:
-            written = write_report(out, result)
-            info(f"wrote {written['report']} and {written['roc']}")
 
 
 def _embed_pairs_images(protocol, model: str, images: Path, *, weights, flip, batch_size, device, cache, skip_missing):
