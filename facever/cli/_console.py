@@ -118,3 +118,25 @@ def stop_on_signal(message: str | None) -> Iterator:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def library_warnings() -> Iterator[None]:
+    """Show the library's logged warnings (resized crops, cache misses) as `warning:` lines on stderr."""
+    import logging
+
+    class _ToConsole(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warn(record.getMessage())
+
+    logger = logging.getLogger("facever")
+    handler = _ToConsole(level=logging.WARNING)
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 
@@ -29,30 +28,6 @@ MODEL_HELP = (
     "A facever model (RUN/model.pt or RUN/) or facenet:vggface2 / facenet:casia-webface "
     "(facenet-pytorch's InceptionResnetV1; weights from --weights, its cache or its download)."
 )
-
-
-@contextlib.contextmanager
-def library_warnings() -> Iterator[None]:
-    """Show the library's logged warnings (resized crops, cache misses) as `warning:` lines on stderr."""
-    import logging
-
-    from facever.cli._console import warn
-
-    class _ToConsole(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            warn(record.getMessage())
-
-    logger = logging.getLogger("facever")
-    handler = _ToConsole(level=logging.WARNING)
-    old_level = logger.level
-    logger.addHandler(handler)
-    if logger.level == logging.NOTSET or logger.level > logging.WARNING:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 def report_bad_images(bad, *, limit: int = 20) -> None:
@@ -114,7 +89,7 @@ def embed(
 
         facever embed facenet:vggface2 photos/ --align --out photos.npz --skip-bad
     """
-    from facever.cli._console import info, progress_bar, user_errors
+    from facever.cli._console import info, library_warnings, progress_bar, user_errors
 
     with user_errors(), library_warnings():
         from facever.data_prep.align_dataset import collect_sources

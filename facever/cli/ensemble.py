@@ -133,7 +133,8 @@ def ensemble(
     import json
 
     from facever.cli._console import info, progress_bar, user_errors
-    from facever.cli.embed import library_warnings, report_bad_images
+    from facever.cli._console import library_warnings
+    from facever.cli.embed import report_bad_images
 
     with user_errors(), library_warnings():
         from facever.embedding.ensemble import evaluate_ensemble

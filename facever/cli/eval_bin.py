@@ -50,7 +50,7 @@ def eval_bin(
 
     if (embeddings is None) == (model is None):
         fail("give either --model MODEL or --embeddings FILE")
-    from facever.cli.embed import library_warnings
+    from facever.cli._console import library_warnings
 
     with user_errors(), library_warnings():
         from facever.cli._benchmark import evaluate_and_report, load_model

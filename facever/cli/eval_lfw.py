@@ -82,7 +82,8 @@ def eval_lfw(
 def _embed_pairs_images(protocol, model: str, images: Path, *, weights, flip, batch_size, device, cache, skip_missing):
     """Embed only the images the pairs need, reusing (and extending) `cache` while model and settings match."""
     from facever.cli._console import info, progress_bar
-    from facever.cli.embed import library_warnings, report_bad_images
+    from facever.cli._console import library_warnings
+    from facever.cli.embed import report_bad_images
     from facever.embedding.cache import embed_items_cached
     from facever.embedding.extract import BadImagesError
     from facever.embedding.models import load_embedding_model

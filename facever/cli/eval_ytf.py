@@ -85,7 +85,7 @@ def eval_ytf(
         fail("--model needs --videos YTF_ROOT (the folder holding aligned_images_DB/ or frame_images_DB/)")
     if align and model is None:
         fail("--align aligns frames before embedding them: it needs --model")
-    from facever.cli.embed import library_warnings
+    from facever.cli._console import library_warnings
 
     with user_errors(), library_warnings():
         from facever.cli._benchmark import evaluate_and_report, load_model
