@@ -27,15 +27,6 @@ from facever.errors import InputFileError
 EmbedFn = Callable[[list[str]], tuple[Embeddings, Any]]
 
 
-def file_digest(path: str | Path, *, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's contents (identifies a model file whatever its name or mtime)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _bad_paths(bad: Any) -> dict[str, str]:
     """Normalise the embedder's failures to {path: reason}: a mapping, or a list of paths, (path, reason)
     pairs or objects with `.path` and `.reason` (`facever.embedding.extract.BadImage`)."""

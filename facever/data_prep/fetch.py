@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import http.client
 import logging
 import os
@@ -45,6 +44,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping
 
 from facever import __version__
+from facever.checksums import file_digests
 from facever.errors import FaceverError, InputFileError
 
 log = logging.getLogger(__name__)
@@ -214,20 +214,6 @@ def _check_url(url: str) -> None:
 
 # ---------------------------------------------------------------------------------------------------
 # Checksums
-
-
-def file_digests(path: str | Path, algorithms: tuple[str, ...] = ("sha256",)) -> dict[str, str]:
-    """Hex digests of `path` for each algorithm, computed in one pass over the file."""
-    hashes = {name: hashlib.new(name) for name in algorithms}
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            for h in hashes.values():
-                h.update(block)
-    return {name: h.hexdigest() for name, h in hashes.items()}
-
-
-def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
-    return file_digests(path, (algorithm,))[algorithm]
 
 
 class ChecksumError(FaceverError):

@@ -14,13 +14,13 @@ Every file is read with `torch.load(weights_only=True)`: a model file is data, n
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facever.checksums import file_digest
 from facever.errors import FaceverError, InputFileError
 
 log = logging.getLogger(__name__)
@@ -119,14 +119,6 @@ def load_embedding_model(spec: str | os.PathLike, *, weights: str | os.PathLike 
     return model
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _load_facever(path: Path) -> EmbeddingModel:
     if path.is_dir() and (path / "model.pt").is_file():
         path = path / "model.pt"
@@ -164,7 +156,7 @@ def _load_facever(path: Path) -> EmbeddingModel:
         color=color,
         embedding_dim=int(info["embedding_dim"]) if info.get("embedding_dim") else None,
         source=str(path.resolve()),
-        fingerprint=_sha256(path),
+        fingerprint=file_digest(path),
         extra=extra,
     )
 
@@ -228,7 +220,7 @@ def _load_facenet(name: str, *, weights: Path | None) -> EmbeddingModel:
         color="RGB",
         embedding_dim=512,
         source=str(path.resolve()),
-        fingerprint=_sha256(path),
+        fingerprint=file_digest(path),
         extra={"arch": "InceptionResnetV1", "output_normalized": True},
     )
 
