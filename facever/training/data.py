@@ -133,7 +133,9 @@ def open_training_set(
 
 
 def fit_crop(image: np.ndarray, input_size: Sequence[int]) -> np.ndarray:
-    """Bring an aligned crop to the model's input size (h, w), exactly as `facever embed` does."""
+    """Bring an aligned crop to the model's input size (h, w): centre-crop to its aspect ratio, then
+    resize (as the .bin reader does; a 112x112 ArcFace crop becomes exactly the 112x96 alignment).
+    Note: `facever embed` resizes without cropping and warns when the aspect ratio differs."""
     h, w = int(input_size[0]), int(input_size[1])
     if image.shape[:2] == (h, w):
         return image
