@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from machine import describe_machine  # noqa: E402
 
 from facever.data_prep.align_dataset import AlignConfig, align_dataset, make_aligner  # noqa: E402
-from facever.data_prep.images import list_images, read_image_rgb  # noqa: E402
+from facever.core.images import list_images, read_image_rgb  # noqa: E402
 
 FACES = Path(os.environ.get("FACEVER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "faces"
 SOURCES = ["lfw_sample", "facenet_pytorch/test_images", "deepface", "knn/train", "bbt"]
@@ -121,7 +121,7 @@ def main(argv: list[str]) -> int:
 
     from facenet_pytorch import MTCNN
 
-    from facever.devices import resolve_device
+    from facever.core.devices import resolve_device
 
     device = resolve_device(args.device)
     gpu = device.type == "cuda"

@@ -31,7 +31,7 @@ def run_tiny(out: Path, *, threads: int) -> tuple[float, dict]:
     """A tiny demo in this process (for --quick): same code path as the CLI, much smaller sizes."""
     import dataclasses
 
-    from facever.demo import default_settings, run_demo
+    from facever.workflows.demo import default_settings, run_demo
 
     settings = dataclasses.replace(default_settings(quick=True), synthetic_identities=40, synthetic_images=6,
                                    images_seen=600, pairs_per_fold=10)

@@ -31,7 +31,7 @@ from PIL import Image  # noqa: E402
 from machine import describe_machine  # noqa: E402
 
 from facever.embedding.extract import embed_images  # noqa: E402
-from facever.embedding.models import EmbeddingModel  # noqa: E402
+from facever.embedding.loading import EmbeddingModel  # noqa: E402
 
 
 def make_crops(folder: Path, n: int, size: tuple[int, int]) -> list[str]:
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
             repeats = args.repeats
         # "facever" runs the defaults: bf16 autocast on a GPU and on CPUs with native bf16 (AMX,
         # AVX512-BF16), float32 elsewhere; float32 is always shown beside it.
-        from facever.devices import default_amp
+        from facever.core.devices import default_amp
 
         print(f"\n{device.type}: facever's default precision here is {'bf16' if default_amp(device) else 'float32'}")
         extra = {"facever fp32 (--no-amp)": {"amp": False}}

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from facever.heads import NoisySoftmax, Softmax  # noqa: E402
+from facever.training.heads import NoisySoftmax, Softmax  # noqa: E402
 
 
 def machine() -> str:

@@ -51,7 +51,7 @@ def make_jpeg_folder(dest: Path, *, images: int, identities: int, input_size: tu
     """Write `images` JPEG crops in `identities` folders, made from the real ORL photos."""
     from PIL import Image
 
-    from facever.data_prep.images import list_images, read_image_rgb
+    from facever.core.images import list_images, read_image_rgb
     from facever.training.data import fit_crop
 
     orl = shared_orl()
@@ -71,7 +71,7 @@ def make_jpeg_folder(dest: Path, *, images: int, identities: int, input_size: tu
 
 def synthetic_rate(args, device, num_classes: int, head_name: str) -> float:
     """Images/s of the training step on random uint8 batches already on the device."""
-    from facever.heads import create_head
+    from facever.training.heads import create_head
     from facever.models import create_model
     from facever.training.data import to_model_input
     from facever.training.loop import AMP_DTYPES, TrainNet, train_step
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true")
     args = p.parse_args(argv)
 
-    from facever.devices import resolve_device
+    from facever.core.devices import resolve_device
 
     device = resolve_device(args.device)
     args.device = str(device)

@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine  # noqa: E402
 
-from facever.data_prep.protocol import PairProtocol  # noqa: E402
-from facever.embeddings_file import Embeddings, save_embeddings  # noqa: E402
+from facever.protocols.pair_protocol import PairProtocol  # noqa: E402
+from facever.core.embeddings_file import Embeddings, save_embeddings  # noqa: E402
 from facever.verification.evaluate import evaluate_protocol  # noqa: E402
 
 

@@ -91,7 +91,7 @@ TINY_OPTIONS = {
 
 
 def tiny_config_text(**changes) -> str:
-    from facever.config_files import toml_value
+    from facever.training.config_files import toml_value
 
     options = {**TINY_OPTIONS, **changes}
     return "".join(f"{k} = {toml_value(v)}\n" for k, v in options.items())

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from facever.data_prep.align import AlignedFaces, FaceAligner
-from facever.data_prep.images import read_image_rgb
+from facever.core.images import read_image_rgb
 from facever.data_prep.similarity import decompose_similarity, similarity_transform
 from facever.data_prep.templates import template_for_size
 
@@ -246,7 +246,7 @@ def test_no_face_and_tiny_images_give_no_crops(aligner):
 
 
 def test_bad_arrays_and_options_are_rejected(aligner):
-    from facever.errors import FaceverError
+    from facever.core.errors import FaceverError
 
     with pytest.raises(FaceverError, match="uint8 RGB"):
         aligner.align(np.zeros((50, 50), np.uint8))

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from facever.cli import app
 from facever.data_prep.align_dataset import REPORT_NAME, read_report
-from facever.data_prep.images import read_image_rgb
+from facever.core.images import read_image_rgb
 
 runner = CliRunner()
 

@@ -17,8 +17,8 @@ from facever.data_prep.align_dataset import (
     plan_alignment,
     read_report,
 )
-from facever.data_prep.images import read_image_rgb
-from facever.errors import FaceverError
+from facever.core.images import read_image_rgb
+from facever.core.errors import FaceverError
 
 PORTRAITS = [
     "facenet_pytorch/test_images/angelina_jolie/1.jpg",

@@ -211,7 +211,7 @@ def test_collect_sources_from_a_list_file(tmp_path):
 
 
 def test_collect_sources_rejects_binary_and_empty_lists(tmp_path):
-    from facever.errors import FaceverError
+    from facever.core.errors import FaceverError
 
     binary = tmp_path / "photo.dat"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0")

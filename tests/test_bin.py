@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facever.data_prep.insightface_bin import (
+from facever.protocols.insightface_bin import (
     BinImages,
     bin_folds,
     bin_protocol,
-    fit_to_input,
     load_bin,
     write_bin,
 )
-from facever.errors import FaceverError, InputFileError
+from facever.core.crop import fit_to_input
+from facever.core.errors import FaceverError, InputFileError
 
 from tests._benchmark_data import jpeg_bytes, orl_people
 
@@ -256,7 +256,7 @@ def _orl_bin(path: Path, faces_dir: Path) -> tuple[Path, list[str]]:
 def test_eval_bin_with_model_crops_arcface_images_to_the_model(tmp_path, faces_dir):
     import torch
 
-    from facever.embedding.models import load_embedding_model
+    from facever.embedding.loading import load_embedding_model
     from facever.embedding.preprocess import preprocess_crops
     from tests._benchmark_data import tiny_model
 
@@ -282,7 +282,7 @@ def test_eval_bin_with_model_crops_arcface_images_to_the_model(tmp_path, faces_d
 
 
 def test_eval_bin_with_embeddings(tmp_path, faces_dir):
-    from facever.embeddings_file import save_embeddings
+    from facever.core.embeddings_file import save_embeddings
     from tests._benchmark_data import identity_embeddings
 
     path, owners = _orl_bin(tmp_path / "orl.bin", faces_dir)
@@ -306,7 +306,8 @@ def test_eval_bin_refuses_a_malicious_file(tmp_path):
 
 
 def test_benchmark_dispatch_reads_and_embeds_a_bin(tmp_path, faces_dir):
-    from facever.data_prep.benchmarks import benchmark_embeddings, read_benchmark
+    from facever.embedding.protocol_embeddings import benchmark_embeddings
+    from facever.protocols.catalog import read_benchmark
     from tests._benchmark_data import tiny_model
 
     path, owners = _orl_bin(tmp_path / "orl.bin", faces_dir)

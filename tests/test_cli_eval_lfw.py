@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from facever.cli import app
-from facever.data_prep.lfw import read_lfw_pairs
-from facever.embeddings_file import save_embeddings
+from facever.protocols.lfw import read_lfw_pairs
+from facever.core.embeddings_file import save_embeddings
 from facever.verification.scores import pair_scores
 from tests.test_verification import facenet_calculate_roc_accuracy
 

@@ -12,8 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facever.cli import app
-from facever.compare import compare_runs, config_differences, read_metrics, summarize_run
-from facever.errors import FaceverError, InputFileError
+from facever.workflows.compare import compare_runs, config_differences, read_metrics, summarize_run
+from facever.core.errors import FaceverError, InputFileError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _repro_data import build_casia, tiny_config_text  # noqa: E402

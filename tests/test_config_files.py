@@ -11,13 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from facever.cli import app
-from facever.config_files import (
-    config_to_toml,
-    make_train_config,
-    read_config_file,
-    resolve_train_options,
-)
-from facever.errors import FaceverError
+from facever.training.config_files import config_to_toml, read_config_file
+from facever.training.options import make_train_config, resolve_train_options
+from facever.core.errors import FaceverError
 from facever.training.config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))

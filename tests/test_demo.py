@@ -11,15 +11,15 @@ import pytest
 from typer.testing import CliRunner
 
 from facever.cli import app
-from facever.data_prep.lfw import read_lfw_pairs
-from facever.data_prep.pair_lists import make_pair_list, max_pairs_per_fold
+from facever.protocols.lfw import read_lfw_pairs
+from facever.protocols.pair_lists import make_pair_list, max_pairs_per_fold
 from facever.data_prep.synthetic_faces import (
     SyntheticSpec,
     generate_identity_images,
     identity_name,
     write_synthetic_dataset,
 )
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 
 REPORT_KEYS = {"protocol", "accuracy", "folds", "auc", "eer", "tar_at_far", "val_at_far", "pairs", "settings",
                "facever_version"}
@@ -104,7 +104,7 @@ def test_pair_list_refuses_impossible_requests():
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-    from facever.demo import run_demo
+    from facever.workflows.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     events = []
@@ -203,7 +203,7 @@ def test_cli_demo_refuses_a_folder_with_too_few_people(tmp_path):
 
 @pytest.mark.slow
 def test_quick_demo_on_a_real_identity_folder(faces_dir, tmp_path):
-    from facever.demo import run_demo
+    from facever.workflows.demo import run_demo
 
     orl = faces_dir / "orl"
     if not (orl / "s1").is_dir():
@@ -213,7 +213,7 @@ def test_quick_demo_on_a_real_identity_folder(faces_dir, tmp_path):
     assert result.train_identities == 30 and result.test_identities == 10
     crops = sorted((tmp_path / "data" / "orl" / "test").rglob("*.png"))
     assert len(crops) == 100
-    from facever.data_prep.images import read_image_rgb
+    from facever.core.images import read_image_rgb
 
     assert read_image_rgb(crops[0]).shape == (48, 40, 3)  # resized to the model's input
     report = json.loads(result.report_path.read_text())

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from facever.cli import app
 from facever.embedding.extract import BadImagesError, NoImageEmbeddedError, embed_images, forward_with_flip
-from facever.embedding.models import FACENET_WEIGHTS, load_embedding_model
+from facever.embedding.loading import FACENET_WEIGHTS, load_embedding_model
 from facever.embedding.preprocess import normalize_batch, preprocess_crops
-from facever.embeddings_file import load_embeddings
-from facever.errors import FaceverError, InputFileError
+from facever.core.embeddings_file import load_embeddings
+from facever.core.errors import FaceverError, InputFileError
 
 runner = CliRunner()
 
@@ -312,7 +312,7 @@ def test_progress_counts_every_image(tiny):
 def test_bf16_autocast_on_cpu_stays_close_and_returns_float32(tiny):
     """bf16 is the default where the CPU has native bf16 (AMX/AVX512-BF16) and opt-in elsewhere; the
     float32 tests above pass amp=False."""
-    from facever.devices import cpu_has_native_bf16
+    from facever.core.devices import cpu_has_native_bf16
     model = load_embedding_model(tiny["model"])
     rels = tiny["rels"][:4]
     fp32 = embed_images(model, tiny["images"], rels, workers=0, amp=False)[0]
@@ -459,7 +459,7 @@ def test_eval_lfw_model_matches_embeddings_file_and_reuses_its_cache(tiny, tmp_p
     assert b["accuracy"] == pytest.approx(a["accuracy"]) and b["auc"] == pytest.approx(a["auc"])
     assert 0.0 < a["accuracy"]["mean"] <= 1.0 and a["pairs"]["total"] == 40
     cache = load_embeddings(by_model / "embeddings.npz")
-    from facever.data_prep.lfw import read_lfw_pairs
+    from facever.protocols.lfw import read_lfw_pairs
 
     needed = read_lfw_pairs(tiny["pairs"], ext=".png").items()
     assert sorted(cache.paths) == sorted(needed) and len(needed) < len(tiny["rels"])  # only what the pairs need

@@ -8,8 +8,8 @@ import pickle
 import numpy as np
 import pytest
 
-from facever.embeddings_file import Embeddings, load_embeddings, save_embeddings
-from facever.errors import InputFileError
+from facever.core.embeddings_file import Embeddings, load_embeddings, save_embeddings
+from facever.core.errors import InputFileError
 
 
 def test_round_trip(tmp_path):

@@ -11,10 +11,10 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from facever.cli import app
-from facever.data_prep.lfw import read_lfw_pairs
+from facever.protocols.lfw import read_lfw_pairs
 from facever.embedding.ensemble import evaluate_ensemble, fuse_embeddings, normalize_weights
-from facever.embeddings_file import Embeddings, load_embeddings, save_embeddings
-from facever.errors import FaceverError
+from facever.core.embeddings_file import Embeddings, load_embeddings, save_embeddings
+from facever.core.errors import FaceverError
 from facever.verification.evaluate import evaluate_protocol
 from facever.verification.tenfold import kfold_accuracy
 from tests.test_embed import make_lfw_tree, make_pairs_file, train_tiny_model
@@ -145,7 +145,7 @@ def test_weighted_and_score_mean_fusions(two_models):
 
 
 def test_any_protocol_items_work_for_example_video_ids():
-    from facever.data_prep.protocol import PairProtocol
+    from facever.protocols.pair_protocol import PairProtocol
 
     rng = np.random.default_rng(3)
     videos = [f"Person_{p}/{v}" for p in range(8) for v in range(3)]

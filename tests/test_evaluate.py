@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facever.data_prep.protocol import PairProtocol
-from facever.embeddings_file import Embeddings
-from facever.errors import FaceverError
+from facever.protocols.pair_protocol import PairProtocol
+from facever.core.embeddings_file import Embeddings
+from facever.core.errors import FaceverError
 from facever.verification.evaluate import evaluate_protocol
 from tests.test_verification import brute_best_threshold
 

@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 
 from facever.cli import app
 from facever.data_prep import fetch as F
-from facever.data_prep.images import list_images, read_image_rgb
-from facever.errors import FaceverError, InputFileError
+from facever.core.images import list_images, read_image_rgb
+from facever.core.errors import FaceverError, InputFileError
 
 pytestmark = pytest.mark.timeout(60)
 

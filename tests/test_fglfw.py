@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facever.data_prep.fglfw import person_of, read_fglfw_pairs, read_token_pairs, read_variant_pairs
-from facever.errors import InputFileError
+from facever.protocols.fglfw import person_of, read_fglfw_pairs, read_token_pairs, read_variant_pairs
+from facever.core.errors import InputFileError
 
 from tests._benchmark_data import build_lfw_tree, identity_embeddings, orl_people
 
@@ -201,7 +201,7 @@ def test_eval_fglfw_with_embeddings_writes_the_lfw_report(tmp_path, faces_dir):
     from typer.testing import CliRunner
 
     from facever.cli import app
-    from facever.embeddings_file import save_embeddings
+    from facever.core.embeddings_file import save_embeddings
 
     items, pair_list = _orl_fglfw(tmp_path, faces_dir)
     paths, emb = identity_embeddings(items)
@@ -225,7 +225,7 @@ def test_eval_fglfw_embeddings_missing_an_image_name_it(tmp_path, faces_dir):
     from typer.testing import CliRunner
 
     from facever.cli import app
-    from facever.embeddings_file import save_embeddings
+    from facever.core.embeddings_file import save_embeddings
 
     items, pair_list = _orl_fglfw(tmp_path, faces_dir)
     paths, emb = identity_embeddings(items)
@@ -241,7 +241,7 @@ def test_eval_calfw_with_embeddings(tmp_path, faces_dir):
     from typer.testing import CliRunner
 
     from facever.cli import app
-    from facever.embeddings_file import save_embeddings
+    from facever.core.embeddings_file import save_embeddings
 
     people = orl_people(faces_dir, 4, 4)
     flat = {}
@@ -278,7 +278,7 @@ def test_eval_fglfw_with_model_embeds_the_images(tmp_path, faces_dir):
     from typer.testing import CliRunner
 
     from facever.cli import app
-    from facever.embeddings_file import load_embeddings
+    from facever.core.embeddings_file import load_embeddings
 
     from tests._benchmark_data import tiny_model
 

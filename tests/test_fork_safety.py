@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     from facever.data_prep.align_dataset import AlignConfig, align_dataset
     from facever.embedding.extract import embed_images
-    from facever.embedding.models import load_embedding_model
+    from facever.embedding.loading import load_embedding_model
     from tests._benchmark_data import tiny_model
 
     src, tmp = Path(sys.argv[1]), Path(sys.argv[2])

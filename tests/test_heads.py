@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from facever.errors import FaceverError
-from facever.heads import HEADS, NoisySoftmax, Softmax, create_head
+from facever.core.errors import FaceverError
+from facever.training.heads import HEADS, NoisySoftmax, Softmax, create_head
 
 N, D, C = 6, 5, 7
 

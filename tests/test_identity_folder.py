@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from facever.data_prep.identity_folder import scan_identity_folder
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 from facever.training.data import open_training_set, prepare_training_data
 from facever.training.validation import holdout_pairs
 

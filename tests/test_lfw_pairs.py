@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facever.data_prep.lfw import lfw_image_path, read_lfw_pairs
-from facever.errors import InputFileError
+from facever.protocols.lfw import lfw_image_path, read_lfw_pairs
+from facever.core.errors import InputFileError
 
 
 def test_real_pairs_file(lfw_pairs_file):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facever.errors import FaceverError, InputFileError
+from facever.core.errors import FaceverError, InputFileError
 from facever.models import create_model, list_models, model_options
 from facever.models.bundle import load_model_bundle, save_model_bundle
 

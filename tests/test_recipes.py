@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from facever.cli import app
-from facever.config_files import make_train_config
-from facever.errors import FaceverError
-from facever.recipes import load_recipe, recipe_names
+from facever.training.options import make_train_config
+from facever.core.errors import FaceverError
+from facever.training.recipes import load_recipe, recipe_names
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _repro_data import build_casia, tiny_config_text  # noqa: E402
@@ -27,7 +27,7 @@ def test_the_shipped_recipes_are_found_as_package_data():
     from importlib import resources
 
     assert recipe_names() == sorted(RECIPES)
-    folder = resources.files("facever").joinpath("recipes")
+    folder = resources.files("facever.training").joinpath("recipe_files")
     assert sorted(p.name for p in folder.iterdir() if p.name.endswith(".toml")) == sorted(f"{n}.toml" for n in RECIPES)
 
 

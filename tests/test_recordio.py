@@ -19,7 +19,7 @@ from facever.data_prep.recordio import (
     unpack_payload,
     write_recordio,
 )
-from facever.errors import FaceverError, InputFileError
+from facever.core.errors import FaceverError, InputFileError
 
 
 def _jpeg(seed: int, size=(12, 10)) -> bytes:

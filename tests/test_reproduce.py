@@ -14,8 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facever.cli import app
-from facever.errors import FaceverError
-from facever.reproduce import (
+from facever.core.errors import FaceverError
+from facever.workflows.reproduce import (
     PAPER_RESULTS,
     STAGES,
     epoch_overrides,

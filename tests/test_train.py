@@ -19,7 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facever.cli import app
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 from facever.training.config import TrainConfig
 from facever.training.data import EpochBatchSampler, to_model_input
 from facever.training.loop import lr_factor, train
@@ -274,7 +274,7 @@ def test_cli_trains_on_recordio(tmp_path):
 def test_validation_on_lfw_style_pairs_and_on_an_insightface_bin(data, tmp_path):
     import io
 
-    from facever.data_prep.insightface_bin import write_bin
+    from facever.protocols.insightface_bin import write_bin
 
     val = _dataset(tmp_path / "val_src", people=4, per_person=3)
     lfw = tmp_path / "lfw"
@@ -356,8 +356,8 @@ def test_learns_faces_that_verify_people_never_seen(faces_dir, tmp_path):
     Compared with the same network untrained (same seed), so the figure shows what training added;
     raw pixels score about 0.85 on these pairs, chance is 0.5.
     """
-    from facever.data_prep.images import read_image_rgb
-    from facever.embeddings_file import Embeddings
+    from facever.core.images import read_image_rgb
+    from facever.core.embeddings_file import Embeddings
     from facever.models import create_model
     from facever.models.bundle import load_model_bundle
     from facever.training.data import fit_crop

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facever.data_prep.embedding_cache import EmbeddingCache
-from facever.data_prep.images import read_image_rgb
-from facever.data_prep.ytf import (
+from facever.embedding.frame_cache import EmbeddingCache
+from facever.core.images import read_image_rgb
+from facever.protocols.ytf import (
     find_video_tree,
     frames_from_embeddings,
     list_video_frames,
@@ -19,8 +19,8 @@ from facever.data_prep.ytf import (
     sample_frames,
     video_embeddings,
 )
-from facever.embeddings_file import Embeddings, save_embeddings
-from facever.errors import FaceverError, InputFileError
+from facever.core.embeddings_file import Embeddings, save_embeddings
+from facever.core.errors import FaceverError, InputFileError
 
 from tests._benchmark_data import orl_people, save_rgb
 
@@ -334,7 +334,8 @@ def test_eval_ytf_with_model_caches_frames(tmp_path, faces_dir):
 
 
 def test_benchmark_dispatch_turns_frame_embeddings_into_video_embeddings(tmp_path, faces_dir):
-    from facever.data_prep.benchmarks import benchmark_embeddings, read_benchmark
+    from facever.embedding.protocol_embeddings import benchmark_embeddings
+    from facever.protocols.catalog import read_benchmark
     from tests._benchmark_data import identity_embeddings
 
     frames = build_ytf_tree(tmp_path / "YTF", faces_dir, layout="aligned", n_people=4)

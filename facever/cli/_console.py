@@ -31,7 +31,7 @@ def info(message: str) -> None:
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the library's FaceverError (and OSError on user files) into a one-line error and exit 2."""
-    from facever.errors import FaceverError
+    from facever.core.errors import FaceverError
 
     try:
         yield

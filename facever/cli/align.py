@@ -96,7 +96,7 @@ def align(
     with user_errors():
         from facever.data_prep.align_dataset import AlignConfig, plan_alignment, run_alignment
         from facever.data_prep.templates import parse_size
-        from facever.errors import FaceverError
+        from facever.core.errors import FaceverError
 
         try:
             crop_size = parse_size(size)
@@ -119,7 +119,7 @@ def align(
             raise FaceverError(f"--min-face {min_face}: must be at least 12 pixels")
         if max_side < 64:
             raise FaceverError(f"--max-side {max_side}: must be at least 64")
-        from facever.devices import resolve_device
+        from facever.core.devices import resolve_device
 
         resolved = resolve_device(device)  # a missing GPU fails here, before any work
         plan = plan_alignment(src, dst, config=config)

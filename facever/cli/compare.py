@@ -31,7 +31,7 @@ def compare(
     from facever.cli._console import info, out_console, user_errors
 
     with user_errors():
-        from facever.compare import compare_runs, write_comparison
+        from facever.workflows.compare import compare_runs, write_comparison
 
         comparison = compare_runs(runs)
         written = write_comparison(comparison, out) if out is not None else None

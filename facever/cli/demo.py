@@ -65,7 +65,7 @@ def _run(data, out, *, quick, seed, device, threads, start, stop_requested):
     from facever.cli._console import info, progress_bar, user_errors, warn
 
     with user_errors(), contextlib.ExitStack() as bars:
-        from facever.demo import DemoInterrupted, run_demo
+        from facever.workflows.demo import DemoInterrupted, run_demo
 
         state: dict = {"stage": None, "advance": None}
 

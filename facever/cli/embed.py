@@ -95,9 +95,9 @@ def embed(
         from facever.data_prep.align_dataset import collect_sources
         from facever.embedding.cache import embed_items_cached
         from facever.embedding.extract import BadImagesError
-        from facever.embedding.models import load_embedding_model
-        from facever.embeddings_file import save_embeddings
-        from facever.errors import FaceverError
+        from facever.embedding.loading import load_embedding_model
+        from facever.core.embeddings_file import save_embeddings
+        from facever.core.errors import FaceverError
 
         root, sources = collect_sources(images)
         if not sources:

@@ -29,14 +29,14 @@ class Fusion(str, Enum):
 def read_protocol(name: str, pairs: Path, *, ext: str):
     """The `PairProtocol` of `--protocol NAME --pairs FILE` (image-pair benchmarks, YTF splits, a .bin)."""
     if name in ("ytf", "bin"):
-        from facever.data_prep.benchmarks import read_benchmark
+        from facever.protocols.catalog import read_benchmark
 
         return read_benchmark(name, pairs)
     if name == "lfw":
-        from facever.data_prep.lfw import read_lfw_pairs
+        from facever.protocols.lfw import read_lfw_pairs
 
         return read_lfw_pairs(pairs, ext=ext)
-    from facever.data_prep.fglfw import read_variant_pairs
+    from facever.protocols.fglfw import read_variant_pairs
 
     return read_variant_pairs(pairs, protocol=name, ext=ext if ext != ".jpg" else None)
 
@@ -46,7 +46,7 @@ def _split_list(text: Optional[str], option: str) -> Optional[list[str]]:
         return None
     parts = [p.strip() for p in text.split(",")]
     if any(not p for p in parts):
-        from facever.errors import FaceverError
+        from facever.core.errors import FaceverError
 
         raise FaceverError(f"{option} {text!r}: expected a comma-separated list such as a,b")
     return parts
@@ -138,9 +138,9 @@ def ensemble(
 
     with user_errors(), library_warnings():
         from facever.embedding.ensemble import evaluate_ensemble
-        from facever.embeddings_file import load_embeddings
-        from facever.embeddings_file import save_embeddings as write_embeddings
-        from facever.errors import FaceverError
+        from facever.core.embeddings_file import load_embeddings
+        from facever.core.embeddings_file import save_embeddings as write_embeddings
+        from facever.core.errors import FaceverError
         from facever.verification.report import plot_roc, write_json
 
         if len(sources) < 2:
@@ -159,7 +159,7 @@ def ensemble(
         if protocol.value in ("ytf", "bin"):
             # ytf: frame embeddings files are averaged per video; models embed the videos under --images (the YTF
             # root; frames cached in OUT/frame_cache). bin: models embed the .bin's own images.
-            from facever.data_prep.benchmarks import benchmark_embeddings
+            from facever.embedding.protocol_embeddings import benchmark_embeddings
 
             per_model = []
             for src, name in zip(sources, model_names):
@@ -173,7 +173,7 @@ def ensemble(
         else:
             from facever.embedding.cache import embed_items_cached
             from facever.embedding.extract import BadImagesError
-            from facever.embedding.models import load_embedding_model
+            from facever.embedding.loading import load_embedding_model
 
             per_model = []
             items = proto.items()

@@ -53,10 +53,11 @@ def eval_bin(
     from facever.cli._console import library_warnings
 
     with user_errors(), library_warnings():
-        from facever.cli._benchmark import evaluate_and_report, load_model
+        from facever.cli._evaluation import evaluate_and_report, load_model
         from facever.cli._console import progress_bar
-        from facever.data_prep.insightface_bin import BinImages, bin_protocol, embed_bin_images, load_bin
-        from facever.embeddings_file import load_embeddings, save_embeddings
+        from facever.embedding.bin_images import embed_bin_images
+        from facever.protocols.insightface_bin import BinImages, bin_protocol, load_bin
+        from facever.core.embeddings_file import load_embeddings, save_embeddings
 
         bins, issame = load_bin(bin_file)
         proto = bin_protocol(issame, name=bin_file.name, source=bin_file)

@@ -76,9 +76,9 @@ def eval_fglfw(
     if model is not None and images is None:
         fail("--model needs --images DIR (the folder the list's image paths start from)")
     with user_errors():
-        from facever.cli._benchmark import check_images_exist, evaluate_and_report
-        from facever.data_prep.fglfw import read_fglfw_pairs, read_token_pairs
-        from facever.embeddings_file import load_embeddings
+        from facever.cli._evaluation import check_images_exist, evaluate_and_report
+        from facever.protocols.fglfw import read_fglfw_pairs, read_token_pairs
+        from facever.core.embeddings_file import load_embeddings
 
         if protocol is Variant.fglfw:
             proto = read_fglfw_pairs(pairs, ext=ext, pairs_per_fold=pairs_per_fold)

@@ -57,9 +57,9 @@ def eval_lfw(
     if model is not None and images is None:
         fail("--model needs --images LFW_ALIGNED (the folder the pairs' images are in)")
     with user_errors():
-        from facever.data_prep.lfw import read_lfw_pairs
-        from facever.embeddings_file import load_embeddings
-        from facever.cli._benchmark import evaluate_and_report
+        from facever.protocols.lfw import read_lfw_pairs
+        from facever.core.embeddings_file import load_embeddings
+        from facever.cli._evaluation import evaluate_and_report
 
         protocol = read_lfw_pairs(pairs, ext=ext)
         if model is not None:
@@ -86,8 +86,8 @@ def _embed_pairs_images(protocol, model: str, images: Path, *, weights, flip, ba
     from facever.cli.embed import report_bad_images
     from facever.embedding.cache import embed_items_cached
     from facever.embedding.extract import BadImagesError
-    from facever.embedding.models import load_embedding_model
-    from facever.errors import FaceverError
+    from facever.embedding.loading import load_embedding_model
+    from facever.core.errors import FaceverError
 
     if not images.is_dir():
         raise FaceverError(f"{images}: image folder not found")

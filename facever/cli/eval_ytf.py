@@ -88,10 +88,11 @@ def eval_ytf(
     from facever.cli._console import library_warnings
 
     with user_errors(), library_warnings():
-        from facever.cli._benchmark import evaluate_and_report, load_model
+        from facever.cli._evaluation import evaluate_and_report, load_model
         from facever.cli._console import progress_bar
-        from facever.data_prep import ytf
-        from facever.embeddings_file import load_embeddings, save_embeddings
+        from facever.protocols import ytf
+        from facever.embedding.videos import embed_videos
+        from facever.core.embeddings_file import load_embeddings, save_embeddings
 
         proto = ytf.read_ytf_splits(splits)
         emb_loaded = None
@@ -117,7 +118,7 @@ def eval_ytf(
                  + (f"; frame cache {cache_dir}" if cache_dir else "; no frame cache (give --out or --cache)"))
             frame_count = len({f for fl in ytf.select_frames(frame_lists, frames=frames).values() for f in fl})
             with progress_bar("embedding frames", total=frame_count, unit="frame") as advance:
-                video_emb, facts = ytf.embed_videos(
+                video_emb, facts = embed_videos(
                     net, tree, items, frames=frames, cache_dir=cache_dir, flip=flip.value, batch_size=batch_size,
                     device=device, align=aligner, progress=advance, frame_lists=frame_lists,
                 )

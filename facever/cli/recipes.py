@@ -27,14 +27,14 @@ def recipes(
     from facever.cli._console import out_console, user_errors
 
     with user_errors():
-        from facever.recipes import list_recipes, load_recipe
+        from facever.training.recipes import list_recipes, load_recipe
 
         chosen = [load_recipe(name)] if name else list_recipes()
     if json_output:
         typer.echo(json.dumps([r.to_dict() for r in chosen], indent=2))
         return
     if name:
-        from facever.config_files import toml_value
+        from facever.training.config_files import toml_value
 
         r = chosen[0]
         typer.echo(f"# {r.name}: {r.summary}")

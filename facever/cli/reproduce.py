@@ -65,10 +65,10 @@ def reproduce(
 
     overrides: dict = {}
     with user_errors():
-        from facever.reproduce import ReproduceSettings, Reproduction, StageEvent
+        from facever.workflows.reproduce import ReproduceSettings, Reproduction, StageEvent
 
         if epochs is not None:
-            from facever.reproduce import epoch_overrides
+            from facever.workflows.reproduce import epoch_overrides
 
             # Keep the step schedule meaningful in a shorter run: milestones past its end are dropped.
             overrides = epoch_overrides(epochs, recipe=recipe, config_file=config_file)
@@ -104,7 +104,7 @@ def reproduce(
     if json_output:
         sys.stdout.write(json.dumps(result.report, indent=2) + "\n")
     else:
-        from facever.reproduce import format_report_markdown
+        from facever.workflows.reproduce import format_report_markdown
 
         typer.echo(format_report_markdown(result.report).split("\n## Training")[0].rstrip())
     info(f"ran {len(result.ran)} stage(s), skipped {len(result.skipped)}; report: {out / 'report.md'}")

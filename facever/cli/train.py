@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from facever.cli._options import explicit_parameters
+
 
 class Head(str, Enum):
     noisy_softmax = "noisy-softmax"
@@ -137,10 +139,11 @@ def train(
     }
     with user_errors():
         # Recipe < --config file < options typed here; `sources` says which gave each value (RUN/config.toml).
-        from facever.config_files import train_command_options
+        from facever.training.options import train_command_options
 
         given, data, sources = train_command_options(
-            options, data, config_file=config_file, recipe=recipe, out=out, resume=resume
+            options, data, config_file=config_file, recipe=recipe, out=out, resume=resume,
+            explicit=explicit_parameters(options),
         )
     rank = int(os.environ.get("RANK", "0"))
 
@@ -157,13 +160,13 @@ def train(
             config = saved.replace(data=data_str, **given)
         else:
             if given.get("amp", "auto") == "auto":
-                from facever.devices import resolve_device
+                from facever.core.devices import resolve_device
 
                 given["amp"] = "bf16" if resolve_device(given.get("device", "auto")).type == "cuda" else "off"
             config = TrainConfig(data=data_str, **given)
 
         if rank == 0 and (resume or not (out / CHECKPOINT_NAME).exists()):
-            from facever.config_files import write_run_config
+            from facever.training.config_files import write_run_config
 
             write_run_config(out, config, sources=sources)
 

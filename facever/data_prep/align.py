@@ -22,7 +22,7 @@ import numpy as np
 
 from facever.data_prep.similarity import similarity_transform
 from facever.data_prep.templates import template_for_size
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def warp_face(rgb: np.ndarray, landmarks: np.ndarray, size: tuple[int, int]) -> 
     When the crop is much smaller than the face (a 600-pixel face into 112x96), the region around the
     face is first shrunk with area averaging: a bilinear warp alone would alias (skip pixels).
     """
-    from facever._opencv import opencv
+    from facever.core.opencv_guard import opencv
 
     cv2 = opencv()
 
@@ -128,7 +128,7 @@ def warp_face(rgb: np.ndarray, landmarks: np.ndarray, size: tuple[int, int]) -> 
 def _shrink_around_crop(rgb: np.ndarray, matrix: np.ndarray, size: tuple[int, int], *, factor: float):
     """Cut the source region the crop will sample, shrink it by `factor` (INTER_AREA), and return it
     with the matrix adjusted so that warping it gives the same geometry."""
-    from facever._opencv import opencv
+    from facever.core.opencv_guard import opencv
 
     cv2 = opencv()
 
@@ -164,7 +164,7 @@ def center_crop(rgb: np.ndarray, size: tuple[int, int], *, fraction: float = 0.5
     the face fills LFW's 250x250 photos (about 125 pixels from brow to chin around the centre), so a
     miss there still gives a roughly framed face.
     """
-    from facever._opencv import opencv
+    from facever.core.opencv_guard import opencv
 
     cv2 = opencv()
 
@@ -242,7 +242,7 @@ class FaceAligner:
     @property
     def device(self):
         if self._device is None:
-            from facever.devices import resolve_device
+            from facever.core.devices import resolve_device
 
             self._device = resolve_device(self._device_name)
         return self._device
@@ -279,7 +279,7 @@ class FaceAligner:
         return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
 
     def _detector_input(self, rgb: np.ndarray) -> np.ndarray:
-        from facever._opencv import opencv
+        from facever.core.opencv_guard import opencv
 
         cv2 = opencv()
 

@@ -27,8 +27,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from facever.data_prep.images import IMAGE_EXTENSIONS, ImageDecodeError, list_images, read_image_rgb
-from facever.errors import FaceverError, InputFileError
+from facever.core.images import IMAGE_EXTENSIONS, ImageDecodeError, list_images, read_image_rgb
+from facever.core.errors import FaceverError, InputFileError
 
 log = logging.getLogger(__name__)
 
@@ -296,9 +296,9 @@ def _decoded(paths: Sequence[Path], workers: int) -> Iterator[tuple[int, np.ndar
         return
     from torch.utils.data import DataLoader
 
-    from facever._opencv import opencv
+    from facever.core.opencv_guard import opencv
 
-    opencv()  # shut OpenCV's pool down before the workers fork (facever._opencv)
+    opencv()  # shut OpenCV's pool down before the workers fork (facever.core.opencv_guard)
     loader = DataLoader(
         dataset,
         batch_size=None,
@@ -315,7 +315,7 @@ def _decoded(paths: Sequence[Path], workers: int) -> Iterator[tuple[int, np.ndar
 # -- writing ----------------------------------------------------------------------------------------
 def encode_image(rgb: np.ndarray, fmt: str, *, jpeg_quality: int = 95) -> bytes:
     """Encode an RGB uint8 array as JPEG or PNG bytes."""
-    from facever._opencv import opencv
+    from facever.core.opencv_guard import opencv
 
     cv2 = opencv()
 
@@ -330,7 +330,7 @@ def encode_image(rgb: np.ndarray, fmt: str, *, jpeg_quality: int = 95) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    from facever.atomic import atomic_path
+    from facever.core.atomic import atomic_path
 
     # No fsync per crop (it would dominate on many disks at 100k+ files): the rename still guarantees
     # that an interrupted process leaves complete files only, which is what resuming relies on.
@@ -418,7 +418,7 @@ def read_report(path: str | Path) -> list[dict]:
 
 
 def _write_report(path: Path, rows: list[dict]) -> None:
-    from facever.atomic import write_text_atomic
+    from facever.core.atomic import write_text_atomic
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=REPORT_FIELDS, lineterminator="\n")

@@ -44,8 +44,8 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping
 
 from facever import __version__
-from facever.checksums import file_digests
-from facever.errors import FaceverError, InputFileError
+from facever.core.checksums import file_digests
+from facever.core.errors import FaceverError, InputFileError
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facever.data_prep.images import IMAGE_EXTENSIONS
-from facever.errors import FaceverError
+from facever.core.images import IMAGE_EXTENSIONS
+from facever.core.errors import FaceverError
 
 
 @dataclass

@@ -29,8 +29,8 @@ from typing import Iterable
 
 import numpy as np
 
-from facever.atomic import atomic_path
-from facever.errors import FaceverError, InputFileError
+from facever.core.atomic import atomic_path
+from facever.core.errors import FaceverError, InputFileError
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)

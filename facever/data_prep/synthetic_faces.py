@@ -99,7 +99,7 @@ def draw_identity(rng: np.random.Generator) -> FaceIdentity:
 
 def render_face(person: FaceIdentity, rng: np.random.Generator, size: Sequence[int]) -> np.ndarray:
     """One image of `person` under a random pose, expression, lighting and noise: `h x w x 3` uint8 RGB."""
-    from facever._opencv import opencv
+    from facever.core.opencv_guard import opencv
 
     cv2 = opencv()
 
@@ -235,7 +235,7 @@ def identity_name(index: int) -> str:
 
 def encode_png(image: np.ndarray) -> bytes:
     """PNG bytes of an RGB image (deterministic: fixed compression, no timestamps)."""
-    from facever._opencv import opencv
+    from facever.core.opencv_guard import opencv
 
     cv2 = opencv()
 
@@ -266,7 +266,7 @@ def write_synthetic_dataset(
     `image_name(identity, k)` names image k (1-based) of an identity; default `<identity>_<k:04d>.png`,
     LFW's naming, so an LFW-format pairs.txt can refer to the images. Files are written atomically.
     """
-    from facever.atomic import write_bytes_atomic
+    from facever.core.atomic import write_bytes_atomic
 
     root = Path(root)
     name_of = image_name or (lambda ident, k: f"{ident}_{k:04d}.png")

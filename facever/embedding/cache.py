@@ -17,9 +17,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from facever.embeddings_file import Embeddings, load_embeddings, save_embeddings
-from facever.devices import default_amp
-from facever.errors import FaceverError
+from facever.core.embeddings_file import Embeddings, load_embeddings, save_embeddings
+from facever.core.devices import default_amp
+from facever.core.errors import FaceverError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def embed_items_cached(
     """
     import torch
 
-    from facever.devices import resolve_device
+    from facever.core.devices import resolve_device
     from facever.embedding.extract import BadImagesError, NoImageEmbeddedError, embed_images
 
     if chunk_size < 1:

@@ -23,9 +23,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from facever.data_prep.protocol import PairProtocol
-from facever.embeddings_file import Embeddings
-from facever.errors import FaceverError
+from facever.protocols.pair_protocol import PairProtocol
+from facever.core.embeddings_file import Embeddings
+from facever.core.errors import FaceverError
 
 FUSIONS = ("concat", "score-mean")
 

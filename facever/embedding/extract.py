@@ -30,12 +30,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from facever._opencv import opencv
-from facever.data_prep.images import ImageDecodeError, read_image_rgb
-from facever.devices import default_amp
+from facever.core.opencv_guard import opencv
+from facever.core.images import ImageDecodeError, read_image_rgb
+from facever.core.devices import default_amp
 from facever.embedding.preprocess import aspect_ratio_differs, normalize_batch, resize_to_input
-from facever.embeddings_file import Embeddings
-from facever.errors import FaceverError
+from facever.core.embeddings_file import Embeddings
+from facever.core.errors import FaceverError
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _worker_init(_worker_id: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    # No OpenCV call here: its pool was shut down in the parent before the fork (facever._opencv).
+    # No OpenCV call here: its pool was shut down in the parent before the fork (facever.core.opencv_guard).
 
 
 def default_workers(device_type: str) -> int:
@@ -191,7 +191,7 @@ def embed_images(
         workers: decoding processes (0: decode in this process; None: `default_workers`).
         device: "cpu", "cuda", "auto" or a `torch.device`; the model is moved there.
         amp: bf16 autocast; None means on for CUDA and on CPUs with native bf16 (AMX, AVX512-BF16),
-            off elsewhere (`facever.devices.default_amp`). The output is float32 either way.
+            off elsewhere (`facever.core.devices.default_amp`). The output is float32 either way.
         channels_last: NHWC convolutions (faster on both oneDNN and cuDNN; tiny float differences).
         fuse_bn: fold eval-mode batch norms into the convolutions before them (`fold_batchnorm`);
             None: when there are at least `FUSE_MIN_IMAGES` images (tracing costs about a second).
@@ -213,7 +213,7 @@ def embed_images(
     """
     import torch
 
-    from facever.devices import resolve_device
+    from facever.core.devices import resolve_device
 
     if flip not in FLIP_MODES:
         raise FaceverError(f"unknown flip mode {flip!r}; use one of: {', '.join(FLIP_MODES)}")
@@ -242,7 +242,7 @@ def embed_images(
 
     dataset = _ImageDataset(Path(root), rel_paths, None if align is not None else size)
     if workers > 0:
-        opencv()  # shut OpenCV's pool down before the workers fork (facever._opencv)
+        opencv()  # shut OpenCV's pool down before the workers fork (facever.core.opencv_guard)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,

@@ -34,7 +34,7 @@ def resize_to_input(rgb: np.ndarray, size: Sequence[int]) -> np.ndarray:
     th, tw = int(size[0]), int(size[1])
     if rgb.shape[0] == th and rgb.shape[1] == tw:
         return rgb
-    from facever._opencv import opencv
+    from facever.core.opencv_guard import opencv
 
     cv2 = opencv()
 

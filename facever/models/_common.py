@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 
 # (rgb/255 - 0.5) / 0.5: the (x - 127.5) / 127.5 scaling SphereFace, ArcFace and MobileFaceNet train with.
 HALF = (0.5, 0.5, 0.5)

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from facever import __version__
-from facever.atomic import atomic_path
-from facever.errors import FaceverError, InputFileError
+from facever.core.atomic import atomic_path
+from facever.core.errors import FaceverError, InputFileError
 
 FORMAT = "facever-model"
 FORMAT_VERSION = 1

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from facever.errors import FaceverError, InputFileError
+from facever.core.errors import FaceverError, InputFileError
 from facever.models._common import input_size_pair
 from facever.models.registry import register_model
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 
 _MODELS: dict[str, Callable[..., Any]] = {}
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from facever.atomic import atomic_path
-from facever.errors import FaceverError, InputFileError
+from facever.core.atomic import atomic_path
+from facever.core.errors import FaceverError, InputFileError
 from facever.training.config import TrainConfig, resume_differences
 
 FORMAT = "facever-checkpoint"

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 
 SCHEDULES = ("step", "cosine")
 AMP_MODES = ("bf16", "fp16", "off")

@@ -14,7 +14,7 @@ Design, for speed (the data path, not the GPU, decides the training time):
 Crop size policy: every training crop must have the same size (mixed sizes are an error naming
 examples: they mean unaligned or differently aligned photos). Crops already at the model's input size
 are used as they are; others are centre-cropped to the model's aspect ratio and resized, the same
-function `facever embed` uses (`insightface_bin.fit_to_input`): a 112x112 ArcFace crop for a 112x96
+function `facever embed` uses (`facever.core.crop.fit_to_input`): a 112x112 ArcFace crop for a 112x96
 model just loses 8 columns on each side, which is exactly SphereFace's alignment (FORMATS.md).
 """
 
@@ -32,13 +32,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from facever._opencv import opencv
-from facever.atomic import atomic_path
+from facever.core.opencv_guard import opencv
+from facever.core.atomic import atomic_path
 from facever.data_prep.identity_folder import scan_identity_folder, split_identities
-from facever.data_prep.insightface_bin import fit_to_input
-from facever.data_prep.images import ImageDecodeError, decode_image_bytes_rgb, read_image_rgb
+from facever.core.crop import fit_to_input
+from facever.core.images import ImageDecodeError, decode_image_bytes_rgb, read_image_rgb
 from facever.data_prep.recordio import RecordFile, open_recordio
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def scan_images(
     sizes = np.zeros((n, 2), dtype=np.int32)
     failures: list[tuple[str, str]] = []
     if workers > 0:
-        opencv()  # shut OpenCV's pool down before the workers fork (facever._opencv)
+        opencv()  # shut OpenCV's pool down before the workers fork (facever.core.opencv_guard)
     loader = torch.utils.data.DataLoader(
         _ScanDataset(tset, items, input_size),
         batch_size=64,
@@ -479,7 +479,7 @@ def make_loader(
     kwargs: dict[str, Any] = {}
     if workers > 0:
         kwargs.update(prefetch_factor=prefetch, persistent_workers=True)
-        opencv()  # shut OpenCV's pool down before the workers fork (facever._opencv)
+        opencv()  # shut OpenCV's pool down before the workers fork (facever.core.opencv_guard)
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,

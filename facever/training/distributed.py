@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from facever.devices import resolve_device
-from facever.errors import FaceverError
+from facever.core.devices import resolve_device
+from facever.core.errors import FaceverError
 
 
 @dataclass

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facever.atomic import write_text_atomic
-from facever.errors import FaceverError
+from facever.core.atomic import write_text_atomic
+from facever.core.errors import FaceverError
 from facever.training.checkpoint import (
     capture_rng_state,
     check_resume,
@@ -180,7 +180,7 @@ def train(
 
 
 def _train(config, out_dir, ctx, resume, progress, scan_progress, say, stop_requested, log_every) -> TrainResult:
-    from facever.heads import create_head
+    from facever.training.heads import create_head
     from facever.models import create_model
     from facever.models.bundle import save_model_bundle
 

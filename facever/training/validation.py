@@ -18,10 +18,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from facever.data_prep.images import ImageDecodeError
-from facever.data_prep.protocol import PairProtocol
-from facever.embeddings_file import Embeddings
-from facever.errors import FaceverError
+from facever.core.images import ImageDecodeError
+from facever.protocols.pair_protocol import PairProtocol
+from facever.core.embeddings_file import Embeddings
+from facever.core.errors import FaceverError
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +151,8 @@ def _decode_all(names: list[str], read, input_size) -> tuple[list[str], np.ndarr
 def build_validator(config, tset, input_size: Sequence[int]) -> Validator | None:
     """The validator the config asks for (pairs file, .bin, or held-out identities), or None."""
     if config.val_pairs:
-        from facever.data_prep.images import read_image_rgb
-        from facever.data_prep.lfw import read_lfw_pairs
+        from facever.core.images import read_image_rgb
+        from facever.protocols.lfw import read_lfw_pairs
 
         protocol = read_lfw_pairs(config.val_pairs, ext=config.val_ext)
         root = Path(config.val_images)
@@ -161,8 +161,8 @@ def build_validator(config, tset, input_size: Sequence[int]) -> Validator | None
         names, images, skipped = _decode_all(protocol.items(), lambda n: read_image_rgb(root / n), input_size)
         return Validator(protocol, names, images, skipped=skipped)
     if config.val_bin:
-        from facever.data_prep.insightface_bin import bin_protocol, image_names, load_bin
-        from facever.data_prep.images import decode_image_bytes_rgb
+        from facever.protocols.insightface_bin import bin_protocol, image_names, load_bin
+        from facever.core.images import decode_image_bytes_rgb
 
         blobs, issame = load_bin(config.val_bin)
         protocol = bin_protocol(issame, name=Path(config.val_bin).stem, source=config.val_bin)

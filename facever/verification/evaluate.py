@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from facever import __version__
-from facever.data_prep.protocol import PairProtocol
-from facever.embeddings_file import Embeddings
-from facever.errors import FaceverError
+from facever.protocols.pair_protocol import PairProtocol
+from facever.core.embeddings_file import Embeddings
+from facever.core.errors import FaceverError
 from facever.verification import roc
 from facever.verification.scores import greater_is_same, indexed_pair_scores, row_norms
 from facever.verification.tenfold import KFoldResult, facenet_val_at_far, kfold_accuracy

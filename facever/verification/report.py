@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from facever.atomic import atomic_path, write_text_atomic
+from facever.core.atomic import atomic_path, write_text_atomic
 
 
 def write_json(path: str | Path, data: Any) -> Path:

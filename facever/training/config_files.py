@@ -26,11 +26,10 @@ import json
 import math
 import tomllib
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 from facever.training.config import AMP_MODES, CACHE_MODES, HEADS, NOISE_MODES, SCHEDULES, TrainConfig
 
 CONFIG_NAME = "config.toml"
@@ -155,135 +154,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return parse_options(parse_toml_text(text, where=str(path)), where=str(path), base_dir=path.resolve().parent)
 
 
-@dataclass
-class ResolvedOptions:
-    """Training options after layering: `values` to pass on, `sources[key]` saying where each came from."""
-
-    values: dict[str, Any] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
-
-
-def layer_options(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> ResolvedOptions:
-    """Merge `(source name, options)` layers, later layers winning (recipe, file, command line)."""
-    resolved = ResolvedOptions()
-    for source, options in layers:
-        for key, value in options.items():
-            if value is None:
-                continue
-            resolved.values[key] = value
-            resolved.sources[key] = source
-    return resolved
-
-
-def explicit_parameters(names: Iterable[str]) -> set[str] | None:
-    """Which of `names` the user gave on the command line (or through the environment).
-
-    Uses click's parameter source of the running command; None outside a click command (then
-    every non-None value counts as given).
-    """
-    try:  # typer >= 0.2x vendors click as typer._click; older typer depends on click itself
-        from typer._click.core import ParameterSource
-        from typer._click.globals import get_current_context
-    except ImportError:  # pragma: no cover - depends on the installed typer
-        try:
-            from click import get_current_context
-            from click.core import ParameterSource
-        except ImportError:
-            return None
-    ctx = get_current_context(silent=True)
-    if ctx is None:
-        return None
-    given = set()
-    for name in names:
-        source = ctx.get_parameter_source(name)
-        # None: not a parameter of this command (a value the caller computed): counts as given.
-        if source not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
-            given.add(name)
-    return given
-
-
-def resolve_train_options(
-    cli_options: Mapping[str, Any],
-    *,
-    config_file: str | Path | None = None,
-    recipe: str | None = None,
-    explicit: set[str] | None = None,
-) -> ResolvedOptions:
-    """Layer a recipe, a config file and the command line's options (None = not given).
-
-    `explicit`: the command-line options the user typed (`explicit_parameters`); options outside
-    it are ignored even when not None, so a default never overrides the file. Everything is
-    validated; the result may still hold `amp = "auto"` (see `resolve_amp`).
-    """
-    layers: list[tuple[str, Mapping[str, Any]]] = []
-    if recipe is not None:
-        from facever.recipes import load_recipe
-
-        layers.append((f"recipe {recipe}", load_recipe(recipe).options))
-    if config_file is not None:
-        layers.append((f"config file {config_file}", read_config_file(config_file)))
-    cli = {k: v for k, v in cli_options.items() if v is not None and (explicit is None or k in explicit)}
-    layers.append(("command line", cli))
-    return layer_options(layers)
-
-
-def resolve_amp(options: Mapping[str, Any]) -> dict[str, Any]:
-    """`amp = "auto"` (or absent) -> bf16 when the run's device is a GPU, off on a CPU (as `facever train`)."""
-    options = dict(options)
-    if options.get("amp", "auto") == "auto":
-        from facever.devices import resolve_device
-
-        options["amp"] = "bf16" if resolve_device(options.get("device", "auto")).type == "cuda" else "off"
-    return options
-
-
-def train_command_options(
-    cli_options: Mapping[str, Any],
-    data: Path | None,
-    *,
-    config_file: Path | None,
-    recipe: str | None,
-    out: Path,
-    resume: bool,
-) -> tuple[dict[str, Any], Path, dict[str, str]]:
-    """What `facever train` needs from `--recipe`/`--config`: `(options, data, sources)`.
-
-    `options` are the layered values to build the TrainConfig from (or to override a resumed
-    run's), `data` the training data (DATA, else the file's `data`, else the resumed run's),
-    `sources` where each value came from (for RUN/config.toml).
-    """
-    explicit = explicit_parameters(cli_options)
-    resolved = resolve_train_options(cli_options, config_file=config_file, recipe=recipe, explicit=explicit)
-    values = dict(resolved.values)
-    file_data = values.pop("data", None)
-    if data is None and file_data is not None:
-        data = Path(file_data)
-    elif data is not None:
-        resolved.sources["data"] = "command line"
-    if data is None and resume:
-        saved = Path(out) / "config.json"
-        try:
-            data = Path(json.loads(saved.read_text(encoding="utf-8"))["data"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise FaceverError(f"{saved}: cannot read the run's training data path; give DATA") from None
-    if data is None:
-        raise FaceverError("no training data: give DATA, or a `data` key in the --config file")
-    if resume and values.get("amp") == "auto":
-        values.pop("amp")  # keep the resumed run's own precision
-    return values, data, resolved.sources
-
-
-def make_train_config(options: Mapping[str, Any], *, where: str = "configuration") -> TrainConfig:
-    """A `TrainConfig` from resolved options (must include `data`); its own checks name the option."""
-    options = resolve_amp(options)
-    if "data" not in options:
-        raise FaceverError(f"{where}: no training data: give DATA or a `data` key")
-    try:
-        return TrainConfig(**options)
-    except TypeError as exc:  # pragma: no cover - keys are validated before
-        raise FaceverError(f"{where}: {exc}") from None
-
-
 # -- writing --------------------------------------------------------------------------------------
 
 def _toml_string(text: str) -> str:
@@ -337,7 +207,7 @@ def config_to_toml(config: TrainConfig, *, sources: Mapping[str, str] | None = N
 def write_run_config(out_dir: str | Path, config: TrainConfig, *, sources: Mapping[str, str] | None = None) -> Path:
     """Write `OUT/config.toml` atomically (the resolved configuration, with each value's origin)."""
     from facever import __version__
-    from facever.atomic import write_text_atomic
+    from facever.core.atomic import write_text_atomic
 
     path = Path(out_dir) / CONFIG_NAME
     header = (

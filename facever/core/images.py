@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp", ".gif")
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from facever.data_prep.images import decode_image_bytes_rgb
-from facever.data_prep.protocol import PairProtocol
-from facever.embeddings_file import Embeddings
-from facever.errors import FaceverError, InputFileError
+from facever.core.images import decode_image_bytes_rgb
+from facever.core.crop import fit_to_input
+from facever.protocols.pair_protocol import PairProtocol
+from facever.core.errors import FaceverError, InputFileError
 
 ALLOWED = "only lists, tuples, bytes and bools are allowed"
 
@@ -100,7 +100,7 @@ def load_bin(path: str | Path) -> tuple[list[bytes], np.ndarray]:
 
 def write_bin(path: str | Path, images: Sequence[bytes], issame: Sequence[bool]) -> Path:
     """Write a `.bin` in InsightFace's format (protocol 4 pickle of (list of bytes, list of bools))."""
-    from facever.atomic import write_bytes_atomic
+    from facever.core.atomic import write_bytes_atomic
 
     images = [bytes(b) for b in images]
     issame = [bool(s) for s in issame]
@@ -133,34 +133,6 @@ def bin_protocol(issame: np.ndarray, *, name: str = "bin", source: str | Path | 
     )
 
 
-def fit_to_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Centre-crop `rgb` (H x W x 3) to the aspect ratio of `size` = (h, w), then resize to exactly (h, w).
-
-    A 112x112 ArcFace crop fitted to (112, 96) loses 8 columns on each side and is not resampled: that is
-    exactly the 96x112 alignment template. Resizing uses area averaging when shrinking, bilinear when
-    enlarging.
-    """
-    from facever._opencv import opencv
-
-    cv2 = opencv()
-
-    h, w = int(size[0]), int(size[1])
-    src_h, src_w = rgb.shape[:2]
-    # Compare aspect ratios in integers: src_w / src_h vs w / h.
-    if src_w * h > w * src_h:  # too wide: cut columns
-        new_w = int(round(src_h * w / h))
-        x0 = (src_w - new_w) // 2
-        rgb = rgb[:, x0 : x0 + new_w]
-    elif src_w * h < w * src_h:  # too tall: cut rows
-        new_h = int(round(src_w * h / w))
-        y0 = (src_h - new_h) // 2
-        rgb = rgb[y0 : y0 + new_h]
-    if rgb.shape[:2] != (h, w):
-        shrink = rgb.shape[0] > h or rgb.shape[1] > w
-        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(rgb)
-
-
 class BinImages:
     """The images of a `.bin`, decoded to RGB on demand (and fitted to `size` = (h, w) when given).
 
@@ -191,52 +163,3 @@ class BinImages:
         for start in range(0, len(self), batch_size):
             idx = range(start, min(start + batch_size, len(self)))
             yield [self.names[i] for i in idx], np.stack([self[i] for i in idx])
-
-
-def embed_bin_images(
-    model,
-    images: BinImages,
-    *,
-    flip: str = "none",
-    batch_size: int = 64,
-    device="cpu",
-    progress: Callable[[int], None] | None = None,
-) -> Embeddings:
-    """Embed every image of a `.bin` with an `EmbeddingModel` (`facever.embedding.models`).
-
-    Images are fitted to the model's input (`fit_to_input`: centre crop to its aspect ratio, then
-    resize) and fed as `embed_images` feeds files: same normalisation, flip fusion and bf16 autocast on
-    CUDA. Keys are the image names (`image_names`), so the result matches `bin_protocol`.
-    """
-    import torch
-
-    from facever.devices import resolve_device
-    from facever.embedding.extract import forward_with_flip
-    from facever.embedding.preprocess import normalize_batch
-
-    size = tuple(int(v) for v in model.input_size)
-    fitted = BinImages(images.bins, source=images.source, size=size)
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    module = model.module.eval().to(dev)
-    use_amp = dev.type == "cuda"
-    names: list[str] = []
-    rows = []
-    with torch.inference_mode(), torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-        for batch_names, pixels in fitted.batches(batch_size):
-            x = normalize_batch(torch.from_numpy(pixels).to(dev), mean=model.mean, std=model.std, color=model.color)
-            rows.append(forward_with_flip(module, x.contiguous(), flip).float().cpu().numpy())
-            names.extend(batch_names)
-            if progress is not None:
-                progress(len(batch_names))
-    source_shape = list(BinImages(images.bins[:1])[0].shape[:2]) if len(images) else []
-    metadata = {
-        **(model.metadata() if hasattr(model, "metadata") else {}),
-        "flip": flip,
-        "crop_size": list(size),
-        "device": str(dev),
-        "amp": "bf16" if use_amp else "off",
-        "bin_file": images.source,
-        "source_image_size": source_shape,
-        "fit": "centre crop to the input's aspect ratio, then resize",
-    }
-    return Embeddings(names, np.concatenate(rows).astype(np.float32), metadata=metadata)

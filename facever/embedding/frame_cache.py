@@ -20,9 +20,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from facever.atomic import write_text_atomic
-from facever.embeddings_file import Embeddings, load_embeddings, save_embeddings
-from facever.errors import InputFileError
+from facever.core.atomic import write_text_atomic
+from facever.core.embeddings_file import Embeddings, load_embeddings, save_embeddings
+from facever.core.errors import InputFileError
 
 EmbedFn = Callable[[list[str]], tuple[Embeddings, Any]]
 

@@ -1,6 +1,6 @@
-"""Recipes: named training configurations shipped with the package (`facever/recipes/*.toml`).
+"""Recipes: named training configurations shipped with the package (`facever/training/recipe_files/*.toml`).
 
-A recipe is a config file (see `facever.config_files`) whose `[recipe]` table says what it is for,
+A recipe is a config file (see `facever.training.config_files`) whose `[recipe]` table says what it is for,
 the results to expect and the GPU time it takes. `facever train --recipe NAME` starts from it
 (a `--config` file and command-line options override it); `facever reproduce` trains from one;
 `facever recipes` lists them. `NAME` may also be the path of a user's own `.toml` recipe.
@@ -13,8 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from facever.config_files import parse_options, parse_toml_text
-from facever.errors import FaceverError
+from facever.training.config_files import parse_options, parse_toml_text
+from facever.core.errors import FaceverError
 
 SUFFIX = ".toml"
 META_FIELDS = ("summary", "data", "expected", "expected_ensemble", "expected_source", "gpu_time")
@@ -44,7 +44,7 @@ class Recipe:
 
 
 def _recipe_files() -> dict[str, Any]:
-    folder = resources.files("facever").joinpath("recipes")
+    folder = resources.files("facever.training").joinpath("recipe_files")
     if not folder.is_dir():
         return {}
     return {entry.name[: -len(SUFFIX)]: entry for entry in folder.iterdir() if entry.name.endswith(SUFFIX)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 
 
 def resolve_device(name: str = "auto"):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 
 NOISE_MODES = ("batch", "sample")
 

@@ -29,8 +29,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from facever.data_prep.protocol import PairProtocol
-from facever.errors import InputFileError
+from facever.protocols.pair_protocol import PairProtocol
+from facever.core.errors import InputFileError
 
 FGLFW_PAIRS_PER_FOLD = 600
 

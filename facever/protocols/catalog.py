@@ -15,11 +15,10 @@ one entry, not a new ensemble command. What `--pairs` means per benchmark:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
-from facever.data_prep.protocol import PairProtocol
-from facever.embeddings_file import Embeddings, load_embeddings
-from facever.errors import FaceverError
+from facever.protocols.pair_protocol import PairProtocol
+from facever.core.embeddings_file import Embeddings
+from facever.core.errors import FaceverError
 
 BENCHMARKS = ("lfw", "fglfw", "calfw", "cplfw", "ytf", "bin")
 
@@ -32,19 +31,19 @@ def read_benchmark(name: str, path: str | Path, *, ext: str | None = None) -> Pa
     """
     path = Path(path)
     if name == "lfw":
-        from facever.data_prep.lfw import read_lfw_pairs
+        from facever.protocols.lfw import read_lfw_pairs
 
         return read_lfw_pairs(path, ext=ext or ".jpg")
     if name in ("fglfw", "calfw", "cplfw"):
-        from facever.data_prep.fglfw import read_variant_pairs
+        from facever.protocols.fglfw import read_variant_pairs
 
         return read_variant_pairs(path, protocol=name, ext=ext)
     if name == "ytf":
-        from facever.data_prep.ytf import read_ytf_splits
+        from facever.protocols.ytf import read_ytf_splits
 
         return read_ytf_splits(path)
     if name == "bin":
-        from facever.data_prep.insightface_bin import bin_protocol, load_bin
+        from facever.protocols.insightface_bin import bin_protocol, load_bin
 
         _, issame = load_bin(path)
         return bin_protocol(issame, name=path.name, source=path)
@@ -57,7 +56,7 @@ def for_protocol(name: str, protocol: PairProtocol, embeddings: Embeddings, *, f
     as it is."""
     if name != "ytf":
         return embeddings
-    from facever.data_prep.ytf import frames_from_embeddings, video_embeddings
+    from facever.protocols.ytf import frames_from_embeddings, video_embeddings
 
     items = protocol.items()
     index = embeddings.index()
@@ -70,47 +69,3 @@ def for_protocol(name: str, protocol: PairProtocol, embeddings: Embeddings, *, f
 
 def is_embeddings_file(source: str | Path) -> bool:
     return str(source).endswith(".npz") and Path(source).is_file()
-
-
-def benchmark_embeddings(
-    name: str,
-    protocol: PairProtocol,
-    source: str,
-    *,
-    data: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    frames: int | None = None,
-    flip: str = "none",
-    batch_size: int = 64,
-    device="cpu",
-    progress: Callable[[int], None] | None = None,
-) -> Embeddings:
-    """One model's embeddings for `protocol`: `source` is an embeddings file (.npz, loaded and, for YTF,
-    aggregated per video) or a model (`load_embedding_model` spec) run on `data` (see the module table;
-    for `bin` the .bin the protocol was read from). YTF frame embeddings are cached in `cache_dir`.
-    """
-    if is_embeddings_file(source):
-        return for_protocol(name, protocol, load_embeddings(source), frames=frames)
-    from facever.embedding.models import load_embedding_model
-
-    model = load_embedding_model(source, device=device)
-    if name == "bin":
-        from facever.data_prep.insightface_bin import BinImages, embed_bin_images, load_bin
-
-        bin_path = Path(data) if data is not None else protocol.source
-        bins, _ = load_bin(bin_path)
-        return embed_bin_images(model, BinImages(bins, source=bin_path), flip=flip, batch_size=batch_size,
-                                device=device, progress=progress)
-    if data is None:
-        raise FaceverError(f"{source} is a model: give the {'YTF root' if name == 'ytf' else 'image folder'} to embed")
-    if name == "ytf":
-        from facever.data_prep.ytf import embed_videos, find_video_tree
-
-        videos, _ = embed_videos(model, find_video_tree(data), protocol.items(), frames=frames, cache_dir=cache_dir,
-                                 flip=flip, batch_size=batch_size, device=device, progress=progress)
-        return videos
-    from facever.embedding.extract import embed_images
-
-    emb, _ = embed_images(model, data, protocol.items(), flip=flip, batch_size=batch_size, device=device,
-                          progress=progress)
-    return emb

@@ -61,7 +61,7 @@ def missing_files(root: Path, rel_paths: Sequence[str]) -> list[str]:
 
 def check_images_exist(root: Path, rel_paths: Sequence[str], *, what: str) -> None:
     """Fail with one line naming the missing images (before spending time on a model)."""
-    from facever.errors import FaceverError
+    from facever.core.errors import FaceverError
 
     if not root.is_dir():
         raise FaceverError(f"{root}: image folder not found")
@@ -72,6 +72,6 @@ def check_images_exist(root: Path, rel_paths: Sequence[str], *, what: str) -> No
 
 
 def load_model(model: str, *, weights: Path | None, device: str):
-    from facever.embedding.models import load_embedding_model
+    from facever.embedding.loading import load_embedding_model
 
     return load_embedding_model(model, weights=weights, device=device)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facever.checksums import file_digest
-from facever.errors import FaceverError, InputFileError
+from facever.core.checksums import file_digest
+from facever.core.errors import FaceverError, InputFileError
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def load_embedding_model(spec: str | os.PathLike, *, weights: str | os.PathLike 
         FaceverError: unknown spec, missing weights (offline: says which file to put where).
         InputFileError: a file that is not a model / state dict of the expected shape.
     """
-    from facever.devices import resolve_device
+    from facever.core.devices import resolve_device
 
     dev = device if not isinstance(device, str) else resolve_device(device)
     text = str(spec)
@@ -182,7 +182,7 @@ def _facenet_weights_file(name: str) -> Path:
         raise FaceverError(f"{hint} ({OFFLINE_ENV} is set, not downloading)")
     from torch.hub import download_url_to_file
 
-    from facever.atomic import atomic_path
+    from facever.core.atomic import atomic_path
 
     try:
         folder.mkdir(parents=True, exist_ok=True)

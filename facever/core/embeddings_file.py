@@ -18,8 +18,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from facever.atomic import atomic_path
-from facever.errors import InputFileError
+from facever.core.atomic import atomic_path
+from facever.core.errors import InputFileError
 
 FORMAT_VERSION = 1
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 
 # Shown even when equal across runs: what a reader wants to see next to the numbers.
 KEY_FIELDS = ("arch", "input_size", "head", "alpha2", "epochs", "batch_size", "lr", "schedule", "seed", "amp")
@@ -35,7 +35,7 @@ class Metrics:
 
 def read_metrics(run_dir: str | Path) -> Metrics:
     """Parse RUN/metrics.jsonl (missing file: empty curves; a malformed line: InputFileError with its line)."""
-    from facever.errors import InputFileError
+    from facever.core.errors import InputFileError
 
     path = Path(run_dir) / "metrics.jsonl"
     metrics = Metrics()
@@ -223,7 +223,7 @@ def plot_curves(series: Sequence[tuple[str, Metrics]], path: str | Path, *, titl
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from facever.atomic import atomic_path
+    from facever.core.atomic import atomic_path
 
     path = Path(path)
     fig = Figure(figsize=(11, 4.2), dpi=110)
@@ -258,7 +258,7 @@ def plot_curves(series: Sequence[tuple[str, Metrics]], path: str | Path, *, titl
 
 def write_comparison(comparison: Comparison, out_dir: str | Path) -> dict[str, Path]:
     """OUT/compare.md (table), OUT/compare.json (everything) and OUT/compare.png (curves)."""
-    from facever.atomic import write_text_atomic
+    from facever.core.atomic import write_text_atomic
     from facever.verification.report import write_json
 
     out_dir = Path(out_dir)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facever.data_prep.protocol import PairProtocol
-from facever.errors import InputFileError
+from facever.protocols.pair_protocol import PairProtocol
+from facever.core.errors import InputFileError
 
 
 def lfw_image_path(name: str, number: int, ext: str = ".jpg") -> str:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def _replace_dir(partial: Path, root: Path) -> None:
 
 
 def _write_manifest(root: Path, split: _Split, extra: dict[str, Any]) -> None:
-    from facever.atomic import write_text_atomic
+    from facever.core.atomic import write_text_atomic
 
     data = {
         "format": DATA_FORMAT,
@@ -248,7 +248,7 @@ def _folder_data(data: Path, out_dir: Path, settings: DemoSettings, seed: int, e
     import numpy as np
 
     from facever.data_prep.identity_folder import scan_identity_folder
-    from facever.data_prep.images import ImageDecodeError, read_image_rgb
+    from facever.core.images import ImageDecodeError, read_image_rgb
     from facever.data_prep.synthetic_faces import encode_png
     from facever.training.data import fit_crop
 
@@ -288,7 +288,7 @@ def _folder_data(data: Path, out_dir: Path, settings: DemoSettings, seed: int, e
     partial = Path(str(root) + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
-    from facever.atomic import write_bytes_atomic
+    from facever.core.atomic import write_bytes_atomic
 
     sources: list[str] = []
     for part, group in (("train", members), ("test", folder.holdout)):
@@ -303,7 +303,7 @@ def _folder_data(data: Path, out_dir: Path, settings: DemoSettings, seed: int, e
                 write_bytes_atomic(partial / target, encode_png(crop))
                 sources.append(f"{target}\t{rel}")
                 emit(DemoEvent("data", done=1))
-    from facever.atomic import write_text_atomic
+    from facever.core.atomic import write_text_atomic
 
     write_text_atomic(partial / "sources.tsv", "copy\toriginal\n" + "".join(s + "\n" for s in sources))
     split.root = partial
@@ -337,7 +337,7 @@ def _train_config(split: _Split, settings: DemoSettings, head: str, seed: int, d
 
 def _train_one(name: str, config, split: _Split, run_dir: Path, emit, stop_requested) -> tuple[Path, bool]:
     """Train (or reuse, or resume) one model; return (model.pt, reused)."""
-    from facever.atomic import write_text_atomic
+    from facever.core.atomic import write_text_atomic
     from facever.training.config import RUNTIME_FIELDS
     from facever.training.loop import train
 
@@ -391,7 +391,7 @@ def _train_one(name: str, config, split: _Split, run_dir: Path, emit, stop_reque
 
 def _claim_out_dir(out_dir: Path) -> None:
     """Create `out_dir` (or accept an empty one or an earlier demo's) and mark it as the demo's."""
-    from facever.atomic import write_text_atomic
+    from facever.core.atomic import write_text_atomic
 
     if out_dir.exists() and not out_dir.is_dir():
         raise FaceverError(f"{out_dir}: exists and is not a folder")
@@ -439,13 +439,13 @@ def run_demo(
 
 
 def _run_demo(out_dir: Path, *, data, quick, seed, device, progress, settings, stop_requested) -> DemoResult:
-    from facever.data_prep.lfw import read_lfw_pairs
-    from facever.data_prep.pair_lists import make_pair_list, max_pairs_per_fold
+    from facever.protocols.lfw import read_lfw_pairs
+    from facever.protocols.pair_lists import make_pair_list, max_pairs_per_fold
     from facever.embedding.ensemble import evaluate_ensemble
     from facever.embedding.extract import embed_images
-    from facever.embedding.models import load_embedding_model
-    from facever.embeddings_file import save_embeddings
-    from facever.atomic import write_text_atomic
+    from facever.embedding.loading import load_embedding_model
+    from facever.core.embeddings_file import save_embeddings
+    from facever.core.atomic import write_text_atomic
     from facever.verification.report import plot_roc, write_json
 
     synthetic = data is None

@@ -6,7 +6,7 @@ LFW's View 2 has 10 sets, each with N same-person and then N different-person pa
     Name\tn1\tn2                  (same person: Name/Name_000n1, Name/Name_000n2)
     Name1\tn1\tName2\tn2          (different people)
 
-so `facever.data_prep.lfw.read_lfw_pairs` (and every tool that reads LFW's file) reads what this
+so `facever.protocols.lfw.read_lfw_pairs` (and every tool that reads LFW's file) reads what this
 writes. Images must be named like LFW's, `Name/Name_0001.ext`, numbered from 1.
 
 Pairs are drawn without repetition (an unordered pair appears at most once in the whole file) from
@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from typing import Mapping
 
-from facever.errors import FaceverError
+from facever.core.errors import FaceverError
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
 
-from facever.atomic import atomic_path, write_text_atomic
-from facever.errors import FaceverError
+from facever.core.atomic import atomic_path, write_text_atomic
+from facever.core.errors import FaceverError
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +189,8 @@ def _load_roc(path: Path):
 
 def epoch_overrides(epochs: int, *, recipe: str = DEFAULT_RECIPE, config_file: str | Path | None = None) -> dict[str, Any]:
     """Overrides for a shorter run (`--epochs N`): milestones past its end dropped, warm-up kept inside it."""
-    from facever.config_files import read_config_file
-    from facever.recipes import load_recipe
+    from facever.training.config_files import read_config_file
+    from facever.training.recipes import load_recipe
 
     base = {**load_recipe(recipe).options, **(read_config_file(config_file) if config_file else {})}
     overrides: dict[str, Any] = {"epochs": int(epochs)}
@@ -229,8 +229,9 @@ class Reproduction:
     def base_options(self) -> dict[str, Any]:
         """Training options: recipe < config file < overrides (validated, before data/head/seed)."""
         if self._base_options is None:
-            from facever.config_files import layer_options, parse_options, read_config_file
-            from facever.recipes import load_recipe
+            from facever.training.config_files import parse_options, read_config_file
+            from facever.training.options import layer_options
+            from facever.training.recipes import load_recipe
 
             layers: list[tuple[str, dict[str, Any]]] = [
                 (f"recipe {self.settings.recipe}", load_recipe(self.settings.recipe).options)]
@@ -253,7 +254,7 @@ class Reproduction:
 
     def check_inputs(self) -> None:
         """Fail before any work on missing inputs and malformed protocol files (naming the file)."""
-        from facever.data_prep import lfw, ytf
+        from facever.protocols import lfw, ytf
 
         s = self.settings
         for what, path in (("--casia", s.casia), ("--lfw", s.lfw), ("--ytf", s.ytf)):
@@ -268,7 +269,7 @@ class Reproduction:
         self.base_options()
 
     def fglfw_protocol(self):
-        from facever.data_prep.fglfw import read_fglfw_pairs
+        from facever.protocols.fglfw import read_fglfw_pairs
 
         path = Path(self.settings.fglfw)
         try:
@@ -370,7 +371,7 @@ class Reproduction:
         return path
 
     def align_casia(self) -> dict[str, Any]:
-        from facever.data_prep.images import list_images
+        from facever.core.images import list_images
         from facever.training.data import is_recordio
 
         src = Path(self.settings.casia)
@@ -382,7 +383,7 @@ class Reproduction:
         return self._align("CASIA", src, self.out / "aligned" / "casia", on_miss="skip")
 
     def align_lfw(self) -> dict[str, Any]:
-        from facever.data_prep.lfw import read_lfw_pairs
+        from facever.protocols.lfw import read_lfw_pairs
 
         src = Path(self.settings.lfw)
         items = read_lfw_pairs(self.lfw_pairs).items()
@@ -397,7 +398,7 @@ class Reproduction:
         return self._align("LFW", listed, self.out / "aligned" / "lfw", select="center", on_miss="center-crop")
 
     def align_ytf(self) -> dict[str, Any]:
-        from facever.data_prep import ytf
+        from facever.protocols import ytf
 
         tree = ytf.find_video_tree(self.settings.ytf, prefer="aligned")
         videos = ytf.read_ytf_splits(self.ytf_splits).items()
@@ -415,7 +416,7 @@ class Reproduction:
 
     # -- 2. training ------------------------------------------------------------------------------
     def train_config(self, model: str):
-        from facever.config_files import make_train_config
+        from facever.training.options import make_train_config
 
         head, offset = MODELS[model]
         options = self.base_options()
@@ -426,7 +427,7 @@ class Reproduction:
         return make_train_config(options, where=f"reproduce ({model})")
 
     def train_model(self, model: str) -> dict[str, Any]:
-        from facever.config_files import write_run_config
+        from facever.training.config_files import write_run_config
         from facever.training.loop import CHECKPOINT_NAME, train
 
         config = self.train_config(model)
@@ -470,11 +471,12 @@ class Reproduction:
         return result
 
     def evaluate_model(self, model: str) -> dict[str, Any]:
-        from facever.data_prep import ytf
-        from facever.data_prep.lfw import read_lfw_pairs
+        from facever.protocols import ytf
+        from facever.embedding.videos import embed_videos
+        from facever.protocols.lfw import read_lfw_pairs
         from facever.embedding.cache import embed_items_cached
-        from facever.embedding.models import load_embedding_model
-        from facever.embeddings_file import save_embeddings
+        from facever.embedding.loading import load_embedding_model
+        from facever.core.embeddings_file import save_embeddings
 
         s = self.settings
         model_path = Path(self._stage_output(f"train-{model}", "model"))
@@ -505,7 +507,7 @@ class Reproduction:
         frame_lists = ytf.list_video_frames(tree, videos)
         n_frames = len({f for fl in ytf.select_frames(frame_lists, frames=s.ytf_frames).values() for f in fl})
         with self.progress(f"embed YTF frames ({model})", n_frames, unit="frame") as advance:
-            video_emb, facts = ytf.embed_videos(
+            video_emb, facts = embed_videos(
                 net, tree, videos, frames=s.ytf_frames, cache_dir=eval_dir / "ytf_frame_cache", flip=s.flip,
                 batch_size=s.batch_size, device=s.device, progress=advance, frame_lists=frame_lists,
             )
@@ -518,10 +520,10 @@ class Reproduction:
 
     # -- 4. ensemble ------------------------------------------------------------------------------
     def ensemble(self) -> dict[str, Any]:
-        from facever.data_prep import ytf
-        from facever.data_prep.lfw import read_lfw_pairs
+        from facever.protocols import ytf
+        from facever.protocols.lfw import read_lfw_pairs
         from facever.embedding.ensemble import evaluate_ensemble
-        from facever.embeddings_file import load_embeddings
+        from facever.core.embeddings_file import load_embeddings
         from facever.verification.report import plot_roc, write_json
 
         protocols = {"lfw": read_lfw_pairs(self.lfw_pairs)}
@@ -638,7 +640,7 @@ def format_report_markdown(report: dict[str, Any]) -> str:
 
 def write_plots(out_dir: Path, report: dict[str, Any]) -> list[str]:
     """ROC curves per benchmark (every model and the ensemble) and the training curves."""
-    from facever.compare import plot_curves, read_metrics
+    from facever.workflows.compare import plot_curves, read_metrics
     from facever.verification.report import plot_roc
 
     written = []

@@ -1,0 +1,54 @@
+"""One model's embeddings for any benchmark protocol (see `facever.protocols.catalog` for the table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from facever.core.embeddings_file import Embeddings, load_embeddings
+from facever.core.errors import FaceverError
+from facever.embedding.bin_images import embed_bin_images
+from facever.embedding.extract import embed_images
+from facever.embedding.loading import load_embedding_model
+from facever.embedding.videos import embed_videos
+from facever.protocols.catalog import for_protocol, is_embeddings_file
+from facever.protocols.insightface_bin import BinImages, load_bin
+from facever.protocols.pair_protocol import PairProtocol
+from facever.protocols.ytf import find_video_tree
+
+
+def benchmark_embeddings(
+    name: str,
+    protocol: PairProtocol,
+    source: str,
+    *,
+    data: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    frames: int | None = None,
+    flip: str = "none",
+    batch_size: int = 64,
+    device="cpu",
+    progress: Callable[[int], None] | None = None,
+) -> Embeddings:
+    """One model's embeddings for `protocol`: `source` is an embeddings file (.npz, loaded and, for YTF,
+    aggregated per video) or a model (`load_embedding_model` spec) run on `data` (see the module table;
+    for `bin` the .bin the protocol was read from). YTF frame embeddings are cached in `cache_dir`.
+    """
+    if is_embeddings_file(source):
+        return for_protocol(name, protocol, load_embeddings(source), frames=frames)
+    model = load_embedding_model(source, device=device)
+    if name == "bin":
+
+        bin_path = Path(data) if data is not None else protocol.source
+        bins, _ = load_bin(bin_path)
+        return embed_bin_images(model, BinImages(bins, source=bin_path), flip=flip, batch_size=batch_size,
+                                device=device, progress=progress)
+    if data is None:
+        raise FaceverError(f"{source} is a model: give the {'YTF root' if name == 'ytf' else 'image folder'} to embed")
+    if name == "ytf":
+        videos, _ = embed_videos(model, find_video_tree(data), protocol.items(), frames=frames, cache_dir=cache_dir,
+                                 flip=flip, batch_size=batch_size, device=device, progress=progress)
+        return videos
+    emb, _ = embed_images(model, data, protocol.items(), flip=flip, batch_size=batch_size, device=device,
+                          progress=progress)
+    return emb
