@@ -16,7 +16,7 @@ from facever.data_prep.similarity import (
     similarity_matrix,
     similarity_transform,
 )
-from facever.data_prep.templates import REFERENCE_112x96, parse_size, template_for_size
+from facever.data_prep.templates import REFERENCE_112x96, template_for_size
 
 # -- templates ---------------------------------------------------------------------------------------
 
@@ -50,15 +50,6 @@ def test_other_sizes_scale_uniformly_and_stay_centred():
     np.testing.assert_allclose(t, REFERENCE_112x96 * 2, atol=1e-9)
     tall = template_for_size((140, 96))  # taller than the reference: same scale, centred vertically
     np.testing.assert_allclose(tall, REFERENCE_112x96 + [0, 14], atol=1e-9)
-
-
-def test_parse_size():
-    assert parse_size("112x96") == (112, 96)
-    assert parse_size("112X112") == (112, 112)
-    assert parse_size("160") == (160, 160)
-    for bad in ("abc", "112x", "1x1", "112x96x3", "0x0"):
-        with pytest.raises(ValueError, match="invalid size"):
-            parse_size(bad)
 
 
 # -- similarity transform ----------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def align(
 
     with user_errors():
         from facever.data_prep.align_dataset import AlignConfig, plan_alignment, run_alignment
-        from facever.data_prep.templates import parse_size
+        from facever.core.sizes import parse_size
         from facever.core.errors import FaceverError
 
         try:

@@ -107,7 +107,7 @@ def embed(
         aligner = None
         if align:
             from facever.data_prep.align import FaceAligner
-            from facever.data_prep.templates import parse_size
+            from facever.core.sizes import parse_size
 
             try:
                 crop = parse_size(size) if size else tuple(emb_model.input_size)

@@ -40,10 +40,12 @@ class Cache(str, Enum):
 
 
 def _parse_size(text: str) -> tuple[int, int]:
-    parts = text.lower().replace(",", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise typer.BadParameter(f"expected HEIGHTxWIDTH such as 112x96, got {text!r}")
-    return int(parts[0]), int(parts[1])
+    from facever.core.sizes import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _parse_milestones(text: str) -> tuple[float, ...]:

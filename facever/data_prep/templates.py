@@ -28,20 +28,6 @@ REFERENCE_SIZE = (112, 96)  # (h, w)
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse `HxW` (e.g. `112x96`) or a single `N` (square) into `(h, w)`; ValueError quoting the text."""
-    parts = str(text).lower().replace(" ", "").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"invalid size {text!r}: expected HxW such as 112x96 or 112x112") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 8 or max(values) > 4096:
-        raise ValueError(f"invalid size {text!r}: expected HxW with 8 <= H, W <= 4096, such as 112x96")
-    return values[0], values[1]
-
-
 def template_for_size(size: tuple[int, int]) -> np.ndarray:
     """The five template points `(5, 2)` float64 `(x, y)` for an aligned crop of `size = (h, w)` pixels.
 

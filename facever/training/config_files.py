@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from facever.core.errors import FaceverError
+from facever.core.sizes import parse_size
 from facever.training.config import AMP_MODES, CACHE_MODES, HEADS, NOISE_MODES, SCHEDULES, TrainConfig
 
 CONFIG_NAME = "config.toml"
@@ -84,10 +85,10 @@ def _convert(key: str, value: Any, hint: Any, where: str) -> Any:
         return value
     if typing.get_origin(hint) is tuple:
         if key.replace("-", "_") == "input_size" and isinstance(value, str):
-            parts = value.lower().replace(",", "x").split("x")
-            if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
-                return (int(parts[0]), int(parts[1]))
-            raise wrong('[HEIGHT, WIDTH] or "HEIGHTxWIDTH" such as [112, 96]')
+            try:
+                return parse_size(value)
+            except ValueError:
+                raise wrong('[HEIGHT, WIDTH] or "HEIGHTxWIDTH" such as [112, 96]') from None
         if not isinstance(value, list):
             raise wrong("an array" + (" [HEIGHT, WIDTH]" if key.replace("-", "_") == "input_size" else " of numbers"))
         element = args[0]
