@@ -120,7 +120,7 @@ def test_missing_model_and_unknown_facenet_name_are_clear_errors(tmp_path):
         load_embedding_model(tmp_path / "nope.pt")
     with pytest.raises(FaceverError, match="known: facenet:vggface2, facenet:casia-webface"):
         load_embedding_model("facenet:vgg")
-    with pytest.raises(FaceverError, match="--weights applies to facenet"):
+    with pytest.raises(FaceverError, match="separate weights apply to facenet"):
         load_embedding_model(tmp_path / "nope.pt", weights=tmp_path / "w.pt")
 
 

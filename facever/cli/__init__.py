@@ -49,6 +49,11 @@ def _register() -> None:
     from facever.cli import embed
 
     app.command("embed")(embed.embed)
+    from facever.cli import export, pairs, verify
+
+    app.command("verify")(verify.verify)
+    app.command("pairs")(pairs.pairs)
+    app.command("export")(export.export)
     app.add_typer(data.app, name="data")
     app.command("eval-lfw")(eval_lfw.eval_lfw)
     from facever.cli import eval_bin, eval_fglfw, eval_ytf

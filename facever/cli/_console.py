@@ -7,6 +7,7 @@ import sys
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape  # messages are text: `facever[onnx]` must not be read as a style tag
 
 err_console = Console(stderr=True)
 out_console = Console()
@@ -16,16 +17,16 @@ def fail(message: str, code: int = 2) -> None:
     """Print a one-line error on stderr and exit non-zero."""
     import typer
 
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def info(message: str) -> None:
-    err_console.print(message, highlight=False, soft_wrap=True)
+    err_console.print(message, highlight=False, soft_wrap=True, markup=False)
 
 
 @contextlib.contextmanager

@@ -25,9 +25,36 @@ FLIP_HELP = (
     "davidsandberg/facenet); sum = f(x) + f(flip x) (insightface)."
 )
 MODEL_HELP = (
-    "A facever model (RUN/model.pt or RUN/) or facenet:vggface2 / facenet:casia-webface "
-    "(facenet-pytorch's InceptionResnetV1; weights from --weights, its cache or its download)."
+    "A facever model (RUN/model.pt or RUN/); facenet:vggface2 / facenet:casia-webface (facenet-pytorch's "
+    "InceptionResnetV1; weights from --weights, its cache or its download); arcface:r18|r34|r50|r100|r200 "
+    "with --weights backbone.pth (InsightFace arcface_torch); a .onnx graph (onnxruntime); or a TorchScript "
+    "file from `facever export`."
 )
+WEIGHTS_HELP = "facenet:* / arcface:* only: the state dict, e.g. backbone.pth or 20180402-114759-vggface2.pt."
+MEAN_HELP = ("ONNX/TorchScript models: per-channel mean on 0..255 pixels, one value or R,G,B "
+             "(default: the file's facever metadata, else InsightFace's 127.5).")
+STD_HELP = "ONNX/TorchScript models: per-channel std on 0..255 pixels, one value or R,G,B (default as --mean: 127.5)."
+BGR_HELP = "ONNX/TorchScript models: feed channels in BGR order (default: the file's metadata, else RGB)."
+
+
+def parse_preprocessing(mean: str | None, std: str | None, bgr: bool | None) -> dict:
+    """--mean/--std (0..255 scale, `127.5` or `123.7,116.3,103.5`) and --bgr as load_embedding_model's overrides."""
+    from facever.core.errors import FaceverError
+
+    out: dict = {}
+    for flag, text in (("mean", mean), ("std", std)):
+        if text is None:
+            continue
+        try:
+            values = [float(v) / 255.0 for v in text.split(",")]
+        except ValueError:
+            raise FaceverError(f"--{flag} {text!r}: expected a number or three comma-separated numbers") from None
+        if len(values) not in (1, 3):
+            raise FaceverError(f"--{flag} {text!r}: expected one value or three (R,G,B)")
+        out[flag] = values * 3 if len(values) == 1 else values
+    if bgr is not None:
+        out["color"] = "BGR" if bgr else "RGB"
+    return out
 
 
 def report_bad_images(bad, *, limit: int = 20) -> None:
@@ -49,9 +76,10 @@ def embed(
         show_default=False,
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Embeddings file to write (.npz), e.g. lfw_emb.npz."),
-    weights: Optional[Path] = typer.Option(
-        None, "--weights", help="facenet:* only: InceptionResnetV1 state dict, e.g. 20180402-114759-vggface2.pt."
-    ),
+    weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    mean: Optional[str] = typer.Option(None, "--mean", help=MEAN_HELP),
+    std: Optional[str] = typer.Option(None, "--std", help=STD_HELP),
+    bgr: Optional[bool] = typer.Option(None, "--bgr/--rgb", help=BGR_HELP),
     flip: Flip = typer.Option(Flip.none, "--flip", help=FLIP_HELP),
     align: bool = typer.Option(
         False, "--align", help="IMAGES are raw photos: detect and align one face each (as `facever align`) first."
@@ -88,6 +116,10 @@ def embed(
         facever embed facenet:vggface2 lfw_160/ --weights 20180402-114759-vggface2.pt --out lfw_facenet.npz
 
         facever embed facenet:vggface2 photos/ --align --out photos.npz --skip-bad
+
+        facever embed arcface:r50 lfw_112/ --weights backbone.pth --out lfw_r50.npz --flip sum
+
+        facever embed w600k_r50.onnx lfw_112/ --out lfw_w600k.npz
     """
     from facever.cli._console import info, library_warnings, progress_bar, user_errors
 
@@ -103,7 +135,8 @@ def embed(
         if not sources:
             raise FaceverError(f"{images}: no images found")
         rel_paths = [rel for _, rel in sources]
-        emb_model = load_embedding_model(model, weights=weights, device=device)
+        emb_model = load_embedding_model(model, weights=weights, device=device,
+                                         **parse_preprocessing(mean, std, bgr))
         aligner = None
         if align:
             from facever.data_prep.align import FaceAligner

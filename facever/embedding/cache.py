@@ -96,12 +96,12 @@ def embed_items_cached(
     import torch
 
     from facever.core.devices import resolve_device
-    from facever.embedding.extract import BadImagesError, NoImageEmbeddedError, embed_images
+    from facever.embedding.extract import BadImagesError, NoImageEmbeddedError, embed_images, runs_own_graph
 
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    use_amp = default_amp(dev) if amp is None else bool(amp)
+    use_amp = (default_amp(dev) if amp is None else bool(amp)) and not runs_own_graph(model)
     key = cache_key(model, root, flip=flip, amp=use_amp, align=align)
     items = list(dict.fromkeys(str(i) for i in items))
     if not items:

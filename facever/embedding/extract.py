@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 FLIP_MODES = ("none", "concat", "sum")
 
 
+def runs_own_graph(model) -> bool:
+    """True for ONNX and TorchScript models: the graph fixes its own precision, layout and fusions."""
+    return getattr(model, "extra", {}).get("runtime") in ("onnxruntime", "torchscript")
+
+
 @dataclass(frozen=True)
 class BadImage:
     """An input that produced no embedding, and why (undecodable, no face found)."""
@@ -226,6 +231,8 @@ def embed_images(
         raise FaceverError("the image list holds duplicate paths")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     use_amp = default_amp(dev) if amp is None else bool(amp)
+    if runs_own_graph(model):
+        use_amp, fuse_bn, channels_last = False, False, False
     if workers is None:
         # One batch or less: starting worker processes costs more than decoding in this one.
         workers = 0 if len(rel_paths) <= batch_size else default_workers(dev.type)

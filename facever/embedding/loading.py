@@ -1,24 +1,33 @@
 """Loading a face model for embedding, whatever produced it, with the preprocessing it was trained with.
 
-Two sources are supported:
+Sources:
 
 - a facever model file (`RUN/model.pt` from `facever train`, or the `RUN/` folder holding it): the file
   carries its architecture, crop size, colour order and normalisation (`facever.models.bundle`);
 - `facenet:vggface2` / `facenet:casia-webface`: facenet-pytorch's InceptionResnetV1, the model most
   PyTorch users start from. Its weights come from `weights=FILE`, from facenet-pytorch's cache
   (`$TORCH_HOME/checkpoints/<file>`), or from facenet-pytorch's release URL when online. The spec may
-  also carry the file inline: `facenet:vggface2=PATH`.
+  also carry the file inline: `facenet:vggface2=PATH`;
+- `arcface:r18|r34|r50|r100|r200` with `weights=backbone.pth` (or `arcface:r50=PATH`): an InsightFace
+  arcface_torch IResNet state dict, mapped into facever's IResNet (`facever.models.arcface`);
+- `model.onnx`: any face-embedding ONNX graph, run with onnxruntime (`facever.embedding.onnx_model`);
+  preprocessing from the graph's `facever.*` metadata (`facever export`) or InsightFace's default;
+- a TorchScript file from `facever export --format torchscript` (`*.torchscript` / `*.ts`, or any zip
+  with facever's `extra/facever.json`). TorchScript holds code: load only files you trust.
 
-Every file is read with `torch.load(weights_only=True)`: a model file is data, never code.
+Every other file is read with `torch.load(weights_only=True)`: a model file is data, never code.
+`mean`, `std` and `color` override the preprocessing of ONNX and TorchScript models (other sources
+carry the preprocessing they were trained with).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from facever.core.checksums import file_digest
 from facever.core.errors import FaceverError, InputFileError
@@ -89,34 +98,80 @@ class EmbeddingModel:
         }
 
 
-def load_embedding_model(spec: str | os.PathLike, *, weights: str | os.PathLike | None = None, device="cpu") -> EmbeddingModel:
+def load_embedding_model(
+    spec: str | os.PathLike,
+    *,
+    weights: str | os.PathLike | None = None,
+    device="cpu",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    color: str | None = None,
+) -> EmbeddingModel:
     """Load a model for embedding.
 
     Args:
-        spec: a facever model file (`RUN/model.pt`) or its run folder, or `facenet:vggface2` /
-            `facenet:casia-webface` (optionally `facenet:vggface2=WEIGHTS_FILE`).
-        weights: for `facenet:*`, a state-dict file to use instead of the cached/downloaded one.
+        spec: a facever model file (`RUN/model.pt`) or its run folder; `facenet:vggface2` /
+            `facenet:casia-webface` (optionally `=WEIGHTS_FILE`); `arcface:r50` (etc., optionally
+            `=WEIGHTS_FILE`); a `.onnx` graph; a TorchScript file written by `facever export`.
+        weights: for `facenet:*` and `arcface:*`, the state-dict file.
         device: where to put the module ("cpu", "cuda", "auto", or a `torch.device`).
+        mean, std: 3 values each on the 0..1 scale (`x = (pixels/255 - mean) / std`), or None to keep
+            the model's; with `color` ("RGB"/"BGR"), for ONNX and TorchScript models only.
 
     Raises:
-        FaceverError: unknown spec, missing weights (offline: says which file to put where).
+        FaceverError: unknown spec, missing weights (offline: says which file to put where), missing
+            onnxruntime (says how to install it).
         InputFileError: a file that is not a model / state dict of the expected shape.
     """
     from facever.core.devices import resolve_device
 
     dev = device if not isinstance(device, str) else resolve_device(device)
     text = str(spec)
-    if text.startswith("facenet:"):
-        name, _, inline = text[len("facenet:"):].partition("=")
-        if inline and weights is not None:
-            raise FaceverError(f"{text}: weights given twice (inline and --weights {weights})")
-        model = _load_facenet(name, weights=Path(inline) if inline else (Path(weights) if weights else None))
+    overrides = {k: v for k, v in (("mean", mean), ("std", std), ("color", color)) if v is not None}
+    for prefix, loader in (("facenet:", _load_facenet), ("arcface:", _load_arcface)):
+        if text.startswith(prefix):
+            name, _, inline = text[len(prefix):].partition("=")
+            if inline and weights is not None:
+                raise FaceverError(f"{text}: weights given twice (inline and {weights})")
+            model = loader(name, weights=Path(inline) if inline else (Path(weights) if weights else None))
+            break
     else:
         if weights is not None:
-            raise FaceverError(f"--weights applies to facenet:* models only; {text} carries its own weights")
-        model = _load_facever(Path(text))
+            raise FaceverError(f"separate weights apply to facenet:* and arcface:* models only; {text} carries its own")
+        path = Path(text)
+        if path.suffix.lower() == ".onnx":
+            model = _load_onnx(path, device=dev)
+        elif _is_torchscript(path):
+            model = _load_torchscript(path)
+        else:
+            model = _load_facever(path)
+    if overrides:
+        if model.extra.get("runtime") not in ("onnxruntime", "torchscript"):
+            raise FaceverError(f"{model.model_id} carries the preprocessing it was trained with; mean, std and "
+                               "colour order can be set for ONNX and TorchScript models only")
+        model = _with_preprocessing(model, **overrides)
     model.module.to(dev)
     return model
+
+
+def _with_preprocessing(model: EmbeddingModel, **overrides) -> EmbeddingModel:
+    import dataclasses
+
+    values = {}
+    for key in ("mean", "std"):
+        if key in overrides:
+            v = tuple(float(x) for x in overrides[key])
+            if len(v) == 1:
+                v = v * 3
+            if len(v) != 3 or (key == "std" and not all(x > 0 for x in v)):
+                raise FaceverError(f"{key} must be one or three numbers{' > 0' if key == 'std' else ''}, got {overrides[key]}")
+            values[key] = v
+    if "color" in overrides:
+        c = str(overrides["color"]).upper()
+        if c not in ("RGB", "BGR"):
+            raise FaceverError(f"unknown colour order {overrides['color']!r}; use RGB or BGR")
+        values["color"] = c
+    return dataclasses.replace(model, **values, extra={**model.extra, "preprocessing_overridden": sorted(values)})
 
 
 def _load_facever(path: Path) -> EmbeddingModel:
@@ -224,3 +279,127 @@ def _load_facenet(name: str, *, weights: Path | None) -> EmbeddingModel:
         extra={"arch": "InceptionResnetV1", "output_normalized": True},
     )
 
+
+
+def _load_arcface(name: str, *, weights: Path | None) -> EmbeddingModel:
+    from facever.models.arcface import ARCFACE_INPUT_SIZE, ARCFACE_LAYERS, ARCFACE_MEAN, ARCFACE_STD, load_arcface_weights
+
+    if name not in ARCFACE_LAYERS:
+        known = ", ".join(f"arcface:{k}" for k in ARCFACE_LAYERS)
+        raise FaceverError(f"unknown model arcface:{name}; known: {known}")
+    if weights is None:
+        raise FaceverError(f"arcface:{name} needs its weights: an arcface_torch backbone.pth state dict "
+                           f"(or write arcface:{name}=FILE)")
+    module = load_arcface_weights(name, weights)
+    return EmbeddingModel(
+        module=module,
+        model_id=f"arcface:{name}",
+        input_size=ARCFACE_INPUT_SIZE,
+        mean=ARCFACE_MEAN,
+        std=ARCFACE_STD,
+        color="RGB",
+        embedding_dim=int(module.embedding_dim),
+        source=str(Path(weights).resolve()),
+        fingerprint=file_digest(weights),
+        extra={"arch": f"arcface_torch iresnet{name[1:]}"},
+    )
+
+
+def _load_onnx(path: Path, *, device) -> EmbeddingModel:
+    from facever.embedding.onnx_model import INSIGHTFACE_MEAN, INSIGHTFACE_STD, OnnxModule
+
+    if not path.is_file():
+        raise FaceverError(f"{path}: no such ONNX model file")
+    module = OnnxModule(path, device=device)
+    meta = module.facever_metadata()
+    mean, std, color = INSIGHTFACE_MEAN, INSIGHTFACE_STD, "RGB"
+    if meta:
+        try:
+            mean = tuple(float(v) for v in meta["mean"])
+            std = tuple(float(v) for v in meta["std"])
+            color = str(meta.get("color", "RGB")).upper()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputFileError(path, f"unreadable facever preprocessing metadata ({type(exc).__name__}: {exc})") from None
+        if len(mean) != 3 or len(std) != 3 or color not in ("RGB", "BGR"):
+            raise InputFileError(path, f"facever metadata: bad mean {mean}, std {std} or colour order {color!r}")
+    extra: dict[str, Any] = {"runtime": "onnxruntime", "preprocessing_from": "facever metadata" if meta else "insightface default"}
+    if meta.get("arch"):
+        extra["arch"] = meta["arch"]
+    return EmbeddingModel(
+        module=module,
+        model_id=f"onnx:{path.name}",
+        input_size=module.input_size,
+        mean=mean,  # type: ignore[arg-type]
+        std=std,  # type: ignore[arg-type]
+        color=color,
+        embedding_dim=module.embedding_dim,
+        source=str(path.resolve()),
+        fingerprint=file_digest(path),
+        extra=extra,
+    )
+
+
+# Where `facever export --format torchscript` keeps the preprocessing inside the archive.
+TORCHSCRIPT_EXTRA = "facever.json"
+
+
+@contextlib.contextmanager
+def quiet_torchscript():
+    """torch >= 2.10 flags every torch.jit call as deprecated (a FutureWarning); the format still works."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit")
+        yield
+
+
+def _is_torchscript(path: Path) -> bool:
+    if path.suffix.lower() in (".torchscript", ".ts"):
+        return True
+    import zipfile
+
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith(f"/extra/{TORCHSCRIPT_EXTRA}") for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _load_torchscript(path: Path) -> EmbeddingModel:
+    import json
+
+    import torch
+
+    if not path.is_file():
+        raise FaceverError(f"{path}: no such TorchScript file")
+    extra_files = {TORCHSCRIPT_EXTRA: ""}
+    try:
+        with quiet_torchscript():
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputFileError(path, f"not a readable TorchScript file ({reason[:200]})") from None
+    try:
+        meta = json.loads(extra_files[TORCHSCRIPT_EXTRA] or "{}")
+        h, w = (int(v) for v in meta["input_size"])
+        mean = tuple(float(v) for v in meta["mean"])
+        std = tuple(float(v) for v in meta["std"])
+        color = str(meta.get("color", "RGB")).upper()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputFileError(path, f"TorchScript file without facever's preprocessing ({TORCHSCRIPT_EXTRA}: "
+                                   f"{type(exc).__name__}: {exc}); export it with facever") from None
+    module.eval()
+    return EmbeddingModel(
+        module=module,
+        model_id=f"torchscript:{path.name}",
+        input_size=(h, w),
+        mean=mean,  # type: ignore[arg-type]
+        std=std,  # type: ignore[arg-type]
+        color=color,
+        embedding_dim=int(meta["embedding_dim"]) if meta.get("embedding_dim") else None,
+        source=str(path.resolve()),
+        fingerprint=file_digest(path),
+        extra={"runtime": "torchscript", **({"arch": meta["arch"]} if meta.get("arch") else {})},
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facever.protocols.pair_lists import looks_like_path_list, read_path_pairs
 from facever.protocols.pair_protocol import PairProtocol
 from facever.core.errors import InputFileError
 
@@ -51,6 +52,8 @@ def read_lfw_pairs(path: str | Path, *, ext: str = ".jpg", n_folds: int = 10) ->
         raise InputFileError(path, "pairs file not found") from None
     except UnicodeDecodeError:
         raise InputFileError(path, "not a text file (cannot decode as UTF-8)") from None
+    if looks_like_path_list(text):  # `facever pairs` on a folder not named like LFW
+        return read_path_pairs(path, text)
 
     first: list[str] = []
     second: list[str] = []

@@ -1,0 +1,133 @@
+"""`facever verify`: two photos (or a list of pairs) in, cosine similarity and "same person" / "different people" out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from facever.cli.embed import BGR_HELP, FLIP_HELP, MEAN_HELP, STD_HELP, WEIGHTS_HELP, Flip, Select
+
+
+def verify(
+    image_a: Optional[Path] = typer.Argument(None, help="First photo.", show_default=False),
+    image_b: Optional[Path] = typer.Argument(None, help="Second photo.", show_default=False),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="A facever model (RUN/model.pt), arcface:r50 / facenet:vggface2 with --weights, "
+        "a .onnx graph or an exported TorchScript file.",
+    ),
+    weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", "-t", help="Cosine similarity above which two faces are the same person."
+    ),
+    threshold_from: Optional[Path] = typer.Option(
+        None, "--threshold-from", help="report.json of `facever eval-*` with the same model: use the mean of its "
+        "fold thresholds.",
+    ),
+    pairs: Optional[Path] = typer.Option(
+        None, "--pairs", help="Many pairs: a CSV/TSV with columns a,b, or a list from `facever pairs`.",
+    ),
+    images: Optional[Path] = typer.Option(
+        None, "--images", help="With --pairs: folder the relative paths start from (default: the pairs file's folder)."
+    ),
+    aligned: bool = typer.Option(
+        False, "--aligned", help="The photos are aligned crops already (no face detection; resized to the model's input)."
+    ),
+    select: Select = typer.Option(Select.largest, "--select", help="Which face of a photo with several: largest or center."),
+    min_face: int = typer.Option(20, "--min-face", help="Smallest face to look for, in pixels."),
+    flip: Flip = typer.Option(Flip.none, "--flip", help=FLIP_HELP),
+    mean: Optional[str] = typer.Option(None, "--mean", help=MEAN_HELP),
+    std: Optional[str] = typer.Option(None, "--std", help=STD_HELP),
+    bgr: Optional[bool] = typer.Option(None, "--bgr/--rgb", help=BGR_HELP),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON instead of text."),
+) -> None:
+    """Say whether two photos show the same person: align both, embed, compare.
+
+    Prints the cosine similarity of the two embeddings and, given a threshold, the decision
+    ("same person" iff cosine > threshold). A photo with several faces uses the largest (or --select
+    center) and says so; a photo without a face is an error naming it.
+
+    Examples:
+
+        facever verify me.jpg passport.jpg --model runs/noisy/model.pt --threshold-from results/lfw/report.json
+
+        facever verify a.jpg b.jpg --model w600k_r50.onnx --threshold 0.3
+
+        facever verify --pairs pairs.csv --images photos/ --model arcface:r50 --weights backbone.pth -t 0.3 --json
+    """
+    import json
+
+    from facever.cli._console import fail, info, library_warnings, user_errors, warn
+
+    if pairs is None and (image_a is None or image_b is None):
+        fail("give two photos (IMG_A IMG_B) or --pairs FILE")
+    if pairs is not None and image_a is not None:
+        fail("give either two photos or --pairs FILE, not both")
+    if threshold is not None and threshold_from is not None:
+        fail("give either --threshold or --threshold-from, not both")
+    if images is not None and pairs is None:
+        fail("--images applies with --pairs only")
+    with user_errors(), library_warnings():
+        from facever.cli.embed import parse_preprocessing
+        from facever.core.devices import resolve_device
+        from facever.embedding.loading import load_embedding_model
+        from facever.workflows.verify import read_pairs_table, threshold_from_report, verify_pairs
+
+        source = None
+        if threshold_from is not None:
+            source = threshold_from_report(threshold_from)
+            threshold = source.threshold
+        if pairs is not None:
+            pair_list, expected = read_pairs_table(pairs)
+            root = images if images is not None else pairs.parent
+        else:
+            pair_list, expected, root = [(str(image_a), str(image_b))], None, None
+        dev = resolve_device(device)
+        emb_model = load_embedding_model(model, weights=weights, device=dev, **parse_preprocessing(mean, std, bgr))
+        if source is not None:
+            if source.model_sha256 and source.model_sha256 != emb_model.fingerprint:
+                warn(f"{source.source} was made with another model ({source.model}); its threshold may not fit "
+                     f"{emb_model.model_id}")
+            if source.flip and source.flip != flip.value:
+                warn(f"{source.source} was made with --flip {source.flip}, this run uses --flip {flip.value}")
+        aligner = None
+        if not aligned:
+            from facever.data_prep.align import FaceAligner
+
+            aligner = FaceAligner(size=tuple(emb_model.input_size), select=select.value, min_face=min_face, device=device)
+        result = verify_pairs(emb_model, pair_list, root=root, threshold=threshold, aligner=aligner, flip=flip.value,
+                              device=dev, expected=expected)
+        result.threshold_source = source
+
+    for name, choice in result.faces.items():
+        if choice.faces > 1:
+            box = ", ".join(f"{v:.0f}" for v in choice.box or [])
+            info(f"{name}: {choice.faces} faces found; using the {select.value} one (box x1,y1,x2,y2 = {box})")
+    if json_output:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    if source is not None:
+        info(f"threshold {source.describe()}")
+    elif threshold is None:
+        info("no threshold given (--threshold T or --threshold-from report.json): printing the similarity only")
+    if pairs is None:
+        p = result.pairs[0]
+        verdict = "" if p.same is None else ("same person" if p.same else "different people")
+        typer.echo(f"cosine {p.cosine:.4f}" + (f"  {verdict} (threshold {threshold:.4f})" if verdict else ""))
+        return
+    wa = max(len(p.a) for p in result.pairs)
+    wb = max(len(p.b) for p in result.pairs)
+    has_expected = any(p.expected is not None for p in result.pairs)
+    typer.echo(f"{'a':<{wa}}  {'b':<{wb}}  cosine   decision" + ("          expected" if has_expected else ""))
+    for p in result.pairs:
+        verdict = "-" if p.same is None else ("same person" if p.same else "different people")
+        line = f"{p.a:<{wa}}  {p.b:<{wb}}  {p.cosine:7.4f}  {verdict:<16}"
+        if has_expected:
+            line += "  " + ("-" if p.expected is None else ("same" if p.expected else "different"))
+        typer.echo(line.rstrip())
+    decided = [p for p in result.pairs if p.same is not None and p.expected is not None]
+    if decided:
+        right = sum(p.same == p.expected for p in decided)
+        info(f"{right} of {len(decided)} decisions agree with the list's labels ({100 * right / len(decided):.1f}%)")

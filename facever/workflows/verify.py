@@ -1,0 +1,242 @@
+"""`facever verify`: are these two photos the same person? Align, embed, compare, decide.
+
+Each distinct photo is decoded once, aligned (MTCNN + the model's five-point template, the rule of
+`facever align`) or, for already aligned crops, resized to the model's input; the crops go through
+`preprocess_crops` and the model in batches; the score is the cosine similarity of the L2-normalised
+embeddings, the engine's `cosine` metric, and the decision is "same person" iff score > threshold,
+as in every report facever writes.
+
+A threshold can come from a `report.json` of `facever eval-*`: the mean of its folds' thresholds
+(a squared-L2 threshold t is turned into the cosine 1 - t/2, exact for normalised embeddings).
+
+Pairs files: a CSV/TSV with columns `a,b` (a header naming them, or the first two columns), or the
+path-based list `facever pairs` writes (its `same` column is kept as the expected answer). Relative
+paths start from `root` (by default the pairs file's folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from facever.core.errors import FaceverError, InputFileError
+
+
+@dataclass(frozen=True)
+class ReportThreshold:
+    """A cosine threshold taken from a report, with where it came from."""
+
+    threshold: float
+    protocol: str
+    accuracy: float
+    accuracy_std: float
+    folds: int
+    metric: str
+    source: str
+    model: str | None = None
+    model_sha256: str | None = None
+    flip: str | None = None
+
+    def describe(self) -> str:
+        return (f"{self.threshold:.4f} = mean of {self.folds} fold thresholds of {self.protocol} "
+                f"({self.metric}, accuracy {100 * self.accuracy:.2f}% +- {100 * self.accuracy_std:.2f}) from {self.source}")
+
+
+def threshold_from_report(path: str | Path) -> ReportThreshold:
+    """The mean of the fold thresholds in `report.json` (eval-lfw, eval-fglfw, eval-ytf, eval-bin), as a cosine."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FaceverError(f"{path}: no such report") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputFileError(path, f"not a JSON report ({exc})") from None
+    try:
+        folds = data["folds"]
+        thresholds = [float(f["threshold"]) for f in folds]
+        settings = data.get("settings", {})
+        metric = str(settings.get("metric", "cosine"))
+        accuracy = data["accuracy"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputFileError(path, f"not a facever report.json (no per-fold thresholds: {type(exc).__name__} {exc})") from None
+    if not thresholds or not all(math.isfinite(t) for t in thresholds):
+        raise InputFileError(path, "the report has no finite fold thresholds")
+    if settings.get("subtract_mean"):
+        raise InputFileError(path, "its thresholds apply to mean-subtracted embeddings, which a single pair does not have")
+    mean = float(np.mean(thresholds))
+    if metric == "l2":
+        mean = 1.0 - mean / 2.0  # |a - b|^2 = 2 - 2 cos for unit vectors; same iff d < t <=> cos > 1 - t/2
+    elif metric != "cosine":
+        raise InputFileError(path, f"unknown metric {metric!r} in the report")
+    emb_meta = settings.get("embeddings_metadata") or {}
+    return ReportThreshold(
+        threshold=mean, protocol=str(data.get("protocol", "?")), accuracy=float(accuracy["mean"]),
+        accuracy_std=float(accuracy.get("std", 0.0)), folds=len(thresholds), metric=metric, source=str(path),
+        model=emb_meta.get("model"), model_sha256=emb_meta.get("model_sha256"), flip=emb_meta.get("flip"),
+    )
+
+
+def read_pairs_table(path: str | Path) -> tuple[list[tuple[str, str]], list[bool | None]]:
+    """The pairs of a CSV/TSV (`a,b` columns) or of `facever pairs`' path list: (pairs, expected same or None)."""
+    from facever.protocols.pair_lists import looks_like_path_list, read_path_pairs
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise FaceverError(f"{path}: pairs file not found") from None
+    except UnicodeDecodeError:
+        raise InputFileError(path, "not a text file (cannot decode as UTF-8)") from None
+    if looks_like_path_list(text):
+        proto = read_path_pairs(path, text)
+        return list(zip(proto.first, proto.second)), [bool(v) for v in proto.labels]
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise InputFileError(path, "no pairs found")
+    delimiter = "\t" if "\t" in lines[0][1] else ","
+    rows = [(n, [c.strip() for c in next(csv.reader(io.StringIO(line), delimiter=delimiter))]) for n, line in lines]
+    header = [c.lower() for c in rows[0][1]]
+    ia, ib = 0, 1
+    if "a" in header and "b" in header:
+        ia, ib = header.index("a"), header.index("b")
+        rows = rows[1:]
+    pairs: list[tuple[str, str]] = []
+    for n, cells in rows:
+        if len(cells) <= max(ia, ib) or not cells[ia] or not cells[ib]:
+            raise InputFileError(path, f"expected two image paths (columns a,b), got {cells}", line=n)
+        pairs.append((cells[ia], cells[ib]))
+    if not pairs:
+        raise InputFileError(path, "no pairs found (only a header)")
+    return pairs, [None] * len(pairs)
+
+
+@dataclass
+class FaceChoice:
+    """Which face of a photo was used: `faces` found, the chosen one's box (x1, y1, x2, y2) and score."""
+
+    faces: int
+    box: list[float] | None = None
+    score: float | None = None
+
+
+@dataclass
+class PairResult:
+    a: str
+    b: str
+    cosine: float
+    same: bool | None  # None without a threshold
+    expected: bool | None = None
+
+
+@dataclass
+class VerifyResult:
+    pairs: list[PairResult]
+    threshold: float | None
+    faces: dict[str, FaceChoice] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    threshold_source: ReportThreshold | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "decision": "same person iff cosine > threshold",
+            "threshold_from": None if self.threshold_source is None else {
+                "report": self.threshold_source.source, "protocol": self.threshold_source.protocol,
+                "accuracy": self.threshold_source.accuracy, "metric": self.threshold_source.metric,
+                "folds": self.threshold_source.folds},
+            "pairs": [{"a": p.a, "b": p.b, "cosine": p.cosine,
+                       "decision": None if p.same is None else ("same person" if p.same else "different people"),
+                       **({"expected_same": p.expected} if p.expected is not None else {})} for p in self.pairs],
+            "faces": {k: {"faces": v.faces, "box": v.box, "score": v.score} for k, v in self.faces.items()},
+            "model": self.model,
+        }
+
+
+def _crop_photos(paths: Sequence[Path], names: Sequence[str], size, *, aligner) -> tuple[list[np.ndarray], dict[str, FaceChoice]]:
+    from facever.core.images import read_image_rgb
+    from facever.embedding.preprocess import resize_to_input
+
+    photos = [read_image_rgb(p) for p in paths]  # ImageDecodeError (a FaceverError) names the file
+    if aligner is None:
+        return [resize_to_input(rgb, size) for rgb in photos], {}
+    crops, choices = [], {}
+    for name, rgb, det in zip(names, photos, aligner.detect_batch(photos)):
+        faces = aligner.align_detected(rgb, det)
+        if not faces.crops:
+            reason = faces.error or det.error or "no face found"
+            raise FaceverError(f"{name}: {reason} (is it a photo of a face? pass aligned crops as such)")
+        crops.append(np.asarray(faces.crops[0], dtype=np.uint8))
+        choices[name] = FaceChoice(faces=len(det), box=[round(float(v), 1) for v in faces.boxes[0]],
+                                   score=float(faces.scores[0]))
+    return crops, choices
+
+
+def verify_pairs(
+    model,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    root: str | Path | None = None,
+    threshold: float | None = None,
+    aligner=None,
+    flip: str = "none",
+    device=None,
+    batch_size: int = 32,
+    expected: Sequence[bool | None] | None = None,
+) -> VerifyResult:
+    """Score each pair of photos with `model` (an `EmbeddingModel`) and decide against `threshold`.
+
+    Args:
+        pairs: (a, b) image paths, relative to `root` when relative.
+        aligner: a `FaceAligner` for raw photos (its crop size should be the model's input size);
+            None for already aligned crops (resized to the model's input).
+        flip: flip fusion as in `facever embed` (`none`, `concat`, `sum`).
+
+    Raises FaceverError naming a missing or undecodable photo, or a photo without a face.
+    """
+    import torch
+
+    from facever.embedding.extract import FLIP_MODES, forward_with_flip
+    from facever.embedding.preprocess import preprocess_crops
+    from facever.verification.scores import pair_scores
+
+    if flip not in FLIP_MODES:
+        raise FaceverError(f"unknown flip mode {flip!r}; use one of: {', '.join(FLIP_MODES)}")
+    if not pairs:
+        raise FaceverError("no pairs to verify")
+    base = Path(root) if root is not None else Path(".")
+    names = list(dict.fromkeys(name for pair in pairs for name in pair))
+    paths = [Path(n) if Path(n).is_absolute() else base / n for n in names]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FaceverError(f"{missing[0]}: no such image" + (f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""))
+    size = tuple(int(v) for v in model.input_size)
+    rows: list[np.ndarray] = []
+    choices: dict[str, FaceChoice] = {}
+    with torch.inference_mode():
+        for start in range(0, len(names), batch_size):
+            crops, chosen = _crop_photos(paths[start:start + batch_size], names[start:start + batch_size], size,
+                                         aligner=aligner)
+            choices.update(chosen)
+            x = preprocess_crops(crops, model, device=device)
+            rows.append(forward_with_flip(model.module, x, flip).float().cpu().numpy())
+    emb = np.concatenate(rows)
+    index = {name: i for i, name in enumerate(names)}
+    idx_a = np.array([index[a] for a, _ in pairs])
+    idx_b = np.array([index[b] for _, b in pairs])
+    scores = pair_scores(emb[idx_a], emb[idx_b], metric="cosine")
+    expected = list(expected) if expected is not None else [None] * len(pairs)
+    results = [
+        PairResult(a=a, b=b, cosine=float(s), same=None if threshold is None else bool(s > threshold), expected=e)
+        for (a, b), s, e in zip(pairs, scores, expected)
+    ]
+    return VerifyResult(pairs=results, threshold=threshold, faces=choices,
+                        model={**model.metadata(), "flip": flip, "aligned_here": aligner is not None})
