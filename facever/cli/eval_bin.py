@@ -24,7 +24,7 @@ def eval_bin(
     metric: Optional[Metric] = METRIC,
     subtract_mean: bool = SUBTRACT_MEAN,
     flip: Flip = typer.Option(Flip.none, "--flip", help=FLIP_HELP),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:*: the weights file."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:* or arcface:*: the state dict file."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1 or auto."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
     out: Optional[Path] = typer.Option(

@@ -47,7 +47,7 @@ def eval_fglfw(
         False, "--allow-missing", help="Drop pairs whose images have no embedding (folds stay as in the file)."
     ),
     flip: Flip = typer.Option(Flip.none, "--flip", help="With --model: " + FLIP_HELP),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:*: the weights file."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:* or arcface:*: the state dict file."),
     device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:1 or auto."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="With --model: images per forward pass."),
     out: Optional[Path] = typer.Option(

@@ -20,12 +20,12 @@ def eval_lfw(
     ),
     model: Optional[str] = typer.Option(
         None, "--model", "-m", help="Embed the images the pairs need now: a facever model (RUN/model.pt) or "
-        "facenet:vggface2 / facenet:casia-webface. Needs --images; cached as OUT/embeddings.npz with --out.",
+        "facenet:vggface2, arcface:r50 (--weights), a .onnx graph. Needs --images; cached as OUT/embeddings.npz with --out.",
     ),
     images: Optional[Path] = typer.Option(
         None, "--images", help="With --model: the aligned LFW folder (Name/Name_0001.jpg inside)."
     ),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:*: the state dict file."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:* or arcface:*: the state dict file."),
     flip: Flip = typer.Option(Flip.none, "--flip", help="With --model: " + FLIP_HELP),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="With --model: images per forward pass."),
     device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:N or auto."),

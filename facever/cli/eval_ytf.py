@@ -54,7 +54,7 @@ def eval_ytf(
         False, "--allow-missing", help="With video embeddings: drop pairs whose videos have no embedding."
     ),
     flip: Flip = typer.Option(Flip.none, "--flip", help="With --model: " + FLIP_HELP),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:*: the weights file."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:* or arcface:*: the state dict file."),
     device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:1 or auto."),
     batch_size: int = typer.Option(64, "--batch-size", help="With --model: frames per forward pass."),
     out: Optional[Path] = typer.Option(
