@@ -1,4 +1,8 @@
-"""The training loop: one function, `train(config, out_dir)`, for one device or many (torchrun).
+"""The training loop: `train(config, out_dir)`, for one device or many (torchrun).
+
+Split like torchvision's reference script: `setup_run` builds a `Run` (data, model, head, optimiser,
+batches, the checkpoint's state when resuming), `train_one_epoch` runs one epoch's steps and calls
+`after_step` (the validation and checkpoint hook), `finish_run` writes the model files.
 
 Per step: uint8 batch -> device -> flip + normalise there -> backbone under autocast (bf16/fp16)
 -> head and cross-entropy in float32 -> SGD with momentum and weight decay (GradScaler for fp16)
@@ -15,6 +19,7 @@ Files in OUT (rank 0 alone writes):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -22,7 +27,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -39,15 +44,21 @@ from facever.training.checkpoint import (
     save_checkpoint,
 )
 from facever.training.config import TrainConfig
+from facever.models import create_model
+from facever.models.bundle import save_model_bundle
 from facever.training.data import (
     DeviceBatches,
     EpochBatchSampler,
+    PreparedData,
+    TrainingSet,
     make_loader,
     open_training_set,
     prepare_training_data,
     to_model_input,
 )
-from facever.training.distributed import init_distributed
+from facever.training.distributed import DistContext, init_distributed
+from facever.training.heads import create_head
+from facever.training.validation import Validator, build_validator
 
 log = logging.getLogger(__name__)
 
@@ -165,36 +176,121 @@ def train(
     `on_message(text)` receives notable events (dropped images, resumed step, best model).
     Raises FaceverError for bad data, a config that does not match the checkpoint, or when OUT
     already holds a checkpoint and `resume` is False.
+
+    The steps, in the order of torchvision's reference script: `setup_run` (data, model, optimiser,
+    restored state), then `train_one_epoch` per epoch, whose `after_step` validates and writes
+    checkpoints, then `finish_run` (model files, result).
     """
     out_dir = Path(out_dir)
-    say = on_message or (lambda text: log.info("%s", text))
+    hooks = Hooks(
+        say=on_message or (lambda text: log.info("%s", text)),
+        progress=progress,
+        stop_requested=stop_requested,
+        log_every=log_every,
+    )
     ctx = init_distributed(config.device)
     # Fixed batch shapes: let cuDNN pick the fastest convolution algorithms (restored afterwards).
     benchmark_before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = ctx.device.type == "cuda" or benchmark_before
     try:
-        return _train(config, out_dir, ctx, resume, progress, scan_progress, say, stop_requested, log_every)
+        run = setup_run(config, out_dir, ctx, resume=resume, scan_progress=scan_progress, say=hooks.say)
+        window = LossWindow(run.device)
+        interrupted = False
+        for epoch in range(run.step // run.steps_per_epoch, config.epochs):
+            if train_one_epoch(run, epoch, hooks=hooks, window=window):
+                interrupted = True
+                break
+        return finish_run(run, interrupted=interrupted, last_loss=window.last_loss, say=hooks.say)
     finally:
         torch.backends.cudnn.benchmark = benchmark_before
         ctx.close()
 
 
-def _train(config, out_dir, ctx, resume, progress, scan_progress, say, stop_requested, log_every) -> TrainResult:
-    from facever.training.heads import create_head
-    from facever.models import create_model
-    from facever.models.bundle import save_model_bundle
+# ---------------------------------------------------------------------------------------------
+# What a run holds
 
-    device = ctx.device
-    ck_path = out_dir / CHECKPOINT_NAME
-    if ctx.is_main:
-        if ck_path.exists() and not resume:
-            raise FaceverError(f"{out_dir} already holds a training checkpoint; pass --resume to continue it or choose another --out")
-        out_dir.mkdir(parents=True, exist_ok=True)
-    ck = None
-    if resume:
-        ck = load_checkpoint(ck_path)
-        check_resume(ck, config, world_size=ctx.world_size, path=ck_path)
-    if config.amp == "fp16" and device.type == "cpu":
+
+@dataclass
+class Hooks:
+    """How the caller follows and steers a run (all optional but `say`)."""
+
+    say: Callable[[str], None]
+    progress: Callable[[StepInfo], None] | None = None
+    stop_requested: Callable[[], bool] | None = None
+    log_every: int = 10
+
+
+@dataclass
+class Run:
+    """Everything a run holds between steps; `step` and `best` are what it advances."""
+
+    config: TrainConfig
+    ctx: DistContext
+    out_dir: Path
+    tset: TrainingSet
+    prep: PreparedData
+    input_size: tuple[int, int]
+    mean: list[float]
+    std: list[float]
+    backbone: nn.Module
+    head: nn.Module
+    net: nn.Module  # TrainNet(backbone, head), compiled and DDP-wrapped as configured
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    sampler: EpochBatchSampler
+    batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
+    validator: Validator | None
+    mean_t: torch.Tensor  # 1 x 3 x 1 x 1 on the device
+    std_t: torch.Tensor
+    step: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"accuracy": None, "step": None})
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return AMP_DTYPES[self.config.amp]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.sampler)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * self.steps_per_epoch
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up
+
+
+def setup_run(
+    config: TrainConfig,
+    out_dir: Path,
+    ctx: DistContext,
+    *,
+    resume: bool,
+    scan_progress: Callable[[int], None] | None,
+    say: Callable[[str], None],
+) -> Run:
+    """Data, model, head, optimiser and batches; with `resume`, the checkpoint's state restored.
+
+    The order of the steps is part of exactness: everything that draws random numbers (model and
+    head initialisation) runs after the seeding and before the generators are restored.
+    """
+    ck = open_checkpoint(config, out_dir, ctx, resume=resume)
+    if config.amp == "fp16" and ctx.device.type == "cpu":
         say("note: fp16 autocast on CPU is slow and rarely useful; bf16 is the CPU choice")
 
     _seed_everything(config.seed)
@@ -202,11 +298,71 @@ def _train(config, out_dir, ctx, resume, progress, scan_progress, say, stop_requ
         config.data, min_images=config.min_images, holdout_identities=config.holdout_identities, seed=config.seed
     )
     if ck is not None and list(ck["class_map"]) != list(tset.classes):
-        raise FaceverError(f"{ck_path}: the data's identities changed since the checkpoint (class map differs)")
+        raise FaceverError(f"{out_dir / CHECKPOINT_NAME}: the data's identities changed since the checkpoint "
+                           "(class map differs)")
     backbone = create_model(config.arch, **config.arch_kwargs)
-    input_size = tuple(int(v) for v in backbone.input_size)
+    input_size = (int(backbone.input_size[0]), int(backbone.input_size[1]))
+    prep = prepare_data(config, out_dir, ctx, tset, input_size, scan_progress=scan_progress, say=say)
+    head = build_head(config, backbone, num_classes=len(tset.classes))
+    backbone.to(ctx.device)
+    head.to(ctx.device)
+    if config.channels_last:
+        backbone.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        list(backbone.parameters()) + list(head.parameters()),
+        lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+    )
+    sampler = EpochBatchSampler(len(prep.items), config.batch_size, seed=config.seed, rank=ctx.rank,
+                                world_size=ctx.world_size)
+    steps_per_epoch = len(sampler)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config=config, steps_per_epoch=steps_per_epoch)
+    )
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=config.amp == "fp16")
     mean, std = [float(v) for v in backbone.mean], [float(v) for v in backbone.std]
+    run = Run(
+        config=config, ctx=ctx, out_dir=out_dir, tset=tset, prep=prep, input_size=input_size, mean=mean, std=std,
+        backbone=backbone, head=head, net=backbone, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+        sampler=sampler, batches=lambda: (), validator=None,
+        mean_t=torch.tensor(mean, device=ctx.device).view(1, 3, 1, 1),
+        std_t=torch.tensor(std, device=ctx.device).view(1, 3, 1, 1),
+    )
+    if ck is not None:
+        restore_training_state(run, ck, say=say)
+    run.net = wrap_for_training(run)
+    run.validator = build_run_validator(run, say=say)
+    run.batches = batch_source(run)
+    if ck is not None:
+        # Last, so that nothing done while setting up (model init, data scan) shifts the generators.
+        restore_rng_state(ck["rng"])
+    return run
 
+
+def open_checkpoint(config: TrainConfig, out_dir: Path, ctx: DistContext, *, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from (checked against `config`), or None for a new run in `out_dir`."""
+    ck_path = out_dir / CHECKPOINT_NAME
+    if ctx.is_main:
+        if ck_path.exists() and not resume:
+            raise FaceverError(f"{out_dir} already holds a training checkpoint; pass --resume to continue it or choose another --out")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        return None
+    ck = load_checkpoint(ck_path)
+    check_resume(ck, config, world_size=ctx.world_size, path=ck_path)
+    return ck
+
+
+def prepare_data(
+    config: TrainConfig,
+    out_dir: Path,
+    ctx: DistContext,
+    tset: TrainingSet,
+    input_size: tuple[int, int],
+    *,
+    scan_progress: Callable[[int], None] | None,
+    say: Callable[[str], None],
+) -> PreparedData:
+    """The decode pass (or its cached result); reports what was left out and writes the run's files."""
     cache_dir = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
     prep = prepare_training_data(
         tset, input_size, cache=config.cache, cache_dir=cache_dir, workers=config.workers, strict=config.strict,
@@ -224,200 +380,231 @@ def _train(config, out_dir, ctx, resume, progress, scan_progress, say, stop_requ
         write_text_atomic(out_dir / "classes.txt", "".join(c + "\n" for c in tset.classes))
         if prep.failures:
             write_text_atomic(out_dir / "corrupt_images.txt", "".join(f"{n}\t{why}\n" for n, why in prep.failures))
+    return prep
 
-    head = create_head(
-        config.head, int(backbone.embedding_dim), len(tset.classes),
-        **({"alpha2": config.alpha2, "noise": config.noise} if config.head == "noisy-softmax" else {}),
-    )
-    backbone.to(device)
-    head.to(device)
-    if config.channels_last:
-        backbone.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        list(backbone.parameters()) + list(head.parameters()),
-        lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-    )
-    sampler = EpochBatchSampler(len(prep.items), config.batch_size, seed=config.seed, rank=ctx.rank,
-                                world_size=ctx.world_size)
-    steps_per_epoch = len(sampler)
-    total_steps = config.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, config=config, steps_per_epoch=steps_per_epoch)
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
 
-    step = 0
-    best: dict[str, Any] = {"accuracy": None, "step": None}
-    if ck is not None:
-        backbone.load_state_dict(ck["model"])
-        head.load_state_dict(ck["head"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        if ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        step = int(ck["step"])
-        best = dict(ck.get("best") or best)
-        say(f"resuming at step {step} of {total_steps} (epoch {step // steps_per_epoch + 1})")
-        if ctx.is_main:
-            _truncate_metrics(out_dir / "metrics.jsonl", step)
+def build_head(config: TrainConfig, backbone: nn.Module, *, num_classes: int) -> nn.Module:
+    """The classification head on the backbone's embeddings (float32, on the CPU until moved)."""
+    options = {"alpha2": config.alpha2, "noise": config.noise} if config.head == "noisy-softmax" else {}
+    return create_head(config.head, int(backbone.embedding_dim), num_classes, **options)
 
-    amp_dtype = AMP_DTYPES[config.amp]
-    net: nn.Module = TrainNet(backbone, head, amp_dtype)
-    if config.compile:
-        net.backbone = torch.compile(backbone)
-    if ctx.distributed:
+
+def restore_training_state(run: Run, ck: dict[str, Any], *, say: Callable[[str], None]) -> None:
+    """Weights, optimiser, schedule, loss scale, step and best validation from a checkpoint."""
+    run.backbone.load_state_dict(ck["model"])
+    run.head.load_state_dict(ck["head"])
+    run.optimizer.load_state_dict(ck["optimizer"])
+    run.scheduler.load_state_dict(ck["scheduler"])
+    if ck.get("scaler"):
+        run.scaler.load_state_dict(ck["scaler"])
+    run.step = int(ck["step"])
+    run.best = dict(ck.get("best") or run.best)
+    say(f"resuming at step {run.step} of {run.total_steps} (epoch {run.step // run.steps_per_epoch + 1})")
+    if run.ctx.is_main:
+        _truncate_metrics(run.metrics_path, run.step)
+
+
+def wrap_for_training(run: Run) -> nn.Module:
+    """Backbone + head as one module, the backbone compiled when asked, in DDP under torchrun."""
+    net: nn.Module = TrainNet(run.backbone, run.head, run.amp_dtype)
+    if run.config.compile:
+        net.backbone = torch.compile(run.backbone)
+    if run.ctx.distributed:
+        device = run.device
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     net.train()
+    return net
 
-    validator = None
-    if config.has_validation and ctx.is_main:
-        from facever.training.validation import build_validator
 
-        validator = build_validator(config, tset, input_size)
-        if validator.skipped:
-            say(f"validation: skipped {len(validator.skipped)} undecodable image(s); first: {validator.skipped[0]}")
+def build_run_validator(run: Run, *, say: Callable[[str], None]) -> Validator | None:
+    """The validation set (rank 0 only), decoded once; None without validation."""
+    if not (run.config.has_validation and run.ctx.is_main):
+        return None
+    validator = build_validator(run.config, run.tset, run.input_size)
+    if validator.skipped:
+        say(f"validation: skipped {len(validator.skipped)} undecodable image(s); first: {validator.skipped[0]}")
+    return validator
 
-    device_batches = None
-    loader = None
-    if config.cache == "device":
-        device_batches = DeviceBatches(prep, device)
+
+def batch_source(run: Run) -> Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """What one epoch iterates: (uint8 images, labels, flips) in the sampler's order, set by `set_epoch`."""
+    if run.config.cache == "device":
+        device_batches = DeviceBatches(run.prep, run.device)
+        return lambda: device_batches.epoch(run.sampler)
+    loader = make_loader(run.prep, run.sampler, workers=run.config.workers, pin_memory=run.device.type == "cuda")
+    return lambda: loader
+
+
+# ---------------------------------------------------------------------------------------------
+# One epoch
+
+
+class LossWindow:
+    """The mean loss and images/s of the steps since the last logged line, summed on the device
+    (no host sync per step); time spent validating and checkpointing is left out."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), device=device, dtype=torch.float64)
+        self.steps = 0
+        self.start = time.perf_counter()
+        self.last_loss: float | None = None
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss += loss.detach().double()
+        self.steps += 1
+
+    def close(self, ctx: DistContext, *, images_per_step: int) -> tuple[float, float]:
+        """(mean loss over ranks, images/s) of the window, and start the next one."""
+        mean_loss = ctx.mean(float(self.loss.item()) / self.steps)
+        rate = self.steps * images_per_step / max(time.perf_counter() - self.start, 1e-9)
+        self.last_loss = mean_loss
+        self.loss.zero_()
+        self.steps = 0
+        self.start = time.perf_counter()
+        return mean_loss, rate
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        paused_at = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.start += time.perf_counter() - paused_at
+
+
+def train_one_epoch(run: Run, epoch: int, *, hooks: Hooks, window: LossWindow) -> bool:
+    """Train `epoch` from `run.step` on; True when a stop was requested (checkpoint written)."""
+    config, ctx = run.config, run.ctx
+    run.sampler.set_epoch(epoch, skip=run.step - epoch * run.steps_per_epoch)
+    for images, labels, flips in run.batches():
+        images = images.to(run.device, non_blocking=True)
+        labels = labels.to(run.device, non_blocking=True)
+        flips = flips.to(run.device, non_blocking=True)
+        x = to_model_input(images, flips, run.mean_t, run.std_t, channels_last=config.channels_last)
+        loss = train_step(run.net, x, labels, run.optimizer, run.scaler)
+        lr_used = run.optimizer.param_groups[0]["lr"]
+        run.scheduler.step()
+        run.step += 1
+        window.add(loss)
+
+        info_loss = info_rate = None
+        at_window = run.step % hooks.log_every == 0 or run.step == run.total_steps
+        if at_window:
+            info_loss, info_rate = window.close(ctx, images_per_step=config.batch_size * ctx.world_size)
+            if not math.isfinite(info_loss):
+                raise FaceverError(f"training diverged at step {run.step} (loss {info_loss}); lower --lr or use --amp off/bf16")
+            if ctx.is_main:
+                _append_jsonl(run.metrics_path, {
+                    "kind": "train", "step": run.step, "epoch": epoch, "loss": info_loss,
+                    "lr": lr_used, "images_per_second": info_rate, "time": time.time(),
+                })
+        if hooks.progress is not None and ctx.is_main:
+            hooks.progress(StepInfo(run.step, run.total_steps, epoch, info_loss, lr_used, info_rate))
+
+        stop = bool(hooks.stop_requested and hooks.stop_requested())
+        if ctx.distributed:
+            # Every rank must stop after the same step: agree at the logged steps only (a collective).
+            stop = ctx.any_true(stop) if at_window else False
+        with window.paused():  # validation and checkpoint time is not training time
+            after_step(run, epoch, stop=stop, say=hooks.say)
+        if stop:
+            return True
+    return False
+
+
+def after_step(run: Run, epoch: int, *, stop: bool, say: Callable[[str], None]) -> None:
+    """Validation and checkpoint hook: validate every `val_every` steps and at each epoch's end;
+    write the checkpoint at each epoch's end, every `checkpoint_every` steps and when stopping."""
+    config, ctx, step = run.config, run.ctx, run.step
+    end_of_epoch = step % run.steps_per_epoch == 0
+    if config.val_every and step % config.val_every == 0 and not end_of_epoch and ctx.is_main:
+        validate(run, epoch, say=say)
+    if stop or end_of_epoch or (config.checkpoint_every and step % config.checkpoint_every == 0):
+        if end_of_epoch and ctx.is_main:
+            validate(run, epoch, say=say)
+        if ctx.is_main:
+            save_checkpoint(run.checkpoint_path, checkpoint_state(run, epoch))
+            if end_of_epoch:
+                _append_jsonl(run.metrics_path, {"kind": "epoch", "step": step, "epoch": epoch, "time": time.time()})
+        ctx.barrier()
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints, validation, model files
+
+
+def checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
+    """The full state `setup_run` restores (plain data: loadable with `weights_only=True`)."""
+    return {
+        "config": run.config.to_dict(),
+        "class_map": list(run.tset.classes),
+        "model": run.backbone.state_dict(),
+        "head": run.head.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "epoch": epoch,
+        "step": run.step,
+        "steps_per_epoch": run.steps_per_epoch,
+        "world_size": run.ctx.world_size,
+        "rng": capture_rng_state(),
+        "best": dict(run.best),
+    }
+
+
+def save_bundle(run: Run, path: Path, accuracy: float | None) -> Path:
+    """The deployable embedding model (`facever.models.bundle`) with the run's current weights."""
+    config = run.config
+    extra = {
+        "config": config.to_dict(),
+        "class_map": list(run.tset.classes),
+        "step": run.step,
+        "val_accuracy": accuracy,
+        "head": config.head,
+        "train_images": len(run.prep.items),
+    }
+    return save_model_bundle(
+        path, run.backbone, arch=config.arch, arch_kwargs=config.arch_kwargs, input_size=run.input_size,
+        mean=run.mean, std=run.std, embedding_dim=int(run.backbone.embedding_dim), extra=extra,
+    )
+
+
+def validate(run: Run, epoch: int, *, say: Callable[[str], None]) -> None:
+    """Verification accuracy now (rank 0); the best so far is saved as model.pt."""
+    validator = run.validator
+    if validator is None:
+        return
+    result = validator.run(run.backbone, mean=run.mean, std=run.std, device=run.device, amp_dtype=run.amp_dtype,
+                           channels_last=run.config.channels_last)
+    acc = float(result.accuracy_mean)
+    step, best = run.step, run.best
+    _append_jsonl(run.metrics_path, {
+        "kind": "validation", "step": step, "epoch": epoch, "protocol": validator.name, "accuracy": acc,
+        "accuracy_std": float(result.kfold.std), "auc": float(result.auc), "eer": float(result.eer),
+        "pairs": len(validator.protocol), "time": time.time(),
+    })
+    if best["accuracy"] is None or acc >= best["accuracy"]:
+        best["accuracy"], best["step"] = acc, step
+        save_bundle(run, run.out_dir / "model.pt", acc)
+        say(f"step {step}: validation accuracy {acc:.4f} (best so far, saved model.pt)")
     else:
-        loader = make_loader(prep, sampler, workers=config.workers, pin_memory=device.type == "cuda")
-    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    metrics_path = out_dir / "metrics.jsonl"
+        say(f"step {step}: validation accuracy {acc:.4f} (best {best['accuracy']:.4f} at step {best['step']})")
 
-    def state(epoch: int) -> dict[str, Any]:
-        return {
-            "config": config.to_dict(),
-            "class_map": list(tset.classes),
-            "model": backbone.state_dict(),
-            "head": head.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "epoch": epoch,
-            "step": step,
-            "steps_per_epoch": steps_per_epoch,
-            "world_size": ctx.world_size,
-            "rng": capture_rng_state(),
-            "best": dict(best),
-        }
 
-    def bundle_extra(accuracy: float | None) -> dict[str, Any]:
-        return {
-            "config": config.to_dict(),
-            "class_map": list(tset.classes),
-            "step": step,
-            "val_accuracy": accuracy,
-            "head": config.head,
-            "train_images": len(prep.items),
-        }
-
-    def save_bundle(path: Path, accuracy: float | None) -> Path:
-        return save_model_bundle(
-            path, backbone, arch=config.arch, arch_kwargs=config.arch_kwargs, input_size=input_size, mean=mean,
-            std=std, embedding_dim=int(backbone.embedding_dim), extra=bundle_extra(accuracy),
-        )
-
-    def validate(epoch: int) -> None:
-        if validator is None:
-            return
-        result = validator.run(backbone, mean=mean, std=std, device=device, amp_dtype=amp_dtype,
-                               channels_last=config.channels_last)
-        acc = float(result.accuracy_mean)
-        record = {"kind": "validation", "step": step, "epoch": epoch, "protocol": validator.name,
-                  "accuracy": acc, "accuracy_std": float(result.kfold.std), "auc": float(result.auc),
-                  "eer": float(result.eer), "pairs": len(validator.protocol), "time": time.time()}
-        _append_jsonl(metrics_path, record)
-        if best["accuracy"] is None or acc >= best["accuracy"]:
-            best["accuracy"], best["step"] = acc, step
-            save_bundle(out_dir / "model.pt", acc)
-            say(f"step {step}: validation accuracy {acc:.4f} (best so far, saved model.pt)")
-        else:
-            say(f"step {step}: validation accuracy {acc:.4f} (best {best['accuracy']:.4f} at step {best['step']})")
-
-    if ck is not None:
-        # Last, so that nothing done while setting up (model init, data scan) shifts the generators.
-        restore_rng_state(ck["rng"])
-
-    interrupted = False
-    window_loss = torch.zeros((), device=device, dtype=torch.float64)
-    window_steps = 0
-    window_start = time.perf_counter()
-    last_loss = None
-    start_epoch = step // steps_per_epoch
-    for epoch in range(start_epoch, config.epochs):
-        sampler.set_epoch(epoch, skip=step - epoch * steps_per_epoch)
-        batches = device_batches.epoch(sampler) if device_batches is not None else loader
-        for images, labels, flips in batches:
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            flips = flips.to(device, non_blocking=True)
-            x = to_model_input(images, flips, mean_t, std_t, channels_last=config.channels_last)
-            loss = train_step(net, x, labels, optimizer, scaler)
-            lr_used = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            step += 1
-            window_loss += loss.detach().double()
-            window_steps += 1
-
-            info_loss = info_rate = None
-            at_window = step % log_every == 0 or step == total_steps
-            if at_window:
-                mean_loss = ctx.mean(float(window_loss.item()) / window_steps)
-                elapsed = time.perf_counter() - window_start
-                info_rate = window_steps * config.batch_size * ctx.world_size / max(elapsed, 1e-9)
-                info_loss = last_loss = mean_loss
-                if not math.isfinite(mean_loss):
-                    raise FaceverError(f"training diverged at step {step} (loss {mean_loss}); lower --lr or use --amp off/bf16")
-                if ctx.is_main:
-                    _append_jsonl(metrics_path, {
-                        "kind": "train", "step": step, "epoch": epoch, "loss": mean_loss,
-                        "lr": lr_used, "images_per_second": info_rate, "time": time.time(),
-                    })
-                window_loss.zero_()
-                window_steps = 0
-                window_start = time.perf_counter()
-            if progress is not None and ctx.is_main:
-                progress(StepInfo(step, total_steps, epoch, info_loss, lr_used, info_rate))
-
-            stop = bool(stop_requested and stop_requested())
-            if ctx.distributed:
-                stop = ctx.any_true(stop) if at_window else False
-            end_of_epoch = step % steps_per_epoch == 0
-            paused_at = time.perf_counter()
-            if config.val_every and step % config.val_every == 0 and not end_of_epoch and ctx.is_main:
-                validate(epoch)
-            if stop or end_of_epoch or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                if end_of_epoch and ctx.is_main:
-                    validate(epoch)
-                if ctx.is_main:
-                    save_checkpoint(ck_path, state(epoch))
-                    if end_of_epoch:
-                        _append_jsonl(metrics_path, {"kind": "epoch", "step": step, "epoch": epoch, "time": time.time()})
-                ctx.barrier()
-            # Validation and checkpoint time is not training time: keep it out of images/s.
-            window_start += time.perf_counter() - paused_at
-            if stop:
-                interrupted = True
-                break
-        if interrupted:
-            break
-
+def finish_run(run: Run, *, interrupted: bool, last_loss: float | None, say: Callable[[str], None]) -> TrainResult:
+    """Write model_last.pt (and model.pt without validation) unless stopped; the run's summary."""
     model_path = last_path = None
-    if ctx.is_main and not interrupted:
-        last_path = save_bundle(out_dir / "model_last.pt", None)
-        if validator is None:
-            model_path = save_bundle(out_dir / "model.pt", None)
-        else:
-            model_path = out_dir / "model.pt"
-            if not model_path.exists():  # no validation ran (cannot happen with epochs >= 1, but be safe)
-                save_bundle(model_path, None)
+    out_dir = run.out_dir
+    if run.ctx.is_main and not interrupted:
+        last_path = save_bundle(run, out_dir / "model_last.pt", None)
+        model_path = out_dir / "model.pt"
+        if run.validator is None or not model_path.exists():  # no validation ran: the final weights
+            save_bundle(run, model_path, None)
     if interrupted:
-        say(f"stopped at step {step} of {total_steps}; checkpoint saved, continue with --resume")
+        say(f"stopped at step {run.step} of {run.total_steps}; checkpoint saved, continue with --resume")
     return TrainResult(
-        out_dir=out_dir, steps=step, total_steps=total_steps, interrupted=interrupted, model_path=model_path,
-        last_model_path=last_path, best_accuracy=best["accuracy"], best_step=best["step"],
-        num_classes=len(tset.classes), num_images=len(prep.items), failures=prep.failures, last_loss=last_loss,
+        out_dir=out_dir, steps=run.step, total_steps=run.total_steps, interrupted=interrupted, model_path=model_path,
+        last_model_path=last_path, best_accuracy=run.best["accuracy"], best_step=run.best["step"],
+        num_classes=len(run.tset.classes), num_images=len(run.prep.items), failures=run.prep.failures,
+        last_loss=last_loss,
     )
