@@ -10,6 +10,7 @@ import pytest
 
 from facever.data_prep.align import center_crop, face_order, warp_face
 from facever.data_prep.align_dataset import collect_sources, output_names
+from facever.core.errors import FaceverError
 from facever.data_prep.similarity import (
     apply_transform,
     decompose_similarity,
@@ -178,8 +179,13 @@ def test_face_order_largest_and_center():
 
 def test_output_names_mirror_paths_and_resolve_collisions():
     rels = ["a/x.png", "a/x.jpg", "b/y.pgm", "c/noext"]
-    assert output_names(rels, fmt="jpg") == ["a/x.jpg", "a/x.jpg.jpg", "b/y.jpg", "c/noext.jpg"]
+    # The photo already named like the output keeps it; the other keeps its full name, so looking a
+    # crop up by either rule never returns another photo's face.
+    assert output_names(rels, fmt="jpg") == ["a/x.png.jpg", "a/x.jpg", "b/y.jpg", "c/noext.jpg"]
+    assert output_names(["a/x.png", "a/x.bmp"], fmt="jpg") == ["a/x.png.jpg", "a/x.bmp.jpg"]
     assert output_names(["a/x.png"], fmt="png", all_faces=True) == ["a/x_0.png"]
+    with pytest.raises(FaceverError, match="rename one"):
+        output_names(["p.jpg", "p.png", "p.png.jpg"], fmt="jpg")
 
 
 def test_collect_sources_from_a_list_file(tmp_path):

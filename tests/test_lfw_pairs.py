@@ -61,7 +61,7 @@ def test_small_header(tmp_path):
         ("10\t300\nAnn\t1\n", 2, "got 2 fields"),
         ("Ann 1 x\n", 1, "not an integer"),
         ("Ann 1 2\nAnn 0 2\n", 2, "must be 1 or more"),
-        ("1\t1\nAnn 1 2\nAnn 1 Bob 1\nAnn 1 2\n", 1, "header says"),
+        ("2\t1\nAnn 1 2\nAnn 1 Bob 1\nAnn 1 2\n", 1, "header says"),
         ("Ann 1 2 Bob 3 4\n", 1, "got 6 fields"),
     ],
 )

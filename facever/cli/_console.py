@@ -17,7 +17,7 @@ def fail(message: str, code: int = 2) -> None:
     """Print a one-line error on stderr and exit non-zero."""
     import typer
 
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -29,6 +29,10 @@ def info(message: str) -> None:
     err_console.print(message, highlight=False, soft_wrap=True, markup=False)
 
 
+def _one_line(message: str) -> str:
+    return " ".join(str(message).splitlines())
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the library's FaceverError (and OSError on user files) into a one-line error and exit 2."""
@@ -38,8 +42,12 @@ def user_errors() -> Iterator[None]:
         yield
     except FaceverError as exc:
         fail(str(exc))
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        fail(f"{exc.filename}: {exc.strerror}" if getattr(exc, "filename", None) else str(exc))
+    except OSError as exc:
+        # A user's path that cannot be read or written (missing, a file where a folder is needed, full
+        # disk, a name too long): one line naming it, not a traceback.
+        if getattr(exc, "filename", None) is None:
+            raise
+        fail(f"{exc.filename}: {exc.strerror or exc}")
 
 
 @contextlib.contextmanager

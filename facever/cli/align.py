@@ -93,8 +93,12 @@ def align(
     """
     from facever.cli._console import info, out_console, progress_bar, user_errors, warn
 
-    with user_errors():
-        from facever.data_prep.align_dataset import AlignConfig, plan_alignment, run_alignment
+    import contextlib
+
+    from facever.core.locks import folder_lock
+
+    with user_errors(), contextlib.ExitStack() as stack:
+        from facever.data_prep.align_dataset import AlignConfig, check_output_folder, plan_alignment, run_alignment
         from facever.core.sizes import parse_size
         from facever.core.errors import FaceverError
 
@@ -122,6 +126,8 @@ def align(
         from facever.core.devices import resolve_device
 
         resolved = resolve_device(device)  # a missing GPU fails here, before any work
+        check_output_folder(src, dst)
+        stack.enter_context(folder_lock(dst))  # one writer per DST, held until the crops are written
         plan = plan_alignment(src, dst, config=config)
         if not plan.items:
             raise FaceverError(f"{src}: no images found")

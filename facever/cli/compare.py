@@ -30,7 +30,9 @@ def compare(
 
     from facever.cli._console import info, out_console, user_errors
 
-    with user_errors():
+    from facever.core.locks import folder_lock
+
+    with user_errors(), folder_lock(out):
         from facever.workflows.compare import compare_runs, write_comparison
 
         comparison = compare_runs(runs)

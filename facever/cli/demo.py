@@ -64,7 +64,9 @@ def _run(data, out, *, quick, seed, device, threads, start, stop_requested):
 
     from facever.cli._console import info, progress_bar, user_errors, warn
 
-    with user_errors(), contextlib.ExitStack() as bars:
+    from facever.core.locks import folder_lock
+
+    with user_errors(), folder_lock(out), contextlib.ExitStack() as bars:
         from facever.workflows.demo import DemoInterrupted, run_demo
 
         state: dict = {"stage": None, "advance": None}

@@ -123,7 +123,9 @@ def embed(
     """
     from facever.cli._console import info, library_warnings, progress_bar, user_errors
 
-    with user_errors(), library_warnings():
+    from facever.core.locks import file_lock
+
+    with user_errors(), library_warnings(), file_lock(out):
         from facever.data_prep.align_dataset import collect_sources
         from facever.embedding.cache import embed_items_cached
         from facever.embedding.extract import BadImagesError

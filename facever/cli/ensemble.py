@@ -136,7 +136,9 @@ def ensemble(
     from facever.cli._console import library_warnings
     from facever.cli.embed import report_bad_images
 
-    with user_errors(), library_warnings():
+    from facever.core.locks import folder_lock
+
+    with user_errors(), library_warnings(), folder_lock(out):
         from facever.embedding.ensemble import evaluate_ensemble
         from facever.core.embeddings_file import load_embeddings
         from facever.core.embeddings_file import save_embeddings as write_embeddings

@@ -52,7 +52,9 @@ def eval_bin(
         fail("give either --model MODEL or --embeddings FILE")
     from facever.cli._console import library_warnings
 
-    with user_errors(), library_warnings():
+    from facever.core.locks import folder_lock
+
+    with user_errors(), library_warnings(), folder_lock(out):
         from facever.cli._evaluation import evaluate_and_report, load_model
         from facever.cli._console import progress_bar
         from facever.embedding.bin_images import embed_bin_images

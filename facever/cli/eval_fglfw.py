@@ -75,7 +75,9 @@ def eval_fglfw(
         fail("give either --embeddings FILE or --model MODEL --images DIR")
     if model is not None and images is None:
         fail("--model needs --images DIR (the folder the list's image paths start from)")
-    with user_errors():
+    from facever.core.locks import folder_lock
+
+    with user_errors(), folder_lock(out):
         from facever.cli._evaluation import check_images_exist, evaluate_and_report
         from facever.protocols.fglfw import read_fglfw_pairs, read_token_pairs
         from facever.core.embeddings_file import load_embeddings

@@ -56,7 +56,9 @@ def eval_lfw(
         fail("give either --embeddings FILE (from `facever embed`) or --model MODEL --images LFW_ALIGNED")
     if model is not None and images is None:
         fail("--model needs --images LFW_ALIGNED (the folder the pairs' images are in)")
-    with user_errors():
+    from facever.core.locks import folder_lock
+
+    with user_errors(), folder_lock(out):
         from facever.protocols.lfw import read_lfw_pairs
         from facever.core.embeddings_file import load_embeddings
         from facever.cli._evaluation import evaluate_and_report

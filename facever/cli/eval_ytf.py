@@ -87,7 +87,9 @@ def eval_ytf(
         fail("--align aligns frames before embedding them: it needs --model")
     from facever.cli._console import library_warnings
 
-    with user_errors(), library_warnings():
+    from facever.core.locks import folder_lock
+
+    with user_errors(), library_warnings(), folder_lock(out):
         from facever.cli._evaluation import evaluate_and_report, load_model
         from facever.cli._console import progress_bar
         from facever.protocols import ytf

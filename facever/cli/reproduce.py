@@ -63,8 +63,10 @@ def reproduce(
 
     from facever.cli._console import info, progress_bar, stop_on_signal, user_errors
 
+    from facever.core.locks import folder_lock
+
     overrides: dict = {}
-    with user_errors():
+    with user_errors(), folder_lock(out):
         from facever.workflows.reproduce import ReproduceSettings, Reproduction, StageEvent
 
         if epochs is not None:

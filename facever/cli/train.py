@@ -148,8 +148,10 @@ def train(
             explicit=explicit_parameters(options),
         )
     rank = int(os.environ.get("RANK", "0"))
+    from facever.core.locks import folder_lock
 
-    with user_errors():
+    # Rank 0 holds OUT for the whole job: a second `train --out OUT` is refused instead of interleaving.
+    with user_errors(), folder_lock(out if rank == 0 else None):
         from facever.training.checkpoint import load_checkpoint
         from facever.training.config import TrainConfig
         from facever.training.loop import CHECKPOINT_NAME, train as run_training

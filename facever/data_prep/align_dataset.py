@@ -206,17 +206,31 @@ def _is_within(path: Path, folder: Path) -> bool:
 
 def output_names(rels: Sequence[str], *, fmt: str = "jpg", all_faces: bool = False) -> list[str]:
     """The DST-relative output of each source: same path, extension replaced by `fmt` (`_0` added
-    before it with `all_faces`). Two sources that would collide (`a.png`, `a.jpg`) keep their full
-    name: the second becomes `a.jpg.jpg`, deterministic because sources are sorted."""
-    taken: set[str] = set()
-    names = []
-    for rel in rels:
-        stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
-        name = _face_name(stem, fmt, 0 if all_faces else None)
-        if name in taken:
-            name = _face_name(rel, fmt, 0 if all_faces else None)
-        taken.add(name)
-        names.append(name)
+    before it with `all_faces`).
+
+    Sources that would share an output (`a.png`, `a.bmp`) all keep their full name (`a.png.jpg`,
+    `a.bmp.jpg`), except one already named like its output (`a.jpg` stays `a.jpg`), so a crop looked
+    up by either rule never shows another photo. When even that leaves two sources one name (`a.png`
+    beside a file really called `a.png.jpg`), FaceverError names them: rename one.
+    """
+    index = 0 if all_faces else None
+    natural = [_face_name(rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel, fmt, index) for rel in rels]
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(natural):
+        groups.setdefault(name, []).append(i)
+    names = list(natural)
+    for name, members in groups.items():
+        if len(members) > 1:
+            for i in members:
+                if rels[i] != name:  # the one source whose own name is the output keeps it
+                    names[i] = _face_name(rels[i], fmt, index)
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise FaceverError(
+                f"{rels[seen[name]]} and {rels[i]} would both be aligned to {name}; rename one of them"
+            )
+        seen[name] = i
     return names
 
 
@@ -235,11 +249,19 @@ def _check_writable(dst: Path) -> None:
         raise FaceverError(f"{dst}: cannot write there ({exc.strerror or exc})") from None
 
 
-def plan_alignment(src: str | Path, dst: str | Path, *, config: AlignConfig = AlignConfig()) -> AlignPlan:
-    """Check SRC and DST, list the images and which of them still need aligning. No image is read."""
+def check_output_folder(src: str | Path, dst: str | Path) -> None:
+    """SRC must exist and DST must be another folder (crops written among the photos would mix with them)."""
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise FaceverError(f"{src}: no such file or folder")
+    if src.is_dir() and os.path.realpath(src) == os.path.realpath(dst):
+        raise FaceverError(f"{dst}: the output folder is the input folder; give another folder for the crops")
+
+
+def plan_alignment(src: str | Path, dst: str | Path, *, config: AlignConfig = AlignConfig()) -> AlignPlan:
+    """Check SRC and DST, list the images and which of them still need aligning. No image is read."""
+    src, dst = Path(src), Path(dst)
+    check_output_folder(src, dst)
     _check_writable(dst)
     root, sources = collect_sources(src, exclude=dst)
     outputs = output_names([rel for _, rel in sources], fmt=config.format, all_faces=config.all_faces)

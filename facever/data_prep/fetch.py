@@ -410,7 +410,9 @@ def download(
     part = part_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if force:
-        for stale in (path, part, _validator_path(path)):
+        # The existing file stays until the new one is complete and verified (os.replace below): a
+        # failed or interrupted forced download loses nothing.
+        for stale in (part, _validator_path(path)):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
     elif path.exists():
@@ -571,23 +573,33 @@ def safe_extract(
 
 def _write_members(archive: Path, root: Path, members: list[_Member], open_member, progress) -> None:
     for member in members:
-        target = root.joinpath(*member.path.parts) if member.path.parts else root
-        # Defence in depth: the checks above already exclude this, and we never create links.
-        if not target.resolve().is_relative_to(root):
-            raise InputFileError(archive, f"member {str(member.path)!r} escapes the destination")
-        if member.is_dir:
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = open_member(member)
-            if source is None:
-                raise InputFileError(archive, f"member {str(member.path)!r} has no data")
-            # "wb": a tar may legitimately repeat a name (appended update); the later copy wins, as with
-            # tar(1). Overwriting is safe because this function never creates links.
-            with source, open(target, "wb") as out:
-                shutil.copyfileobj(source, out, _CHUNK)
+        try:
+            _write_member(archive, root, member, open_member)
+        except OSError as exc:
+            # A file and a folder of one name, a name too long for the filesystem, a full disk.
+            raise InputFileError(
+                archive, f"cannot extract member {str(member.path)[:80]!r}: {exc.strerror or exc}"
+            ) from None
         if progress is not None:
             progress(1)
+
+
+def _write_member(archive: Path, root: Path, member: _Member, open_member) -> None:
+    target = root.joinpath(*member.path.parts) if member.path.parts else root
+    # Defence in depth: the checks above already exclude this, and we never create links.
+    if not target.resolve().is_relative_to(root):
+        raise InputFileError(archive, f"member {str(member.path)!r} escapes the destination")
+    if member.is_dir:
+        target.mkdir(parents=True, exist_ok=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = open_member(member)
+        if source is None:
+            raise InputFileError(archive, f"member {str(member.path)!r} has no data")
+        # "wb": a tar may legitimately repeat a name (appended update); the later copy wins, as with
+        # tar(1). Overwriting is safe because this function never creates links.
+        with source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out, _CHUNK)
 
 
 def extract_archive(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -260,8 +261,16 @@ class Reproduction:
         for what, path in (("--casia", s.casia), ("--lfw", s.lfw), ("--ytf", s.ytf)):
             if not Path(path).exists():
                 raise FaceverError(f"{path}: not found ({what})")
+        out = Path(os.path.realpath(self.out))
+        for what, path in (("--casia", s.casia), ("--lfw", s.lfw), ("--ytf", s.ytf)):
+            data = Path(os.path.realpath(path))
+            if out == data or data in out.parents:
+                raise FaceverError(f"{self.out}: inside the input {path} ({what}); the run would write into "
+                                   "the data set. Choose an output folder outside it")
         lfw.read_lfw_pairs(self.lfw_pairs)
         ytf.read_ytf_splits(self.ytf_splits)
+        # Find the YTF layout now, not after the long CASIA and LFW alignments.
+        ytf.find_video_tree(s.ytf, prefer="aligned")
         if s.fglfw:
             self.fglfw_protocol()
         if s.flip not in ("none", "concat", "sum"):
