@@ -49,7 +49,9 @@ def test_splits_with_header_and_spacing_variants(tmp_path):
 
 @pytest.mark.parametrize("row, message", [
     ("1, 1, A/0, A/1", "expected 5 comma-separated fields"),
-    ("x, 1, A/0, A/1, 1", "split 'x' is not a positive integer"),
+    ("x, 1, A/0, A/1, 1", "split 'x' is not a split number 1..10"),
+    ("11, 1, A/0, A/1, 1", "split '11' is not a split number 1..10"),
+    ("0, 1, A/0, A/1, 1", "split '0' is not a split number 1..10"),
     ("1, 1, A/0, A/1, yes", "is_same must be 0 or 1"),
     ("1, 1, A, A/1, 1", "video 'A' is not of the form Name/video"),
     ("1, 1, A/0, B/1, 1", "is_same=1 but the names show different people"),

@@ -145,11 +145,18 @@ def ensemble(
         from facever.core.errors import FaceverError
         from facever.verification.report import plot_roc, write_json
 
+        if save_embeddings is not None:
+            from facever.core.locks import check_output_is_not_an_input
+
+            check_output_is_not_an_input(save_embeddings, [s.split("=", 1)[-1] for s in sources] + [pairs])
         if len(sources) < 2:
             raise FaceverError(f"an ensemble needs at least two embeddings files or models, got {len(sources)}")
         model_names = _split_list(names, "--names") or _default_names(list(sources))
         if len(model_names) != len(sources):
             raise FaceverError(f"--names gives {len(model_names)} names for {len(sources)} models")
+        from facever.embedding.ensemble import check_model_names
+
+        check_model_names(model_names)
         weight_values = None
         if weights is not None:
             try:

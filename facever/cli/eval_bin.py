@@ -86,7 +86,7 @@ def eval_bin(
             settings["embeddings_file"] = str(embeddings)
         evaluate_and_report(
             proto, emb,
-            title=f"{bin_file.name} 10-fold verification: {len(proto)} pairs, {source}",
+            title=f"{bin_file.name} {proto.n_folds}-fold verification: {len(proto)} pairs, {source}",
             thresholds=thresholds.value, metric=metric.value if metric else None, subtract_mean=subtract_mean,
             allow_missing=False, out=out, json_output=json_output, embeddings_source=source, settings=settings,
         )

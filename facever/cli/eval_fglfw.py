@@ -109,7 +109,7 @@ def eval_fglfw(
             settings["embeddings_file"] = str(embeddings)
         evaluate_and_report(
             proto, emb,
-            title=f"{protocol.value.upper()} 10-fold verification: {len(proto)} pairs from {pairs}, {source}",
+            title=f"{protocol.value.upper()} {proto.n_folds}-fold verification: {len(proto)} pairs from {pairs}, {source}",
             thresholds=thresholds.value, metric=metric.value if metric else None, subtract_mean=subtract_mean,
             allow_missing=allow_missing, out=out, json_output=json_output, embeddings_source=source, settings=settings,
         )

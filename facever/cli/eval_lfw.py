@@ -74,7 +74,7 @@ def eval_lfw(
             emb = load_embeddings(embeddings)
         evaluate_and_report(
             protocol, emb,
-            title=f"LFW 10-fold verification: {len(protocol)} pairs from {pairs}, embeddings {embeddings}",
+            title=f"LFW {protocol.n_folds}-fold verification: {len(protocol)} pairs from {pairs}, embeddings {embeddings}",
             thresholds=thresholds.value, metric=metric.value if metric else None, subtract_mean=subtract_mean,
             allow_missing=allow_missing, out=out, json_output=json_output, embeddings_source=str(embeddings),
             settings={"pairs_file": str(pairs), "embeddings_file": str(embeddings)},

@@ -132,8 +132,9 @@ def eval_ytf(
             emb = emb_loaded = load_embeddings(embeddings)
             source = str(embeddings)
             settings["embeddings_file"] = str(embeddings)
-            if all(v in emb.index() for v in items):
-                # Already one embedding per video (e.g. video_embeddings.npz of an earlier run).
+            if all(len(p.split("/")) == 2 for p in emb.paths):
+                # Already one embedding per video (`Name/video` keys, e.g. video_embeddings.npz of an earlier
+                # run); videos missing from it are refused or dropped (--allow-missing) by the evaluation.
                 video_emb = emb
                 settings["frames"] = emb.metadata.get("frames", "as in the embeddings file")
                 if frames is not None:
@@ -153,7 +154,7 @@ def eval_ytf(
             save_embeddings(Path(out) / "video_embeddings.npz", video_emb.paths, video_emb.embeddings, video_emb.metadata)
         evaluate_and_report(
             proto, video_emb,
-            title=f"YTF 10-fold verification: {len(proto)} video pairs from {splits}, {source}, "
+            title=f"YTF {proto.n_folds}-fold verification: {len(proto)} video pairs from {splits}, {source}, "
             f"frames per video: {settings['frames']}",
             thresholds=thresholds.value, metric=metric.value if metric else None, subtract_mean=subtract_mean,
             allow_missing=allow_missing, out=out, json_output=json_output, embeddings_source=source, settings=settings,

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from facever.core.atomic import atomic_path
-from facever.core.errors import InputFileError
+from facever.core.errors import FaceverError, InputFileError
 
 FORMAT_VERSION = 1
 
@@ -73,6 +73,12 @@ def save_embeddings(
         raise ValueError(f"expected {len(paths)} x D embeddings, got shape {emb.shape}")
     if len(set(paths)) != len(paths):
         raise ValueError("duplicate paths in embeddings")
+    finite = np.isfinite(emb).all(axis=1)
+    if not finite.all():
+        # A model with NaN weights (or overflowing activations) must not leave a file that looks fine.
+        bad = [paths[i] for i in np.flatnonzero(~finite)[:3]]
+        raise FaceverError(f"{path}: {int((~finite).sum())} embeddings are NaN or infinite (e.g. {', '.join(bad)}); "
+                           "the model or its input is broken, nothing was written")
     meta = {"format": "facever-embeddings", "format_version": FORMAT_VERSION, **(metadata or {})}
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
@@ -126,4 +132,10 @@ def load_embeddings(path: str | Path) -> Embeddings:
             raise ValueError("not an object")
     except ValueError:
         raise InputFileError(path, "`metadata` is not a JSON object") from None
+    version = metadata.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InputFileError(path, f"format_version {version!r} is not a version number (a damaged or edited file?)")
+    if version > FORMAT_VERSION:
+        raise InputFileError(path, f"format_version {version} is newer than this facever reads ({FORMAT_VERSION}); "
+                             "upgrade facever")
     return Embeddings(paths=paths, embeddings=emb.astype(np.float32, copy=False), metadata=metadata)

@@ -7,6 +7,7 @@ files whose extension lies about their content (WebP data under a `.jpg` name: P
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,24 @@ def _to_rgb(img):
     return np.asarray(img)
 
 
+def check_regular_file(path: str | Path, *, error: type[FaceverError] = FaceverError) -> None:
+    """Raise `error` for a path that is missing or not a regular file (FIFO, socket, device, folder).
+
+    Reading a FIFO blocks until a writer comes, which may be never: check before opening.
+    """
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket or device"
+        raise error(f"{path}: {kind}, not a regular file")
+
+
 def read_image_rgb(path: str | Path) -> np.ndarray:
     """Read an image file as an upright `H x W x 3` uint8 RGB array (C-contiguous).
 
@@ -50,6 +69,8 @@ def read_image_rgb(path: str | Path) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    # A FIFO or device would block (or never end) in open(): only regular files are images.
+    check_regular_file(path, error=ImageDecodeError)
     try:
         with Image.open(path) as img:
             img.load()  # force full decode now: truncated files fail here, not later
@@ -79,7 +100,7 @@ def decode_image_bytes_rgb(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
             arr = _to_rgb(img)
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{name}: not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"{name}: cannot decode image ({exc})") from None
     return np.ascontiguousarray(arr, dtype=np.uint8)
 

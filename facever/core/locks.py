@@ -143,3 +143,12 @@ def _flock(lock_file: Path, target: Path, *, partials: str) -> Iterator[None]:
         with contextlib.suppress(OSError):
             lock_file.unlink()
         os.close(fd)
+
+
+def check_output_is_not_an_input(output: str | Path, inputs: "list[str | Path]") -> None:
+    """Refuse an output file that is one of the inputs (writing it would destroy that input)."""
+    out = os.path.realpath(output)
+    for item in inputs:
+        if os.path.exists(item) and os.path.realpath(item) == out:
+            raise FaceverError(f"{output}: is also an input ({item}); writing it would overwrite that input. "
+                               "Choose another output file")

@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from facever.core.images import IMAGE_EXTENSIONS, ImageDecodeError, list_images, read_image_rgb
+from facever.core.images import IMAGE_EXTENSIONS, ImageDecodeError, check_regular_file, list_images, read_image_rgb
 from facever.core.errors import FaceverError, InputFileError
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ def collect_sources(src: str | Path, *, exclude: Path | None = None) -> tuple[Pa
 
 
 def _read_list(list_path: Path) -> tuple[Path, list[tuple[Path, str]]]:
+    check_regular_file(list_path, error=FaceverError)
     try:
         raw = list_path.read_bytes()
     except OSError as exc:

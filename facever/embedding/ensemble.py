@@ -45,10 +45,18 @@ def normalize_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     return [w / total for w in weights]
 
 
+def check_model_names(names: Sequence[str]) -> None:
+    """Names become file names (a per-model embeddings cache): each one plain name, never a path."""
+    for name in names:
+        if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
+            raise FaceverError(f"model name {name!r} must be a plain name (no '/', no leading '.')")
+
+
 def _names(names: Sequence[str] | None, n: int) -> list[str]:
     names = [f"model{i + 1}" for i in range(n)] if names is None else [str(s) for s in names]
     if len(names) != n:
         raise FaceverError(f"{len(names)} names given for {n} models")
+    check_model_names(names)
     if len(set(names)) != n:
         raise FaceverError(f"model names must be distinct, got {names}")
     if "ensemble" in names:

@@ -109,12 +109,87 @@ def read_model_bundle(path: str | Path, *, map_location: Any = "cpu") -> dict[st
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise InputFileError(path, f"not a facever model file (no format={FORMAT!r} marker; a training checkpoint or another tool's weights?)")
     version = bundle.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InputFileError(path, f"model format version {version!r} is not a version number (a damaged or edited file?)")
+    if version > FORMAT_VERSION:
         raise InputFileError(path, f"model format version {version!r} is newer than this facever ({__version__}) reads ({FORMAT_VERSION}); upgrade facever")
     missing = [key for key in _CORE_KEYS if key not in bundle]
     if missing:
         raise InputFileError(path, f"model file lacks {', '.join(missing)}")
+    _check_fields(path, bundle)
     return bundle
+
+
+def _check_fields(path: Path, b: dict[str, Any]) -> None:
+    """Every core field has the type and range a written bundle has; the weights are finite."""
+
+    def bad(field: str, what: str) -> InputFileError:
+        return InputFileError(path, f"{field} {b[field]!r:.80}: {what} (a damaged or edited model file?)")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not isinstance(b["arch"], str):
+        raise bad("arch", "not a model name")
+    if not isinstance(b["arch_kwargs"], dict) or not all(isinstance(k, str) for k in b["arch_kwargs"]):
+        raise bad("arch_kwargs", "not a mapping of option names to values")
+    size = b["input_size"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)):
+        raise bad("input_size", "expected [height, width] in pixels")
+    for field in ("mean", "std"):
+        v = b[field]
+        if not isinstance(v, (list, tuple)) or len(v) != 3 or not all(number(x) for x in v):
+            raise bad(field, "expected 3 finite numbers")
+    if not all(x > 0 for x in b["std"]):
+        raise bad("std", "every value must be above 0")
+    dim = b["embedding_dim"]
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise bad("embedding_dim", "expected a positive whole number")
+    if b["color"] != "RGB":
+        raise bad("color", "only RGB models are supported")
+    state = b["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in state.items()):
+        raise InputFileError(path, "state_dict is not a mapping of names to tensors (a damaged or edited model file?)")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InputFileError(path, f"weight {name} holds NaN or infinite values (a diverged training?); "
+                                 "use an earlier model or checkpoint")
+
+
+def _check_architecture(path: Path, bundle: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """Build the model on the meta device (no memory) and check the file's weights and sizes fit it.
+
+    Done before the real model is built, so metadata such as width=100000 is refused instead of
+    allocating hundreds of gigabytes.
+    """
+    from facever.models import create_model
+
+    try:
+        with torch.device("meta"):
+            shell = create_model(bundle["arch"], **kwargs)
+    except FaceverError as exc:
+        raise InputFileError(path, f"cannot build its model: {exc}") from None
+    except Exception as exc:  # a builder given values of the wrong type or range
+        raise InputFileError(path, f"cannot build {bundle['arch']} from arch_kwargs {kwargs!r:.120} ({exc})"[:400]) from None
+    expected = {name: tuple(t.shape) for name, t in shell.state_dict().items()}
+    got = {name: tuple(t.shape) for name, t in bundle["state_dict"].items()}
+    missing = [n for n in expected if n not in got]
+    unexpected = [n for n in got if n not in expected]
+    if missing or unexpected:
+        parts = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
+            [f"unexpected {', '.join(unexpected[:3])}"] if unexpected else [])
+        raise InputFileError(path, f"weights do not fit {bundle['arch']}: {'; '.join(parts)}")
+    for name, shape in expected.items():
+        if got[name] != shape:
+            raise InputFileError(path, f"weights do not fit {bundle['arch']}: {name} is {list(got[name])}, "
+                                 f"the model's is {list(shape)}")
+    model_size = [int(v) for v in getattr(shell, "input_size", bundle["input_size"])]
+    if list(bundle["input_size"]) != model_size:
+        raise InputFileError(path, f"input_size {list(bundle['input_size'])} is not its model's ({model_size[0]}x{model_size[1]})")
+    model_dim = getattr(shell, "embedding_dim", bundle["embedding_dim"])
+    if bundle["embedding_dim"] != model_dim:
+        raise InputFileError(path, f"embedding_dim {bundle['embedding_dim']} is not its model's ({model_dim})")
 
 
 def load_model_bundle(path: str | Path, map_location: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -128,6 +203,7 @@ def load_model_bundle(path: str | Path, map_location: Any = "cpu") -> tuple[nn.M
     path = Path(path)
     bundle = read_model_bundle(path, map_location=map_location)
     kwargs = {key: value for key, value in dict(bundle["arch_kwargs"]).items() if key not in _BUILD_ONLY_OPTIONS}
+    _check_architecture(path, bundle, kwargs)
     try:
         backbone = create_model(bundle["arch"], **kwargs)
     except FaceverError as exc:

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from facever.protocols.pair_protocol import PairProtocol
-from facever.core.errors import InputFileError
+from facever.core.errors import FaceverError, InputFileError
 
 FGLFW_PAIRS_PER_FOLD = 600
 
@@ -107,7 +107,7 @@ def read_fglfw_pairs(
     """
     path = Path(path)
     if pairs_per_fold < 2 or pairs_per_fold % 2:
-        raise ValueError(f"pairs_per_fold must be an even number >= 2, got {pairs_per_fold}")
+        raise FaceverError(f"pairs per fold must be an even number of at least 2, got {pairs_per_fold}")
     lines = _read_lines(path)
     first, second, labels, line_numbers = [], [], [], []
     for (n1, a), (n2, b) in zip(lines[0::2], lines[1::2]):

@@ -126,6 +126,9 @@ def bin_folds(n_pairs: int, n_folds: int = 10) -> np.ndarray:
 
 def bin_protocol(issame: np.ndarray, *, name: str = "bin", source: str | Path | None = None, n_folds: int = 10) -> PairProtocol:
     """The pairs of a `.bin`: pair k = images 2k and 2k+1 (named as in `image_names`)."""
+    if len(issame) < n_folds:
+        message = f"{len(issame)} pairs: the {n_folds}-fold protocol needs at least {n_folds}"
+        raise InputFileError(source, message) if source is not None else FaceverError(message)
     names = image_names(2 * len(issame))
     return PairProtocol(
         name, names[0::2], names[1::2], np.asarray(issame, dtype=bool), bin_folds(len(issame), n_folds),

@@ -27,6 +27,7 @@ from facever.core.errors import FaceverError, InputFileError
 
 FRAMES_DB = "frame_images_DB"
 ALIGNED_DB = "aligned_images_DB"
+YTF_SPLITS = 10  # the protocol: 10 splits of 500 pairs (250 same + 250 different)
 LAYOUTS = {"frames": FRAMES_DB, "aligned": ALIGNED_DB}
 
 _DIGITS = re.compile(r"(\d+)")
@@ -62,7 +63,7 @@ def read_ytf_splits(path: str | Path) -> PairProtocol:
         if not line.strip():
             continue
         fields = [f.strip() for f in line.split(",")]
-        if number == 1 and not fields[0].isdigit():
+        if number == 1 and fields[0].lower().startswith("split"):
             continue  # the official header: "split number, pair number, first name, second name, is same:"
         if len(fields) != 5:
             raise InputFileError(
@@ -70,9 +71,9 @@ def read_ytf_splits(path: str | Path) -> PairProtocol:
                 f"got {len(fields)}: {line.strip()!r}", line=number,
             )
         split, pair_no, video_a, video_b, same = fields
-        if not split.isdigit() or int(split) < 1:
-            raise InputFileError(path, f"split {split!r} is not a positive integer", line=number)
-        if not pair_no.isdigit():
+        if not split.isascii() or not split.isdigit() or not 1 <= int(split) <= YTF_SPLITS:
+            raise InputFileError(path, f"split {split!r} is not a split number 1..{YTF_SPLITS}", line=number)
+        if not pair_no.isascii() or not pair_no.isdigit():
             raise InputFileError(path, f"pair number {pair_no!r} is not an integer", line=number)
         if same not in ("0", "1"):
             raise InputFileError(path, f"is_same must be 0 or 1, got {same!r}", line=number)
@@ -97,6 +98,8 @@ def read_ytf_splits(path: str | Path) -> PairProtocol:
         line_numbers.append(number)
     if not first:
         raise InputFileError(path, "no pairs in the splits file")
+    if len(set(folds)) < 2:
+        raise InputFileError(path, f"all pairs are in one split; the protocol needs several (YTF has {YTF_SPLITS})")
     return PairProtocol("ytf", first, second, labels, folds, source=path, line_numbers=line_numbers)
 
 

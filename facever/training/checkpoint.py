@@ -75,7 +75,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputFileError(path, f"not a readable checkpoint ({reason[:200]})") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise InputFileError(path, "not a facever training checkpoint")
-    if int(ck.get("format_version", 0)) > FORMAT_VERSION:
+    version = ck.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InputFileError(path, f"checkpoint format version {version!r} is not a version number (a damaged or edited file?)")
+    if version > FORMAT_VERSION:
         raise InputFileError(path, f"checkpoint format {ck.get('format_version')} is newer than this facever reads")
     return ck
 

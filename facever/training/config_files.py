@@ -144,8 +144,10 @@ def parse_toml_text(text: str, *, where: str) -> dict[str, Any]:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Training options from a TOML file (validated; relative paths made absolute from the file's folder)."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise FaceverError(f"{path}: not a regular file, expected a TOML config file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte order mark (Windows editors) is accepted
     except FileNotFoundError:
         raise FaceverError(f"{path}: config file not found") from None
     except IsADirectoryError:

@@ -18,6 +18,9 @@ from facever.verification.tenfold import KFoldResult, facenet_val_at_far, kfold_
 FARS = (1e-3, 1e-2, 1e-1)
 
 
+# Below this norm float32 squares underflow (1e-22 squared is 0): the direction is lost.
+_TINY_NORM = 1e-15
+
 @dataclass
 class VerificationResult:
     """Everything the 10-fold protocol measured; `to_dict()` is the content of report.json."""
@@ -125,7 +128,8 @@ def score_protocol(
     if dropped:
         emptied = sorted(set(np.unique(protocol.folds)) - set(np.unique(folds)))
         if emptied:
-            raise FaceverError(f"after dropping pairs with missing images, fold(s) {emptied} have no pairs left")
+            shown = ", ".join(str(int(f) + 1) for f in emptied)
+            raise FaceverError(f"after dropping pairs with missing images, fold(s) {shown} have no pairs left")
     # Validate each image's embedding once (an image appears in many pairs): one pass of norms finds
     # NaN/inf rows (non-finite norm) and all-zero rows (norm 0).
     x = embeddings.embeddings
@@ -141,9 +145,13 @@ def score_protocol(
         names = [embeddings.paths[i] for i in used[bad][:5]]
         raise FaceverError(f"{int(bad.sum())} embeddings contain NaN, infinite or overflowing values "
                            f"(e.g. {', '.join(names)})")
-    zero = norms[used] == 0
+    zero = norms[used] < _TINY_NORM
     if zero.any():
-        names = [embeddings.paths[i] for i in used[zero][:5]]
+        rows = used[zero]
+        names = [embeddings.paths[i] for i in rows[:5]]
+        if np.any(x[rows], axis=1).any():  # not zeros: too small for float32 (squares underflow)
+            raise FaceverError(f"{int(zero.sum())} embeddings are too small to score in float32 (norm below "
+                               f"{_TINY_NORM:g}; e.g. {', '.join(names)}): rescale them")
         raise FaceverError(f"{int(zero.sum())} embeddings are all zeros and have no direction (e.g. {', '.join(names)})")
     n = labels.size
 
@@ -161,6 +169,12 @@ def score_protocol(
                     + table[t2[train]].sum(axis=0, dtype=np.float64)) / (2 * int(train.sum()))
             centred = (table - mean).astype(np.float32)
             c_norms = row_norms(centred)
+            if np.any(c_norms < _TINY_NORM):
+                raise FaceverError(
+                    f"{int(np.sum(c_norms < _TINY_NORM))} embeddings equal the mean of the other folds' embeddings "
+                    "(identical embeddings?): they have no direction once the mean is subtracted; "
+                    "score without subtracting the mean"
+                )
             cos_rows.append(indexed_pair_scores(centred, c_norms, t1, t2, metric="cosine"))
             l2_rows.append(indexed_pair_scores(centred, c_norms, t1, t2, metric="l2"))
         cos_by_fold, l2_by_fold = np.array(cos_rows), np.array(l2_rows)

@@ -41,7 +41,11 @@ def read_metrics(run_dir: str | Path) -> Metrics:
     metrics = Metrics()
     if not path.is_file():
         return metrics
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputFileError(path, f"not a text file (byte {exc.start} is not UTF-8)") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -64,9 +68,9 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     toml_path, json_path = run_dir / "config.toml", run_dir / "config.json"
     try:
         if toml_path.is_file():
-            return tomllib.loads(toml_path.read_text(encoding="utf-8"))
+            return tomllib.loads(toml_path.read_text(encoding="utf-8-sig"))
         if json_path.is_file():
-            return json.loads(json_path.read_text(encoding="utf-8"))
+            return json.loads(json_path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, ValueError) as exc:
         raise FaceverError(f"{toml_path if toml_path.is_file() else json_path}: unreadable configuration ({exc})") from None
     if not run_dir.is_dir():
