@@ -56,11 +56,12 @@ def _register() -> None:
     app.command("export")(export.export)
     app.add_typer(data.app, name="data")
     app.command("eval-lfw")(eval_lfw.eval_lfw)
-    from facever.cli import eval_bin, eval_fglfw, eval_ytf
+    from facever.cli import eval_bin, eval_fglfw, eval_ijb, eval_ytf
 
     app.command("eval-fglfw")(eval_fglfw.eval_fglfw)
     app.command("eval-ytf")(eval_ytf.eval_ytf)
     app.command("eval-bin")(eval_bin.eval_bin)
+    app.command("eval-ijb")(eval_ijb.eval_ijb)
 
     from facever.cli import ensemble
 

@@ -19,6 +19,8 @@ class Protocol(str, Enum):
     cplfw = "cplfw"
     ytf = "ytf"
     bin = "bin"
+    ijbc = "ijbc"
+    ijbb = "ijbb"
 
 
 class Fusion(str, Enum):
@@ -89,7 +91,8 @@ def ensemble(
         show_default=False,
     ),
     pairs: Path = typer.Option(
-        ..., "--pairs", help="The protocol's pair list, e.g. LFW's pairs.txt (ytf: splits.txt; bin: the .bin file)."
+        ..., "--pairs", help="The protocol's pair list, e.g. LFW's pairs.txt (ytf: splits.txt; bin: the .bin file; "
+        "ijbc/ijbb: the IJB_release folder)."
     ),
     protocol: Protocol = typer.Option(Protocol.lfw, "--protocol", "-p", help="Which benchmark the pair list is."),
     ext: str = typer.Option(".jpg", "--ext", help="Image extension the pairs refer to (e.g. .png for aligned crops)."),
@@ -116,6 +119,9 @@ def ensemble(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.json and roc.png (every curve)."),
     save_embeddings: Optional[Path] = typer.Option(
         None, "--save-embeddings", help="Write the fused embeddings (.npz) to evaluate or ensemble again."
+    ),
+    ijb_mode: str = typer.Option(
+        "F1N0D0", "--mode", help="ijbc/ijbb: the test mode (see `facever eval-ijb --help`), e.g. F1N1D1."
     ),
     json_output: bool = JSON_OUTPUT,
 ) -> None:
@@ -163,6 +169,10 @@ def ensemble(
                 weight_values = [float(w) for w in _split_list(weights, "--weights") or []]
             except ValueError:
                 raise FaceverError(f"--weights {weights!r}: expected numbers such as 2,1") from None
+        if protocol.value in ("ijbc", "ijbb"):
+            _ensemble_ijb(protocol.value, pairs, sources, model_names, weight_values, ijb_mode, images=images,
+                          out=out, json_output=json_output)
+            return
         proto = read_protocol(protocol.value, pairs, ext=ext)
 
         if protocol.value in ("ytf", "bin"):
@@ -238,3 +248,45 @@ def ensemble(
             fused.metadata["sources"] = [str(s) for s in sources]
             write_embeddings(save_embeddings, fused.paths, fused.embeddings, fused.metadata)
             info(f"wrote {save_embeddings}: {len(fused)} fused embeddings of dimension {fused.dim}")
+
+
+def _ensemble_ijb(set_name: str, root: Path, sources, names, weights, mode: str, *, images, out, json_output) -> None:
+    """IJB-B/C: per-image embeddings files keyed by the meta image names; fused at the template level."""
+    import json
+
+    from facever.cli._console import info
+    from facever.cli.eval_ijb import parse_modes
+    from facever.core.embeddings_file import load_embeddings
+    from facever.core.errors import FaceverError
+    from facever.embedding.ensemble import evaluate_ensemble_ijb
+    from facever.protocols import ijb as reader
+    from facever.verification.report import format_ijb_table, plot_roc, write_json
+
+    if images is not None:
+        raise FaceverError(f"{set_name}: give embeddings files (OUT/embeddings.npz of `facever eval-ijb --model`), "
+                           "not models with --images")
+    modes = parse_modes(mode)
+    if len(modes) != 1:
+        raise FaceverError("--mode: give one test mode for an ensemble")
+    meta = reader.read_ijb(root, set_name)
+    landmarks = reader.read_landmarks(meta.landmarks_path()) if modes[0].detector else None
+    per_model = [load_embeddings(src) for src in sources]
+    result = evaluate_ensemble_ijb(meta, per_model, names, weights=weights, mode=modes[0], landmarks=landmarks)
+    for name, src in zip(names, sources):
+        result.models[name].settings["source"] = str(src)
+    rows = result.results()
+    if json_output:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        first = result.ensemble
+        typer.echo(f"{set_name.upper()} 1:1: {first.n_pairs} template pairs, {first.n_templates} templates; "
+                   f"{len(sources)} models, test mode {modes[0].label}")
+        typer.echo(format_ijb_table([r for _, r in rows], names=[n for n, _ in rows]))
+    if out is not None:
+        from facever.verification.ijb import thin_roc
+
+        out.mkdir(parents=True, exist_ok=True)
+        report = write_json(out / "report.json", result.to_dict())
+        curves = [(f"{name} (AUC {res.auc:.4f})", *thin_roc(res.fpr, res.tpr, points=2000)) for name, res in rows]
+        roc_png = plot_roc(curves, out / "roc.png", title=f"{set_name.upper()} ROC: models and ensemble", min_fpr=1e-6)
+        info(f"wrote {report} and {roc_png}")

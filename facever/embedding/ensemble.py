@@ -266,3 +266,35 @@ def _score_mean_result(protocol, embeddings, weights, settings, *, metric=None, 
     result = evaluate_scores(mean, thresholds=thresholds, protocol_name=protocol.name)
     result.settings = dict(settings)
     return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# IJB-B / IJB-C: fusion at the template level.
+
+
+def evaluate_ensemble_ijb(meta, embeddings: Sequence[Embeddings], names: Sequence[str] | None = None, *,
+                          weights: Sequence[float] | None = None, mode=None, landmarks=None) -> EnsembleResult:
+    """Each model and their fusion on an IJB set's 1:1 protocol (`facever.protocols.ijb.IJBMeta`).
+
+    Each model's templates are pooled on their own (`facever.verification.ijb`, test `mode`); the fused
+    pair score is the weighted mean of the models' template cosines, which is what `concat` fusion of
+    the unit template features gives (module docstring). `score-mean` is the same number here: there is
+    no mean subtraction in the IJB protocol.
+    """
+    from facever.verification.ijb import TestMode, evaluate_ijb, score_result
+
+    if len(embeddings) < 2:
+        raise FaceverError(f"an ensemble needs at least two models, got {len(embeddings)}")
+    mode = mode or TestMode()
+    names = _names(names, len(embeddings))
+    w = normalize_weights(weights, len(embeddings))
+    per_model = {name: evaluate_ijb(meta, emb, mode, landmarks=landmarks) for emb, name in zip(embeddings, names)}
+    fused = np.zeros(len(meta.pairs), dtype=np.float64)
+    for wi, name in zip(w, names):
+        fused += wi * per_model[name].scores.astype(np.float64)
+    first = per_model[names[0]]
+    ensemble = score_result(meta.set_name, mode, fused, meta.pairs.labels, n_templates=first.n_templates,
+                            n_images=first.n_images)
+    ensemble.settings.update({"fusion": "weighted mean of the models' template cosines", "weights": dict(zip(names, w)),
+                              "models": list(names)})
+    return EnsembleResult(names=names, models=per_model, ensemble=ensemble, fusion="concat", weights=w)

@@ -52,3 +52,49 @@ def benchmark_embeddings(
     emb, _ = embed_images(model, data, protocol.items(), flip=flip, batch_size=batch_size, device=device,
                           progress=progress)
     return emb
+
+
+
+def ijb_crops(meta, landmarks, size: tuple[int, int], crops_dir: str | Path, *,
+              progress: Callable[[int], None] | None = None):
+    """Align every image of an IJB set (`facever.protocols.ijb.IJBMeta`) from its five given points onto
+    the template of `size` (the model's input), as `facever align` warps (`data_prep.landmark_crops`).
+    Resumable: crops already in `crops_dir` are kept. Returns the `CropSummary`."""
+    from facever.data_prep.landmark_crops import crop_from_landmarks
+
+    names = meta.image_names()
+    first_row: dict[str, int] = {}
+    for i, n in enumerate(meta.media.names):
+        first_row.setdefault(n, i)
+    where = [meta.media.where(first_row[n]) for n in names]
+    rows = landmarks.rows(names, where=where)
+    return crop_from_landmarks(meta.images_dir, names, landmarks.points[rows], crops_dir, tuple(size), where=where,
+                               progress=progress)
+
+
+def ijb_embeddings(
+    model,
+    meta,
+    crops_dir: str | Path,
+    *,
+    cache: str | Path | None,
+    flip: str = "concat",
+    batch_size: int = 64,
+    device="cpu",
+    progress: Callable[[int], None] | None = None,
+    on_plan: Callable[[int, int], None] | None = None,
+):
+    """Per-image embeddings of an IJB set's aligned crops (`ijb_crops`), keyed by the meta image names.
+
+    Through the project's one cached loop (`embed_items_cached`: resumes from `cache`, reuses it while
+    the model and settings match). Flip `concat` (default) keeps f(x) and f(mirror x), so every test
+    mode can be scored from the one file. Returns `(embeddings, rows reused from the cache)`.
+    """
+    from facever.embedding.cache import embed_items_cached
+
+    emb, _bad, reused = embed_items_cached(model, crops_dir, meta.image_names(), cache=cache, flip=flip,
+                                           batch_size=batch_size, device=device, progress=progress, on_plan=on_plan)
+    h, w = (int(v) for v in model.input_size)
+    emb.metadata.update({"ijb_set": meta.set_name, "alignment": f"given 5 points onto the {h}x{w} template "
+                         "(Umeyama similarity, bilinear warp, as facever align)"})
+    return emb, reused

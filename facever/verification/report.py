@@ -18,8 +18,9 @@ def write_json(path: str | Path, data: Any) -> Path:
     return path
 
 
-def plot_roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | Path, *, title: str = "ROC") -> Path:
-    """One ROC plot (TPR against FPR on a log axis, where face verification lives) with every curve."""
+def plot_roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | Path, *, title: str = "ROC",
+             min_fpr: float = 1e-4) -> Path:
+    """One ROC plot (TPR against FPR on a log axis from `min_fpr`, where face verification lives) with every curve."""
     # A bare Figure with the Agg canvas: no pyplot (slow to import, keeps global state, wants a display).
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -33,7 +34,7 @@ def plot_roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | P
         positive = fpr > 0
         ax.plot(fpr[positive], np.asarray(tpr)[positive], label=label, linewidth=1.5)
     ax.set_xscale("log")
-    ax.set_xlim(1e-4, 1.0)
+    ax.set_xlim(min_fpr, 1.0)
     ax.set_ylim(0.0, 1.005)
     ax.set_xlabel("false accept rate (FPR)")
     ax.set_ylabel("true accept rate (TPR)")
@@ -82,3 +83,76 @@ def format_table(result) -> str:
     if result.dropped_pairs:
         lines.append(f"dropped    {result.dropped_pairs} pairs with missing images (--allow-missing)")
     return "\n".join(lines)
+
+
+def format_ijb_table(results, search=None, *, names=None) -> str:
+    """IJB 1:1 results (one row pair per test mode: both TAR@FAR definitions) and, given, the 1:N table.
+
+    `results`: `IJBResult`s; `search`: `(per-gallery SearchResults, average dict)` or None; `names`:
+    a row label per result instead of its test mode (ensembles: the model names).
+    """
+    fars = list(results[0].tar_at_far["insightface"])
+    labels = list(names) if names is not None else [r.mode.label for r in results]
+    width = max(9, *(len(x) for x in labels))
+    head = f"{'mode' if names is None else 'model':<{width}} {'AUC':>7}  {'TAR@FAR by':<12}" + "".join(f"{f:>9}" for f in fars)
+    lines = [head]
+    for res, label in zip(results, labels):
+        for k, definition in enumerate(("insightface", "conservative")):
+            tars = "".join(f"{100 * res.tar_at_far[definition][f]['tar']:>8.2f}%" for f in fars)
+            first = f"{label:<{width}} {res.auc:>7.4f}" if k == 0 else " " * (width + 8)
+            lines.append(f"{first}  {definition:<12}{tars}")
+    lines.append("insightface: the ROC point whose FAR is nearest the target; conservative: the best TAR at FAR <= target")
+    if search is not None:
+        per_gallery, average = search
+        first = per_gallery[0]
+        ranks = list(first.cmc)
+        fpirs = list(first.tpir_at_fpir)
+        lines.append("")
+        lines.append(f"1:N ({results[0].mode.label})  " + "  ".join(f"{'rank-' + str(k):>7}" for k in ranks) + "  "
+                     + "  ".join(f"{'TPIR@' + f:>10}" for f in fpirs) + "   mated / non-mated probes")
+        for r in per_gallery:
+            lines.append(f"{r.gallery:<14}" + "  ".join(f"{100 * r.cmc[k]:>6.2f}%" for k in ranks) + "  "
+                         + "  ".join(f"{100 * r.tpir_at_fpir[f]['tpir']:>9.2f}%" for f in fpirs)
+                         + f"   {r.mated_probes} / {r.non_mated_probes}")
+        lines.append(f"{'average':<14}" + "  ".join(f"{100 * average['cmc'][f'rank{k}']:>6.2f}%" for k in ranks) + "  "
+                     + "  ".join(f"{100 * average['tpir_at_fpir'][f]['tpir']:>9.2f}%" for f in fpirs))
+    return "\n".join(lines)
+
+
+def write_ijb_report(out_dir: str | Path, results, *, t1, t2, search=None, extra: dict | None = None) -> dict[str, Path]:
+    """IJB outputs in `out_dir`: `report.json` (the first test mode's result at the top level, every mode
+    under `modes`, 1:N under `one_to_n`), `scores.npz` (`template_1`, `template_2`, `labels`, and
+    `scores_F1N0D0` ... one float32 array per mode, in pair-file order) and `roc.png` (a curve per mode)."""
+    from facever.verification.ijb import thin_roc
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = write_json(out_dir / "report.json", ijb_report_data(results, search=search, extra=extra))
+    arrays = {"template_1": np.asarray(t1), "template_2": np.asarray(t2), "labels": results[0].labels}
+    arrays.update({f"scores_{r.mode.key}": r.scores for r in results})
+    with atomic_path(out_dir / "scores.npz", suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    curves = []
+    for r in results:
+        fpr, tpr = thin_roc(r.fpr, r.tpr, points=2000)
+        tar = r.tar_at_far["conservative"].get("0.0001", {}).get("tar")
+        label = f"{r.mode.label} (AUC {r.auc:.4f}" + (f", TAR@1e-4 {100 * tar:.2f}%)" if tar is not None else ")")
+        curves.append((label, fpr, tpr))
+    roc = plot_roc(curves, out_dir / "roc.png", title=f"{results[0].protocol.upper()} 1:1 ROC", min_fpr=1e-6)
+    return {"report": report, "scores": out_dir / "scores.npz", "roc": roc}
+
+
+def ijb_report_data(results, *, search=None, extra: dict | None = None) -> dict:
+    """report.json of `facever eval-ijb`: the first test mode's result at the top level (eval-lfw's key
+    style), every mode's AUC and TAR@FAR under `modes`, and 1:N under `one_to_n`."""
+    data = results[0].to_dict()
+    data["modes"] = {r.mode.key: {"test_mode": r.mode.label, "auc": r.auc, "tar_at_far": r.tar_at_far}
+                     for r in results}
+    if search is not None:
+        per_gallery, average = search
+        data["one_to_n"] = {"test_mode": results[0].mode.label, "galleries": [r.to_dict() for r in per_gallery],
+                            "average": average}
+    if extra:
+        data["settings"].update(extra)
+    return data
