@@ -52,13 +52,13 @@ def make_jpeg_folder(dest: Path, *, images: int, identities: int, input_size: tu
     from PIL import Image
 
     from facever.core.images import list_images, read_image_rgb
-    from facever.training.data import fit_crop
+    from facever.core.crop import fit_to_input
 
     orl = shared_orl()
     sources = list_images(orl) if orl.is_dir() else []
     if not sources:
         raise SystemExit(f"bench_train: no --data given and the ORL faces are not at {orl} (set FACEVER_SHARED_DATA)")
-    crops = [fit_crop(read_image_rgb(orl / s), input_size) for s in sources]
+    crops = [fit_to_input(read_image_rgb(orl / s), tuple(input_size)) for s in sources]
     rng = np.random.default_rng(0)
     per_id = max(1, images // identities)
     for k in range(images):

@@ -255,7 +255,7 @@ def test_flip_modes_against_hand_computation(tiny):
         embed_images(model, tiny["images"], rels, flip="mean")
 
 
-def test_other_sizes_are_resized_and_a_stretch_is_warned_once(tiny, tmp_path, caplog):
+def test_other_sizes_are_fitted_and_an_aspect_change_is_warned_once(tiny, tmp_path, caplog):
     model = load_embedding_model(tiny["model"])
     src = read_rgb(tiny["images"] / tiny["rels"][0])
     Image.fromarray(np.repeat(np.repeat(src, 2, 0), 2, 1)).save(tmp_path / "double.png")  # same aspect
@@ -266,7 +266,7 @@ def test_other_sizes_are_resized_and_a_stretch_is_warned_once(tiny, tmp_path, ca
     stretch = [r for r in caplog.records if "aspect ratio differs" in r.getMessage()]
     assert len(stretch) == 1 and "square1.png" in stretch[0].getMessage()
     assert emb.metadata["resized_images"] == 3 and emb.metadata["aspect_mismatch_images"] == 2
-    # preprocess_crops resizes the same way the pipeline does.
+    # preprocess_crops fits crops the same way the pipeline does (the crop policy).
     x = preprocess_crops([read_rgb(tmp_path / "double.png")], model)
     with torch.no_grad():
         np.testing.assert_allclose(model.module(x).numpy(), emb.embeddings[:1], rtol=1e-4, atol=1e-5)

@@ -360,7 +360,7 @@ def test_learns_faces_that_verify_people_never_seen(faces_dir, tmp_path):
     from facever.core.embeddings_file import Embeddings
     from facever.models import create_model
     from facever.models.bundle import load_model_bundle
-    from facever.training.data import fit_crop
+    from facever.core.crop import fit_to_input
     from facever.training.validation import embed_uint8, holdout_pairs
     from facever.verification.evaluate import evaluate_protocol
 
@@ -382,10 +382,10 @@ def test_learns_faces_that_verify_people_never_seen(faces_dir, tmp_path):
     people = {f"s{i}": [f"s{i}/{j}.pgm" for j in range(1, 11)] for i in range(31, 41)}
     protocol = holdout_pairs(people, seed=0)
     names = protocol.items()
-    images = np.stack([fit_crop(read_image_rgb(orl / n), info["input_size"]) for n in names])
+    images = np.stack([fit_to_input(read_image_rgb(orl / n), tuple(info["input_size"])) for n in names])
 
     def accuracy(net) -> float:
-        emb = embed_uint8(net, images, mean=info["mean"], std=info["std"], device=torch.device("cpu"))
+        emb, _ = embed_uint8(net, images, mean=info["mean"], std=info["std"], device=torch.device("cpu"))
         return evaluate_protocol(protocol, Embeddings(names, emb)).accuracy_mean
 
     trained = accuracy(model)

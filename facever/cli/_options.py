@@ -32,6 +32,10 @@ SUBTRACT_MEAN = typer.Option(
     False, "--subtract-mean", help="Subtract the 9 training folds' mean embedding first (SphereFace)."
 )
 JSON_OUTPUT = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table.")
+AMP = typer.Option(
+    None, "--amp/--no-amp", help="bf16 autocast (default: on for CUDA and for CPUs with native bf16, AMX/AVX512-BF16; "
+    "--no-amp for float32). Output is float32.",
+)
 
 
 def explicit_parameters(names: Iterable[str]) -> set[str] | None:

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from facever.cli._options import AMP
+
 
 class Flip(str, Enum):
     none = "none"
@@ -96,9 +98,7 @@ def embed(
         None, "--workers", min=0, help="Decoding processes (0: none; default: chosen from the CPU count)."
     ),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto (CUDA when available)."),
-    amp: Optional[bool] = typer.Option(
-        None, "--amp/--no-amp", help="bf16 autocast (default: on for CUDA and for CPUs with native bf16, AMX/AVX512-BF16; --no-amp for float32). Output is float32."
-    ),
+    amp: Optional[bool] = AMP,
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Leave out unreadable images (and, with --align, photos without a face)."
     ),

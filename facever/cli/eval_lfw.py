@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from facever.cli._options import JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Metric, ThresholdMode
+from facever.cli._options import AMP, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Metric, ThresholdMode
 from facever.cli.embed import FLIP_HELP, Flip
 
 
@@ -29,6 +29,7 @@ def eval_lfw(
     flip: Flip = typer.Option(Flip.none, "--flip", help="With --model: " + FLIP_HELP),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="With --model: images per forward pass."),
     device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:N or auto."),
+    amp: Optional[bool] = AMP,
     ext: str = typer.Option(".jpg", "--ext", help="Image extension the pairs refer to (e.g. .png for aligned crops)."),
     thresholds: ThresholdMode = THRESHOLDS,
     metric: Optional[Metric] = METRIC,
@@ -66,7 +67,7 @@ def eval_lfw(
         protocol = read_lfw_pairs(pairs, ext=ext)
         if model is not None:
             emb = _embed_pairs_images(
-                protocol, model, images, weights=weights, flip=flip.value, batch_size=batch_size, device=device,
+                protocol, model, images, weights=weights, flip=flip.value, batch_size=batch_size, device=device, amp=amp,
                 cache=out / "embeddings.npz" if out is not None else None, skip_missing=allow_missing,
             )
             embeddings = out / "embeddings.npz" if out is not None else Path(f"<{model} on {images}>")
@@ -81,7 +82,8 @@ def eval_lfw(
         )
 
 
-def _embed_pairs_images(protocol, model: str, images: Path, *, weights, flip, batch_size, device, cache, skip_missing):
+def _embed_pairs_images(protocol, model: str, images: Path, *, weights, flip, batch_size, device, amp, cache,
+                        skip_missing):
     """Embed only the images the pairs need, reusing (and extending) `cache` while model and settings match."""
     from facever.cli._console import info, progress_bar
     from facever.cli._console import library_warnings
@@ -99,7 +101,7 @@ def _embed_pairs_images(protocol, model: str, images: Path, *, weights, flip, ba
         try:
             with progress_bar("embedding", total=len(items)) as advance:
                 emb, bad, reused = embed_items_cached(
-                    emb_model, images, items, cache=cache, flip=flip, batch_size=batch_size, device=device,
+                    emb_model, images, items, cache=cache, flip=flip, batch_size=batch_size, device=device, amp=amp,
                     skip_bad=skip_missing, progress=advance, on_plan=lambda done, todo: advance(done),
                 )
         except BadImagesError as exc:

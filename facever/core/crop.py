@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# The name of this policy, recorded in model files, embeddings files and cache keys: a file made under
+# another policy (e.g. "resize", the stretch `facever embed` did before) is recognisably different.
+CROP_POLICY = "center-crop-to-aspect,resize"
+
 
 def fit_to_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Centre-crop `rgb` (H x W x 3) to the aspect ratio of `size` = (h, w), then resize to exactly (h, w).
@@ -19,9 +23,10 @@ def fit_to_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """
     from facever.core.opencv_guard import opencv
 
-    cv2 = opencv()
-
     h, w = int(size[0]), int(size[1])
+    if rgb.shape[:2] == (h, w):
+        return np.ascontiguousarray(rgb)
+    cv2 = opencv()
     src_h, src_w = rgb.shape[:2]
     # Compare aspect ratios in integers: src_w / src_h vs w / h.
     if src_w * h > w * src_h:  # too wide: cut columns

@@ -33,7 +33,8 @@ import numpy as np
 from facever.core.opencv_guard import opencv
 from facever.core.images import ImageDecodeError, read_image_rgb
 from facever.core.devices import default_amp
-from facever.embedding.preprocess import aspect_ratio_differs, normalize_batch, resize_to_input
+from facever.core.crop import CROP_POLICY, fit_to_input
+from facever.embedding.preprocess import aspect_ratio_differs, normalize_batch
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError
 
@@ -102,7 +103,7 @@ class _ImageDataset:
             return i, None, _reason(exc, self.root / self.rel_paths[i]), None
         shape = rgb.shape[:2]
         if self.size is not None:
-            rgb = resize_to_input(rgb, self.size)
+            rgb = fit_to_input(rgb, self.size)
         return i, rgb, None, shape
 
 
@@ -169,6 +170,111 @@ def forward_with_flip(module, x, flip: str):
     return torch.cat([plain, mirrored], dim=1) if flip == "concat" else plain + mirrored
 
 
+class ForwardLoop:
+    """The one forward loop: uint8 pixels in, embeddings out, with one rule for precision and flip.
+
+    Every path that turns images into embeddings (`embed_images` for files and YTF frames,
+    `embed_bin_images`, validation during training, `facever verify`) runs its batches through this,
+    so the same model on the same crops gives the same numbers everywhere:
+
+    - the module in eval mode on `device`, `channels_last` (NHWC) unless off, batch norms folded into
+      the convolutions when `fuse_bn` (a copy; the caller's module keeps its batch norms);
+    - pixels normalised on the device (`normalize_batch`: the model's mean, std and colour order);
+    - bf16 autocast when `amp` (None: `default_amp`, on for CUDA and CPUs with native bf16), float32 out;
+    - flip fusion `flip` (`forward_with_flip`).
+
+    ONNX and TorchScript graphs fix their own precision and layout: `amp`, `channels_last` and
+    `fuse_bn` are off for them. Use as `with loop.running(): emb = loop(pixels)`.
+    """
+
+    def __init__(self, model, *, device="cpu", flip: str = "none", amp: bool | None = None,
+                 channels_last: bool = True, fuse_bn: bool = False):
+        import torch
+
+        from facever.core.devices import resolve_device
+
+        if flip not in FLIP_MODES:
+            raise FaceverError(f"unknown flip mode {flip!r}; use one of: {', '.join(FLIP_MODES)}")
+        self.model = model
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.flip = flip
+        self.amp = default_amp(self.device) if amp is None else bool(amp)
+        if runs_own_graph(model):
+            self.amp, channels_last, fuse_bn = False, False, False
+        self.channels_last = bool(channels_last)
+        module = model.module.eval().to(self.device)
+        if fuse_bn:
+            module = fold_batchnorm(module)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.module = module
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the numbers besides the model and the crops (JSON-ready; `amp` is "bf16" or "off")."""
+        return {"flip": self.flip, "amp": "bf16" if self.amp else "off", "channels_last": self.channels_last,
+                "device": str(self.device), "crop_policy": CROP_POLICY}
+
+    @contextlib.contextmanager
+    def running(self):
+        """Inference mode, the autocast rule and cuDNN autotuning for the loop's batches."""
+        import torch
+
+        autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        with torch.inference_mode(), autocast, _cudnn_autotune(self.device.type == "cuda"):
+            yield self
+
+    def __call__(self, pixels):
+        """Embeddings (on the device, float32, N x D or N x 2D with `concat`) of uint8 N x h x w x 3 pixels."""
+        import torch
+
+        if isinstance(pixels, np.ndarray):
+            pixels = torch.from_numpy(np.ascontiguousarray(pixels))
+        m = self.model
+        x = normalize_batch(pixels.to(self.device, non_blocking=True), mean=m.mean, std=m.std, color=m.color)
+        if not self.channels_last:
+            x = x.contiguous()
+        return forward_with_flip(self.module, x, self.flip).float()
+
+
+def embed_pixels(
+    model,
+    batches,
+    *,
+    flip: str = "none",
+    device="cpu",
+    amp: bool | None = None,
+    channels_last: bool = True,
+    fuse_bn: bool | None = None,
+    count: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Embeddings (float32 N x D numpy) of decoded crops already at the model's input size.
+
+    `batches` is an iterable of uint8 `n x h x w x 3` arrays (the `.bin` reader's batches, validation's
+    images cut in `DEFAULT_BATCH` slices). `fuse_bn=None` folds batch norms when `count` (the number of
+    images, when known) reaches `FUSE_MIN_IMAGES`, the rule `embed_images` follows. Returns the rows and
+    the loop's `settings()`.
+    """
+    if fuse_bn is None:
+        fuse_bn = count is not None and count >= FUSE_MIN_IMAGES
+    loop = ForwardLoop(model, device=device, flip=flip, amp=amp, channels_last=channels_last, fuse_bn=fuse_bn)
+    rows = []
+    with loop.running():
+        for pixels in batches:
+            rows.append(loop(pixels).cpu().numpy())
+            if progress is not None:
+                progress(len(pixels))
+    if not rows:
+        raise FaceverError("no images to embed")
+    return np.concatenate(rows).astype(np.float32, copy=False), loop.settings()
+
+
+def array_batches(images: np.ndarray, batch_size: int = 64):
+    """Consecutive `batch_size` slices of an N x h x w x 3 array (the batches `embed_images` would form)."""
+    for start in range(0, len(images), batch_size):
+        yield images[start:start + batch_size]
+
+
 def embed_images(
     model,
     root: str | os.PathLike,
@@ -230,22 +336,14 @@ def embed_images(
     if len(set(rel_paths)) != len(rel_paths):
         raise FaceverError("the image list holds duplicate paths")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    use_amp = default_amp(dev) if amp is None else bool(amp)
-    if runs_own_graph(model):
-        use_amp, fuse_bn, channels_last = False, False, False
     if workers is None:
         # One batch or less: starting worker processes costs more than decoding in this one.
         workers = 0 if len(rel_paths) <= batch_size else default_workers(dev.type)
     workers = int(workers)
     size = tuple(int(v) for v in model.input_size)
-
-    module = model.module.eval().to(dev)
     if fuse_bn is None:
         fuse_bn = len(rel_paths) >= FUSE_MIN_IMAGES
-    if fuse_bn:
-        module = fold_batchnorm(module)
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
+    loop = ForwardLoop(model, device=dev, flip=flip, amp=amp, channels_last=channels_last, fuse_bn=fuse_bn)
 
     dataset = _ImageDataset(Path(root), rel_paths, None if align is not None else size)
     if workers > 0:
@@ -280,8 +378,7 @@ def embed_images(
             done[idx.numpy()] = True
         pending.clear()
 
-    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp)
-    with torch.inference_mode(), autocast, _cudnn_autotune(dev.type == "cuda"):
+    with loop.running():
         for batch in loader:
             bad.extend(BadImage(rel_paths[i], reason) for i, reason in batch["bad"])
             index = batch["index"]
@@ -299,17 +396,15 @@ def embed_images(
                         stats["aspect_mismatch"] += 1
                         if not warned:
                             log.warning(
-                                "%s is %dx%d (h x w), resized to the model's %dx%d: the aspect ratio differs, faces "
-                                "are stretched (crop to the model's size for best accuracy)",
+                                "%s is %dx%d (h x w): the aspect ratio differs from the model's %dx%d, so it is "
+                                "centre-cropped to that aspect ratio, then resized (align to the model's size "
+                                "for best accuracy)",
                                 rel_paths[i], shape[0], shape[1], *size,
                             )
                             warned = True
             # Fail fast on compute, but keep decoding so the error can list every bad file.
             if len(index) and (skip_bad or not bad):
-                x = normalize_batch(pixels.to(dev, non_blocking=True), mean=model.mean, std=model.std, color=model.color)
-                if not channels_last:
-                    x = x.contiguous()
-                pending.append((index, forward_with_flip(module, x, flip)))
+                pending.append((index, loop(pixels)))
                 if len(pending) >= 32:
                     flush()
             if progress is not None:
@@ -323,11 +418,8 @@ def embed_images(
         raise NoImageEmbeddedError(sorted(bad, key=lambda b: b.path), n)
     metadata = {
         **model.metadata(),
-        "flip": flip,
+        **loop.settings(),
         "crop_size": list(size),
-        "amp": "bf16" if use_amp else "off",
-        "channels_last": bool(channels_last),
-        "device": str(dev),
         "aligned_here": align is not None,
         "images": int(len(keep)),
         "bad_images": len(bad),
@@ -393,7 +485,7 @@ def _align_batch(align, photos, index, size):
             continue
         crop = np.asarray(face_crops[0], dtype=np.uint8)
         shapes.append(crop.shape[:2])
-        crops.append(resize_to_input(crop, size))
+        crops.append(fit_to_input(crop, size))
         kept.append(i)
     pixels = torch.from_numpy(np.stack(crops)) if crops else None
     return pixels, torch.tensor(kept, dtype=torch.int64), shapes, faceless

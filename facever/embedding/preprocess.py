@@ -1,7 +1,8 @@
 """From uint8 RGB crops to the normalised NCHW float tensor a model expects.
 
-Split in two on purpose: `resize_to_input` runs on uint8 arrays in the data-loading workers (cheap
-to ship, 4x smaller than float), `normalize_batch` runs on the model's device in one fused pass.
+Split in two on purpose: the crop policy (`facever.core.crop.fit_to_input`: centre crop to the model's
+aspect ratio, then resize) runs on uint8 arrays in the data-loading workers (cheap to ship, 4x smaller
+than float), `normalize_batch` runs on the model's device in one fused pass.
 """
 
 from __future__ import annotations
@@ -13,34 +14,15 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Relative difference of height/width ratios above which resizing visibly distorts a face.
+# Relative difference of height/width ratios above which fitting an image to the model crops it visibly.
 ASPECT_TOLERANCE = 0.02
 
 
 def aspect_ratio_differs(shape: Sequence[int], size: Sequence[int], *, tol: float = ASPECT_TOLERANCE) -> bool:
-    """True when an `h x w` image would be stretched by resizing it to `size = (h, w)`."""
+    """True when fitting an `h x w` image to `size = (h, w)` cuts a visible part of it (its aspect ratio differs)."""
     h, w = int(shape[0]), int(shape[1])
     th, tw = int(size[0]), int(size[1])
     return abs((h / w) / (th / tw) - 1.0) > tol
-
-
-def resize_to_input(rgb: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Resize an `H x W x 3` uint8 image to `size = (h, w)`; returned unchanged when it already fits.
-
-    Area interpolation when shrinking (no aliasing), bilinear when enlarging, as OpenCV recommends.
-    The whole image is resized (no cropping): aligned crops are expected, so a different aspect ratio
-    means a different alignment template, which the caller warns about.
-    """
-    th, tw = int(size[0]), int(size[1])
-    if rgb.shape[0] == th and rgb.shape[1] == tw:
-        return rgb
-    from facever.core.opencv_guard import opencv
-
-    cv2 = opencv()
-
-    shrinking = rgb.shape[0] * rgb.shape[1] > th * tw
-    out = cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(out, dtype=np.uint8)
 
 
 def normalize_batch(batch, *, mean: Sequence[float], std: Sequence[float], color: str = "RGB", dtype=None):
@@ -68,29 +50,31 @@ def normalize_batch(batch, *, mean: Sequence[float], std: Sequence[float], color
 def preprocess_crops(crops: Sequence[np.ndarray] | np.ndarray, model, *, device=None):
     """uint8 RGB crops (`H x W x 3` each) -> the normalised `N x 3 x h x w` float32 input of `model`.
 
-    Crops of another size are resized to `model.input_size`; a warning is logged once per call when
-    that changes the aspect ratio. The result is contiguous NCHW (plain layout).
+    Crops of another size are fitted to `model.input_size` with the crop policy (`fit_to_input`); a
+    warning is logged once per call when the aspect ratio differs. The result is contiguous NCHW.
     """
     import torch
 
+    from facever.core.crop import fit_to_input
+
     size = tuple(model.input_size)
     warned = False
-    resized = []
+    fitted = []
     for crop in crops:
         crop = np.asarray(crop)
         if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
             raise ValueError(f"expected H x W x 3 uint8 RGB crops, got {crop.dtype} {crop.shape}")
         if not warned and aspect_ratio_differs(crop.shape, size):
             log.warning(
-                "crops of %dx%d (h x w) are resized to the model's %dx%d: the aspect ratio differs, faces are "
-                "stretched (align to the model's size for best accuracy)",
+                "crops of %dx%d (h x w): the aspect ratio differs from the model's %dx%d, so they are centre-cropped "
+                "to it, then resized (align to the model's size for best accuracy)",
                 crop.shape[0], crop.shape[1], size[0], size[1],
             )
             warned = True
-        resized.append(resize_to_input(crop, size))
-    if not resized:
+        fitted.append(fit_to_input(crop, size))
+    if not fitted:
         return torch.zeros((0, 3, *size), dtype=torch.float32)
-    batch = torch.from_numpy(np.stack(resized))
+    batch = torch.from_numpy(np.stack(fitted))
     if device is not None:
         batch = batch.to(device)
     return normalize_batch(batch, mean=model.mean, std=model.std, color=model.color).contiguous()

@@ -132,16 +132,6 @@ def open_training_set(
 # Crops
 
 
-def fit_crop(image: np.ndarray, input_size: Sequence[int]) -> np.ndarray:
-    """Bring an aligned crop to the model's input size (h, w): centre-crop to its aspect ratio, then
-    resize (as the .bin reader does; a 112x112 ArcFace crop becomes exactly the 112x96 alignment).
-    Note: `facever embed` resizes without cropping and warns when the aspect ratio differs."""
-    h, w = int(input_size[0]), int(input_size[1])
-    if image.shape[:2] == (h, w):
-        return image
-    return np.ascontiguousarray(fit_to_input(image, (h, w)), dtype=np.uint8)
-
-
 def _identity(batch):
     return batch
 
@@ -167,7 +157,7 @@ class _ScanDataset(torch.utils.data.Dataset):
             img = self.tset.read(item)
         except (ImageDecodeError, FaceverError) as exc:
             return i, None, (0, 0), str(exc)
-        return i, fit_crop(img, self.input_size), img.shape[:2], None
+        return i, fit_to_input(img, self.input_size), img.shape[:2], None
 
 
 @dataclass
@@ -421,7 +411,7 @@ class DecodedSamples(torch.utils.data.Dataset):
         return len(self.items)
 
     def _image(self, i: int) -> np.ndarray:
-        return fit_crop(self.tset.read(self.items[i]), self.input_size)
+        return fit_to_input(self.tset.read(self.items[i]), self.input_size)
 
     def __getitem__(self, key):
         i, flip = key

@@ -574,14 +574,14 @@ def validate(run: Run, epoch: int, *, say: Callable[[str], None]) -> None:
     validator = run.validator
     if validator is None:
         return
-    result = validator.run(run.backbone, mean=run.mean, std=run.std, device=run.device, amp_dtype=run.amp_dtype,
-                           channels_last=run.config.channels_last)
+    result = validator.run(run.backbone, mean=run.mean, std=run.std, device=run.device)
     acc = float(result.accuracy_mean)
     step, best = run.step, run.best
     _append_jsonl(run.metrics_path, {
         "kind": "validation", "step": step, "epoch": epoch, "protocol": validator.name, "accuracy": acc,
         "accuracy_std": float(result.kfold.std), "auc": float(result.auc), "eer": float(result.eer),
-        "pairs": len(validator.protocol), "time": time.time(),
+        "pairs": len(validator.protocol), "flip": validator.settings["flip"], "amp": validator.settings["amp"],
+        "crop_policy": validator.settings["crop_policy"], "time": time.time(),
     })
     if best["accuracy"] is None or acc >= best["accuracy"]:
         best["accuracy"], best["step"] = acc, step

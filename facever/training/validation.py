@@ -2,9 +2,11 @@
 
 Sources of pairs: an LFW-style `pairs.txt` with its image folder (`--val-pairs`/`--val-images`), an
 InsightFace `.bin` (`--val-bin`), or pairs generated among the identities held out of training
-(`--holdout-identities`). The validation images are decoded and fitted to the model's input once;
-each validation embeds them (image + its mirror image, summed, as InsightFace does) and runs the
-10-fold protocol.
+(`--holdout-identities`). The validation images are decoded and fitted to the model's input once (the
+crop policy, `fit_to_input`); each validation embeds them through the one forward loop of `facever
+embed` (image + its mirror image, summed, as InsightFace does; bf16 by the same `default_amp` rule)
+and runs the 10-fold protocol. So `facever eval-lfw --flip sum` on the saved model.pt, the same pairs
+and images prints the same accuracy; metrics.jsonl records the flip and AMP used.
 """
 
 from __future__ import annotations
@@ -77,7 +79,10 @@ def holdout_pairs(
     )
 
 
-@torch.no_grad()
+# Validation fuses the mirrored image as InsightFace does; `facever eval-lfw --flip sum` does the same.
+VALIDATION_FLIP = "sum"
+
+
 def embed_uint8(
     model: torch.nn.Module,
     images: np.ndarray,
@@ -85,48 +90,50 @@ def embed_uint8(
     mean: Sequence[float],
     std: Sequence[float],
     device: torch.device,
-    batch_size: int = 256,
-    flip: bool = True,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> np.ndarray:
-    """Embeddings (float32 N x D) of uint8 N x H x W x 3 crops; with `flip`, emb(x) + emb(mirror x)."""
-    from facever.training.data import to_model_input
+    input_size: Sequence[int] | None = None,
+    batch_size: int = 64,
+    flip: str = VALIDATION_FLIP,
+    amp: bool | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Embeddings (float32 N x D) of uint8 N x H x W x 3 crops, and the forward loop's settings.
 
-    was_training = model.training
-    model.eval()
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    out = []
-    try:
-        for start in range(0, len(images), batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
-            x = to_model_input(chunk, None, mean_t, std_t, channels_last=channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                emb = model(x).float()
-                if flip:
-                    emb = emb + model(x.flip(3)).float()
-            out.append(emb.cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out).numpy().astype(np.float32)
+    The backbone is wrapped as an `EmbeddingModel` and run through the one forward loop
+    (`facever.embedding.extract.embed_pixels`), on a copy so that evaluation formats (eval mode,
+    channels_last, folded batch norms) never touch the module being trained: the numbers are those
+    `facever embed` / `facever eval-lfw` get from the saved `model.pt`.
+    """
+    import copy
+
+    from facever.embedding.extract import array_batches, embed_pixels
+    from facever.embedding.loading import EmbeddingModel
+
+    size = tuple(int(v) for v in (input_size or images.shape[1:3]))
+    frozen = EmbeddingModel(
+        module=copy.deepcopy(model), model_id="validation", input_size=size,
+        mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),  # type: ignore[arg-type]
+    )
+    return embed_pixels(frozen, array_batches(images, batch_size), flip=flip, device=device, amp=amp,
+                        count=len(images))
 
 
 class Validator:
-    """Pairs plus their decoded images; `run(model, ...)` returns the verification result."""
+    """Pairs plus their decoded images; `run(model, ...)` returns the verification result.
+
+    `settings` holds what the last run used (flip, AMP, ...) for metrics.jsonl.
+    """
 
     def __init__(self, protocol: PairProtocol, names: list[str], images: np.ndarray, *, skipped: list[str] = ()):
         self.protocol, self.names, self.images, self.skipped = protocol, names, images, list(skipped)
+        self.settings: dict = {}
 
     @property
     def name(self) -> str:
         return self.protocol.name
 
-    def run(self, model, *, mean, std, device, amp_dtype=None, channels_last=False):
+    def run(self, model, *, mean, std, device, amp: bool | None = None):
         from facever.verification.evaluate import evaluate_protocol
 
-        emb = embed_uint8(model, self.images, mean=mean, std=std, device=device, amp_dtype=amp_dtype,
-                          channels_last=channels_last)
+        emb, self.settings = embed_uint8(model, self.images, mean=mean, std=std, device=device, amp=amp)
         return evaluate_protocol(
             self.protocol, Embeddings(list(self.names), emb), allow_missing=bool(self.skipped),
             embeddings_source="the validation images",
@@ -134,12 +141,12 @@ class Validator:
 
 
 def _decode_all(names: list[str], read, input_size) -> tuple[list[str], np.ndarray, list[str]]:
-    from facever.training.data import fit_crop
+    from facever.core.crop import fit_to_input
 
     kept, arrays, skipped = [], [], []
     for name in names:
         try:
-            arrays.append(fit_crop(read(name), input_size))
+            arrays.append(fit_to_input(read(name), tuple(input_size)))
             kept.append(name)
         except (ImageDecodeError, FaceverError) as exc:
             skipped.append(str(exc))

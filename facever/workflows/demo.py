@@ -250,7 +250,7 @@ def _folder_data(data: Path, out_dir: Path, settings: DemoSettings, seed: int, e
     from facever.data_prep.identity_folder import scan_identity_folder
     from facever.core.images import ImageDecodeError, read_image_rgb
     from facever.data_prep.synthetic_faces import encode_png
-    from facever.training.data import fit_crop
+    from facever.core.crop import fit_to_input
 
     data = Path(data)
     if not data.is_dir():
@@ -298,7 +298,7 @@ def _folder_data(data: Path, out_dir: Path, settings: DemoSettings, seed: int, e
                     image = read_image_rgb(data / rel)
                 except ImageDecodeError as exc:
                     raise FaceverError(f"{exc} (the demo needs every image of {data} to decode)") from None
-                crop = np.ascontiguousarray(fit_crop(image, settings.input_size))
+                crop = np.ascontiguousarray(fit_to_input(image, tuple(settings.input_size)))
                 target = f"{part}/{safe[person]}/{safe[person]}_{k:04d}.png"
                 write_bytes_atomic(partial / target, encode_png(crop))
                 sources.append(f"{target}\t{rel}")

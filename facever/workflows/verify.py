@@ -1,8 +1,9 @@
 """`facever verify`: are these two photos the same person? Align, embed, compare, decide.
 
 Each distinct photo is decoded once, aligned (MTCNN + the model's five-point template, the rule of
-`facever align`) or, for already aligned crops, resized to the model's input; the crops go through
-`preprocess_crops` and the model in batches; the score is the cosine similarity of the L2-normalised
+`facever align`) or, for already aligned crops, fitted to the model's input with the crop policy
+(`fit_to_input`); the crops go through the one forward loop of `facever embed` (`ForwardLoop`) in
+batches; the score is the cosine similarity of the L2-normalised
 embeddings, the engine's `cosine` metric, and the decision is "same person" iff score > threshold,
 as in every report facever writes.
 
@@ -162,19 +163,19 @@ class VerifyResult:
 
 
 def _crop_photos(paths: Sequence[Path], names: Sequence[str], size, *, aligner) -> tuple[list[np.ndarray], dict[str, FaceChoice]]:
+    from facever.core.crop import fit_to_input
     from facever.core.images import read_image_rgb
-    from facever.embedding.preprocess import resize_to_input
 
     photos = [read_image_rgb(p) for p in paths]  # ImageDecodeError (a FaceverError) names the file
     if aligner is None:
-        return [resize_to_input(rgb, size) for rgb in photos], {}
+        return [fit_to_input(rgb, size) for rgb in photos], {}
     crops, choices = [], {}
     for name, rgb, det in zip(names, photos, aligner.detect_batch(photos)):
         faces = aligner.align_detected(rgb, det)
         if not faces.crops:
             reason = faces.error or det.error or "no face found"
             raise FaceverError(f"{name}: {reason} (is it a photo of a face? pass aligned crops as such)")
-        crops.append(np.asarray(faces.crops[0], dtype=np.uint8))
+        crops.append(fit_to_input(np.asarray(faces.crops[0], dtype=np.uint8), size))
         choices[name] = FaceChoice(faces=len(det), box=[round(float(v), 1) for v in faces.boxes[0]],
                                    score=float(faces.scores[0]))
     return crops, choices
@@ -197,15 +198,12 @@ def verify_pairs(
     Args:
         pairs: (a, b) image paths, relative to `root` when relative.
         aligner: a `FaceAligner` for raw photos (its crop size should be the model's input size);
-            None for already aligned crops (resized to the model's input).
+            None for already aligned crops (fitted to the model's input: centre crop, then resize).
         flip: flip fusion as in `facever embed` (`none`, `concat`, `sum`).
 
     Raises FaceverError naming a missing or undecodable photo, or a photo without a face.
     """
-    import torch
-
-    from facever.embedding.extract import FLIP_MODES, forward_with_flip
-    from facever.embedding.preprocess import preprocess_crops
+    from facever.embedding.extract import FLIP_MODES, ForwardLoop
     from facever.verification.scores import pair_scores
 
     if flip not in FLIP_MODES:
@@ -221,13 +219,14 @@ def verify_pairs(
     size = tuple(int(v) for v in model.input_size)
     rows: list[np.ndarray] = []
     choices: dict[str, FaceChoice] = {}
-    with torch.inference_mode():
+    # The one forward loop of `facever embed`: same crop policy, normalisation, flip and AMP rule.
+    loop = ForwardLoop(model, device=device if device is not None else "cpu", flip=flip)
+    with loop.running():
         for start in range(0, len(names), batch_size):
             crops, chosen = _crop_photos(paths[start:start + batch_size], names[start:start + batch_size], size,
                                          aligner=aligner)
             choices.update(chosen)
-            x = preprocess_crops(crops, model, device=device)
-            rows.append(forward_with_flip(model.module, x, flip).float().cpu().numpy())
+            rows.append(loop(np.stack(crops)).cpu().numpy())
     emb = np.concatenate(rows)
     index = {name: i for i, name in enumerate(names)}
     idx_a = np.array([index[a] for a, _ in pairs])
@@ -239,4 +238,4 @@ def verify_pairs(
         for (a, b), s, e in zip(pairs, scores, expected)
     ]
     return VerifyResult(pairs=results, threshold=threshold, faces=choices,
-                        model={**model.metadata(), "flip": flip, "aligned_here": aligner is not None})
+                        model={**model.metadata(), **loop.settings(), "aligned_here": aligner is not None})
