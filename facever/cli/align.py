@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 from pathlib import Path
 
 import typer
 
-
-class Select(str, enum.Enum):
-    largest = "largest"
-    center = "center"
-
-
-class OutputFormat(str, enum.Enum):
-    jpg = "jpg"
-    png = "png"
-
-
-class OnMiss(str, enum.Enum):
-    skip = "skip"
-    center_crop = "center-crop"
+from facever.cli._options import OnMiss, OutputFormat, Select, device_option
 
 
 def _default_workers() -> int:
@@ -50,7 +36,7 @@ def align(
         False, "--all", help="Write every face: photo.jpg -> photo_0.jpg, photo_1.jpg, ... in --select order."
     ),
     min_face: int = typer.Option(20, "--min-face", help="Smallest face to look for, in pixels (>= 12)."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto (CUDA when available)."),
+    device: str = device_option(),
     batch_size: int = typer.Option(
         64, "--batch-size", help="Images per detector call (images of equal size are batched together)."
     ),

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from facever.cli._options import AMP
+from facever.cli._options import AMP, Flip, Select, batch_size_option, device_option, flip_option
 
 
-class Flip(str, Enum):
-    none = "none"
-    concat = "concat"
-    sum = "sum"
-
-
-class Select(str, Enum):
-    largest = "largest"
-    center = "center"
-
-
-FLIP_HELP = (
-    "Also embed the mirrored face: none; concat = f(x) then f(flip x), 2x longer (SphereFace, "
-    "davidsandberg/facenet); sum = f(x) + f(flip x) (insightface)."
-)
 MODEL_HELP = (
     "A facever model (RUN/model.pt or RUN/); facenet:vggface2 / facenet:casia-webface (facenet-pytorch's "
     "InceptionResnetV1; weights from --weights, its cache or its download); arcface:r18|r34|r50|r100|r200 "
@@ -82,7 +66,7 @@ def embed(
     mean: Optional[str] = typer.Option(None, "--mean", help=MEAN_HELP),
     std: Optional[str] = typer.Option(None, "--std", help=STD_HELP),
     bgr: Optional[bool] = typer.Option(None, "--bgr/--rgb", help=BGR_HELP),
-    flip: Flip = typer.Option(Flip.none, "--flip", help=FLIP_HELP),
+    flip: Flip = flip_option(),
     align: bool = typer.Option(
         False, "--align", help="IMAGES are raw photos: detect and align one face each (as `facever align`) first."
     ),
@@ -93,11 +77,11 @@ def embed(
         Select.largest, "--select", help="With --align: which face of a photo to embed (largest, or center)."
     ),
     min_face: int = typer.Option(20, "--min-face", help="With --align: smallest face to look for, in pixels."),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
+    batch_size: int = batch_size_option(),
     workers: Optional[int] = typer.Option(
         None, "--workers", min=0, help="Decoding processes (0: none; default: chosen from the CPU count)."
     ),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto (CUDA when available)."),
+    device: str = device_option(),
     amp: Optional[bool] = AMP,
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Leave out unreadable images (and, with --align, photos without a face)."

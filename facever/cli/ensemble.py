@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from facever.cli.embed import FLIP_HELP, Flip
-from facever.cli._options import JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Metric, ThresholdMode
-
-
-class Protocol(str, Enum):
-    lfw = "lfw"
-    fglfw = "fglfw"
-    calfw = "calfw"
-    cplfw = "cplfw"
-    ytf = "ytf"
-    bin = "bin"
-    ijbc = "ijbc"
-    ijbb = "ijbb"
-
-
-class Fusion(str, Enum):
-    concat = "concat"
-    score_mean = "score-mean"
+from facever.cli._options import (
+    JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Benchmark, Flip, Fusion, Metric, ThresholdMode,
+    allow_missing_option, batch_size_option, device_option, flip_option,
+)
 
 
 def read_protocol(name: str, pairs: Path, *, ext: str):
@@ -94,7 +79,7 @@ def ensemble(
         ..., "--pairs", help="The protocol's pair list, e.g. LFW's pairs.txt (ytf: splits.txt; bin: the .bin file; "
         "ijbc/ijbb: the IJB_release folder)."
     ),
-    protocol: Protocol = typer.Option(Protocol.lfw, "--protocol", "-p", help="Which benchmark the pair list is."),
+    protocol: Benchmark = typer.Option(Benchmark.lfw, "--protocol", "-p", help="Which benchmark the pair list is."),
     ext: str = typer.Option(".jpg", "--ext", help="Image extension the pairs refer to (e.g. .png for aligned crops)."),
     fusion: Fusion = typer.Option(
         Fusion.concat,
@@ -107,15 +92,13 @@ def ensemble(
     images: Optional[Path] = typer.Option(
         None, "--images", help="SOURCES are models: embed the protocol's images from this folder (cached in --out)."
     ),
-    flip: Flip = typer.Option(Flip.none, "--flip", help="With --images: " + FLIP_HELP),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="With --images: images per forward pass."),
-    device: str = typer.Option("auto", "--device", help="With --images: cpu, cuda, cuda:N or auto."),
+    flip: Flip = flip_option(when="With --images: "),
+    batch_size: int = batch_size_option(when="With --images: "),
+    device: str = device_option(when="With --images: "),
     thresholds: ThresholdMode = THRESHOLDS,
     metric: Optional[Metric] = METRIC,
     subtract_mean: bool = SUBTRACT_MEAN,
-    allow_missing: bool = typer.Option(
-        False, "--allow-missing", help="Drop pairs missing from any model (the same pairs for every row)."
-    ),
+    allow_missing: bool = allow_missing_option("Drop pairs missing from any model (the same pairs for every row)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.json and roc.png (every curve)."),
     save_embeddings: Optional[Path] = typer.Option(
         None, "--save-embeddings", help="Write the fused embeddings (.npz) to evaluate or ensemble again."

@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
-from facever.cli.embed import FLIP_HELP, Flip
-from facever.cli._options import JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Metric, ThresholdMode
+from facever.cli._options import (
+    JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Metric, ThresholdMode, batch_size_option, device_option,
+    model_weights_option, flip_option,
+)
 
 
 def eval_bin(
@@ -23,10 +25,10 @@ def eval_bin(
     thresholds: ThresholdMode = THRESHOLDS,
     metric: Optional[Metric] = METRIC,
     subtract_mean: bool = SUBTRACT_MEAN,
-    flip: Flip = typer.Option(Flip.none, "--flip", help=FLIP_HELP),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:* or arcface:*: the state dict file."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1 or auto."),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
+    flip: Flip = flip_option(),
+    weights: Optional[Path] = model_weights_option(),
+    device: str = device_option(),
+    batch_size: int = batch_size_option(),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Folder for report.json, roc.png and embeddings.npz (with --model)."
     ),

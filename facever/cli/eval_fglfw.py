@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from facever.cli.embed import FLIP_HELP, Flip
-from facever.cli._options import JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Metric, ThresholdMode
-
-
-class Variant(str, Enum):
-    fglfw = "fglfw"
-    calfw = "calfw"
-    cplfw = "cplfw"
+from facever.cli._options import (
+    JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Metric, ThresholdMode, Variant, allow_missing_option,
+    batch_size_option, device_option, model_weights_option, flip_option,
+)
 
 
 def eval_fglfw(
@@ -43,13 +38,11 @@ def eval_fglfw(
     thresholds: ThresholdMode = THRESHOLDS,
     metric: Optional[Metric] = METRIC,
     subtract_mean: bool = SUBTRACT_MEAN,
-    allow_missing: bool = typer.Option(
-        False, "--allow-missing", help="Drop pairs whose images have no embedding (folds stay as in the file)."
-    ),
-    flip: Flip = typer.Option(Flip.none, "--flip", help="With --model: " + FLIP_HELP),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:* or arcface:*: the state dict file."),
-    device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:1 or auto."),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="With --model: images per forward pass."),
+    allow_missing: bool = allow_missing_option(),
+    flip: Flip = flip_option(when="With --model: "),
+    weights: Optional[Path] = model_weights_option(),
+    device: str = device_option(when="With --model: "),
+    batch_size: int = batch_size_option(when="With --model: "),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Folder for report.json and roc.png; with --model also embeddings.npz, reused and "
         "extended by the next run with the same model and settings."

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from facever.cli._options import JSON_OUTPUT
+from facever.cli._options import (
+    JSON_OUTPUT, Flip, IJBSet, batch_size_option, device_option, flip_option, model_weights_option,
+)
 
-
-class IJBSet(str, Enum):
-    ijbc = "ijbc"
-    ijbb = "ijbb"
-
-
-class IJBFlip(str, Enum):
-    concat = "concat"
-    sum = "sum"
-    none = "none"
 
 
 def parse_modes(text: str):
@@ -67,12 +58,12 @@ def eval_ijb(
     crops: Optional[Path] = typer.Option(
         None, "--crops", help="With --model: folder for the aligned crops (default OUT/crops_HxW); resumable."
     ),
-    flip: IJBFlip = typer.Option(
-        IJBFlip.concat, "--flip", help="With --model: concat keeps f(x) and f(mirror x), so F0 and F1 both score."
+    flip: Flip = flip_option(
+        default=Flip.concat, help="With --model: concat keeps f(x) and f(mirror x), so F0 and F1 both score."
     ),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:*: the weights file."),
-    device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:1 or auto."),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="With --model: images per forward pass."),
+    weights: Optional[Path] = model_weights_option(),
+    device: str = device_option(when="With --model: "),
+    batch_size: int = batch_size_option(when="With --model: "),
     json_output: bool = JSON_OUTPUT,
 ) -> None:
     """Score a model on IJB-C or IJB-B: templates, 1:1 TAR at FAR 1e-6..1e-1 (two definitions), optionally 1:N.

@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
-from facever.cli._options import AMP, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Metric, ThresholdMode
-from facever.cli.embed import FLIP_HELP, Flip
+from facever.cli._options import (
+    AMP, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Metric, ThresholdMode, allow_missing_option,
+    batch_size_option, device_option, model_weights_option, flip_option,
+)
 
 
 def eval_lfw(
@@ -25,18 +27,16 @@ def eval_lfw(
     images: Optional[Path] = typer.Option(
         None, "--images", help="With --model: the aligned LFW folder (Name/Name_0001.jpg inside)."
     ),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:* or arcface:*: the state dict file."),
-    flip: Flip = typer.Option(Flip.none, "--flip", help="With --model: " + FLIP_HELP),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="With --model: images per forward pass."),
-    device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:N or auto."),
+    weights: Optional[Path] = model_weights_option(),
+    flip: Flip = flip_option(when="With --model: "),
+    batch_size: int = batch_size_option(when="With --model: "),
+    device: str = device_option(when="With --model: "),
     amp: Optional[bool] = AMP,
     ext: str = typer.Option(".jpg", "--ext", help="Image extension the pairs refer to (e.g. .png for aligned crops)."),
     thresholds: ThresholdMode = THRESHOLDS,
     metric: Optional[Metric] = METRIC,
     subtract_mean: bool = SUBTRACT_MEAN,
-    allow_missing: bool = typer.Option(
-        False, "--allow-missing", help="Drop pairs whose images have no embedding (folds stay as in the file)."
-    ),
+    allow_missing: bool = allow_missing_option(),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.json and roc.png."),
     json_output: bool = JSON_OUTPUT,
 ) -> None:

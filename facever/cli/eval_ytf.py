@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from facever.cli.embed import FLIP_HELP, Flip
-from facever.cli._options import JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Metric, ThresholdMode
-
-
-class Layout(str, Enum):
-    auto = "auto"
-    frames = "frames"
-    aligned = "aligned"
+from facever.cli._options import (
+    JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Layout, Metric, ThresholdMode, allow_missing_option,
+    batch_size_option, device_option, model_weights_option, flip_option,
+)
 
 
 def eval_ytf(
@@ -50,13 +45,11 @@ def eval_ytf(
     thresholds: ThresholdMode = THRESHOLDS,
     metric: Optional[Metric] = METRIC,
     subtract_mean: bool = SUBTRACT_MEAN,
-    allow_missing: bool = typer.Option(
-        False, "--allow-missing", help="With video embeddings: drop pairs whose videos have no embedding."
-    ),
-    flip: Flip = typer.Option(Flip.none, "--flip", help="With --model: " + FLIP_HELP),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:* or arcface:*: the state dict file."),
-    device: str = typer.Option("auto", "--device", help="With --model: cpu, cuda, cuda:1 or auto."),
-    batch_size: int = typer.Option(64, "--batch-size", help="With --model: frames per forward pass."),
+    allow_missing: bool = allow_missing_option("With video embeddings: drop pairs whose videos have no embedding."),
+    flip: Flip = flip_option(when="With --model: "),
+    weights: Optional[Path] = model_weights_option(),
+    device: str = device_option(when="With --model: "),
+    batch_size: int = batch_size_option(when="With --model: ", what="frames"),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Folder for report.json, roc.png, video_embeddings.npz (and frame_cache/)."
     ),

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-
-class ExportFormat(str, Enum):
-    onnx = "onnx"
-    torchscript = "torchscript"
+from facever.cli._options import ExportFormat
 
 
 def export(

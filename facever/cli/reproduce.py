@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-
-class Flip(str, Enum):
-    none = "none"
-    concat = "concat"
-    sum = "sum"
+from facever.cli._options import Flip, device_option, flip_option
 
 
 def reproduce(
@@ -34,9 +29,9 @@ def reproduce(
                                         "aligned, anything else is aligned into OUT/aligned/."),
     ytf_frames: Optional[int] = typer.Option(None, "--ytf-frames", min=1, help="Frames per YTF video, sampled evenly "
                                              "(default: all)."),
-    flip: Flip = typer.Option(Flip.concat, "--flip", help="Embedding of a face and its mirror image: concat "
-                              "(SphereFace's protocol, the paper's generation), sum, or none."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1."),
+    flip: Flip = flip_option(default=Flip.concat, help="Embedding of a face and its mirror image: concat "
+                             "(SphereFace's protocol, the paper's generation), sum, or none."),
+    device: str = device_option(),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass when embedding."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=0, help="Decoding processes for alignment, "
                                           "training and embedding (default: each stage's own)."),

@@ -2,41 +2,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from facever.cli._options import Amp, Cache, Head, Noise, Schedule
+
 from facever.cli._options import explicit_parameters
-
-
-class Head(str, Enum):
-    noisy_softmax = "noisy-softmax"
-    softmax = "softmax"
-
-
-class Noise(str, Enum):
-    batch = "batch"
-    sample = "sample"
-
-
-class Schedule(str, Enum):
-    step = "step"
-    cosine = "cosine"
-
-
-class Amp(str, Enum):
-    auto = "auto"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    off = "off"
-
-
-class Cache(str, Enum):
-    none = "none"
-    memmap = "memmap"
-    device = "device"
 
 
 def _parse_size(text: str) -> tuple[int, int]:

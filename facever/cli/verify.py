@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from facever.cli.embed import BGR_HELP, FLIP_HELP, MEAN_HELP, STD_HELP, WEIGHTS_HELP, Flip, Select
+from facever.cli._options import Flip, Select, device_option, flip_option
+from facever.cli.embed import BGR_HELP, MEAN_HELP, STD_HELP, WEIGHTS_HELP
 
 
 def verify(
@@ -36,11 +37,11 @@ def verify(
     ),
     select: Select = typer.Option(Select.largest, "--select", help="Which face of a photo with several: largest or center."),
     min_face: int = typer.Option(20, "--min-face", help="Smallest face to look for, in pixels."),
-    flip: Flip = typer.Option(Flip.none, "--flip", help=FLIP_HELP),
+    flip: Flip = flip_option(),
     mean: Optional[str] = typer.Option(None, "--mean", help=MEAN_HELP),
     std: Optional[str] = typer.Option(None, "--std", help=STD_HELP),
     bgr: Optional[bool] = typer.Option(None, "--bgr/--rgb", help=BGR_HELP),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    device: str = device_option(),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON instead of text."),
 ) -> None:
     """Say whether two photos show the same person: align both, embed, compare.

@@ -33,6 +33,7 @@ from facever.protocols.pair_protocol import PairProtocol
 from facever.core.errors import FaceverError, InputFileError
 
 FGLFW_PAIRS_PER_FOLD = 600
+VARIANTS = ("fglfw", "calfw", "cplfw")  # the pair lists over LFW-like photos `read_variant_pairs` reads
 
 # `Name_0001` (LFW, CALFW) or `Name_1` (CPLFW): the person is everything before the last `_<digits>`.
 _PERSON_RE = re.compile(r"^(?P<person>.+?)_(?P<number>\d+)$")
@@ -210,4 +211,4 @@ def read_variant_pairs(path: str | Path, *, protocol: str = "fglfw", ext: str | 
         return read_fglfw_pairs(path, ext=ext, **kwargs)
     if protocol in ("calfw", "cplfw"):
         return read_token_pairs(path, ext=ext, name=protocol)
-    raise ValueError(f"unknown protocol {protocol!r}; known: fglfw, calfw, cplfw")
+    raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(VARIANTS)}")

@@ -1,0 +1,60 @@
+"""The command line's choices (facever/cli/_options.py) spell exactly what the library accepts: every
+Enum next to the library list it offers, so a choice added to one side and not the other fails here."""
+
+from __future__ import annotations
+
+import pytest
+
+from facever.cli import _options as o
+from facever.data_prep.align import SELECT_METHODS
+from facever.data_prep.align_dataset import ON_MISS, OUTPUT_FORMATS
+from facever.embedding.ensemble import FUSIONS
+from facever.embedding.export import FORMATS as EXPORT_FORMATS
+from facever.embedding.extract import FLIP_MODES
+from facever.protocols.catalog import BENCHMARKS
+from facever.protocols.fglfw import VARIANTS
+from facever.protocols.ijb import SETS as IJB_SETS
+from facever.protocols.ytf import LAYOUTS
+from facever.training.config import AMP_MODES, CACHE_MODES, HEADS, NOISE_MODES, SCHEDULES
+from facever.verification.scores import METRICS
+
+PAIRS = [
+    (o.Flip, FLIP_MODES), (o.Select, SELECT_METHODS), (o.OutputFormat, OUTPUT_FORMATS), (o.OnMiss, ON_MISS),
+    (o.Metric, METRICS), (o.Benchmark, BENCHMARKS + IJB_SETS), (o.IJBSet, IJB_SETS), (o.Variant, VARIANTS),
+    (o.Layout, ("auto", *LAYOUTS)), (o.Fusion, FUSIONS), (o.ExportFormat, EXPORT_FORMATS), (o.Head, HEADS), (o.Noise, NOISE_MODES),
+    (o.Schedule, SCHEDULES), (o.Amp, ("auto", *AMP_MODES)), (o.Cache, CACHE_MODES),
+]
+
+
+@pytest.mark.parametrize("enum, library", PAIRS, ids=lambda x: getattr(x, "__name__", ""))
+def test_cli_choices_are_the_library_choices(enum, library):
+    assert [e.value for e in enum] == list(library)
+
+
+def test_threshold_modes_are_the_engines(tmp_path):
+    import numpy as np
+
+    from facever.verification.tenfold import kfold_accuracy
+
+    scores = np.linspace(0, 1, 40)
+    labels = np.tile([True, False], 20)
+    folds = np.repeat(np.arange(10), 4)
+    for mode in o.ThresholdMode:
+        kfold_accuracy(scores, labels, folds, thresholds=mode.value, greater_is_same=mode is o.ThresholdMode.exact)
+    with pytest.raises(ValueError, match="thresholds must be"):
+        kfold_accuracy(scores, labels, folds, thresholds="other")
+
+
+def test_every_enum_in_the_cli_lives_in_options():
+    import ast
+    from pathlib import Path
+
+    cli = Path(o.__file__).parent
+    stray = []
+    for path in sorted(cli.glob("*.py")):
+        if path.name == "_options.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any("Enum" in ast.unparse(b) for b in node.bases):
+                stray.append(f"{path.name}:{node.lineno} {node.name}")
+    assert not stray, f"CLI choices defined outside cli/_options.py: {stray}"
