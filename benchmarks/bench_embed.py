@@ -9,8 +9,13 @@ both alike). Models have random weights: speed does not depend on them.
 
     python benchmarks/bench_embed.py            # full sizes
     python benchmarks/bench_embed.py --quick    # tiny sizes, to check that it runs
+    python benchmarks/bench_embed.py --only-onnx
 
 Goal (issue 5): at least 1.5x the plain loop on CPU and 3x on GPU.
+
+Second part (issue 13): the same model exported by `facever export` to ONNX and run by onnxruntime
+(CPU provider) against PyTorch float32, same run, same inputs: the model alone on normalised batches,
+and files to embeddings through `embed_images` (the same decoding workers for both).
 """
 
 from __future__ import annotations
@@ -129,11 +134,12 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=None,
                         help="sphere20 images per run (InceptionResnetV1 gets a quarter); overrides the defaults")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs of each variant (best kept)")
+    parser.add_argument("--only-onnx", action="store_true", help="only the onnxruntime vs PyTorch comparison")
     args = parser.parse_args(argv)
     print("machine:", describe_machine())
     print(f"torch threads: {torch.get_num_threads()}")
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    for device in devices:
+    for device in devices if not args.only_onnx else []:
         gpu = device.type == "cuda"
         if args.quick:
             sizes, repeats = {"sphere20": 16, "InceptionResnetV1": 8}, 1
@@ -153,8 +159,65 @@ def main(argv=None) -> int:
         compare("sphere20", sphere20, n=sizes["sphere20"], device=device, repeats=repeats, extra=extra)
         compare("InceptionResnetV1", inception_resnet_v1, n=sizes["InceptionResnetV1"], device=device,
                 repeats=repeats, extra=extra)
-    print("\ngoal: facever >= 1.5x the plain loop on CPU, >= 3x on GPU")
+    if not args.only_onnx:
+        print("\ngoal: facever >= 1.5x the plain loop on CPU, >= 3x on GPU")
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        print("\nonnxruntime not installed (pip install 'facever[onnx]'): skipping onnxruntime vs PyTorch")
+        return 0
+    onnx_sizes = {"sphere20": 16, "iresnet50": 8} if args.quick else {"sphere20": 512, "iresnet50": 128}
+    for arch, size in (("sphere20", (112, 96)), ("iresnet50", (112, 112))):
+        compare_onnx(arch, size, n=onnx_sizes[arch], repeats=1 if args.quick else 3)
     return 0
+
+
+def compare_onnx(arch: str, size: tuple[int, int], *, n: int, repeats: int) -> None:
+    """onnxruntime (CPU) vs PyTorch float32 for one model: the model alone, then files to embeddings."""
+    import onnxruntime
+
+    from facever.embedding.export import export_model
+    from facever.embedding.loading import load_embedding_model
+    from facever.models import create_model
+    from facever.models.bundle import save_model_bundle
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    backbone = create_model(arch, input_size=size).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        save_model_bundle(root / "model.pt", backbone, arch=arch, arch_kwargs={"input_size": list(size)},
+                          input_size=size, mean=(0.5,) * 3, std=(0.5,) * 3, embedding_dim=512)
+        start = time.perf_counter()
+        export_model(root / "model.pt", root / "model.onnx")
+        export_s = time.perf_counter() - start
+        models = {"PyTorch fp32": load_embedding_model(root / "model.pt"),
+                  "onnxruntime": load_embedding_model(root / "model.onnx")}
+        x = torch.randn(64, 3, *size)
+        rels = make_crops(root / "crops", n, size)
+        forward = {k: [] for k in models}
+        files = {k: [] for k in models}
+        out = {}
+        for label, model in models.items():  # warm-up: oneDNN primitives, onnxruntime's arena
+            with torch.inference_mode():
+                model.module(x[:8])
+        for _ in range(repeats):
+            for label, model in models.items():
+                with torch.inference_mode():
+                    seconds, out[label] = timed(lambda: model.module(x).numpy())
+                forward[label].append(seconds)
+            for label, model in models.items():
+                seconds, _ = timed(lambda: facever_pipeline(model, root / "crops", rels, cpu, amp=False))
+                files[label].append(seconds)
+    a, b = out["onnxruntime"].astype(np.float64), out["PyTorch fp32"].astype(np.float64)
+    cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    print(f"\n{arch} ({size[0]}x{size[1]}) onnxruntime {onnxruntime.__version__} (CPU provider) vs PyTorch float32, "
+          f"cpu, best of {repeats} (export + check {export_s:.1f}s; cosine ORT vs PyTorch >= {cos.min():.6f}):")
+    base_f, base_e = min(forward["PyTorch fp32"]), min(files["PyTorch fp32"])
+    for label in models:
+        bf, be = min(forward[label]), min(files[label])
+        print(f"  {label:<14} model alone (batch 64) {64 / bf:8.1f} img/s {base_f / bf:5.2f}x   "
+              f"{n} JPEG files to embeddings {n / be:8.1f} img/s {base_e / be:5.2f}x")
 
 
 if __name__ == "__main__":

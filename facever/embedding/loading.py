@@ -179,8 +179,8 @@ def _load_facever(path: Path) -> EmbeddingModel:
         path = path / "model.pt"
     if not path.exists():
         raise FaceverError(
-            f"{path}: no such model file (expected a facever model.pt, a run folder holding one, "
-            "or facenet:vggface2 / facenet:casia-webface)"
+            f"{path}: no such model file (expected a facever model.pt, a run folder holding one, a .onnx "
+            "graph, an exported TorchScript file, facenet:vggface2 / facenet:casia-webface, or arcface:r50 etc.)"
         )
     from facever.models.bundle import load_model_bundle
 

@@ -79,8 +79,14 @@ class OnnxModule:
         self.to(device)
 
     def _open(self, providers):
+        import torch
+
         options = self._ort.SessionOptions()
         options.log_severity_level = 3  # errors only: onnxruntime's warnings would go to stderr unasked
+        # The same thread budget as PyTorch (OMP_NUM_THREADS, torch.set_num_threads), and no busy-waiting
+        # between runs: onnxruntime's spinning threads otherwise starve the image-decoding workers.
+        options.intra_op_num_threads = max(1, torch.get_num_threads())
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return self._ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file

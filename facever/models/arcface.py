@@ -100,7 +100,9 @@ def load_arcface_weights(name: str, path: str | Path) -> IResNet:
     mapped: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         target = arcface_to_facever_key(key, layers)
-        if target not in expected:
+        match = _LAYER_KEY.match(key)
+        beyond = match is not None and int(match.group(2)) >= layers[int(match.group(1)) - 1]
+        if beyond or target not in expected:
             raise InputFileError(path, f"arcface:{name} has no parameter {key!r} (shape {tuple(tensor.shape)}): "
                                        "weights of another architecture or another depth?")
         if tuple(tensor.shape) != tuple(expected[target].shape):
