@@ -245,3 +245,13 @@ def test_pairs_larger_than_the_data_say_how_many_are_needed(orl, tmp_path):
     assert not (tmp_path / "p.txt").exists()
     with pytest.raises(FaceverError, match="at least two people"):
         make_identity_pairs({"solo": ["solo/1.pgm", "solo/2.pgm"]}, per_fold=1, folds=1)
+
+
+def test_path_lists_refuse_paths_leaving_the_images_folder(tmp_path):
+    from facever.core.errors import InputFileError
+
+    for bad in ("../secret/a.jpg", "/etc/passwd", "s1/../../x.pgm"):
+        listing = tmp_path / "list.txt"
+        listing.write_text(f"# facever pairs: path_a path_b same fold\ns1/1.pgm\t{bad}\t0\t1\n")
+        with pytest.raises(InputFileError, match=r"list\.txt:2: .* is not a path inside the images folder"):
+            read_lfw_pairs(listing)

@@ -337,6 +337,10 @@ def read_path_pairs(path, text: str | None = None):
         fields = line.split()
         if len(fields) != 4 or fields[2] not in ("0", "1") or not fields[3].isdigit() or int(fields[3]) < 1:
             raise InputFileError(path, f"expected 'path_a path_b same(0/1) fold(1..K)', got {line!r}", line=lineno)
+        for item in fields[:2]:
+            # Paths are relative to the images folder and must stay inside it (as LFW names must).
+            if item.startswith(("/", "~", "\\")) or ".." in item.replace("\\", "/").split("/") or ":" in item:
+                raise InputFileError(path, f"{item!r} is not a path inside the images folder", line=lineno)
         first.append(fields[0])
         second.append(fields[1])
         labels.append(fields[2] == "1")
