@@ -40,7 +40,7 @@ def test_help_lists_commands_and_does_not_import_torch():
         "from facever.cli import app\n"
         "r = CliRunner().invoke(app, ['--help'])\n"
         "assert r.exit_code == 0, r.output\n"
-        "cmds = ['align', 'train', 'embed', 'eval-lfw', 'eval-fglfw', 'eval-ytf', 'eval-bin', 'ensemble',\n"
+        "cmds = ['align', 'train', 'embed', 'eval-lfw', 'eval-fglfw', 'eval-ytf', 'eval-bin', 'eval-ijb', 'ensemble',\n"
         "        'demo', 'recipes', 'reproduce', 'compare', 'data']\n"
         "for cmd in cmds:\n"
         "    assert cmd in r.output, cmd\n"

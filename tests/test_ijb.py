@@ -172,6 +172,19 @@ def test_the_two_definitions_on_a_hand_computed_curve():
     assert both["conservative"]["0.16"] == {"tar": 0.25, "far": 0.0}
 
 
+def test_thinned_roc_is_a_staircase_under_the_true_curve_through_its_corners():
+    rng = np.random.default_rng(4)
+    labels = rng.random(30_000) < 0.2
+    scores = rng.normal(size=labels.size) + 1.5 * labels
+    fpr, tpr, _ = ijb.roc_with_corners(scores, labels)
+    tf, tt = ijb.thin_roc(fpr, tpr, points=60)
+    assert tf.size < 200 and tf[0] == 0 and tf[-1] == 1 and tt[-1] == 1
+    assert np.all(np.diff(tf) >= 0) and np.all(np.diff(tt) >= 0)
+    best_below = tpr[np.searchsorted(fpr, tf, side="right") - 1]  # the true curve's TPR at each FAR
+    assert np.all(tt <= best_below)
+    assert np.mean(tt == best_below) > 0.45  # every other staircase point is a true ROC point
+
+
 def ref_search(probe_feats, probe_subjects, gallery_feats, gallery_subjects, ranks, fpirs):
     subjects = sorted(set(gallery_subjects.tolist()))
     sims = probe_feats.astype(np.float64) @ gallery_feats.T.astype(np.float64)
@@ -513,3 +526,19 @@ def test_cli_ensemble_on_ijbc(ijb_set, tmp_path):
     assert report["ensemble"]["auc"] == pytest.approx(expected.auc)
     assert report["ensemble"]["tar_at_far"] == expected.tar_at_far
     assert "F1 N0 D0" in result.stdout
+
+
+def test_cli_ensemble_on_ijbc_with_models_embeds_like_eval_ijb(ijb_set, tiny_model, tmp_path):
+    from tests.test_embed import train_tiny_model
+
+    root, facts = ijb_set
+    second = train_tiny_model(tmp_path / "m2" / "model.pt", seed=1)
+    out = tmp_path / "ens"
+    result = runner.invoke(app, ["ensemble", str(tiny_model), str(second), "--protocol", "ijbc", "--pairs", str(root),
+                                 "--images", str(root), "--names", "a,b", "--device", "cpu", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert sorted(load_embeddings(out / "embeddings_a.npz").paths) == sorted(facts["names"])
+    single = runner.invoke(app, ["eval-ijb", str(root), "--model", str(tiny_model), "--device", "cpu", "--out",
+                                 str(tmp_path / "single"), "--json"])
+    assert json.loads(single.stdout)["tar_at_far"] == report["models"]["a"]["tar_at_far"]

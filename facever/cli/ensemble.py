@@ -90,7 +90,8 @@ def ensemble(
     weights: Optional[str] = typer.Option(None, "--weights", help="One weight per model, e.g. 2,1 (default equal)."),
     names: Optional[str] = typer.Option(None, "--names", help="One name per model for the table, e.g. noisy,facenet."),
     images: Optional[Path] = typer.Option(
-        None, "--images", help="SOURCES are models: embed the protocol's images from this folder (cached in --out)."
+        None, "--images", help="SOURCES are models: embed the protocol's images from this folder (cached in --out); "
+        "ijbc/ijbb: the IJB root again (images aligned from the landmarks, as eval-ijb --model)."
     ),
     flip: Flip = flip_option(when="With --images: "),
     batch_size: int = batch_size_option(when="With --images: "),
@@ -153,8 +154,8 @@ def ensemble(
             except ValueError:
                 raise FaceverError(f"--weights {weights!r}: expected numbers such as 2,1") from None
         if protocol.value in ("ijbc", "ijbb"):
-            _ensemble_ijb(protocol.value, pairs, sources, model_names, weight_values, ijb_mode, images=images,
-                          out=out, json_output=json_output)
+            _ensemble_ijb(protocol.value, pairs, sources, model_names, weight_values, ijb_mode, models=images is not None,
+                          out=out, json_output=json_output, device=device, batch_size=batch_size)
             return
         proto = read_protocol(protocol.value, pairs, ext=ext)
 
@@ -233,8 +234,10 @@ def ensemble(
             info(f"wrote {save_embeddings}: {len(fused)} fused embeddings of dimension {fused.dim}")
 
 
-def _ensemble_ijb(set_name: str, root: Path, sources, names, weights, mode: str, *, images, out, json_output) -> None:
-    """IJB-B/C: per-image embeddings files keyed by the meta image names; fused at the template level."""
+def _ensemble_ijb(set_name: str, root: Path, sources, names, weights, mode: str, *, models: bool, out, json_output,
+                  device: str, batch_size: int) -> None:
+    """IJB-B/C: per-image embeddings files keyed by the meta image names (or models, embedded as
+    `facever eval-ijb --model` does, cached in OUT/embeddings_NAME.npz); fused at the template level."""
     import json
 
     from facever.cli._console import info
@@ -245,15 +248,32 @@ def _ensemble_ijb(set_name: str, root: Path, sources, names, weights, mode: str,
     from facever.protocols import ijb as reader
     from facever.verification.report import format_ijb_table, plot_roc, write_json
 
-    if images is not None:
-        raise FaceverError(f"{set_name}: give embeddings files (OUT/embeddings.npz of `facever eval-ijb --model`), "
-                           "not models with --images")
     modes = parse_modes(mode)
     if len(modes) != 1:
         raise FaceverError("--mode: give one test mode for an ensemble")
     meta = reader.read_ijb(root, set_name)
-    landmarks = reader.read_landmarks(meta.landmarks_path()) if modes[0].detector else None
-    per_model = [load_embeddings(src) for src in sources]
+    landmarks = reader.read_landmarks(meta.landmarks_path()) if modes[0].detector or models else None
+    if not models:
+        per_model = [load_embeddings(src) for src in sources]
+    else:
+        from facever.cli._console import progress_bar
+        from facever.embedding.loading import load_embedding_model
+        from facever.embedding.protocol_embeddings import ijb_crops, ijb_embeddings
+
+        if out is None:
+            raise FaceverError(f"{set_name} with models: give --out DIR for the aligned crops and embeddings")
+        per_model = []
+        n_images = len(meta.image_names())
+        for src, name in zip(sources, names):
+            net = load_embedding_model(src, device=device)
+            h, w = (int(v) for v in net.input_size)
+            with progress_bar(f"aligning ({name})", total=n_images) as on_crop:
+                ijb_crops(meta, landmarks, (h, w), out / f"crops_{h}x{w}", progress=on_crop)
+            with progress_bar(f"embedding ({name})", total=n_images) as advance:
+                emb, _ = ijb_embeddings(net, meta, out / f"crops_{h}x{w}", cache=out / f"embeddings_{name}.npz",
+                                        batch_size=batch_size, device=device, progress=advance,
+                                        on_plan=lambda done, todo: advance(done))
+            per_model.append(emb)
     result = evaluate_ensemble_ijb(meta, per_model, names, weights=weights, mode=modes[0], landmarks=landmarks)
     for name, src in zip(names, sources):
         result.models[name].settings["source"] = str(src)
