@@ -88,6 +88,9 @@ def align(
         from facever.core.sizes import parse_size
         from facever.core.errors import FaceverError
 
+        check_output_folder(src, dst)
+        stack.enter_context(folder_lock(dst))  # one writer per DST, held until the crops are written
+
         try:
             crop_size = parse_size(size)
         except ValueError as exc:
@@ -112,8 +115,6 @@ def align(
         from facever.core.devices import resolve_device
 
         resolved = resolve_device(device)  # a missing GPU fails here, before any work
-        check_output_folder(src, dst)
-        stack.enter_context(folder_lock(dst))  # one writer per DST, held until the crops are written
         plan = plan_alignment(src, dst, config=config)
         if not plan.items:
             raise FaceverError(f"{src}: no images found")

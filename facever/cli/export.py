@@ -39,7 +39,10 @@ def export(
     from facever.cli._console import info, library_warnings, user_errors
 
     with user_errors(), library_warnings():
+        from facever.core.locks import check_output_is_not_an_input
         from facever.embedding.export import export_model
+
+        check_output_is_not_an_input(out, [model.split("=", 1)[-1]] + ([weights] if weights else []))
 
         result = export_model(model, out, format=format.value, weights=weights, opset=opset)
         typer.echo(json.dumps({

@@ -95,7 +95,7 @@ def load_embeddings(path: str | Path) -> Embeddings:
     """Read an embeddings file; structural problems raise `InputFileError` naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(path, "embeddings file not found")
+        raise InputFileError(path, "not a regular file" if path.exists() else "embeddings file not found")
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.files)

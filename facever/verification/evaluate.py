@@ -81,6 +81,10 @@ def _missing_message(protocol: PairProtocol, embeddings: Embeddings, missing_ite
     hit = next((stems[m.rsplit(".", 1)[0]] for m in missing_items if m.rsplit(".", 1)[0] in stems), None)
     if hit is not None:
         msg += f"; the embeddings have {hit!r}: is the image extension right (--ext)?"
+    elif n_pairs_missing == len(protocol) and protocol.name == "lfw":
+        example = embeddings.paths[0] if embeddings.paths else "nothing"
+        msg += (f"; no pair's image is in the file (it holds e.g. {example!r}): LFW pairs name images "
+                "Name/Name_0001.jpg relative to the LFW folder, so embed that folder itself")
     return msg
 
 

@@ -1,0 +1,118 @@
+"""Model files (model.pt): checked before anything large is allocated; code never runs; one-line errors."""
+
+from __future__ import annotations
+
+import pickle
+import time
+import zipfile
+
+import pytest
+import torch
+
+from tests.bad_input.conftest import TINY_KWARGS, refused, save_tiny_model, write_images
+
+
+@pytest.fixture
+def images(tmp_path):
+    write_images(tmp_path / "imgs", names=["Ann", "Bob"])
+    return tmp_path
+
+
+def _nan_first(bundle):
+    state = dict(bundle["state_dict"])
+    name = next(n for n, t in state.items() if t.is_floating_point())
+    state[name] = state[name].clone().fill_(float("nan"))
+    return state
+
+
+CASES = {
+    "NaN weights": (dict(state_dict=_nan_first), r"holds NaN or infinite values"),
+    "width 100000 (hundreds of GB)": (dict(arch_kwargs={**TINY_KWARGS, "width": 100000}), r"weights do not fit sphere20"),
+    "arch_kwargs a list": (dict(arch_kwargs=[1, 2]), r"arch_kwargs \[1, 2\]: not a mapping"),
+    "arch_kwargs of the wrong type": (dict(arch_kwargs={**TINY_KWARGS, "width": "wide"}), r"cannot build sphere20|cannot build its model"),
+    "unknown option": (dict(arch_kwargs={**TINY_KWARGS, "colour": 1}), r"cannot build its model: .*no option colour"),
+    "embedding_dim a string": (dict(embedding_dim="8"), r"embedding_dim '8': expected a positive whole number"),
+    "embedding_dim not the model's": (dict(embedding_dim=9), r"embedding_dim 9 is not its model's \(8\)"),
+    "std 0": (dict(std=[0.5, 0.0, 0.5]), r"std .*every value must be above 0"),
+    "mean NaN": (dict(mean=[0.5, float("nan"), 0.5]), r"mean .*expected 3 finite numbers"),
+    "input_size 0x0": (dict(input_size=[0, 0]), r"input_size \[0, 0\]: expected \[height, width\]"),
+    "input_size 1x1": (dict(input_size=[1, 1]), r"input_size \[1, 1\] is not its model's \(32x24\)"),
+    "input_size not the architecture's": (dict(input_size=[64, 64]), r"input_size \[64, 64\] is not its model's"),
+    "state_dict a list": (dict(state_dict=[1, 2]), r"state_dict is not a mapping of names to tensors"),
+    "missing weight": (dict(state_dict=lambda b: dict(list(b["state_dict"].items())[1:])), r"weights do not fit .*missing"),
+    "unknown arch": (dict(arch="resnet9000"), r"unknown model 'resnet9000'"),
+    "arch not a string": (dict(arch=3), r"arch 3: not a model name"),
+    "format version a string": (dict(format_version="1"), r"format version '1' is not a version number"),
+    "format version newer": (dict(format_version=7), r"format version 7 is newer"),
+    "no format marker": (dict(format="other"), r"not a facever model file"),
+    "color BGR": (dict(color="BGR"), r"color 'BGR': only RGB"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_edited_model_refused(images, case):
+    changes, match = CASES[case]
+    model = save_tiny_model(images / "model.pt", **changes)
+    started = time.perf_counter()
+    refused(["embed", model, images / "imgs", "--out", images / "out.npz", "--device", "cpu"], match, images)
+    assert time.perf_counter() - started < 20  # refused from the metadata, not after allocating
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def _pickled_code(path):
+    torch.save({"format": "facever-model", "payload": Evil()}, path)
+
+
+def _not_zip(path):
+    path.write_text("not a model")
+
+
+def _truncated(path):
+    save_tiny_model(path)
+    path.write_bytes(path.read_bytes()[:2000])
+
+
+def _plain_pickle(path):
+    path.write_bytes(pickle.dumps({"format": "facever-model"}))
+
+
+def _empty_zip(path):
+    with zipfile.ZipFile(path, "w"):
+        pass
+
+
+FILE_CASES = {
+    "pickled code": (_pickled_code, r"not a readable facever model file"),
+    "not a zip": (_not_zip, r"not a readable facever model file"),
+    "truncated": (_truncated, r"not a readable facever model file"),
+    "plain pickle": (_plain_pickle, r"not a readable facever model file|not a facever model file"),
+    "empty zip": (_empty_zip, r"not a readable facever model file"),
+}
+
+
+@pytest.mark.parametrize("case", list(FILE_CASES))
+def test_broken_model_file_refused(images, case, capfd):
+    make, match = FILE_CASES[case]
+    make(images / "model.pt")
+    refused(["embed", images / "model.pt", images / "imgs", "--out", images / "out.npz", "--device", "cpu"], match, images)
+    assert "code ran" not in capfd.readouterr().out
+
+
+def test_checkpoint_given_as_model(images):
+    torch.save({"format": "facever-checkpoint", "format_version": 1}, images / "checkpoint.pt")
+    refused(["embed", images / "checkpoint.pt", images / "imgs", "--out", images / "out.npz"], r"not a facever model file", images)
+
+
+def test_missing_model(images):
+    refused(["embed", images / "none.pt", images / "imgs", "--out", images / "out.npz"], r"none\.pt", images)
+
+
+def test_nan_weights_refused_by_eval_lfw_too(images, tmp_path):
+    save_tiny_model(images / "model.pt", state_dict=_nan_first)
+    (images / "pairs.txt").write_text("2\t1\n" + "Ann 1 2\nAnn 1 Bob 1\n" * 2)
+    refused(["eval-lfw", "--pairs", images / "pairs.txt", "--model", images / "model.pt", "--images", images / "imgs",
+             "--out", images / "out"], r"NaN", images)
