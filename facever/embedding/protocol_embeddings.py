@@ -67,7 +67,7 @@ def ijb_crops(meta, landmarks, size: tuple[int, int], crops_dir: str | Path, *,
     for i, n in enumerate(meta.media.names):
         first_row.setdefault(n, i)
     where = [meta.media.where(first_row[n]) for n in names]
-    rows = landmarks.rows(names, where=where)
+    rows = landmarks.rows(names, where=where.__getitem__)
     return crop_from_landmarks(meta.images_dir, names, landmarks.points[rows], crops_dir, tuple(size), where=where,
                                progress=progress)
 

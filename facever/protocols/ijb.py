@@ -23,7 +23,7 @@ import csv
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -185,8 +185,9 @@ class Landmarks:
     faceness: np.ndarray  # N float64
     _index: dict[str, int] | None = field(default=None, repr=False)
 
-    def rows(self, names: Sequence[str], *, where: Sequence[str] | None = None) -> np.ndarray:
-        """Rows for `names`; `InputFileError` naming the first image without landmarks (and where it is listed)."""
+    def rows(self, names: Sequence[str], *, where: Callable[[int], str] | None = None) -> np.ndarray:
+        """Rows for `names`; `InputFileError` naming the first image without landmarks and, with `where`
+        (`where(i)` says where `names[i]` is listed, e.g. `file:line`), where it is listed."""
         if self._index is None:
             self._index = {n: i for i, n in enumerate(self.names)}
         get = self._index.get
@@ -194,7 +195,7 @@ class Landmarks:
         if (rows < 0).any():
             missing = [n for n, r in zip(names, rows) if r < 0]
             first = int(np.argmax(rows < 0))
-            at = f" (listed at {where[first]})" if where is not None else ""
+            at = f" (listed at {where(first)})" if where is not None else ""
             raise InputFileError(self.path, f"no landmarks for {len(missing)} images, first {missing[0]!r}{at}")
         return rows
 

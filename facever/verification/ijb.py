@@ -522,8 +522,7 @@ def ijb_template_features(meta: IJBMeta, embeddings: Embeddings, mode: TestMode,
     if mode.detector:
         if landmarks is None:
             raise FaceverError("test mode D1 needs the faceness scores of the landmarks file")
-        faceness = landmarks.faceness[landmarks.rows(meta.media.names, where=[meta.media.where(i) for i in
-                                                                                range(len(meta.media))])]
+        faceness = landmarks.faceness[landmarks.rows(meta.media.names, where=meta.media.where)]
     raw = embeddings.embeddings if np.array_equal(rows, np.arange(len(embeddings))) else embeddings.embeddings[rows]
     try:
         feats = image_features(raw, mode=mode, flip_layout=flip_layout_of(embeddings), faceness=faceness)
