@@ -87,7 +87,9 @@ def eval_ijb(
     if model is not None and out is None and crops is None:
         fail("--model writes aligned crops and an embeddings cache: give --out DIR (or --crops DIR)")
 
-    with user_errors(), library_warnings():
+    from facever.core.locks import folder_lock
+
+    with user_errors(), library_warnings(), folder_lock(out):
         from facever.core.embeddings_file import load_embeddings
         from facever.protocols import ijb as reader
         from facever.verification.ijb import evaluate_ijb, evaluate_search, ijb_template_features

@@ -38,7 +38,9 @@ def export(
 
     from facever.cli._console import info, library_warnings, user_errors
 
-    with user_errors(), library_warnings():
+    from facever.core.locks import file_lock
+
+    with user_errors(), library_warnings(), file_lock(out):
         from facever.core.locks import check_output_is_not_an_input
         from facever.embedding.export import export_model
 

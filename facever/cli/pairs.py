@@ -27,7 +27,9 @@ def pairs(
     """
     from facever.cli._console import info, user_errors, warn
 
-    with user_errors():
+    from facever.core.locks import file_lock
+
+    with user_errors(), file_lock(out):
         from facever.core.atomic import write_text_atomic
         from facever.protocols.pair_lists import identity_images, make_identity_pairs
 

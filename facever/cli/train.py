@@ -69,7 +69,9 @@ def train(
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Write checkpoint.pt every N steps, besides each epoch's end. Default 1000."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint.pt exactly (options default to the run's own)."),
     strict: Optional[bool] = typer.Option(None, "--strict/--no-strict", help="Fail on any undecodable image instead of skipping and listing it."),
-    log_every: int = typer.Option(10, "--log-every", help="Steps per line in metrics.jsonl."),
+    log_every: Optional[int] = typer.Option(
+        None, "--log-every", min=1, help="Steps per line in metrics.jsonl (default 10; --resume keeps the run's)."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary of the run on stdout."),
 ) -> None:
     """Train a face embedding model on an identity folder or an InsightFace RecordIO file.
@@ -133,6 +135,8 @@ def train(
         if resume:
             ck = load_checkpoint(out / CHECKPOINT_NAME)
             saved = TrainConfig.from_dict(ck["config"])
+            if log_every is None:  # the resumed run keeps its logging window unless told otherwise
+                log_every = int(ck.get("log_every", 10))
             del ck
             config = saved.replace(data=data_str, **given)
         else:
@@ -142,6 +146,9 @@ def train(
                 given["amp"] = "bf16" if resolve_device(given.get("device", "auto")).type == "cuda" else "off"
             config = TrainConfig(data=data_str, **given)
 
+        from facever.training.validation import check_validation_inputs
+
+        check_validation_inputs(config)  # before the run folder gets anything
         if rank == 0 and (resume or not (out / CHECKPOINT_NAME).exists()):
             from facever.training.config_files import write_run_config
 
@@ -171,7 +178,7 @@ def train(
                 result = run_training(
                     config, out, resume=resume, progress=progress, scan_progress=scan_progress,
                     on_message=(info if rank == 0 else (lambda text: None)),
-                    stop_requested=stop_requested, log_every=log_every,
+                    stop_requested=stop_requested, log_every=log_every or 10,
                 )
         except KeyboardInterrupt:
             # Second Ctrl-C: stop at once. Files are written atomically, so the last checkpoint stands.

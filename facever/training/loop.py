@@ -506,13 +506,13 @@ def train_one_epoch(run: Run, epoch: int, *, hooks: Hooks, window: LossWindow) -
             # Every rank must stop after the same step: agree at the logged steps only (a collective).
             stop = ctx.any_true(stop) if at_window else False
         with window.paused():  # validation and checkpoint time is not training time
-            after_step(run, epoch, stop=stop, say=hooks.say)
+            after_step(run, epoch, stop=stop, say=hooks.say, log_every=hooks.log_every)
         if stop:
             return True
     return False
 
 
-def after_step(run: Run, epoch: int, *, stop: bool, say: Callable[[str], None]) -> None:
+def after_step(run: Run, epoch: int, *, stop: bool, say: Callable[[str], None], log_every: int = 10) -> None:
     """Validation and checkpoint hook: validate every `val_every` steps and at each epoch's end;
     write the checkpoint at each epoch's end, every `checkpoint_every` steps and when stopping."""
     config, ctx, step = run.config, run.ctx, run.step
@@ -523,7 +523,7 @@ def after_step(run: Run, epoch: int, *, stop: bool, say: Callable[[str], None]) 
         if end_of_epoch and ctx.is_main:
             validate(run, epoch, say=say)
         if ctx.is_main:
-            save_checkpoint(run.checkpoint_path, checkpoint_state(run, epoch))
+            save_checkpoint(run.checkpoint_path, {**checkpoint_state(run, epoch), "log_every": log_every})
             if end_of_epoch:
                 _append_jsonl(run.metrics_path, {"kind": "epoch", "step": step, "epoch": epoch, "time": time.time()})
         ctx.barrier()

@@ -140,7 +140,9 @@ class Validator:
         )
 
 
-def _decode_all(names: list[str], read, input_size) -> tuple[list[str], np.ndarray, list[str]]:
+def _decode_all(names: list[str], read, input_size, *, strict: bool = False) -> tuple[list[str], np.ndarray, list[str]]:
+    """Decode the validation images. `strict` (a user's pairs file or .bin): one unreadable image is an
+    error, as in `eval-lfw`, so validation scores exactly the protocol the file defines."""
     from facever.core.crop import fit_to_input
 
     kept, arrays, skipped = [], [], []
@@ -152,7 +154,32 @@ def _decode_all(names: list[str], read, input_size) -> tuple[list[str], np.ndarr
             skipped.append(str(exc))
     if not arrays:
         raise FaceverError(f"none of the {len(names)} validation images could be read; first: {skipped[0]}")
+    if strict and skipped:
+        raise FaceverError(f"{len(skipped)} of {len(names)} validation images cannot be read (first: {skipped[0]}); "
+                           "validation scores every pair of its protocol, as eval-lfw does")
     return kept, np.stack(arrays), skipped
+
+
+def check_validation_inputs(config) -> None:
+    """Refuse a bad validation pairs file, missing validation images or a bad `.bin` before the run
+    writes anything (the images are decoded later, by `build_validator`)."""
+    if config.val_pairs:
+        from facever.protocols.lfw import read_lfw_pairs
+
+        protocol = read_lfw_pairs(config.val_pairs, ext=config.val_ext)
+        root = Path(config.val_images)
+        if not root.is_dir():
+            raise FaceverError(f"{root}: the validation image folder is not a folder")
+        missing = [n for n in protocol.items() if not (root / n).is_file()]
+        if missing:
+            raise FaceverError(f"{len(missing)} of {len(protocol.items())} validation images cannot be read "
+                               f"(first: {root / missing[0]}: no such file); validation scores every pair of its "
+                               "protocol, as eval-lfw does")
+    if config.val_bin:
+        from facever.protocols.insightface_bin import bin_protocol, load_bin
+
+        _, issame = load_bin(config.val_bin)
+        bin_protocol(issame, name=Path(config.val_bin).stem, source=config.val_bin)
 
 
 def build_validator(config, tset, input_size: Sequence[int]) -> Validator | None:
@@ -165,7 +192,8 @@ def build_validator(config, tset, input_size: Sequence[int]) -> Validator | None
         root = Path(config.val_images)
         if not root.is_dir():
             raise FaceverError(f"--val-images {root}: not a folder")
-        names, images, skipped = _decode_all(protocol.items(), lambda n: read_image_rgb(root / n), input_size)
+        names, images, skipped = _decode_all(protocol.items(), lambda n: read_image_rgb(root / n), input_size,
+                                             strict=True)
         return Validator(protocol, names, images, skipped=skipped)
     if config.val_bin:
         from facever.protocols.insightface_bin import bin_protocol, image_names, load_bin
@@ -175,7 +203,8 @@ def build_validator(config, tset, input_size: Sequence[int]) -> Validator | None
         protocol = bin_protocol(issame, name=Path(config.val_bin).stem, source=config.val_bin)
         by_name = dict(zip(image_names(len(blobs)), blobs))
         names, images, skipped = _decode_all(
-            protocol.items(), lambda n: decode_image_bytes_rgb(by_name[n], name=f"{config.val_bin}:image {n}"), input_size
+            protocol.items(), lambda n: decode_image_bytes_rgb(by_name[n], name=f"{config.val_bin}:image {n}"), input_size,
+            strict=True,
         )
         return Validator(protocol, names, images, skipped=skipped)
     if config.holdout_identities:

@@ -125,6 +125,7 @@ def test_sigterm_stops_training_with_a_checkpoint_and_frees_the_folder(running_t
 
     ck = load_checkpoint(run / "checkpoint.pt")
     assert ck["format"] == "facever-checkpoint"
+    assert ck["log_every"] == 1  # --resume keeps the run's --log-every
     assert not list(run.glob(".*.partial-*")) and not (run / ".facever.lock").exists()
     with folder_lock(run):  # free again
         pass

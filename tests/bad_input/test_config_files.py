@@ -72,3 +72,24 @@ def test_compare_bad_metrics(tmp_path, metrics, match):
 def test_compare_not_a_run(tmp_path):
     (tmp_path / "a").mkdir()
     refused(["compare", tmp_path / "a"], r"a: not a training run", tmp_path)
+
+
+# -- training's validation inputs: the same rule as eval-lfw (every pair scored, or a clear error) ---------
+
+TRAIN = ["--arch", "sphere20", "--input-size", "20x16", "--width", "4", "--embedding-dim", "8", "--epochs", "1",
+         "-b", "4", "--device", "cpu", "--workers", "0"]
+
+
+def test_train_validation_image_missing(data):
+    (data / "val.txt").write_text("2\t1\nAnn 1 2\nAnn 1 Bob 1\nBob 1 3\nBob 1 Cid 9\n")
+    refused(["train", data / "faces", "--out", data / "run", *TRAIN, "--val-pairs", data / "val.txt",
+             "--val-images", data / "faces"], r"1 of 5 validation images cannot be read .*Cid_0009", data)
+
+
+def test_train_val_bin_with_too_few_pairs(data):
+    import pickle
+
+    jpeg = (data / "faces" / "Ann" / "Ann_0001.jpg").read_bytes()
+    (data / "val.bin").write_bytes(pickle.dumps(([jpeg] * 8, [True, False, True, False])))
+    refused(["train", data / "faces", "--out", data / "run", *TRAIN, "--val-bin", data / "val.bin"],
+            r"val\.bin: 4 pairs: the 10-fold protocol needs at least 10", data)
