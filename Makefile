@@ -1,10 +1,10 @@
-# facever: `make setup`, `make test`, `make test-fast`, `make bench`, `make demo`.
+# facever: `make setup`, `make test`, `make test-fast`, `make bench`, `make gpu-check`, `make demo`.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast bench demo clean
+.PHONY: setup test test-fast bench gpu-check demo clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,10 @@ test-fast: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# Every CUDA path once, measured (<= 8 min on an H100/H200); a dry CPU version where there is no GPU.
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py --out benchmarks/results
 
 demo: setup
 	$(VENV)/bin/facever demo

@@ -108,30 +108,10 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="16 images: check that it runs")
-    parser.add_argument("--images", type=int, default=None, help="number of images (default 256 CPU, 2048 GPU)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=None, help="default 32 on CPU, 128 on a GPU")
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default CPUs - 1, <= 8)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="runs of each method, the best counts (default 2; 1 with --quick)")
-    args = parser.parse_args(argv)
-
+def measure(*, device: torch.device, count: int, batch_size: int, workers: int, repeats: int) -> dict:
+    """Images/s of the plain loop, facever's align path and batched detection alone (best of `repeats`),
+    plus facever's summary. Model loading and a short warm-up are not timed."""
     from facenet_pytorch import MTCNN
-
-    from facever.core.devices import resolve_device
-
-    device = resolve_device(args.device)
-    gpu = device.type == "cuda"
-    count = 16 if args.quick else args.images or (2048 if gpu else 256)
-    batch_size = args.batch_size or (128 if gpu else 32)
-    args.repeats = args.repeats or (1 if args.quick else 2)
-    workers = args.workers if args.workers is not None else max(1, min(8, (os.cpu_count() or 2) - 1))
-    print(f"machine: {describe_machine()}")
-    print(f"device: {device}, images: {count} LFW-like 250x250 JPEGs, batch size {batch_size}, "
-          f"decode workers {workers}, torch threads {torch.get_num_threads()}")
 
     tmp = Path(tempfile.mkdtemp(prefix="facever-bench-align-"))
     try:
@@ -171,7 +151,7 @@ def main(argv: list[str]) -> int:
         seconds: dict[str, list[float]] = {name: [] for name in methods}
         # Alternate the order between repeats so a shared machine's load changes hit all methods alike;
         # the best time of each counts.
-        for repeat in range(args.repeats):
+        for repeat in range(repeats):
             order = list(methods) if repeat % 2 == 0 else list(reversed(methods))
             for name in order:
                 seconds[name].append(timed(methods[name]))
@@ -179,6 +159,34 @@ def main(argv: list[str]) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    return {"plain": count / plain_s, "facever": count / facever_s, "detect": count / detect_s, "summary": summary}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="16 images: check that it runs")
+    parser.add_argument("--images", type=int, default=None, help="number of images (default 256 CPU, 2048 GPU)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 32 on CPU, 128 on a GPU")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default CPUs - 1, <= 8)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="runs of each method, the best counts (default 2; 1 with --quick)")
+    args = parser.parse_args(argv)
+
+    from facever.core.devices import resolve_device
+
+    device = resolve_device(args.device)
+    gpu = device.type == "cuda"
+    count = 16 if args.quick else args.images or (2048 if gpu else 256)
+    batch_size = args.batch_size or (128 if gpu else 32)
+    args.repeats = args.repeats or (1 if args.quick else 2)
+    workers = args.workers if args.workers is not None else max(1, min(8, (os.cpu_count() or 2) - 1))
+    print(f"machine: {describe_machine()}")
+    print(f"device: {device}, images: {count} LFW-like 250x250 JPEGs, batch size {batch_size}, "
+          f"decode workers {workers}, torch threads {torch.get_num_threads()}")
+    m = measure(device=device, count=count, batch_size=batch_size, workers=workers, repeats=args.repeats)
+    summary = m["summary"]
+    plain_s, facever_s, detect_s = (count / m[k] for k in ("plain", "facever", "detect"))
     plain_rate, facever_rate, detect_rate = count / plain_s, count / facever_s, count / detect_s
     print(f"{'method':<44} {'images/s':>10} {'seconds':>9}")
     print(f"{'plain loop (1 mtcnn.detect per image + crop)':<44} {plain_rate:>10.1f} {plain_s:>9.2f}")

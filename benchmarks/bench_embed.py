@@ -98,7 +98,8 @@ def timed(fn) -> tuple[float, np.ndarray]:
     return time.perf_counter() - start, result
 
 
-def compare(name, model_fn, *, n: int, device: torch.device, repeats: int, extra: dict) -> None:
+def compare(name, model_fn, *, n: int, device: torch.device, repeats: int, extra: dict) -> dict[str, float]:
+    """Print and return images/s of the plain loop, facever's pipeline and each `extra` variant (best run)."""
     model = model_fn()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -126,6 +127,7 @@ def compare(name, model_fn, *, n: int, device: torch.device, repeats: int, extra
             cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
             agree = f"  (cosine to plain loop >= {cos.min():.5f})"
         print(f"  {label:<28} {n / best:9.1f} img/s  {base / best:5.2f}x{agree}")
+    return {label: n / min(times) for label, times in runs.items()}
 
 
 def main(argv=None) -> int:

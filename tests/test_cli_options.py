@@ -15,13 +15,13 @@ from facever.protocols.catalog import BENCHMARKS
 from facever.protocols.fglfw import VARIANTS
 from facever.protocols.ijb import SETS as IJB_SETS
 from facever.protocols.ytf import LAYOUTS
-from facever.training.config import AMP_MODES, CACHE_MODES, HEADS, NOISE_MODES, SCHEDULES
+from facever.training.config import AMP_MODES, CACHE_MODES, CLASSIFIERS, HEADS, NOISE_MODES, SCHEDULES
 from facever.verification.scores import METRICS
 
 PAIRS = [
     (o.Flip, FLIP_MODES), (o.Select, SELECT_METHODS), (o.OutputFormat, OUTPUT_FORMATS), (o.OnMiss, ON_MISS),
     (o.Metric, METRICS), (o.Benchmark, BENCHMARKS + IJB_SETS), (o.IJBSet, IJB_SETS), (o.Variant, VARIANTS),
-    (o.Layout, ("auto", *LAYOUTS)), (o.Fusion, FUSIONS), (o.ExportFormat, EXPORT_FORMATS), (o.Head, HEADS), (o.Noise, NOISE_MODES),
+    (o.Layout, ("auto", *LAYOUTS)), (o.Fusion, FUSIONS), (o.ExportFormat, EXPORT_FORMATS), (o.Head, HEADS), (o.Noise, NOISE_MODES), (o.Classifier, CLASSIFIERS),
     (o.Schedule, SCHEDULES), (o.Amp, ("auto", *AMP_MODES)), (o.Cache, CACHE_MODES),
 ]
 

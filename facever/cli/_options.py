@@ -102,6 +102,11 @@ class Noise(str, Enum):
     sample = "sample"
 
 
+class Classifier(str, Enum):
+    full = "full"
+    sharded = "sharded"
+
+
 class Schedule(str, Enum):
     step = "step"
     cosine = "cosine"

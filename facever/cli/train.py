@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from facever.cli._options import Amp, Cache, Head, Noise, Schedule
+from facever.cli._options import Amp, Cache, Classifier, Head, Noise, Schedule
 
 from facever.cli._options import explicit_parameters
 
@@ -43,6 +43,8 @@ def train(
     head: Optional[Head] = typer.Option(None, "--head", help="noisy-softmax (default, the paper) or softmax (the baseline)."),
     alpha2: Optional[float] = typer.Option(None, "--alpha2", help="Noise variance alpha^2 of Noisy Softmax (paper: 0.1 on faces). Default 0.1."),
     noise: Optional[Noise] = typer.Option(None, "--noise", help="batch: one xi per mini-batch (authors' code, default); sample: one per image."),
+    classifier: Optional[Classifier] = typer.Option(None, "--classifier", help="full: every process holds the whole classifier (default); sharded: under torchrun each process holds 1/N of the classes (Partial FC style; for 100k+ identities)."),
+    sample_rate: Optional[float] = typer.Option(None, "--sample-rate", help="With --classifier sharded: score all classes of the batch plus this share of the others per step (Partial FC). Default 1.0 (the full softmax)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the data. Default 20."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per step per process (torchrun: x processes). Default 256."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate of SGD. Default 0.1."),
@@ -103,6 +105,7 @@ def train(
     options = {
         "arch": arch, "input_size": _parse_size(input_size) if input_size else None, "embedding_dim": embedding_dim,
         "width": width, "head": head.value if head else None, "alpha2": alpha2, "noise": noise.value if noise else None,
+        "classifier": classifier.value if classifier else None, "sample_rate": sample_rate,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule.value if schedule else None,
         "milestones": _parse_milestones(milestones) if milestones else None, "warmup_epochs": warmup_epochs,
         "momentum": momentum, "weight_decay": weight_decay, "seed": seed, "device": device,

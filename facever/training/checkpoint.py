@@ -7,6 +7,11 @@ anywhere can be loaded without running code:
      "model": state_dict, "head": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
      "epoch": int, "step": int, "world_size": int, "rng": {...}, "best": {...}}
 
+With the sharded classifier every rank also writes its own part (its classifier rows, its optimiser
+state, its class sampler) to `checkpoint_shards/step<step>-rank<r>-of<W>.pt`, before rank 0 writes
+`checkpoint.pt`; the main file names the step, so a crash between the two leaves the previous
+step's shards and main file in agreement. Older shards are removed once the main file is written.
+
 `step` counts optimiser steps done; the run continues at epoch `step // steps_per_epoch`, after
 `step % steps_per_epoch` batches of it (the sampler's order depends on seed and epoch only).
 """
@@ -83,6 +88,41 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ck
 
 
+def shard_path(ck_path: str | Path, *, step: int, rank: int, world_size: int) -> Path:
+    """Where rank `rank` of `world_size` keeps its part of the checkpoint of step `step`."""
+    ck_path = Path(ck_path)
+    return ck_path.parent / f"{ck_path.stem}_shards" / f"step{step:09d}-rank{rank}-of{world_size}.pt"
+
+
+def save_shard(ck_path: str | Path, state: dict[str, Any], *, step: int, rank: int, world_size: int) -> Path:
+    """Write this rank's part of the checkpoint of step `step` (plain data, atomically)."""
+    path = shard_path(ck_path, step=step, rank=rank, world_size=world_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(path, {"step": step, "rank": rank, "world_size": world_size, **state})
+
+
+def load_shard(ck_path: str | Path, *, step: int, rank: int, world_size: int) -> dict[str, Any]:
+    """This rank's part of the checkpoint of step `step`; InputFileError when it is missing or foreign."""
+    path = shard_path(ck_path, step=step, rank=rank, world_size=world_size)
+    if not path.is_file():
+        raise InputFileError(path, f"missing: the checkpoint of step {step} was written by {world_size} processes "
+                                   f"with the classifier split across them; rank {rank}'s part is not there")
+    shard = load_checkpoint(path)
+    if (int(shard.get("step", -1)), int(shard.get("rank", -1)), int(shard.get("world_size", -1))) != (step, rank, world_size):
+        raise InputFileError(path, f"holds step {shard.get('step')} rank {shard.get('rank')}, expected step {step} rank {rank}")
+    return shard
+
+
+def prune_shards(ck_path: str | Path, *, keep_step: int) -> None:
+    """Remove the shard files of other steps than `keep_step` (call after writing the main file)."""
+    folder = shard_path(ck_path, step=keep_step, rank=0, world_size=1).parent
+    prefix = f"step{keep_step:09d}-"
+    if folder.is_dir():
+        for path in folder.glob("step*-rank*-of*.pt"):
+            if not path.name.startswith(prefix):
+                path.unlink(missing_ok=True)
+
+
 def check_resume(ck: dict[str, Any], config: TrainConfig, *, world_size: int, path: str | Path) -> TrainConfig:
     """Refuse to resume with settings that would change the run; returns the checkpoint's config."""
     try:
@@ -99,6 +139,7 @@ def check_resume(ck: dict[str, Any], config: TrainConfig, *, world_size: int, pa
     if int(ck.get("world_size", 1)) != world_size:
         raise FaceverError(
             f"{path}: the run used {ck.get('world_size')} process(es), now {world_size}; resume with the same "
-            "number of processes (the batches depend on it)"
+            "number of processes (the batches depend on it"
+            + (", and each process holds its own part of the classifier)" if saved.classifier == "sharded" else ")")
         )
     return saved

@@ -18,6 +18,7 @@ SCHEDULES = ("step", "cosine")
 AMP_MODES = ("bf16", "fp16", "off")
 CACHE_MODES = ("none", "memmap", "device")
 HEADS = ("noisy-softmax", "softmax")
+CLASSIFIERS = ("full", "sharded")
 NOISE_MODES = ("batch", "sample")
 
 # May differ between a run and its resume: they change speed or bookkeeping, not the batches,
@@ -46,6 +47,8 @@ class TrainConfig:
     head: str = "noisy-softmax"
     alpha2: float = 0.1
     noise: str = "batch"
+    classifier: str = "full"
+    sample_rate: float = 1.0
     epochs: int = 20
     batch_size: int = 256
     lr: float = 0.1
@@ -84,6 +87,11 @@ class TrainConfig:
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
         check(self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, got {self.head!r}")
         check(self.noise in NOISE_MODES, f"--noise must be one of {', '.join(NOISE_MODES)}, got {self.noise!r}")
+        check(self.classifier in CLASSIFIERS,
+              f"--classifier must be one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}")
+        check(0 < self.sample_rate <= 1, f"--sample-rate must be in (0, 1], got {self.sample_rate}")
+        check(self.sample_rate == 1 or self.classifier == "sharded",
+              f"--sample-rate {self.sample_rate} samples classes of the sharded classifier: use --classifier sharded")
         check(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         check(self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         check(self.cache in CACHE_MODES, f"--cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")

@@ -40,8 +40,11 @@ from facever.training.checkpoint import (
     capture_rng_state,
     check_resume,
     load_checkpoint,
+    load_shard,
+    prune_shards,
     restore_rng_state,
     save_checkpoint,
+    save_shard,
 )
 from facever.training.config import TrainConfig
 from facever.models import create_model
@@ -57,7 +60,7 @@ from facever.training.data import (
     to_model_input,
 )
 from facever.training.distributed import DistContext, init_distributed
-from facever.training.heads import create_head
+from facever.training.sharded_head import is_sharded, make_head
 from facever.training.validation import Validator, build_validator
 
 log = logging.getLogger(__name__)
@@ -108,7 +111,10 @@ def lr_factor(step: int, *, config: TrainConfig, steps_per_epoch: int) -> float:
 
 
 class TrainNet(nn.Module):
-    """Backbone under autocast, head (and thus logits) in float32: one module for DDP to wrap."""
+    """Backbone under autocast, head (and thus logits) in float32: one module for DDP to wrap.
+
+    It returns the head's output: logits `N x C`, or the loss itself (a 0-d tensor) from the sharded
+    classifier, which never holds all the classes in one place."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, amp_dtype: torch.dtype | None):
         super().__init__()
@@ -124,8 +130,8 @@ class TrainNet(nn.Module):
 
 def train_step(net: nn.Module, x: torch.Tensor, labels: torch.Tensor, optimizer, scaler) -> torch.Tensor:
     """One optimiser step on a ready batch; returns the (float32) loss without synchronising."""
-    logits = net(x, labels)
-    loss = F.cross_entropy(logits.float(), labels)
+    out = net(x, labels)
+    loss = out if out.dim() == 0 else F.cross_entropy(out.float(), labels)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -303,7 +309,7 @@ def setup_run(
     backbone = create_model(config.arch, **config.arch_kwargs)
     input_size = (int(backbone.input_size[0]), int(backbone.input_size[1]))
     prep = prepare_data(config, out_dir, ctx, tset, input_size, scan_progress=scan_progress, say=say)
-    head = build_head(config, backbone, num_classes=len(tset.classes))
+    head = build_head(config, backbone, num_classes=len(tset.classes), ctx=ctx)
     backbone.to(ctx.device)
     head.to(ctx.device)
     if config.channels_last:
@@ -383,17 +389,24 @@ def prepare_data(
     return prep
 
 
-def build_head(config: TrainConfig, backbone: nn.Module, *, num_classes: int) -> nn.Module:
-    """The classification head on the backbone's embeddings (float32, on the CPU until moved)."""
+def build_head(config: TrainConfig, backbone: nn.Module, *, num_classes: int, ctx: DistContext) -> nn.Module:
+    """The classification head on the backbone's embeddings (float32, on the CPU until moved): the
+    whole classifier, or with `classifier="sharded"` this rank's share (`sharded_head`)."""
     options = {"alpha2": config.alpha2, "noise": config.noise} if config.head == "noisy-softmax" else {}
-    return create_head(config.head, int(backbone.embedding_dim), num_classes, **options)
+    return make_head(config.head, int(backbone.embedding_dim), num_classes, classifier=config.classifier,
+                     sample_rate=config.sample_rate, rank=ctx.rank, world_size=ctx.world_size, seed=config.seed,
+                     **options)
 
 
 def restore_training_state(run: Run, ck: dict[str, Any], *, say: Callable[[str], None]) -> None:
     """Weights, optimiser, schedule, loss scale, step and best validation from a checkpoint."""
     run.backbone.load_state_dict(ck["model"])
-    run.head.load_state_dict(ck["head"])
-    run.optimizer.load_state_dict(ck["optimizer"])
+    # Sharded: each rank's classifier rows and optimiser state (its momentum) are its own file.
+    ctx = run.ctx
+    own = (load_shard(run.checkpoint_path, step=int(ck["step"]), rank=ctx.rank, world_size=ctx.world_size)
+           if is_sharded(run.head) else ck)
+    run.head.load_state_dict(own["head"])
+    run.optimizer.load_state_dict(own["optimizer"])
     run.scheduler.load_state_dict(ck["scheduler"])
     if ck.get("scaler"):
         run.scaler.load_state_dict(ck["scaler"])
@@ -409,9 +422,12 @@ def wrap_for_training(run: Run) -> nn.Module:
     net: nn.Module = TrainNet(run.backbone, run.head, run.amp_dtype)
     if run.config.compile:
         net.backbone = torch.compile(run.backbone)
-    if run.ctx.distributed:
-        device = run.device
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    device_ids = [run.device.index] if run.device.type == "cuda" else None
+    if run.ctx.distributed and is_sharded(run.head):
+        # Each rank's classifier rows are its own: only the backbone is averaged across ranks.
+        net.backbone = nn.parallel.DistributedDataParallel(net.backbone, device_ids=device_ids)
+    elif run.ctx.distributed:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
     net.train()
     return net
 
@@ -522,8 +538,15 @@ def after_step(run: Run, epoch: int, *, stop: bool, say: Callable[[str], None], 
     if stop or end_of_epoch or (config.checkpoint_every and step % config.checkpoint_every == 0):
         if end_of_epoch and ctx.is_main:
             validate(run, epoch, say=say)
+        sharded = is_sharded(run.head)
+        if sharded:
+            save_shard(run.checkpoint_path, {"head": run.head.state_dict(), "optimizer": run.optimizer.state_dict()},
+                       step=step, rank=ctx.rank, world_size=ctx.world_size)
+            ctx.barrier()  # every part on disk before the main file names this step
         if ctx.is_main:
             save_checkpoint(run.checkpoint_path, {**checkpoint_state(run, epoch), "log_every": log_every})
+            if sharded:
+                prune_shards(run.checkpoint_path, keep_step=step)
             if end_of_epoch:
                 _append_jsonl(run.metrics_path, {"kind": "epoch", "step": step, "epoch": epoch, "time": time.time()})
         ctx.barrier()

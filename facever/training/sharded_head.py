@@ -40,9 +40,8 @@ import torch.distributed as dist
 from torch import nn
 
 from facever.core.errors import FaceverError
-from facever.training.heads import HEADS, NOISE_MODES
-
-CLASSIFIERS = ("full", "sharded")
+from facever.training.config import CLASSIFIERS
+from facever.training.heads import HEADS, NOISE_MODES, create_head
 
 
 def shard_bounds(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
@@ -332,8 +331,6 @@ def make_head(
     if classifier == "full":
         if sample_rate != 1.0:
             raise FaceverError(f"sampling negative classes (rate {sample_rate}) needs the sharded classifier")
-        from facever.training.heads import create_head
-
         return create_head(kind, in_features, num_classes, **options)
     options = {k: v for k, v in options.items() if v is not None}
     return ShardedClassifier(kind, in_features, num_classes, rank=rank, world_size=world_size,
