@@ -15,6 +15,8 @@ Files in OUT (rank 0 alone writes):
   accuracy when validation is on, else the final weights. `model_last.pt`: the final weights.
 - `metrics.jsonl`: one JSON object per line (training window, validation, epoch end).
 - `config.json`, `classes.txt` (class map), `corrupt_images.txt` (when some were skipped).
+- `checkpoint_shards/` (with `classifier="sharded"` only): every rank's part of the checkpoint, its
+  classifier rows and optimiser state (`checkpoint.save_shard`), written before `checkpoint.pt`.
 """
 
 from __future__ import annotations
