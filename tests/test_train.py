@@ -121,6 +121,38 @@ def test_device_side_flip_and_normalisation():
     assert to_model_input(images, None, mean, std, channels_last=True).is_contiguous(memory_format=torch.channels_last)
 
 
+def test_device_cache_sends_each_epochs_indices_to_the_device_once(data, tmp_path):
+    """Per step, index and flip tensors built from Python lists would each be a blocking host-to-device
+    copy on a GPU; the epoch's are copied once and sliced. Same batches as the sampler's."""
+    from facever.training.data import DeviceBatches, open_training_set, prepare_training_data
+
+    class Copies(torch.overrides.TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.from_python = self.moves = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.from_python += func in (torch.tensor, torch.as_tensor)
+            self.moves += func is torch.Tensor.to
+            return func(*args, **(kwargs or {}))
+
+    prep = prepare_training_data(open_training_set(data), (20, 16), cache="memmap", cache_dir=tmp_path / "c")
+    batches = DeviceBatches(prep, torch.device("cpu"))
+    sampler = EpochBatchSampler(len(prep.items), 2, seed=5)
+    for epoch, skip in ((0, 0), (1, 3)):
+        sampler.set_epoch(epoch, skip=skip)
+        want = list(sampler)
+        with Copies() as copies:
+            got = list(batches.epoch(sampler))
+        assert len(got) == len(want) == 8 - skip
+        assert copies.from_python == 0 and copies.moves == 2  # indices and flips, once per epoch
+        for (images, labels, flips), batch in zip(got, want):
+            idx = [i for i, _ in batch]
+            assert torch.equal(labels, torch.as_tensor(prep.labels[idx]))
+            assert flips.tolist() == [f for _, f in batch]
+            assert torch.equal(images, batches.images[idx])
+
+
 # ------------------------------------------------------------------------------ resume and checkpoints
 
 
@@ -187,8 +219,10 @@ def test_checkpoint_contents_are_plain_and_complete(data, tmp_path):
         assert key in ck, key
     assert ck["class_map"] == ["person0", "person1", "person2", "person3"]
     assert TrainConfig.from_dict(ck["config"]) == cfg
-    assert set(ck["rng"]) == {"python", "numpy", "torch", "cuda"}
-    assert isinstance(ck["rng"]["torch"], torch.Tensor)
+    assert ck["format_version"] == 2 and len(ck["rng"]) == 1  # one generator state per process
+    assert set(ck["rng"][0]) == {"python", "numpy", "torch", "device", "cuda"}
+    assert isinstance(ck["rng"][0]["torch"], torch.Tensor) and ck["rng"][0]["device"] == "cpu"
+    assert ck["rng"][0]["cuda"] is None  # no CUDA generator in a CPU run
     bundle = torch.load(tmp_path / "run" / "model.pt", map_location="cpu", weights_only=True)
     assert bundle["class_map"] == ck["class_map"] and bundle["config"]["lr"] == 0.05
     assert (tmp_path / "run" / "classes.txt").read_text().split() == ck["class_map"]
@@ -211,6 +245,74 @@ def test_bf16_autocast_and_fp16_scaler_paths_run_on_cpu(data, tmp_path):
         assert result.steps == 4 and np.isfinite(result.last_loss)
         ck = torch.load(tmp_path / amp / "checkpoint.pt", weights_only=True)
         assert bool(ck["scaler"]) == (amp == "fp16")  # GradScaler state only when scaling
+
+
+def test_deterministic_sets_the_kernels_for_the_run_only_and_changes_nothing_on_cpu(data, tmp_path):
+    seen = []
+
+    def look(info):
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+                     os.environ.get("CUBLAS_WORKSPACE_CONFIG")))
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    det = train(_config(data, epochs=1, deterministic=True), tmp_path / "det", progress=look)
+    assert set(seen) == {(True, True, True, False, os.environ.get("CUBLAS_WORKSPACE_CONFIG") or ":4096:8")}
+    after = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    assert after == before
+    plain = train(_config(data, epochs=1), tmp_path / "plain")
+    a, b = _bundle_state(det.model_path), _bundle_state(plain.model_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the CPU's kernels are deterministic already
+
+
+def test_a_stop_due_a_validation_checkpoints_first_and_the_resume_validates(data, tmp_path):
+    """Under torchrun the launcher kills the workers 30 s after Ctrl-C: a stop writes its checkpoint
+    before anything else, and the validation owed at that step runs when the run resumes."""
+    cfg = _config(data, epochs=3, holdout_identities=2)  # 8 training images: 2 steps per epoch
+    full = train(cfg, tmp_path / "full")
+    progress, stop = _stop_at(4)  # the end of epoch 2, due a validation
+    part = train(cfg, tmp_path / "split", progress=progress, stop_requested=stop)
+    assert part.interrupted and part.steps == 4
+    ck = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert ck["validation_pending"] and ck["best"]["step"] == 2
+
+    def validations(run):
+        return [(l["step"], l["accuracy"]) for l in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
+                if l["kind"] == "validation"]
+
+    assert [s for s, _ in validations("split")] == [2]
+    resumed = train(cfg, tmp_path / "split", resume=True)
+    assert validations("split") == validations("full") and [s for s, _ in validations("full")] == [2, 4, 6]
+    assert (resumed.best_step, resumed.best_accuracy) == (full.best_step, full.best_accuracy)
+    a, b = _bundle_state(tmp_path / "full" / "model.pt"), _bundle_state(tmp_path / "split" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _cxx_compiler() -> str | None:
+    import shutil
+
+    return next((shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c and shutil.which(c)), None)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(_cxx_compiler() is None, reason="torch.compile's CPU backend (inductor) compiles C++: no C++ "
+                    "compiler found ($CXX, g++, c++, clang++); apt-get install g++")
+def test_compile_trains_like_eager_on_cpu(data, tmp_path):
+    """--compile through the real loop: the backbone compiled by inductor (about 2 minutes of C++
+    compilation on 2 cores the first time, seconds once torch's compile cache holds it). Checkpoints
+    and model files hold the plain module's weights, close to the eager run's."""
+    eager = train(_config(data, epochs=1), tmp_path / "eager")
+    compiled = train(_config(data, epochs=1, compile=True), tmp_path / "compiled")
+    assert compiled.steps == eager.steps == 4 and np.isfinite(compiled.last_loss)
+    a, b = _bundle_state(eager.model_path), _bundle_state(compiled.model_path)
+    assert a.keys() == b.keys()  # no "_orig_mod." prefixes
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), k
+    ck = torch.load(tmp_path / "compiled" / "checkpoint.pt", weights_only=True)
+    assert ck["model"].keys() == a.keys()
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -1,23 +1,113 @@
-"""Choosing a torch device from the CLI's `--device cpu|cuda|auto` (or `cuda:1`)."""
+"""Choosing a torch device from the CLI's `--device cpu|cuda|auto` (or `cuda:1`), and the process-wide
+settings that go with it (current CUDA device, cuDNN autotuning, deterministic kernels)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from typing import Iterator
+
 from facever.core.errors import FaceverError
 
+# cuBLAS needs a fixed workspace to be deterministic (CUDA's and torch's reproducibility notes).
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
 
-def resolve_device(name: str = "auto"):
-    """Return a `torch.device`; `auto` picks CUDA when available. Asking for CUDA without one is an error."""
+
+def resolve_device(name="auto"):
+    """Return a `torch.device` for a name (or a `torch.device`, checked and returned).
+
+    `auto` picks CUDA when available. Asking for CUDA without one, or for `cuda:N` beyond the
+    machine's devices, is a FaceverError (instead of torch's later "invalid device ordinal").
+    """
     import torch
 
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FaceverError(f"--device {name}: no CUDA device is available on this machine (use --device cpu)")
+    if isinstance(name, torch.device):
+        device = name
+    else:
+        name = (name or "auto").lower()
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise FaceverError(f"--device {name}: no CUDA device is available on this machine (use --device cpu)")
+        try:
+            device = torch.device(name)
+        except RuntimeError as exc:
+            raise FaceverError(f"--device {name}: {exc}") from None
+    if device.type == "cuda" and device.index is not None:
+        check_cuda_index(device.index, torch.cuda.device_count())
+    return device
+
+
+def check_cuda_index(index: int, count: int) -> None:
+    """FaceverError unless `cuda:index` exists among `count` CUDA devices."""
+    if not 0 <= index < count:
+        known = "none" if count == 0 else "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise FaceverError(f"cuda:{index}: this machine has {count} CUDA device(s) ({known})")
+
+
+@contextlib.contextmanager
+def device_scope(device) -> Iterator[None]:
+    """Make a CUDA `device` the current one while the block runs (nothing for other devices).
+
+    Work that does not name a device (the DataLoader's pin-memory thread, `torch.cuda` queries)
+    then uses it too, instead of opening a second context on GPU 0.
+    """
+    if getattr(device, "type", None) == "cuda" and device.index is not None:
+        import torch
+
+        with torch.cuda.device(device):
+            yield
+    else:
+        yield
+
+
+@contextlib.contextmanager
+def cudnn_autotune(enabled: bool) -> Iterator[None]:
+    """cuDNN benchmarks the convolution algorithms of each new input shape (`enabled`) or not, inside
+    the block; the previous setting is restored afterwards. Worth it only for fixed shapes."""
+    import torch
+
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = bool(enabled)
     try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise FaceverError(f"--device {name}: {exc}") from None
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+@contextlib.contextmanager
+def compute_settings(device, *, deterministic: bool = False) -> Iterator[None]:
+    """The kernel choices of a training run (and of anything that must time it the same way).
+
+    - default: cuDNN autotuning on CUDA (fixed batch shapes), torch's default kernels otherwise;
+    - `deterministic`: no autotuning, `cudnn.deterministic`, a fixed cuBLAS workspace
+      (`CUBLAS_WORKSPACE_CONFIG`, when not already set) and `torch.use_deterministic_algorithms(True,
+      warn_only=True)`: an operation without a deterministic implementation warns instead of failing.
+    Everything is restored afterwards. On a CPU both give the same numbers.
+    """
+    import torch
+
+    before = (
+        torch.backends.cudnn.deterministic,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    if deterministic:
+        # Read when cuBLAS creates its handle, i.e. at the first matrix product on the device.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with cudnn_autotune(getattr(device, "type", None) == "cuda" and not deterministic):
+            yield
+    finally:
+        torch.backends.cudnn.deterministic = before[0]
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+        if before[3] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = before[3]
 
 
 def cpu_has_native_bf16() -> bool:

@@ -3,9 +3,14 @@
 A checkpoint is a plain dict of tensors and primitives (no pickled objects), so a checkpoint from
 anywhere can be loaded without running code:
 
-    {"format": "facever-checkpoint", "format_version": 1, "config": dict, "class_map": [str],
+    {"format": "facever-checkpoint", "format_version": 2, "config": dict, "class_map": [str],
      "model": state_dict, "head": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
-     "epoch": int, "step": int, "world_size": int, "rng": {...}, "best": {...}}
+     "epoch": int, "step": int, "world_size": int, "rng": [{...} per rank], "best": {...},
+     "validation_pending": bool}
+
+`rng[r]` holds rank r's generators (Python, NumPy, torch CPU, and its own CUDA device's when on a GPU),
+restored by rank r on its device. `validation_pending`: the run was stopped at a step that was due a
+validation; the resumed run validates first.
 
 With the sharded classifier every rank also writes its own part (its classifier rows, its optimiser
 state, its class sampler) to `checkpoint_shards/step<step>-rank<r>-of<W>.pt`, before rank 0 writes
@@ -30,33 +35,62 @@ from facever.core.errors import FaceverError, InputFileError
 from facever.training.config import TrainConfig, resume_differences
 
 FORMAT = "facever-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one generator state per rank (1: rank 0's only)
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch (and CUDA) generator states as tensors and numbers."""
+def capture_rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """This process's generator states as tensors and numbers: Python, NumPy, torch's CPU generator
+    and, on a CUDA `device`, that device's generator (the one its noise and dropout draw from)."""
     version, internal, gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state: dict[str, Any] = {
+    on_cuda = device is not None and device.type == "cuda"
+    return {
         "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
                    "gauss": None if gauss is None else float(gauss)},
         "numpy": {"name": str(np_name), "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
                   "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+        "device": str(device) if device is not None else "cpu",
+        "cuda": torch.cuda.get_rng_state(device) if on_cuda else None,
     }
-    return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
+def restore_rng_state(saved: list[dict[str, Any]] | dict[str, Any], *, rank: int = 0,
+                      device: torch.device | None = None) -> list[str]:
+    """Restore the generators of `rank` from a checkpoint's `rng` (one state per rank) on `device`.
+
+    Returns notes on what could not be restored (the run goes on, but is no longer bitwise the
+    uninterrupted one): a rank or a CUDA generator state the checkpoint lacks. A format-1 checkpoint
+    (one state, written by rank 0 with every GPU's generator) gives rank 0 its own GPU's state only.
+    """
+    notes: list[str] = []
+    on_cuda = device is not None and device.type == "cuda"
+    if isinstance(saved, dict):  # format 1
+        state, legacy_cuda = saved, list(saved.get("cuda") or [])
+        cuda_state = None
+        if on_cuda and rank == 0:
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            cuda_state = legacy_cuda[index] if index < len(legacy_cuda) else None
+    elif rank < len(saved):
+        state = saved[rank]
+        cuda_state = state.get("cuda")
+    else:
+        notes.append(f"the checkpoint holds generator states for {len(saved)} process(es), none for rank {rank}: "
+                     "its random draws restart from the seed")
+        return notes
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     nps = state["numpy"]
     np.random.set_state((nps["name"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"], nps["gauss"]))
     torch.set_rng_state(state["torch"].cpu())
-    cuda = state.get("cuda") or []
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+    if on_cuda:
+        if cuda_state is None:
+            notes.append(f"the checkpoint holds no CUDA generator state for rank {rank} (written on "
+                         f"{state.get('device', 'an older facever')}): noise and dropout on {device} restart from "
+                         "the seed, so the resumed run is not bitwise the uninterrupted one")
+        else:
+            torch.cuda.set_rng_state(cuda_state.cpu(), device)
+    return notes
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

@@ -21,11 +21,12 @@ HEADS = ("noisy-softmax", "softmax")
 CLASSIFIERS = ("full", "sharded")
 NOISE_MODES = ("batch", "sample")
 
-# May differ between a run and its resume: they change speed or bookkeeping, not the batches,
-# the weights' arithmetic (on CPU) or the schedule.
+# May differ between a run and its resume: they change speed or bookkeeping, not the batches or the
+# schedule. (compile and channels_last, and on a GPU also device and deterministic, change the last
+# bits of the arithmetic: docs/training.md, "What continues exactly means".)
 RUNTIME_FIELDS = frozenset(
-    {"device", "workers", "cache", "cache_dir", "compile", "channels_last", "val_pairs", "val_images",
-     "val_ext", "val_bin", "val_every", "checkpoint_every", "strict"}
+    {"device", "workers", "cache", "cache_dir", "compile", "channels_last", "deterministic", "val_pairs",
+     "val_images", "val_ext", "val_bin", "val_every", "checkpoint_every", "strict"}
 )
 
 
@@ -69,6 +70,7 @@ class TrainConfig:
     cache_dir: str | None = None
     compile: bool = False
     channels_last: bool = False
+    deterministic: bool = False  # deterministic kernels, no cuDNN autotuning (facever.core.devices.compute_settings)
     val_pairs: str | None = None
     val_images: str | None = None
     val_ext: str = ".jpg"

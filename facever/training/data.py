@@ -294,8 +294,8 @@ def prepare_training_data(
 
     The pass result (and with cache "memmap"/"device" the decoded crops) is stored in `cache_dir`
     under a fingerprint of the data, written atomically by the main process while the others wait
-    at `barrier`. Raises FaceverError for corrupt images under `strict`, mixed crop sizes, or no
-    decodable image.
+    at `barrier` (which must allow for as long as the pass takes: `DistContext.wait_for_main`).
+    Raises FaceverError for corrupt images under `strict`, mixed crop sizes, or no decodable image.
     """
     input_size = (int(input_size[0]), int(input_size[1]))
     cache_dir = Path(cache_dir)
@@ -387,6 +387,13 @@ class EpochBatchSampler:
         for b in range(self.skip, len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield [(i, bool(flips[i])) for i in idx]
+
+    def epoch_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The batches `__iter__` yields, as two flat arrays (int64 indices, bool flips) of
+        `(len(self) - skip) * batch_size` entries: batch k is the k-th slice of `batch_size`."""
+        order = np.fromiter(iter(self.sampler), dtype=np.int64)
+        idx = order[self.skip * self.batch_size : len(self) * self.batch_size]
+        return idx, self.flips(self.epoch)[idx]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -509,10 +516,19 @@ class DeviceBatches:
         self.device = device
 
     def epoch(self, sampler: EpochBatchSampler):
-        for batch in sampler:
-            idx = torch.as_tensor([i for i, _ in batch], device=self.device)
-            flips = torch.as_tensor([f for _, f in batch], device=self.device)
-            yield self.images[idx], self.labels[idx], flips
+        """The epoch's batches (after the sampler's `skip`), gathered on the device.
+
+        The epoch's indices and flips go to the device once, in two copies; each step slices them.
+        Building them per step from Python lists would cost a blocking host-to-device copy (and a
+        stream synchronisation) every step, stalling the fastest data path.
+        """
+        idx, flips = sampler.epoch_arrays()
+        idx_d = torch.from_numpy(idx).to(self.device)
+        flips_d = torch.from_numpy(flips).to(self.device)
+        bs = sampler.batch_size
+        for start in range(0, len(idx), bs):
+            batch = idx_d[start : start + bs]
+            yield self.images[batch], self.labels[batch], flips_d[start : start + bs]
 
 
 def to_model_input(

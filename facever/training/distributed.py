@@ -3,6 +3,11 @@
 `torchrun --nproc_per_node=N -m facever train ...` sets RANK, WORLD_SIZE and LOCAL_RANK; we then
 join a process group (NCCL on CUDA, gloo on CPU) and use GPU LOCAL_RANK. Without those variables
 the run is a single process and every collective is a no-op. Rank 0 alone writes files.
+
+Two timeouts: collectives of the training steps use the group's (`COLLECTIVE_TIMEOUT`); the wait
+while rank 0 alone decodes the training set before the first step (hours for Glint360K, or on slow
+storage) goes through a gloo group of its own with `MAIN_WORK_TIMEOUT`, so that NCCL's watchdog
+does not kill the waiting ranks.
 """
 
 from __future__ import annotations
@@ -10,12 +15,16 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from facever.core.devices import resolve_device
 from facever.core.errors import FaceverError
+
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=60)
+MAIN_WORK_TIMEOUT = datetime.timedelta(hours=48)
 
 
 @dataclass
@@ -25,6 +34,8 @@ class DistContext:
     local_rank: int
     device: torch.device
     owns_group: bool
+    # gloo group whose barrier waits up to MAIN_WORK_TIMEOUT (None in one process)
+    patient_group: Any = None
 
     @property
     def is_main(self) -> bool:
@@ -41,6 +52,11 @@ class DistContext:
             else:
                 dist.barrier()
 
+    def wait_for_main(self) -> None:
+        """A barrier for long work done by rank 0 alone (the decode pass): waits up to MAIN_WORK_TIMEOUT."""
+        if self.distributed:
+            dist.barrier(group=self.patient_group)
+
     def any_true(self, flag: bool) -> bool:
         """True on every rank if `flag` is True on any rank (for a Ctrl-C seen by one process)."""
         if not self.distributed:
@@ -56,19 +72,38 @@ class DistContext:
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
 
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's `value` (small, picklable: e.g. generator states), in rank order, on every rank."""
+        if not self.distributed:
+            return [value]
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
     def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
+        if not dist.is_initialized():
+            return
+        if self.owns_group:
             dist.destroy_process_group()
+        elif self.patient_group is not None:
+            dist.destroy_process_group(self.patient_group)
 
 
 def init_distributed(device: str = "auto") -> DistContext:
-    """Read torchrun's environment and join the process group; a single process otherwise."""
+    """Read torchrun's environment and join the process group; a single process otherwise.
+
+    The device always carries its index (`cuda:N`, checked against the machine's GPUs). Under torchrun
+    GPU LOCAL_RANK becomes the process's current device (`torch.cuda.set_device`); in one process the
+    caller makes it current for the run (`facever.core.devices.device_scope`), so that nothing
+    (pin-memory thread, generator queries) opens a second context on GPU 0.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistContext(0, 1, 0, resolve_device(device), owns_group=False)
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device)
+    if world_size <= 1:
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        return DistContext(0, 1, 0, dev, owns_group=False)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if dev.type == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise FaceverError(
@@ -83,5 +118,8 @@ def init_distributed(device: str = "auto") -> DistContext:
     owns = not dist.is_initialized()
     if owns:
         kwargs = {"device_id": dev} if backend == "nccl" else {}
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=60), **kwargs)
-    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev, owns_group=owns)
+        dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT, **kwargs)
+    # Created by every rank at the same point (a collective); gloo, whose barrier honours its timeout.
+    patient = dist.new_group(backend="gloo", timeout=MAIN_WORK_TIMEOUT)
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev, owns_group=owns,
+                       patient_group=patient)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facever.core.atomic import write_text_atomic
+from facever.core.devices import compute_settings, device_scope
 from facever.core.errors import FaceverError
 from facever.training.checkpoint import (
     capture_rng_state,
@@ -146,17 +147,20 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop lines written after the checkpoint (those steps are about to be redone)."""
+def _truncate_metrics(path: Path, step: int, *, redo_validation: bool = False) -> None:
+    """On resume, drop lines written after the checkpoint (those steps are about to be redone), and
+    its own step's validation when that is to be redone too."""
     if not path.is_file():
         return
     kept = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            if int(json.loads(line).get("step", 0)) <= step:
-                kept.append(line)
+            record = json.loads(line)
+            at = int(record.get("step", 0))
         except (ValueError, AttributeError):
             continue
+        if at < step or (at == step and not (redo_validation and record.get("kind") == "validation")):
+            kept.append(line)
     write_text_atomic(path, "".join(k + "\n" for k in kept))
 
 
@@ -197,20 +201,21 @@ def train(
         log_every=log_every,
     )
     ctx = init_distributed(config.device)
-    # Fixed batch shapes: let cuDNN pick the fastest convolution algorithms (restored afterwards).
-    benchmark_before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = ctx.device.type == "cuda" or benchmark_before
     try:
-        run = setup_run(config, out_dir, ctx, resume=resume, scan_progress=scan_progress, say=hooks.say)
-        window = LossWindow(run.device)
-        interrupted = False
-        for epoch in range(run.step // run.steps_per_epoch, config.epochs):
-            if train_one_epoch(run, epoch, hooks=hooks, window=window):
-                interrupted = True
-                break
-        return finish_run(run, interrupted=interrupted, last_loss=window.last_loss, say=hooks.say)
+        # Fixed batch shapes: cuDNN autotuning on a GPU, unless deterministic kernels are asked for.
+        with device_scope(ctx.device), compute_settings(ctx.device, deterministic=config.deterministic):
+            run = setup_run(config, out_dir, ctx, resume=resume, scan_progress=scan_progress, say=hooks.say)
+            if run.validation_pending:  # the interrupted run stopped before a validation it owed
+                validate(run, (run.step - 1) // run.steps_per_epoch, say=hooks.say)
+                run.validation_pending = False
+            window = LossWindow(run.device)
+            interrupted = False
+            for epoch in range(run.step // run.steps_per_epoch, config.epochs):
+                if train_one_epoch(run, epoch, hooks=hooks, window=window):
+                    interrupted = True
+                    break
+            return finish_run(run, interrupted=interrupted, last_loss=window.last_loss, say=hooks.say)
     finally:
-        torch.backends.cudnn.benchmark = benchmark_before
         ctx.close()
 
 
@@ -253,6 +258,7 @@ class Run:
     std_t: torch.Tensor
     step: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"accuracy": None, "step": None})
+    validation_pending: bool = False  # stopped at a step due a validation: done first on resume
 
     @property
     def device(self) -> torch.device:
@@ -342,7 +348,8 @@ def setup_run(
     run.batches = batch_source(run)
     if ck is not None:
         # Last, so that nothing done while setting up (model init, data scan) shifts the generators.
-        restore_rng_state(ck["rng"])
+        for note in restore_rng_state(ck["rng"], rank=ctx.rank, device=ctx.device):
+            say(f"note: {note}")
     return run
 
 
@@ -374,7 +381,7 @@ def prepare_data(
     cache_dir = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
     prep = prepare_training_data(
         tset, input_size, cache=config.cache, cache_dir=cache_dir, workers=config.workers, strict=config.strict,
-        is_main=ctx.is_main, barrier=ctx.barrier, progress=scan_progress if ctx.is_main else None,
+        is_main=ctx.is_main, barrier=ctx.wait_for_main, progress=scan_progress if ctx.is_main else None,
     )
     if tset.dropped:
         say(f"dropped {len(tset.dropped)} identities with fewer than {config.min_images} images")
@@ -414,9 +421,10 @@ def restore_training_state(run: Run, ck: dict[str, Any], *, say: Callable[[str],
         run.scaler.load_state_dict(ck["scaler"])
     run.step = int(ck["step"])
     run.best = dict(ck.get("best") or run.best)
+    run.validation_pending = bool(ck.get("validation_pending", False)) and run.ctx.is_main
     say(f"resuming at step {run.step} of {run.total_steps} (epoch {run.step // run.steps_per_epoch + 1})")
     if run.ctx.is_main:
-        _truncate_metrics(run.metrics_path, run.step)
+        _truncate_metrics(run.metrics_path, run.step, redo_validation=run.validation_pending)
 
 
 def wrap_for_training(run: Run) -> nn.Module:
@@ -532,21 +540,28 @@ def train_one_epoch(run: Run, epoch: int, *, hooks: Hooks, window: LossWindow) -
 
 def after_step(run: Run, epoch: int, *, stop: bool, say: Callable[[str], None], log_every: int = 10) -> None:
     """Validation and checkpoint hook: validate every `val_every` steps and at each epoch's end;
-    write the checkpoint at each epoch's end, every `checkpoint_every` steps and when stopping."""
+    write the checkpoint at each epoch's end, every `checkpoint_every` steps and when stopping.
+
+    A stop writes its checkpoint at once (under torchrun the launcher kills the workers 30 s after
+    Ctrl-C): a validation due at that step is left to the resumed run (`validation_pending`).
+    """
     config, ctx, step = run.config, run.ctx, run.step
     end_of_epoch = step % run.steps_per_epoch == 0
-    if config.val_every and step % config.val_every == 0 and not end_of_epoch and ctx.is_main:
+    validation_due = run.validator is not None and (
+        end_of_epoch or bool(config.val_every and step % config.val_every == 0))
+    if validation_due and stop:
+        run.validation_pending = True
+    elif validation_due:
         validate(run, epoch, say=say)
     if stop or end_of_epoch or (config.checkpoint_every and step % config.checkpoint_every == 0):
-        if end_of_epoch and ctx.is_main:
-            validate(run, epoch, say=say)
         sharded = is_sharded(run.head)
         if sharded:
             save_shard(run.checkpoint_path, {"head": run.head.state_dict(), "optimizer": run.optimizer.state_dict()},
                        step=step, rank=ctx.rank, world_size=ctx.world_size)
             ctx.barrier()  # every part on disk before the main file names this step
+        state = checkpoint_state(run, epoch)  # a collective: every rank's generators
         if ctx.is_main:
-            save_checkpoint(run.checkpoint_path, {**checkpoint_state(run, epoch), "log_every": log_every})
+            save_checkpoint(run.checkpoint_path, {**state, "log_every": log_every})
             if sharded:
                 prune_shards(run.checkpoint_path, keep_step=step)
             if end_of_epoch:
@@ -559,7 +574,11 @@ def after_step(run: Run, epoch: int, *, stop: bool, say: Callable[[str], None], 
 
 
 def checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
-    """The full state `setup_run` restores (plain data: loadable with `weights_only=True`)."""
+    """The full state `setup_run` restores (plain data: loadable with `weights_only=True`).
+
+    Called by every rank (it gathers each rank's generator states); only rank 0 writes it.
+    """
+    rng = run.ctx.gather(capture_rng_state(run.device))
     return {
         "config": run.config.to_dict(),
         "class_map": list(run.tset.classes),
@@ -572,8 +591,9 @@ def checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
         "step": run.step,
         "steps_per_epoch": run.steps_per_epoch,
         "world_size": run.ctx.world_size,
-        "rng": capture_rng_state(),
+        "rng": rng,
         "best": dict(run.best),
+        "validation_pending": run.validation_pending,
     }
 
 
