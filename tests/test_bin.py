@@ -331,3 +331,23 @@ def test_ensemble_on_a_bin_with_two_models(tmp_path, faces_dir):
     assert report["protocol"] == "orl.bin" and report["names"] == ["a", "b"]
     assert report["ensemble"]["pairs"]["total"] == 20 and len(report["ensemble"]["folds"]) == 10
     assert (out / "roc.png").is_file()
+
+
+def test_bf16_embedding_of_a_bin_runs_on_the_cpu(tmp_path, faces_dir):
+    """The bf16 branch of `.bin` embedding (the default on GPUs) is chosen by `amp`, not by the device."""
+    from facever.embedding.bin_images import embed_bin_images
+    from facever.embedding.loading import load_embedding_model
+    from tests._benchmark_data import tiny_model
+
+    path, _ = _orl_bin(tmp_path / "orl.bin", faces_dir)
+    bins, _ = load_bin(path)
+    model = load_embedding_model(tiny_model(tmp_path / "model.pt", input_size=(112, 96)), device="cpu")
+    images = BinImages(bins[:8], source=path)
+    fp32 = embed_bin_images(model, images, device="cpu", amp=False)
+    bf16 = embed_bin_images(model, images, device="cpu", amp=True)
+    assert fp32.metadata["amp"] == "off" and bf16.metadata["amp"] == "bf16"
+    assert bf16.paths == fp32.paths and bf16.embeddings.dtype == np.float32
+    assert not np.array_equal(bf16.embeddings, fp32.embeddings)  # bf16 really ran
+    cos = np.sum(fp32.embeddings * bf16.embeddings, 1) / (
+        np.linalg.norm(fp32.embeddings, axis=1) * np.linalg.norm(bf16.embeddings, axis=1))
+    assert np.all(cos > 0.99)

@@ -490,3 +490,63 @@ def test_eval_lfw_model_missing_images(tiny, tmp_path):
     assert report["pairs"]["dropped"] > 0
     result = runner.invoke(app, ["eval-lfw", "--pairs", str(tiny["pairs"]), "--model", str(tiny["model"])])
     assert result.exit_code == 2 and "--images" in result.output
+
+
+# ----------------------------------------------------------------------------------------------------
+# What runs on a GPU, checked on the CPU: no per-batch tensors from Python lists, autotune scope
+
+
+class _TensorsFromPython(torch.overrides.TorchFunctionMode):
+    """Counts tensors built from Python data (`torch.tensor`, `torch.as_tensor`): on a GPU each is a
+    blocking host-to-device copy."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.tensor, torch.as_tensor):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_normalisation_constants_are_made_once_per_device_and_model():
+    pixels = torch.randint(0, 256, (2, 4, 3, 3), dtype=torch.uint8)
+    mean, std = (0.31, 0.42, 0.53), (0.21, 0.22, 0.23)  # statistics no other test uses
+    with _TensorsFromPython() as first:
+        a = normalize_batch(pixels, mean=mean, std=std)
+    with _TensorsFromPython() as again:
+        b = normalize_batch(pixels, mean=mean, std=std)
+    assert first.count == 2 and again.count == 0
+    want = (pixels.permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.allclose(a, want, atol=1e-6) and torch.equal(a, b)
+    # Made outside inference mode, the cached constants serve inference and ordinary code alike.
+    with torch.inference_mode():
+        assert torch.equal(normalize_batch(pixels, mean=mean, std=std), a)
+
+
+def test_cudnn_autotune_is_off_while_mtcnn_detects_and_kept_for_the_embedding_forward(tiny, faces_dir):
+    """P-Net sees a new shape for every photo size and pyramid level: autotuning it would benchmark
+    every convolution again each time. The embedding forward (fixed batch shapes) keeps it."""
+    from facever.data_prep.align import FaceAligner
+
+    model = load_embedding_model(tiny["model"])
+    aligner = FaceAligner(size=model.input_size)
+    seen: dict[str, set] = {"detector": set(), "embedding": set()}
+
+    def record(where):
+        return lambda module, args: seen[where].add(torch.backends.cudnn.benchmark)
+
+    hooks = [m.register_forward_pre_hook(record("detector")) for m in (aligner.mtcnn.pnet, aligner.mtcnn.rnet, aligner.mtcnn.onet)]
+    hooks.append(model.module.register_forward_pre_hook(record("embedding")))
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True  # as a user (or the training loop on a GPU) may have set it
+    try:
+        rel = "lfw_sample/Anthony_Hopkins/Anthony_Hopkins_0001.jpg"  # 250 x 250: a fraction of a second
+        emb, bad = embed_images(model, faces_dir, [rel], workers=0, align=aligner, amp=False)
+    finally:
+        torch.backends.cudnn.benchmark = before
+        for h in hooks:
+            h.remove()
+    assert emb.paths == [rel] and not bad
+    assert seen == {"detector": {False}, "embedding": {True}}

@@ -32,7 +32,7 @@ import numpy as np
 
 from facever.core.opencv_guard import opencv
 from facever.core.images import ImageDecodeError, read_image_rgb
-from facever.core.devices import default_amp
+from facever.core.devices import cudnn_autotune, default_amp, device_scope
 from facever.core.crop import CROP_POLICY, fit_to_input
 from facever.embedding.preprocess import aspect_ratio_differs, normalize_batch
 from facever.core.embeddings_file import Embeddings
@@ -196,7 +196,7 @@ class ForwardLoop:
         if flip not in FLIP_MODES:
             raise FaceverError(f"unknown flip mode {flip!r}; use one of: {', '.join(FLIP_MODES)}")
         self.model = model
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.device = resolve_device(device)
         self.flip = flip
         self.amp = default_amp(self.device) if amp is None else bool(amp)
         if runs_own_graph(model):
@@ -216,11 +216,11 @@ class ForwardLoop:
 
     @contextlib.contextmanager
     def running(self):
-        """Inference mode, the autocast rule and cuDNN autotuning for the loop's batches."""
+        """Inference mode, the autocast rule and the loop's CUDA device as the current one."""
         import torch
 
         autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
-        with torch.inference_mode(), autocast, _cudnn_autotune(self.device.type == "cuda"):
+        with torch.inference_mode(), autocast, device_scope(self.device):
             yield self
 
     def __call__(self, pixels):
@@ -233,7 +233,13 @@ class ForwardLoop:
         x = normalize_batch(pixels.to(self.device, non_blocking=True), mean=m.mean, std=m.std, color=m.color)
         if not self.channels_last:
             x = x.contiguous()
-        return forward_with_flip(self.module, x, self.flip).float()
+        # cuDNN autotuning for this forward only (fixed batch shapes; the last batch adds one shape),
+        # never for anything else the caller runs between batches (MTCNN: a new shape every call).
+        # Off under deterministic algorithms (validation of a --deterministic training run).
+        autotune = (self.device.type == "cuda" or torch.backends.cudnn.benchmark) and \
+            not torch.are_deterministic_algorithms_enabled()
+        with cudnn_autotune(autotune):
+            return forward_with_flip(self.module, x, self.flip).float()
 
 
 def embed_pixels(
@@ -335,7 +341,7 @@ def embed_images(
         raise FaceverError("no images to embed")
     if len(set(rel_paths)) != len(rel_paths):
         raise FaceverError("the image list holds duplicate paths")
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dev = resolve_device(device)
     if workers is None:
         # One batch or less: starting worker processes costs more than decoding in this one.
         workers = 0 if len(rel_paths) <= batch_size else default_workers(dev.type)
@@ -383,8 +389,9 @@ def embed_images(
             bad.extend(BadImage(rel_paths[i], reason) for i, reason in batch["bad"])
             index = batch["index"]
             if align is not None and len(index):
-                # The detector runs in float32: MTCNN turns its outputs into numpy, which has no bfloat16.
-                with torch.autocast(device_type=dev.type, enabled=False):
+                # The detector runs in float32: MTCNN turns its outputs into numpy, which has no bfloat16;
+                # and without cuDNN autotuning: P-Net sees a new shape per photo size and pyramid level.
+                with torch.autocast(device_type=dev.type, enabled=False), cudnn_autotune(False):
                     pixels, index, shapes, faceless = _align_batch(align, batch["photos"], index, size)
                 bad.extend(BadImage(rel_paths[i], reason) for i, reason in faceless)
             else:
@@ -453,19 +460,6 @@ def fold_batchnorm(module):
     except Exception as exc:  # data-dependent control flow etc.: the unfused module is correct, just slower
         log.debug("cannot fold batch norms of %s (%s); using it as is", type(module).__name__, exc)
         return module
-
-
-@contextlib.contextmanager
-def _cudnn_autotune(enabled: bool):
-    """cuDNN picks the fastest convolution algorithms for the (fixed) batch shape; restored afterwards."""
-    import torch
-
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = previous or enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = previous
 
 
 def _align_batch(align, photos, index, size):

@@ -7,6 +7,7 @@ than float), `normalize_batch` runs on the model's device in one fused pass.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Sequence
 
@@ -40,11 +41,22 @@ def normalize_batch(batch, *, mean: Sequence[float], std: Sequence[float], color
         batch = batch.flip(-1)
     elif color.upper() != "RGB":
         raise ValueError(f"unknown colour order {color!r}")
-    # (x/255 - m)/s == x * (1/(255 s)) + (-m/s): one multiply-add per pixel.
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=batch.device)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=batch.device)
+    scale, shift = _scale_shift(batch.device, tuple(float(m) for m in mean), tuple(float(s) for s in std))
     x = torch.addcmul(shift, batch.to(torch.float32), scale)  # broadcast over the last (channel) axis
     return x.permute(0, 3, 1, 2).to(dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _scale_shift(device, mean: tuple[float, ...], std: tuple[float, ...]):
+    """`(x/255 - m)/s == x * (1/(255 s)) + (-m/s)`: one multiply-add per pixel, with these two tensors
+    made once per device and model statistics. Made per batch, each would be a blocking
+    host-to-device copy on a GPU, which stalls the loop's overlap of copies and compute."""
+    import torch
+
+    with torch.inference_mode(False):  # ordinary tensors: usable inside and outside inference mode
+        scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=device)
+        shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=device)
+    return scale, shift
 
 
 def preprocess_crops(crops: Sequence[np.ndarray] | np.ndarray, model, *, device=None):
