@@ -71,6 +71,7 @@ def make_jpeg_folder(dest: Path, *, images: int, identities: int, input_size: tu
 
 def synthetic_rate(args, device, num_classes: int, head_name: str) -> float:
     """Images/s of the training step on random uint8 batches already on the device."""
+    from facever.core.devices import compute_settings, device_scope
     from facever.training.heads import create_head
     from facever.models import create_model
     from facever.training.data import to_model_input
@@ -105,9 +106,12 @@ def synthetic_rate(args, device, num_classes: int, head_name: str) -> float:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    run(args.warmup_steps)
-    # Best of three: a shared machine's transient load should not pass for the model's speed.
-    return args.synthetic_steps * args.batch_size / min(run(args.synthetic_steps) for _ in range(3))
+    # The kernel choices of `train()` itself (cuDNN autotuning on a GPU, or --deterministic's), so the
+    # ceiling and the real paths run the same convolution algorithms.
+    with device_scope(device), compute_settings(device, deterministic=args.deterministic):
+        run(args.warmup_steps)
+        # Best of three: a shared machine's transient load should not pass for the model's speed.
+        return args.synthetic_steps * args.batch_size / min(run(args.synthetic_steps) for _ in range(3))
 
 
 def arch_kwargs(args) -> dict:
@@ -128,7 +132,8 @@ def loop_rate(args, data: Path, out: Path, cache: str) -> tuple[float, float]:
     config = TrainConfig(
         data=str(data), arch=args.arch, input_size=kw.get("input_size"), width=kw.get("width"),
         epochs=args.epochs, batch_size=args.batch_size, lr=0.01, amp=args.amp, channels_last=args.channels_last,
-        compile=args.compile, workers=args.workers, cache=cache, cache_dir=str(out.parent / "cache"),
+        compile=args.compile, deterministic=args.deterministic, workers=args.workers, cache=cache,
+        cache_dir=str(out.parent / "cache"),
         device=args.device, checkpoint_every=0, seed=0,
     )
     train(config, out, log_every=args.log_every)
@@ -154,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amp", default=None, help="bf16 (GPU default) / fp16 / off (CPU default)")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels, as train --deterministic")
     args = p.parse_args(argv)
 
     from facever.core.devices import resolve_device
@@ -174,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"machine: {describe_machine()}")
     print(f"model: {args.arch} {arch_kwargs(args) or '(defaults)'}, batch {args.batch_size}, amp {args.amp}, "
-          f"channels_last {args.channels_last}, compile {args.compile}, workers {args.workers}, device {device}")
+          f"channels_last {args.channels_last}, compile {args.compile}, deterministic {args.deterministic}, workers {args.workers}, device {device}")
     with tempfile.TemporaryDirectory(prefix="facever-bench-train-") as tmp:
         tmp = Path(tmp)
         from facever.models import create_model
