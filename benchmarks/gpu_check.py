@@ -11,7 +11,7 @@ Sections (each with a time budget; one that fails is recorded and the rest still
 3. it learns: a short training on synthetic identities (the demo's generator); the held-out
    verification accuracy must beat the untrained network's;
 4. exact resume: stopped half way and resumed == uninterrupted (bit-exact, or within the documented
-   tolerance where cuDNN picks nondeterministic kernels);
+   tolerance where cuDNN picks nondeterministic kernels; with --deterministic bit-exact on the GPU too);
 5. DDP: `torchrun` with 2 processes (NCCL, one GPU each; NCCL cannot place two ranks on one GPU, so a
    single-GPU machine runs this on the CPU with gloo and says so) equals one process with the
    combined batch, for the full and the sharded classifier;
@@ -54,7 +54,7 @@ import torch  # noqa: E402
 from machine import describe_machine  # noqa: E402
 
 # Seconds each section may take on an H100/H200 (8 minutes in all); the dry run is far below.
-BUDGET_S = {"throughput": 170, "learns": 70, "resume": 30, "ddp": 60, "sharded": 40, "align_embed": 90}
+BUDGET_S = {"throughput": 170, "learns": 70, "resume": 50, "ddp": 60, "sharded": 40, "align_embed": 90}
 NO_GPU = "NO GPU FOUND: this is the dry run on the CPU (tiny sizes); none of its figures is a GPU figure"
 
 
@@ -115,7 +115,7 @@ def _driver_version() -> str | None:
 def _bench_args(device, dry: bool, **kw) -> SimpleNamespace:
     gpu = device.type == "cuda"
     args = dict(arch="sphere20", input_size="112x96", width=None, batch_size=256, amp="bf16", channels_last=True,
-                compile=False, workers=min(16, os.cpu_count() or 1), epochs=2, device=str(device),
+                compile=False, deterministic=False, workers=min(16, os.cpu_count() or 1), epochs=2, device=str(device),
                 warmup_steps=10, synthetic_steps=30, log_every=10)
     if dry:
         args.update(input_size="28x24", width=4, batch_size=8, workers=1, warmup_steps=1, synthetic_steps=2,
@@ -253,8 +253,21 @@ def section_resume(report: Report, device, dry: bool, tmp: Path) -> dict:
     report.check("resume is exact" + (" (or within tolerance on cuDNN)" if gpu else ""),
                  exact or (gpu and diff <= RESUME_TOLERANCE),
                  f"stopped at step {half} of {whole.steps}, resumed: max |weight difference| {diff:.3g}")
-    return {"steps": whole.steps, "stopped_at": half, "max_abs_difference": diff, "exact": exact,
-            "tolerance": RESUME_TOLERANCE if gpu else 0.0}
+    result = {"steps": whole.steps, "stopped_at": half, "max_abs_difference": diff, "exact": exact,
+              "tolerance": RESUME_TOLERANCE if gpu else 0.0}
+    if gpu:  # --deterministic promises bitwise equality on the GPU too (docs/training.md)
+        det = config.replace(deterministic=True)
+        whole = train(det, tmp / "resume-det-whole")
+        calls.clear()
+        train(det, tmp / "resume-det-split", stop_requested=lambda: calls.append(1) or len(calls) >= half)
+        again = train(det, tmp / "resume-det-split", resume=True)
+        a = torch.load(whole.model_path, weights_only=True)["state_dict"]
+        b = torch.load(again.model_path, weights_only=True)["state_dict"]
+        det_diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+        report.check("resume with --deterministic is bit-exact", det_diff == 0.0,
+                     f"max |weight difference| {det_diff:.3g}")
+        result["deterministic_max_abs_difference"] = det_diff
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
