@@ -137,6 +137,16 @@ def test_pair_scores_equal_per_pair_dot_products(structure):
         np.testing.assert_allclose(ijb.pair_scores(feats, r1, r2, block=block), expected, rtol=0, atol=1e-5)
 
 
+def test_template_rows_finds_every_id_and_names_the_missing_ones():
+    for ids in (np.array([0, 3, 7, 12]), np.array([5, 10**12])):  # table lookup, binary search
+        wanted = np.r_[ids[::-1], ids]
+        np.testing.assert_array_equal(ijb.template_rows(ids, wanted), [3, 2, 1, 0, 0, 1, 2, 3][-2 * ids.size:]
+                                      if ids.size == 4 else [1, 0, 0, 1])
+        for bad in (-7, 4, 10**13):
+            with pytest.raises(ValueError, match=f"1 template ids have no images: {bad}"):
+                ijb.template_rows(ids, np.r_[ids, bad])
+
+
 def test_tar_at_far_both_definitions_against_brute_force():
     rng = np.random.default_rng(11)
     for trial in range(30):

@@ -38,7 +38,9 @@ def binary_counts(scores: np.ndarray, labels: np.ndarray, *, greater_is_same: bo
     """
     scores, labels = _check(scores, labels)
     keyed = scores if greater_is_same else -scores
-    order = np.argsort(keyed, kind="mergesort")[::-1]
+    # Any sort will do: only the last index of each run of equal scores is used, and the counts there
+    # include every tied pair whatever their order (the default introsort is ~2x mergesort on 15M scores).
+    order = np.argsort(keyed)[::-1]
     keyed = keyed[order]
     sorted_labels = labels[order]
     # Last index of each run of equal scores: the counts there include every tied pair.
