@@ -46,7 +46,7 @@ def user_errors() -> Iterator[None]:
         # A user's path that cannot be read or written (missing, a file where a folder is needed, full
         # disk, a name too long): one line naming it, not a traceback.
         if getattr(exc, "filename", None) is None:
-            raise
+            fail(exc.strerror or str(exc))  # e.g. a full disk while writing
         fail(f"{exc.filename}: {exc.strerror or exc}")
 
 

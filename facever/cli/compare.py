@@ -42,13 +42,16 @@ def compare(
     else:
         from rich.table import Table
 
+        from rich.text import Text
+
+        # Text, not markup: a run folder named `[old]` must show as such.
         table = Table()
         table.add_column("")
         for run in comparison.runs:
-            table.add_column(run.name, overflow="fold")
+            table.add_column(Text(run.name), overflow="fold")
         for label, cells, highlight in comparison.rows:
             style = "bold yellow" if highlight else None
-            table.add_row(label + (" *" if highlight else ""), *cells, style=style)
+            table.add_row(Text(label + (" *" if highlight else "")), *(Text(str(c)) for c in cells), style=style)
         out_console.print(table)
         if comparison.differing:
             info("* configuration that differs between the runs")

@@ -112,7 +112,10 @@ def fetch(
             extract_bar.start()
             tasks["extract"] = extract_bar.add_task(f"extracting {entry.filename}", total=members)
 
-        with download_bar:
+        from facever.core.locks import file_lock
+
+        # Two fetches of one file into one DEST would append to the same .part: the second is refused.
+        with file_lock(dest / entry.filename), download_bar:
             try:
                 result = fetch_entry(
                     name,

@@ -36,7 +36,7 @@ FGLFW_PAIRS_PER_FOLD = 600
 VARIANTS = ("fglfw", "calfw", "cplfw")  # the pair lists over LFW-like photos `read_variant_pairs` reads
 
 # `Name_0001` (LFW, CALFW) or `Name_1` (CPLFW): the person is everything before the last `_<digits>`.
-_PERSON_RE = re.compile(r"^(?P<person>.+?)_(?P<number>\d+)$")
+_PERSON_RE = re.compile(r"^(?P<person>.+?)_(?P<number>[0-9]+)$")
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
@@ -162,7 +162,7 @@ def read_token_pairs(path: str | Path, *, ext: str | None = None, name: str = "c
             if len(fields) != 2:
                 raise InputFileError(path, f"expected `filename token`, got {len(fields)} fields: {line!r}", line=n)
             image, token = fields
-            if not token.isdigit():
+            if not (token.isascii() and token.isdigit()):  # int() also takes "²" and other scripts' digits
                 raise InputFileError(path, f"token {token!r} is not a non-negative integer", line=n)
             _check_image_name(path, n, image)
             pair.append((image, int(token)))

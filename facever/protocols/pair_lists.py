@@ -308,7 +308,7 @@ def looks_like_path_list(text: str) -> bool:
                 return True
             continue
         fields = line.split()
-        return len(fields) == 4 and fields[2] in ("0", "1") and fields[3].isdigit() and not fields[1].isdigit()
+        return len(fields) == 4 and fields[2] in ("0", "1") and fields[3].isascii() and fields[3].isdigit() and not fields[1].isdigit()
     return False
 
 
@@ -324,7 +324,7 @@ def read_path_pairs(path, text: str | None = None):
     path = Path(path)
     if text is None:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise InputFileError(path, "pairs file not found") from None
         except UnicodeDecodeError:
@@ -335,7 +335,7 @@ def read_path_pairs(path, text: str | None = None):
         if not line or line.startswith("#"):
             continue
         fields = line.split()
-        if len(fields) != 4 or fields[2] not in ("0", "1") or not fields[3].isdigit() or int(fields[3]) < 1:
+        if len(fields) != 4 or fields[2] not in ("0", "1") or not (fields[3].isascii() and fields[3].isdigit()) or int(fields[3]) < 1:
             raise InputFileError(path, f"expected 'path_a path_b same(0/1) fold(1..K)', got {line!r}", line=lineno)
         for item in fields[:2]:
             # Paths are relative to the images folder and must stay inside it (as LFW names must).

@@ -30,12 +30,13 @@ ALIGNED_DB = "aligned_images_DB"
 YTF_SPLITS = 10  # the protocol: 10 splits of 500 pairs (250 same + 250 different)
 LAYOUTS = {"frames": FRAMES_DB, "aligned": ALIGNED_DB}
 
-_DIGITS = re.compile(r"(\d+)")
+_DIGITS = re.compile(r"([0-9]+)")
 
 
 def natural_key(name: str) -> tuple:
     """Sort key that orders the numbers inside a name numerically (`0.9.jpg` < `0.10.jpg`)."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS.split(name) if part)
+    return tuple((0, int(part), "") if part.isascii() and part.isdigit() else (1, 0, part)
+                 for part in _DIGITS.split(name) if part)
 
 
 def _check_video_id(path: Path, line: int, video: str) -> None:

@@ -161,3 +161,20 @@ def test_file_lock_for_one_output_file(tmp_path, tiny_model):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.timeout(60)
+def test_two_fetches_of_one_file(tmp_path):
+    """A second `data fetch` of the same file into the same DEST would append to the first one's .part."""
+    code = ("import sys, time\nfrom facever.core.locks import file_lock\n"
+            "with file_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "data" / "pairs.txt")], env=_env(),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        (tmp_path / "src.txt").write_text("pairs")
+        refused(["data", "fetch", "lfw-pairs", "--dest", tmp_path / "data", "--url", f"file://{tmp_path}/src.txt"],
+                rf"pairs\.txt: in use by process {holder.pid}", tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -93,3 +93,12 @@ def test_train_val_bin_with_too_few_pairs(data):
     (data / "val.bin").write_bytes(pickle.dumps(([jpeg] * 8, [True, False, True, False])))
     refused(["train", data / "faces", "--out", data / "run", *TRAIN, "--val-bin", data / "val.bin"],
             r"val\.bin: 4 pairs: the 10-fold protocol needs at least 10", data)
+
+
+def test_compare_shows_bracketed_run_names_as_is(tmp_path):
+    from tests.bad_input.conftest import accepted
+
+    _run(tmp_path / "[old]", b'{"kind": "train", "step": 1, "loss": 2.5}\n')
+    _run(tmp_path / "new", b'{"kind": "train", "step": 1, "loss": 2.0}\n')
+    result = accepted(["compare", tmp_path / "[old]", tmp_path / "new"])
+    assert "[old]" in result.stdout

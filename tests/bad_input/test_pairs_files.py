@@ -158,3 +158,10 @@ def test_fglfw_pairs_per_fold_refused(work, per_fold):
     (work / "list.txt").write_text("Ann/Ann_0001.jpg\nAnn/Ann_0002.jpg\n")
     refused(["eval-fglfw", "--pairs", work / "list.txt", "-e", work / "emb.npz", "--pairs-per-fold", per_fold],
             r"pairs per fold must be an even number|--pairs-per-fold", work)
+
+
+@pytest.mark.parametrize("token", ["\u00b2", "\u0661", "1_0"])
+def test_calfw_token_digits_ascii_only(work, token):
+    (work / "list.txt").write_text(f"Ann_0001.jpg {token}\nAnn_0002.jpg {token}\n")
+    refused(["eval-fglfw", "--pairs", work / "list.txt", "--protocol", "calfw", "-e", work / "emb.npz"],
+            r"list\.txt:1: token .* is not a non-negative integer", work)
