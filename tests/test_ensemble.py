@@ -297,3 +297,29 @@ def test_a_trained_model_and_a_facenet_model_score_and_ensemble(tmp_path):
     scores = (hand_cosines(load_embeddings(trained), protocol) + hand_cosines(load_embeddings(facenet), protocol)) / 2
     expected = kfold_accuracy(scores, protocol.labels, protocol.folds)
     assert report["ensemble"]["accuracy"]["mean"] == pytest.approx(expected.mean, abs=1e-12)
+
+
+def test_one_report_writer_for_the_cli_the_demo_and_reproduce(two_models, tmp_path):
+    """`write_ensemble_report` (the writer of `facever ensemble`, the demo and reproduce): report.json is
+    the result's own dict plus the caller's block, and the CLI's file holds the same numbers."""
+    from facever.verification.report import curve_label, write_ensemble_report
+
+    protocol, files = two_models
+    result = evaluate_ensemble(protocol, [load_embeddings(f) for f in files], ["a", "b"])
+    written = write_ensemble_report(tmp_path / "lib", result, extra={"demo": {"seed": 3}})
+    data = json.loads(written["report"].read_text())
+    expected = json.loads(json.dumps(result.to_dict(), allow_nan=True))
+    assert data.pop("demo") == {"seed": 3} and data == expected
+    assert written["roc"].read_bytes().startswith(b"\x89PNG")
+    acc = result.ensemble.accuracy_mean
+    assert curve_label("ensemble", result.ensemble) == f"ensemble (acc {100 * acc:.2f}%, AUC {result.ensemble.auc:.4f})"
+
+    out = tmp_path / "cli"
+    cli = runner.invoke(app, ["ensemble", str(files[0]), str(files[1]), "--pairs", str(protocol.source),
+                              "--names", "a,b", "--out", str(out)])
+    assert cli.exit_code == 0, cli.output
+    from_cli = json.loads((out / "report.json").read_text())
+    for name in ("a", "b"):
+        assert from_cli["models"][name]["accuracy"] == expected["models"][name]["accuracy"]
+    assert from_cli["ensemble"]["accuracy"] == expected["ensemble"]["accuracy"]
+    assert from_cli["ensemble"]["auc"] == expected["ensemble"]["auc"]

@@ -133,7 +133,7 @@ def ensemble(
         from facever.core.embeddings_file import load_embeddings
         from facever.core.embeddings_file import save_embeddings as write_embeddings
         from facever.core.errors import FaceverError
-        from facever.verification.report import plot_roc, write_json
+        from facever.verification.report import write_ensemble_report
 
         if save_embeddings is not None:
             from facever.core.locks import check_output_is_not_an_input
@@ -218,12 +218,8 @@ def ensemble(
         if result.ensemble.dropped_pairs:
             info(f"dropped {result.ensemble.dropped_pairs} pairs missing from some model (--allow-missing)")
         if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            report = write_json(out / "report.json", result.to_dict())
-            curves = [(f"{name} (acc {100 * res.accuracy_mean:.2f}%, AUC {res.auc:.4f})", res.fpr, res.tpr)
-                      for name, res in result.results()]
-            roc_png = plot_roc(curves, out / "roc.png", title=f"{proto.name.upper()} ROC: models and ensemble")
-            info(f"wrote {report} and {roc_png}")
+            written = write_ensemble_report(out, result)
+            info(f"wrote {written['report']} and {written['roc']}")
         if save_embeddings is not None:
             from facever.embedding.ensemble import common_paths, fuse_embeddings
 
@@ -246,7 +242,7 @@ def _ensemble_ijb(set_name: str, root: Path, sources, names, weights, mode: str,
     from facever.core.errors import FaceverError
     from facever.embedding.ensemble import evaluate_ensemble_ijb
     from facever.protocols import ijb as reader
-    from facever.verification.report import format_ijb_table, plot_roc, write_json
+    from facever.verification.report import format_ijb_table, write_ensemble_report
 
     modes = parse_modes(mode)
     if len(modes) != 1:
@@ -286,10 +282,5 @@ def _ensemble_ijb(set_name: str, root: Path, sources, names, weights, mode: str,
                    f"{len(sources)} models, test mode {modes[0].label}")
         typer.echo(format_ijb_table([r for _, r in rows], names=[n for n, _ in rows]))
     if out is not None:
-        from facever.verification.ijb import thin_roc
-
-        out.mkdir(parents=True, exist_ok=True)
-        report = write_json(out / "report.json", result.to_dict())
-        curves = [(f"{name} (AUC {res.auc:.4f})", *thin_roc(res.fpr, res.tpr, points=2000)) for name, res in rows]
-        roc_png = plot_roc(curves, out / "roc.png", title=f"{set_name.upper()} ROC: models and ensemble", min_fpr=1e-6)
-        info(f"wrote {report} and {roc_png}")
+        written = write_ensemble_report(out, result, title=f"{set_name.upper()} ROC: models and ensemble", min_fpr=1e-6)
+        info(f"wrote {written['report']} and {written['roc']}")

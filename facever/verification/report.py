@@ -47,21 +47,54 @@ def plot_roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | P
     return path
 
 
-def write_report(out_dir: str | Path, result, *, extra: dict | None = None, label: str | None = None) -> dict[str, Path]:
-    """Write `report.json` and `roc.png` for one `VerificationResult` into `out_dir`."""
+def curve_label(name: str, result) -> str:
+    """The legend of one ROC curve: the name, the k-fold accuracy when the protocol has folds, the AUC."""
+    acc = getattr(result, "accuracy_mean", None)
+    return f"{name} (" + (f"acc {100 * acc:.2f}%, " if acc is not None else "") + f"AUC {result.auc:.4f})"
+
+
+def _curve(name: str, result) -> tuple[str, np.ndarray, np.ndarray]:
+    fpr, tpr = np.asarray(result.fpr), np.asarray(result.tpr)
+    if fpr.size > 50_000:  # IJB's millions of pairs: a few thousand points draw the same step curve
+        from facever.verification.ijb import thin_roc
+
+        fpr, tpr = thin_roc(fpr, tpr, points=2000)
+    return curve_label(name, result), fpr, tpr
+
+
+def _write_report_files(out_dir: str | Path, data: dict, curves, *, title: str, min_fpr: float) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    report = write_json(out_dir / "report.json", data)
+    roc_png = plot_roc(curves, out_dir / "roc.png", title=title, min_fpr=min_fpr)
+    return {"report": report, "roc": roc_png}
+
+
+def write_report(out_dir: str | Path, result, *, extra: dict | None = None, label: str | None = None) -> dict[str, Path]:
+    """Write `report.json` and `roc.png` for one `VerificationResult` into `out_dir`."""
     data = result.to_dict()
     if extra:
         data.update(extra)
-    report = write_json(out_dir / "report.json", data)
-    roc_png = plot_roc(
-        [(label or f"{result.protocol} (acc {100 * result.accuracy_mean:.2f}%, AUC {result.auc:.4f})",
-          result.fpr, result.tpr)],
-        out_dir / "roc.png",
-        title=f"{result.protocol.upper()} ROC",
-    )
-    return {"report": report, "roc": roc_png}
+    name, fpr, tpr = _curve(result.protocol, result)
+    return _write_report_files(out_dir, data, [(label or name, fpr, tpr)], title=f"{result.protocol.upper()} ROC",
+                               min_fpr=1e-4)
+
+
+def write_ensemble_report(out_dir: str | Path, result, *, title: str | None = None, extra: dict | None = None,
+                          min_fpr: float = 1e-4) -> dict[str, Path]:
+    """Write an ensemble's `report.json` (`result.to_dict()`, plus `extra`) and `roc.png` (one curve per
+    model and one for the ensemble) into `out_dir`; returns their paths (`report`, `roc`).
+
+    `result` is an `EnsembleResult` (or IJB's): anything with `to_dict()` and `results()` giving
+    `(name, result)` per model and then `("ensemble", result)`. The one writer of `facever ensemble`,
+    the demo and reproduce.
+    """
+    data = result.to_dict()
+    if extra:
+        data.update(extra)
+    rows = result.results()
+    title = title or f"{rows[-1][1].protocol.upper()} ROC: models and ensemble"
+    return _write_report_files(out_dir, data, [_curve(name, res) for name, res in rows], title=title, min_fpr=min_fpr)
 
 
 def format_table(result) -> str:

@@ -446,7 +446,7 @@ def _run_demo(out_dir: Path, *, data, quick, seed, device, progress, settings, s
     from facever.embedding.loading import load_embedding_model
     from facever.core.embeddings_file import save_embeddings
     from facever.core.atomic import write_text_atomic
-    from facever.verification.report import plot_roc, write_json
+    from facever.verification.report import write_ensemble_report
 
     synthetic = data is None
     settings = settings or default_settings(quick=quick)
@@ -511,8 +511,7 @@ def _run_demo(out_dir: Path, *, data, quick, seed, device, progress, settings, s
     ensemble.ensemble.settings["pairs_file"] = str(pairs_path)
     seconds["evaluate"] = time.perf_counter() - t
 
-    report = ensemble.to_dict()
-    report["demo"] = {
+    demo_block = {
         "synthetic": synthetic,
         "data": SYNTHETIC_NOTE if synthetic else f"real identity folder {Path(data).resolve()}",
         "dataset": split.name,
@@ -529,11 +528,10 @@ def _run_demo(out_dir: Path, *, data, quick, seed, device, progress, settings, s
         "reused_models": reused,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
-    report_path = write_json(out_dir / "report.json", report)
     what = "SYNTHETIC data" if synthetic else split.name
-    curves = [(f"{name} (acc {100 * res.accuracy_mean:.2f}%, AUC {res.auc:.4f})", res.fpr, res.tpr)
-              for name, res in ensemble.results()]
-    roc_path = plot_roc(curves, out_dir / "roc.png", title=f"demo on {what}: held-out people, 10 folds")
+    written = write_ensemble_report(out_dir, ensemble, extra={"demo": demo_block},
+                                    title=f"demo on {what}: held-out people, 10 folds")
+    report_path, roc_path = written["report"], written["roc"]
     return DemoResult(
         out_dir=out_dir, synthetic=synthetic, dataset=split.name, data_dir=split.root,
         train_identities=len(split.train), test_identities=len(split.test),

@@ -533,7 +533,7 @@ class Reproduction:
         from facever.protocols.lfw import read_lfw_pairs
         from facever.embedding.ensemble import evaluate_ensemble
         from facever.core.embeddings_file import load_embeddings
-        from facever.verification.report import plot_roc, write_json
+        from facever.verification.report import write_ensemble_report
 
         protocols = {"lfw": read_lfw_pairs(self.lfw_pairs)}
         if self.settings.fglfw:
@@ -546,11 +546,9 @@ class Reproduction:
             result = evaluate_ensemble(protocol, per_model, list(NOISY), fusion="concat", metric="cosine",
                                        thresholds="exact")
             out_dir = self.out / "ensemble" / bench
-            out_dir.mkdir(parents=True, exist_ok=True)
-            write_json(out_dir / "report.json", result.to_dict())
+            write_ensemble_report(out_dir, result,
+                                  title=f"{BENCH_TITLES[bench]} ROC: noisy-a, noisy-b and their ensemble")
             _save_roc(out_dir / "roc.npz", result.ensemble)
-            plot_roc([(f"{n} (acc {100 * r.accuracy_mean:.2f}%)", r.fpr, r.tpr) for n, r in result.results()],
-                     out_dir / "roc.png", title=f"{BENCH_TITLES[bench]} ROC: noisy-a, noisy-b and their ensemble")
             outputs[bench] = {"accuracy": result.ensemble.kfold.mean, "std": result.ensemble.kfold.std,
                               "auc": result.ensemble.auc}
         return outputs
