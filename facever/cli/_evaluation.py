@@ -1,4 +1,6 @@
-"""Plumbing shared by eval-lfw, eval-fglfw, eval-ytf and eval-bin: score a protocol, print the table, write the report.
+"""Plumbing shared by the scoring commands (eval-lfw, eval-fglfw, eval-ytf, eval-bin, eval-ijb, ensemble):
+where the embeddings come from (`--embeddings FILE` or `--model MODEL` over a data folder), score a
+protocol, print the table, write the report.
 
 Imported only inside command bodies (it pulls in the verification engine), never at CLI start-up.
 """
@@ -68,10 +70,78 @@ def check_images_exist(root: Path, rel_paths: Sequence[str], *, what: str) -> No
     missing = missing_files(root, rel_paths)
     if missing:
         shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
-        raise FaceverError(f"{len(missing)} of {len(rel_paths)} images of {what} are missing under {root}: {shown}")
+        raise FaceverError(f"{len(missing)} of {len(rel_paths)} images of {what} are missing under {root}: {shown}; "
+                           "use --allow-missing to drop their pairs")
 
 
 def load_model(model: str, *, weights: Path | None, device: str):
     from facever.embedding.loading import load_embedding_model
 
     return load_embedding_model(model, weights=weights, device=device)
+
+
+def require_embeddings_or_model(embeddings, model, *, data=None, data_option: str | None = None,
+                                data_help: str = "") -> None:
+    """Exactly one of `--embeddings FILE` and `--model MODEL`; with `--model`, its data option (when the
+    command has one) is needed too. A usage error (one line, exit 2) otherwise, before any work."""
+    from facever.cli._console import fail
+
+    model_usage = f"--model MODEL {data_option} {data_help.split(' ')[0]}" if data_option else "--model MODEL"
+    if (embeddings is None) == (model is None):
+        fail(f"give either --embeddings FILE or {model_usage}")
+    if model is not None and data_option is not None and data is None:
+        fail(f"--model needs {data_option} {data_help}".rstrip())
+
+
+def embed_protocol_images(protocol, model: str, images: Path, *, cache: Path | None, flip: str, batch_size: int,
+                          device: str, amp: bool | None = None, weights: Path | None = None,
+                          allow_missing: bool = False, name: str | None = None):
+    """Embed the images `protocol` needs from `images` with `model`, reusing (and extending) `cache`.
+
+    With `allow_missing` unreadable images are left out (their pairs dropped later), else they fail
+    the command naming them. `name` prefixes the messages (ensemble: one model of several).
+    """
+    from facever.cli._console import library_warnings, progress_bar
+    from facever.cli.embed import report_bad_images
+    from facever.core.errors import FaceverError
+    from facever.embedding.cache import embed_items_cached
+    from facever.embedding.extract import BadImagesError
+    from facever.embedding.loading import load_embedding_model
+
+    if not images.is_dir():
+        raise FaceverError(f"{images}: image folder not found")
+    prefix = f"{name}: " if name else ""
+    items = protocol.items()
+    emb_model = load_embedding_model(model, weights=weights, device=device)
+    with library_warnings():
+        try:
+            with progress_bar(f"embedding ({name})" if name else "embedding", total=len(items)) as advance:
+                emb, bad, reused = embed_items_cached(
+                    emb_model, images, items, cache=cache, flip=flip, batch_size=batch_size, device=device, amp=amp,
+                    skip_bad=allow_missing, progress=advance, on_plan=lambda done, todo: advance(done),
+                )
+        except BadImagesError as exc:
+            report_bad_images(exc.bad)
+            raise FaceverError(f"{prefix}{exc}; use --allow-missing to drop their pairs") from None
+    if bad:
+        report_bad_images(bad)
+    info(f"{prefix}{len(emb)} of {len(items)} images embedded with {emb_model.model_id}"
+         + (f" ({reused} reused from {cache})" if reused else ""))
+    return emb
+
+
+def protocol_embeddings(protocol, *, embeddings: Path | None, model: str | None, images: Path | None,
+                        out: Path | None, what: str, **embed_options):
+    """`(embeddings, source)` for an image-pair protocol: the `--embeddings` file, or `--model` run over
+    `--images` now (missing images named before any model loads; cached as OUT/embeddings.npz).
+    `source` names where they came from, for the table and the report."""
+    from facever.core.embeddings_file import load_embeddings
+
+    if model is None:
+        return load_embeddings(embeddings), str(embeddings)
+    if not embed_options.get("allow_missing"):
+        check_images_exist(images, protocol.items(), what=what)
+    cache = Path(out) / "embeddings.npz" if out is not None else None
+    emb = embed_protocol_images(protocol, model, images, cache=cache, **embed_options)
+    return emb, str(cache) if cache is not None else f"<{model} on {images}>"
+

@@ -124,7 +124,6 @@ def ensemble(
 
     from facever.cli._console import info, progress_bar, user_errors
     from facever.cli._console import library_warnings
-    from facever.cli.embed import report_bad_images
 
     from facever.core.locks import folder_lock
 
@@ -174,30 +173,14 @@ def ensemble(
         elif images is None:
             per_model = [load_embeddings(src) for src in sources]
         else:
-            from facever.embedding.cache import embed_items_cached
-            from facever.embedding.extract import BadImagesError
-            from facever.embedding.loading import load_embedding_model
+            from facever.cli._evaluation import embed_protocol_images
 
-            per_model = []
-            items = proto.items()
-            for src, name in zip(sources, model_names):
-                emb_model = load_embedding_model(src, device=device)
-                cache = out / f"embeddings_{name}.npz" if out is not None else None
-                try:
-                    with progress_bar(f"embedding ({name})", total=len(items)) as advance:
-                        emb, bad, reused = embed_items_cached(
-                            emb_model, images, items, cache=cache, flip=flip.value, batch_size=batch_size,
-                            device=device, skip_bad=allow_missing, progress=advance,
-                            on_plan=lambda done, todo: advance(done),
-                        )
-                except BadImagesError as exc:
-                    report_bad_images(exc.bad)
-                    raise FaceverError(f"{name}: {exc}; use --allow-missing to drop their pairs") from None
-                if bad:
-                    report_bad_images(bad)
-                info(f"{name}: {len(emb)} embeddings ({reused} reused from {cache})" if reused else
-                     f"{name}: {len(emb)} embeddings")
-                per_model.append(emb)
+            per_model = [
+                embed_protocol_images(proto, src, images, name=name, flip=flip.value, batch_size=batch_size,
+                                      device=device, allow_missing=allow_missing,
+                                      cache=out / f"embeddings_{name}.npz" if out is not None else None)
+                for src, name in zip(sources, model_names)
+            ]
 
         result = evaluate_ensemble(
             proto, per_model, model_names, fusion=fusion.value, weights=weight_values,

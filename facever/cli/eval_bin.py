@@ -48,10 +48,10 @@ def eval_bin(
 
         facever eval-bin lfw.bin --model runs/a/model.pt --flip sum --thresholds grid
     """
-    from facever.cli._console import fail, info, user_errors
+    from facever.cli._console import info, user_errors
+    from facever.cli._evaluation import require_embeddings_or_model
 
-    if (embeddings is None) == (model is None):
-        fail("give either --model MODEL or --embeddings FILE")
+    require_embeddings_or_model(embeddings, model)
     from facever.cli._console import library_warnings
 
     from facever.core.locks import folder_lock

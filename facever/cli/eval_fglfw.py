@@ -62,18 +62,16 @@ def eval_fglfw(
 
         facever eval-fglfw --pairs pairs_CALFW.txt --protocol calfw --model runs/a/model.pt --images "calfw/aligned images"
     """
-    from facever.cli._console import fail, user_errors
+    from facever.cli._console import user_errors
+    from facever.cli._evaluation import require_embeddings_or_model
 
-    if (embeddings is None) == (model is None):
-        fail("give either --embeddings FILE or --model MODEL --images DIR")
-    if model is not None and images is None:
-        fail("--model needs --images DIR (the folder the list's image paths start from)")
+    require_embeddings_or_model(embeddings, model, data=images, data_option="--images",
+                                data_help="DIR (the folder the list's image paths start from)")
     from facever.core.locks import folder_lock
 
     with user_errors(), folder_lock(out):
-        from facever.cli._evaluation import check_images_exist, evaluate_and_report
+        from facever.cli._evaluation import evaluate_and_report, protocol_embeddings
         from facever.protocols.fglfw import read_fglfw_pairs, read_token_pairs
-        from facever.core.embeddings_file import load_embeddings
 
         if protocol is Variant.fglfw:
             proto = read_fglfw_pairs(pairs, ext=ext, pairs_per_fold=pairs_per_fold)
@@ -84,22 +82,13 @@ def eval_fglfw(
             settings["pairs_per_fold"] = pairs_per_fold
         else:
             settings["fold_rule"] = "positives: token - 1; negatives: file order cut into one equal block per fold"
+        emb, source = protocol_embeddings(
+            proto, embeddings=embeddings, model=model, images=images, out=out, what=str(pairs), weights=weights,
+            flip=flip.value, batch_size=batch_size, device=device, allow_missing=allow_missing,
+        )
+        settings["embeddings_file"] = source
         if model is not None:
-            from facever.cli.eval_lfw import _embed_pairs_images
-
-            if not allow_missing:
-                check_images_exist(images, proto.items(), what=str(pairs))  # names them before any model runs
-            cache = Path(out) / "embeddings.npz" if out is not None else None
-            emb = _embed_pairs_images(
-                proto, model, images, weights=weights, flip=flip.value, batch_size=batch_size, device=device,
-                cache=cache, skip_missing=allow_missing,
-            )
-            source = str(cache) if cache is not None else f"<{model} on {images}>"
-            settings.update({"model": model, "images": str(images), "embeddings_file": source})
-        else:
-            emb = load_embeddings(embeddings)
-            source = str(embeddings)
-            settings["embeddings_file"] = str(embeddings)
+            settings.update({"model": model, "images": str(images)})
         evaluate_and_report(
             proto, emb,
             title=f"{protocol.value.upper()} {proto.n_folds}-fold verification: {len(proto)} pairs from {pairs}, {source}",

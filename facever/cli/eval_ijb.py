@@ -82,8 +82,9 @@ def eval_ijb(
 
     from facever.cli._console import fail, info, library_warnings, progress_bar, user_errors
 
-    if (embeddings is None) == (model is None):
-        fail("give either --model MODEL or --embeddings FILE")
+    from facever.cli._evaluation import require_embeddings_or_model
+
+    require_embeddings_or_model(embeddings, model)
     if model is not None and out is None and crops is None:
         fail("--model writes aligned crops and an embeddings cache: give --out DIR (or --crops DIR)")
 

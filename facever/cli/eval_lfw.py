@@ -51,64 +51,27 @@ def eval_lfw(
 
         facever eval-lfw --pairs pairs.txt --model runs/noisy/model.pt --images lfw_aligned/ --flip concat --out results/lfw
     """
-    from facever.cli._console import fail, user_errors
+    from facever.cli._console import user_errors
+    from facever.cli._evaluation import require_embeddings_or_model
 
-    if (embeddings is None) == (model is None):
-        fail("give either --embeddings FILE (from `facever embed`) or --model MODEL --images LFW_ALIGNED")
-    if model is not None and images is None:
-        fail("--model needs --images LFW_ALIGNED (the folder the pairs' images are in)")
+    require_embeddings_or_model(embeddings, model, data=images, data_option="--images",
+                                data_help="LFW_ALIGNED (the folder the pairs' images are in)")
     from facever.core.locks import folder_lock
 
     with user_errors(), folder_lock(out):
         from facever.protocols.lfw import read_lfw_pairs
-        from facever.core.embeddings_file import load_embeddings
-        from facever.cli._evaluation import evaluate_and_report
+        from facever.cli._evaluation import evaluate_and_report, protocol_embeddings
 
         protocol = read_lfw_pairs(pairs, ext=ext)
-        if model is not None:
-            emb = _embed_pairs_images(
-                protocol, model, images, weights=weights, flip=flip.value, batch_size=batch_size, device=device, amp=amp,
-                cache=out / "embeddings.npz" if out is not None else None, skip_missing=allow_missing,
-            )
-            embeddings = out / "embeddings.npz" if out is not None else Path(f"<{model} on {images}>")
-        else:
-            emb = load_embeddings(embeddings)
+        emb, source = protocol_embeddings(
+            protocol, embeddings=embeddings, model=model, images=images, out=out, what=str(pairs), weights=weights,
+            flip=flip.value, batch_size=batch_size, device=device, amp=amp, allow_missing=allow_missing,
+        )
         evaluate_and_report(
             protocol, emb,
-            title=f"LFW {protocol.n_folds}-fold verification: {len(protocol)} pairs from {pairs}, embeddings {embeddings}",
+            title=f"LFW {protocol.n_folds}-fold verification: {len(protocol)} pairs from {pairs}, embeddings {source}",
             thresholds=thresholds.value, metric=metric.value if metric else None, subtract_mean=subtract_mean,
-            allow_missing=allow_missing, out=out, json_output=json_output, embeddings_source=str(embeddings),
-            settings={"pairs_file": str(pairs), "embeddings_file": str(embeddings)},
+            allow_missing=allow_missing, out=out, json_output=json_output, embeddings_source=source,
+            settings={"pairs_file": str(pairs), "embeddings_file": source},
         )
 
-
-def _embed_pairs_images(protocol, model: str, images: Path, *, weights, flip, batch_size, device, amp, cache,
-                        skip_missing):
-    """Embed only the images the pairs need, reusing (and extending) `cache` while model and settings match."""
-    from facever.cli._console import info, progress_bar
-    from facever.cli._console import library_warnings
-    from facever.cli.embed import report_bad_images
-    from facever.embedding.cache import embed_items_cached
-    from facever.embedding.extract import BadImagesError
-    from facever.embedding.loading import load_embedding_model
-    from facever.core.errors import FaceverError
-
-    if not images.is_dir():
-        raise FaceverError(f"{images}: image folder not found")
-    items = protocol.items()
-    emb_model = load_embedding_model(model, weights=weights, device=device)
-    with library_warnings():
-        try:
-            with progress_bar("embedding", total=len(items)) as advance:
-                emb, bad, reused = embed_items_cached(
-                    emb_model, images, items, cache=cache, flip=flip, batch_size=batch_size, device=device, amp=amp,
-                    skip_bad=skip_missing, progress=advance, on_plan=lambda done, todo: advance(done),
-                )
-        except BadImagesError as exc:
-            report_bad_images(exc.bad)
-            raise FaceverError(f"{exc}; use --allow-missing to drop their pairs") from None
-    if bad:
-        report_bad_images(bad)
-    info(f"{len(emb)} of {len(items)} images embedded with {emb_model.model_id}"
-         + (f" ({reused} reused from {cache})" if reused else ""))
-    return emb

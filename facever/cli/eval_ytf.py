@@ -72,10 +72,10 @@ def eval_ytf(
     """
     from facever.cli._console import fail, info, user_errors
 
-    if (embeddings is None) == (model is None):
-        fail("give either --model MODEL (with --videos) or --embeddings FILE")
-    if model is not None and videos is None:
-        fail("--model needs --videos YTF_ROOT (the folder holding aligned_images_DB/ or frame_images_DB/)")
+    from facever.cli._evaluation import require_embeddings_or_model
+
+    require_embeddings_or_model(embeddings, model, data=videos, data_option="--videos",
+                                data_help="YTF_ROOT (the folder holding aligned_images_DB/ or frame_images_DB/)")
     if align and model is None:
         fail("--align aligns frames before embedding them: it needs --model")
     from facever.cli._console import library_warnings
