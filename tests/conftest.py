@@ -36,3 +36,17 @@ def faces_dir(shared_data: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"real face photos not found at {path}")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models: faster than two (and far faster on a loaded
+    machine, where OpenMP threads spin waiting for each other). Use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+

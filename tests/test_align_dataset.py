@@ -129,7 +129,7 @@ def test_odd_and_broken_inputs_are_never_fatal(tmp_path, faces_dir, small_portra
         "bad/empty.jpg",
     }
     assert rows["miss/tiny.png"]["status"] == "center-cropped"
-    assert "smaller than --min-face" in rows["miss/tiny.png"]["reason"]
+    assert "smaller than `min_face`" in rows["miss/tiny.png"]["reason"]
     assert rows["miss/scenery.jpg"] == {
         "path": "miss/scenery.jpg",
         "status": "center-cropped",

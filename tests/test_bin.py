@@ -24,7 +24,7 @@ from facever.protocols.insightface_bin import (
 from facever.core.crop import fit_to_input
 from facever.core.errors import FaceverError, InputFileError
 
-from tests._benchmark_data import jpeg_bytes, orl_people
+from tests.helpers.benchmark_data import jpeg_bytes, orl_people
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -258,7 +258,7 @@ def test_eval_bin_with_model_crops_arcface_images_to_the_model(tmp_path, faces_d
 
     from facever.embedding.loading import load_embedding_model
     from facever.embedding.preprocess import preprocess_crops
-    from tests._benchmark_data import tiny_model
+    from tests.helpers.benchmark_data import tiny_model
 
     path, _ = _orl_bin(tmp_path / "orl.bin", faces_dir)
     model = tiny_model(tmp_path / "model.pt", input_size=(112, 96))
@@ -283,7 +283,7 @@ def test_eval_bin_with_model_crops_arcface_images_to_the_model(tmp_path, faces_d
 
 def test_eval_bin_with_embeddings(tmp_path, faces_dir):
     from facever.core.embeddings_file import save_embeddings
-    from tests._benchmark_data import identity_embeddings
+    from tests.helpers.benchmark_data import identity_embeddings
 
     path, owners = _orl_bin(tmp_path / "orl.bin", faces_dir)
     names = [f"{i:06d}" for i in range(len(owners))]
@@ -308,7 +308,7 @@ def test_eval_bin_refuses_a_malicious_file(tmp_path):
 def test_benchmark_dispatch_reads_and_embeds_a_bin(tmp_path, faces_dir):
     from facever.embedding.protocol_embeddings import benchmark_embeddings
     from facever.protocols.catalog import read_benchmark
-    from tests._benchmark_data import tiny_model
+    from tests.helpers.benchmark_data import tiny_model
 
     path, owners = _orl_bin(tmp_path / "orl.bin", faces_dir)
     proto = read_benchmark("bin", path)
@@ -319,7 +319,7 @@ def test_benchmark_dispatch_reads_and_embeds_a_bin(tmp_path, faces_dir):
 
 
 def test_ensemble_on_a_bin_with_two_models(tmp_path, faces_dir):
-    from tests._benchmark_data import tiny_model
+    from tests.helpers.benchmark_data import tiny_model
 
     path, _ = _orl_bin(tmp_path / "orl.bin", faces_dir)
     m1 = tiny_model(tmp_path / "a" / "model.pt", seed=1)

@@ -14,7 +14,7 @@ from facever.cli import app
 from facever.protocols.lfw import read_lfw_pairs
 from facever.core.embeddings_file import save_embeddings
 from facever.verification.scores import pair_scores
-from tests.test_verification import facenet_calculate_roc_accuracy
+from tests.helpers.references import facenet_calculate_roc_accuracy
 
 runner = CliRunner()
 

@@ -4,7 +4,6 @@ the run folders, and the curves, on hand-made run folders and on real (tiny) tra
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,7 @@ from facever.cli import app
 from facever.workflows.compare import compare_runs, config_differences, read_metrics, summarize_run
 from facever.core.errors import FaceverError, InputFileError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _repro_data import build_casia, tiny_config_text  # noqa: E402
+from tests.helpers.repro_data import build_casia, tiny_config_text
 
 runner = CliRunner()
 

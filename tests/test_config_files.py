@@ -3,7 +3,6 @@ recipe < --config file < command line, RUN/config.toml written back (and inside 
 
 from __future__ import annotations
 
-import sys
 import tomllib
 from pathlib import Path
 
@@ -16,8 +15,7 @@ from facever.training.options import make_train_config, resolve_train_options
 from facever.core.errors import FaceverError
 from facever.training.config import TrainConfig
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _repro_data import ALIGNED_WH  # noqa: E402
+from tests.helpers.repro_data import ALIGNED_WH
 
 runner = CliRunner()
 

@@ -127,11 +127,24 @@ def test_quick_demo_trains_both_models_and_verifies_held_out_people(quick_demo):
     for entry in entries:
         assert REPORT_KEYS <= set(entry)
         assert len(entry["folds"]) == 10
-        assert 0.0 <= entry["accuracy"]["mean"] <= 1.0
-        assert 0.0 <= entry["auc"] <= 1.0
         # Measured 0.74-0.78 (seed 0, 2-core CPU); chance is 0.5.
         assert entry["accuracy"]["mean"] > 0.62, entry["accuracy"]
         assert entry["pairs"]["total"] == 800 and entry["pairs"]["same"] == 400
+    # The numbers are what a brute-force 10-fold over numpy cosines of the saved embeddings gives; the
+    # ensemble's cosine is the mean of the two models' cosines (equal weights).
+    from facever.core.embeddings_file import load_embeddings
+    from tests.helpers.references import brute_kfold, hand_auc, hand_scores, hand_verification
+
+    protocol = read_lfw_pairs(out / "pairs.txt", ext=".png")
+    saved = {name: load_embeddings(out / "embeddings" / f"{name}.npz") for name in report["names"]}
+    for name, emb in saved.items():
+        accuracy, auc = hand_verification(emb, protocol)
+        assert report["models"][name]["accuracy"]["mean"] == pytest.approx(accuracy, abs=1e-12), name
+        assert report["models"][name]["auc"] == pytest.approx(auc, abs=1e-9), name
+    fused = np.mean([hand_scores(emb, protocol) for emb in saved.values()], axis=0)
+    _, fold_accuracies = brute_kfold(fused, protocol.labels, protocol.folds)
+    assert report["ensemble"]["accuracy"]["mean"] == pytest.approx(np.mean(fold_accuracies), abs=1e-12)
+    assert report["ensemble"]["auc"] == pytest.approx(hand_auc(fused, protocol.labels), abs=1e-9)
 
     demo = report["demo"]
     assert demo["synthetic"] is True and "SYNTHETIC" in demo["data"]
@@ -220,6 +233,6 @@ def test_quick_demo_on_a_real_identity_folder(faces_dir, tmp_path):
     assert report["demo"]["synthetic"] is False
     for name, res in result.rows():
         # Measured 0.86-0.90 (seed 0, 2-core CPU).
-        assert 0.7 < res.accuracy_mean <= 1.0, name
+        assert res.accuracy_mean > 0.7, name
     sources = (tmp_path / "data" / "orl" / "sources.tsv").read_text().splitlines()
     assert sources[0] == "copy\toriginal" and len(sources) == 401

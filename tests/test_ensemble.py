@@ -17,7 +17,7 @@ from facever.core.embeddings_file import Embeddings, load_embeddings, save_embed
 from facever.core.errors import FaceverError
 from facever.verification.evaluate import evaluate_protocol
 from facever.verification.tenfold import kfold_accuracy
-from tests.test_embed import make_lfw_tree, make_pairs_file, train_tiny_model
+from tests.helpers.tiny_models import make_lfw_tree, make_pairs_file, train_tiny_model
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ from facever.protocols.pair_protocol import PairProtocol
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError
 from facever.verification.evaluate import evaluate_protocol
-from tests.test_verification import brute_best_threshold
+from tests.helpers.references import brute_best_threshold, hand_auc
 
 
 def make_case(seed=0, n_people=60, per_person=4, dim=8, n_pairs=200, noise=1.5):
@@ -59,7 +59,7 @@ def test_matches_hand_computed_scores(seed):
     assert set(d["tar_at_far"]) == {"0.001", "0.01", "0.1"}
     assert len(d["folds"]) == 10 and {"accuracy", "threshold"} <= set(d["folds"][0])
     assert d["pairs"] == {"total": 200, "same": 100, "different": 100, "dropped": 0}
-    assert 0.5 < d["auc"] <= 1.0
+    assert d["auc"] == pytest.approx(hand_auc(scores, protocol.labels), abs=1e-9)
 
 
 def test_subtract_mean_against_hand_computation():
@@ -90,7 +90,7 @@ def test_missing_images_error_or_dropped_with_folds_kept():
     protocol, emb = make_case(3)
     keep = [i for i, p in enumerate(emb.paths) if p != protocol.first[5]]
     partial = Embeddings([emb.paths[i] for i in keep], emb.embeddings[keep])
-    with pytest.raises(FaceverError, match=r"pairs need images with no embedding .*--allow-missing"):
+    with pytest.raises(FaceverError, match=r"pairs need images with no embedding .*`allow_missing`"):
         evaluate_protocol(protocol, partial)
     res = evaluate_protocol(protocol, partial, allow_missing=True)
     n_missing = sum(protocol.first[5] in (a, b) for a, b in zip(protocol.first, protocol.second))
@@ -105,7 +105,7 @@ def test_missing_images_error_or_dropped_with_folds_kept():
 def test_extension_hint():
     protocol, emb = make_case(4)
     png = Embeddings([p.replace(".jpg", ".png") for p in emb.paths], emb.embeddings)
-    with pytest.raises(FaceverError, match=r"is the image extension right \(--ext\)"):
+    with pytest.raises(FaceverError, match=r"is the image extension right \(`ext`\)"):
         evaluate_protocol(protocol, png)
 
 

@@ -399,7 +399,7 @@ def test_catalogue_checksum_rejects_a_different_pairs_file(server, tmp_path):
 def test_user_placed_file_is_verified_and_never_deleted(tmp_path):
     placed = tmp_path / "pairs.txt"
     placed.write_bytes(b"not the real pairs file\n")
-    with pytest.raises(F.ChecksumError, match=r"pairs\.txt: sha256 mismatch.*pass --force"):
+    with pytest.raises(F.ChecksumError, match=r"pairs\.txt: sha256 mismatch.*pass `force`"):
         F.fetch("lfw-pairs", tmp_path, url=closed_port_url("/pairs.txt"), environ={})
     assert placed.read_bytes() == b"not the real pairs file\n"
 

@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent(
     from facever.data_prep.align_dataset import AlignConfig, align_dataset
     from facever.embedding.extract import embed_images
     from facever.embedding.loading import load_embedding_model
-    from tests._benchmark_data import tiny_model
+    from tests.helpers.benchmark_data import tiny_model
 
     src, tmp = Path(sys.argv[1]), Path(sys.argv[2])
     summary = align_dataset(src, tmp / "aligned", config=AlignConfig(workers=1))

@@ -69,7 +69,7 @@ def test_bad_folders_are_clear_errors(tmp_path):
     root = _tree(tmp_path / "one", {"a": 3, "b": 1})
     with pytest.raises(FaceverError, match=r"1 training identities left \(1 dropped with fewer than 2 images\)"):
         scan_identity_folder(root, min_images=2)
-    with pytest.raises(FaceverError, match="--min-images must be 1 or more"):
+    with pytest.raises(FaceverError, match="`min_images` must be 1 or more"):
         scan_identity_folder(root, min_images=0)
 
 
@@ -84,7 +84,7 @@ def test_corrupt_images_are_counted_listed_skipped_or_fail_strict(tmp_path):
     names = sorted(Path(n).name for n, _ in prep.failures)
     assert names == ["broken.jpg", "text.png"]
     assert all("a/broken.jpg" not in item for item in prep.items)
-    with pytest.raises(FaceverError, match=r"2 image\(s\) cannot be decoded \(--strict\)"):
+    with pytest.raises(FaceverError, match=r"2 image\(s\) cannot be decoded \(`strict`\)"):
         prepare_training_data(tset, (20, 16), cache="none", cache_dir=tmp_path / "c", strict=True)
 
 

@@ -465,7 +465,7 @@ def test_cli_eval_ijb_errors(ijb_set, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from tests.test_embed import train_tiny_model
+    from tests.helpers.tiny_models import train_tiny_model
 
     return train_tiny_model(tmp_path_factory.mktemp("tiny") / "model.pt")
 
@@ -539,7 +539,7 @@ def test_cli_ensemble_on_ijbc(ijb_set, tmp_path):
 
 
 def test_cli_ensemble_on_ijbc_with_models_embeds_like_eval_ijb(ijb_set, tiny_model, tmp_path):
-    from tests.test_embed import train_tiny_model
+    from tests.helpers.tiny_models import train_tiny_model
 
     root, facts = ijb_set
     second = train_tiny_model(tmp_path / "m2" / "model.pt", seed=1)

@@ -18,7 +18,7 @@ from facever.core.errors import FaceverError, InputFileError
 from facever.embedding.extract import embed_images
 from facever.embedding.loading import load_embedding_model
 from facever.models.iresnet import _IRBlock
-from tests.test_embed import direct_forward, make_lfw_tree, read_rgb, train_tiny_model
+from tests.helpers.tiny_models import direct_forward, make_lfw_tree, read_rgb, train_tiny_model
 
 onnx = pytest.importorskip("onnx", reason="needs the onnx extra: pip install 'facever[onnx]'")
 pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'facever[onnx]'")

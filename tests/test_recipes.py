@@ -4,9 +4,7 @@ and GPU time, and trains a few steps on tiny data (recipe + overrides for a tiny
 from __future__ import annotations
 
 import json
-import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -16,8 +14,7 @@ from facever.training.options import make_train_config
 from facever.core.errors import FaceverError
 from facever.training.recipes import load_recipe, recipe_names
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _repro_data import build_casia, tiny_config_text  # noqa: E402
+from tests.helpers.repro_data import build_casia, tiny_config_text
 
 runner = CliRunner()
 RECIPES = ("iresnet50-bf16", "paper-casia-sphere20", "paper-casia-sphere20-softmax")

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,10 @@ from facever.core.errors import FaceverError
 from facever.training.config import TrainConfig
 from facever.training.data import EpochBatchSampler, to_model_input
 from facever.training.loop import lr_factor, train
+from tests.helpers.training import TINY, TINY_CLI, identity_folder
 
-TINY = dict(arch="sphere20", input_size=(20, 16), width=4, embedding_dim=8)
-TINY_CLI = ["--arch", "sphere20", "--input-size", "20x16", "--width", "4", "--embedding-dim", "8"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # The learning check: a narrow sphere20 at half resolution with the Noisy Softmax head (alpha^2 = 0.1),
 # ~470 SGD steps on 300 ORL photos; about a minute of one CPU core. (lr 0.05 diverges for some
 # seeds: sphere20 has no batch norm.)
@@ -37,31 +37,9 @@ LEARNING_CLI = ["--arch", "sphere20", "--input-size", "56x48", "--width", "16", 
 LEARNING_MIN_ACCURACY = 0.8
 
 
-def _dataset(root: Path, people: int = 4, per_person: int = 4, size=(20, 16)) -> Path:
-    """Small identity folder: each person a different base colour plus noise (learnable, not trivial)."""
-    for p in range(people):
-        rng = np.random.default_rng(zlib.crc32(f"person{p}".encode()))
-        base = rng.integers(0, 256, 3)
-        (root / f"person{p}").mkdir(parents=True, exist_ok=True)
-        for i in range(per_person):
-            img = np.clip(base + rng.normal(0, 40, size + (3,)), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(root / f"person{p}" / f"{i}.png")
-    return root
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: one intra-op thread is faster than two (and far faster on a loaded machine,
-    # where OpenMP threads spin waiting for each other).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def data(tmp_path) -> Path:
-    return _dataset(tmp_path / "data")
+    return identity_folder(tmp_path / "data")
 
 
 def _config(data: Path, **kw) -> TrainConfig:
@@ -107,7 +85,7 @@ def test_sampler_is_a_function_of_seed_and_epoch_and_splits_between_ranks():
         s.set_epoch(0)
     idx = [[i for batch in s for i, _ in batch] for s in ranks]
     assert len(ranks[0]) == 3 and not set(idx[0]) & set(idx[1])
-    with pytest.raises(FaceverError, match="--batch-size 64 is larger"):
+    with pytest.raises(FaceverError, match="`batch_size` 64 is larger"):
         EpochBatchSampler(50, 64, seed=0)
 
 
@@ -233,7 +211,7 @@ def test_resume_with_different_config_or_without_flag_is_refused(data, tmp_path)
     train(cfg, tmp_path / "run")
     with pytest.raises(FaceverError, match=r"cannot resume with a different configuration \(lr: checkpoint 0\.05, now 0\.2\)"):
         train(cfg.replace(lr=0.2), tmp_path / "run", resume=True)
-    with pytest.raises(FaceverError, match="already holds a training checkpoint; pass --resume"):
+    with pytest.raises(FaceverError, match="already holds a training checkpoint; pass `resume`"):
         train(cfg, tmp_path / "run")
     with pytest.raises(FaceverError, match="no checkpoint to resume from"):
         train(cfg, tmp_path / "other", resume=True)
@@ -337,7 +315,23 @@ def test_cli_trains_writes_model_metrics_and_lists_corrupt_images(data, tmp_path
     train_lines = [l for l in lines if l["kind"] == "train"]
     assert [l["step"] for l in train_lines] == list(range(1, len(train_lines) + 1))
     assert all(np.isfinite(l["loss"]) and l["lr"] > 0 and l["images_per_second"] > 0 for l in train_lines)
-    assert any(l["kind"] == "validation" and 0 <= l["accuracy"] <= 1 for l in lines)
+    # Validation's accuracy is what `facever embed` of model.pt (flip sum, float32, as metrics.jsonl says)
+    # and a brute-force 10-fold over numpy cosines give on the held-out people's pairs.
+    validation = [l for l in lines if l["kind"] == "validation"]
+    assert validation and {(l["flip"], l["amp"]) for l in validation} == {("sum", "off")}
+    assert info["val_accuracy"] in [l["accuracy"] for l in validation]
+    embedded = CliRunner().invoke(app, ["embed", str(out / "model.pt"), str(data), "--out", str(tmp_path / "val.npz"),
+                                        "--flip", "sum", "--no-amp", "--workers", "0", "--skip-bad"])
+    assert embedded.exit_code == 0, embedded.output
+    from facever.core.embeddings_file import load_embeddings
+    from facever.training.validation import holdout_pairs
+    from tests.helpers.references import hand_verification
+
+    emb = load_embeddings(tmp_path / "val.npz")
+    held_out = sorted({p.name for p in data.iterdir()} - set(info["class_map"]))
+    people = {name: sorted(p for p in emb.paths if p.startswith(f"{name}/")) for name in held_out}
+    accuracy, _ = hand_verification(emb, holdout_pairs(people, seed=0))
+    assert info["val_accuracy"] == pytest.approx(accuracy, abs=1e-12)
     listed = (out / "corrupt_images.txt").read_text().splitlines()
     assert len(listed) == 1 and listed[0].split("\t")[0].endswith("person1/broken.jpg")
     assert (out / "model_last.pt").is_file() and list((out / "cache").glob("*.npy"))
@@ -374,11 +368,9 @@ def test_cli_trains_on_recordio(tmp_path):
 
 
 def test_validation_on_lfw_style_pairs_and_on_an_insightface_bin(data, tmp_path):
-    import io
-
     from facever.protocols.insightface_bin import write_bin
 
-    val = _dataset(tmp_path / "val_src", people=4, per_person=3)
+    val = identity_folder(tmp_path / "val_src", people=4, per_person=3)
     lfw = tmp_path / "lfw"
     lines = []
     for p in range(4):
@@ -453,18 +445,15 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(data, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_learns_faces_that_verify_people_never_seen(faces_dir, tmp_path):
-    """Train on ORL people s1..s30, then verify pairs among s31..s40 (never seen) with 10 folds.
+    """Train on ORL people s1..s30, then verify pairs among s31..s40 (never seen) with 10 folds, measured
+    as a user would: `facever train`, `facever embed` of the unseen people, `facever eval-lfw`.
 
-    Compared with the same network untrained (same seed), so the figure shows what training added;
-    raw pixels score about 0.85 on these pairs, chance is 0.5.
+    Compared with the same network untrained (same seed, saved as a model.pt the same way), so the
+    figure shows what training added; raw pixels score about 0.85 on these pairs, chance is 0.5.
     """
-    from facever.core.images import read_image_rgb
-    from facever.core.embeddings_file import Embeddings
     from facever.models import create_model
-    from facever.models.bundle import load_model_bundle
-    from facever.core.crop import fit_to_input
-    from facever.training.validation import embed_uint8, holdout_pairs
-    from facever.verification.evaluate import evaluate_protocol
+    from facever.models.bundle import load_model_bundle, save_model_bundle
+    from facever.protocols.pair_lists import make_pair_list, max_pairs_per_fold
 
     orl = faces_dir / "orl"
     if not (orl / "s40").is_dir():
@@ -480,20 +469,40 @@ def test_learns_faces_that_verify_people_never_seen(faces_dir, tmp_path):
     assert result.exit_code == 0, result.output
     seconds = time.perf_counter() - start
 
-    model, info = load_model_bundle(out / "model.pt")
-    people = {f"s{i}": [f"s{i}/{j}.pgm" for j in range(1, 11)] for i in range(31, 41)}
-    protocol = holdout_pairs(people, seed=0)
-    names = protocol.items()
-    images = np.stack([fit_to_input(read_image_rgb(orl / n), tuple(info["input_size"])) for n in names])
+    # The unseen people in LFW's layout (Name/Name_0001.pgm) and an LFW pairs.txt over them.
+    unseen = tmp_path / "unseen"
+    for i in range(31, 41):
+        (unseen / f"s{i}").mkdir(parents=True)
+        for j in range(1, 11):
+            (unseen / f"s{i}" / f"s{i}_{j:04d}.pgm").symlink_to(orl / f"s{i}" / f"{j}.pgm")
+    counts = {f"s{i}": 10 for i in range(31, 41)}
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(make_pair_list(counts, per_fold=max_pairs_per_fold(counts), seed=0).to_text())
 
-    def accuracy(net) -> float:
-        emb, _ = embed_uint8(net, images, mean=info["mean"], std=info["std"], device=torch.device("cpu"))
-        return evaluate_protocol(protocol, Embeddings(names, emb)).accuracy_mean
-
-    trained = accuracy(model)
+    # The same network untrained: the seed and architecture of the run, its preprocessing.
+    _, info = load_model_bundle(out / "model.pt")
     torch.manual_seed(0)
-    untrained = accuracy(create_model(info["arch"], **info["arch_kwargs"]))
-    print(f"ORL held-out verification: trained {trained:.4f}, untrained {untrained:.4f}, {seconds:.0f}s")
-    assert len(protocol) == 900 and protocol.labels.sum() == 450
+    untrained = save_model_bundle(
+        tmp_path / "untrained" / "model.pt", create_model(info["arch"], **info["arch_kwargs"]).eval(),
+        arch=info["arch"], arch_kwargs=info["arch_kwargs"], input_size=info["input_size"], mean=info["mean"],
+        std=info["std"], embedding_dim=info["embedding_dim"],
+    )
+
+    def accuracy(model: Path, name: str) -> float:
+        emb = tmp_path / f"{name}.npz"
+        # float32 (--no-amp) like the training on the CPU: the same figure on every CPU, AMX or not.
+        embedded = CliRunner().invoke(app, ["embed", str(model), str(unseen), "--out", str(emb), "--device", "cpu",
+                                            "--workers", "0", "--no-amp"])
+        assert embedded.exit_code == 0, embedded.output
+        scored = CliRunner().invoke(app, ["eval-lfw", "--pairs", str(pairs), "--embeddings", str(emb), "--ext", ".pgm",
+                                          "--out", str(tmp_path / f"eval_{name}")])
+        assert scored.exit_code == 0, scored.output
+        report = json.loads((tmp_path / f"eval_{name}" / "report.json").read_text())
+        assert report["pairs"] == {"total": 900, "same": 450, "different": 450, "dropped": 0}
+        return report["accuracy"]["mean"]
+
+    trained = accuracy(out / "model.pt", "trained")
+    before = accuracy(untrained, "untrained")
+    print(f"ORL held-out verification: trained {trained:.4f}, untrained {before:.4f}, {seconds:.0f}s")
     assert trained >= LEARNING_MIN_ACCURACY
-    assert trained >= untrained + 0.04
+    assert trained >= before + 0.04

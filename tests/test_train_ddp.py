@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 
 from facever.cli import app
 
-from tests.test_train import TINY, TINY_CLI, _dataset, _one_thread  # noqa: E402,F401  (autouse fixture)
+from tests.helpers.training import TINY, TINY_CLI, identity_folder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 from facever.training.config import TrainConfig  # noqa: E402
 from facever.training.loop import train  # noqa: E402
@@ -29,7 +31,7 @@ def _torchrun(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.timeout(400)
 def test_two_processes_with_gloo_match_one_process_with_the_combined_batch(tmp_path):
-    data = _dataset(tmp_path / "data")
+    data = identity_folder(tmp_path / "data")
     out = tmp_path / "ddp"
     proc = _torchrun([str(data), "--out", str(out), *TINY_CLI, "--epochs", "2", "-b", "4", "--lr", "0.05",
                       "--device", "cpu", "--workers", "0", "--log-every", "1"], tmp_path)

@@ -9,63 +9,7 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 
 from facever.verification import roc, tenfold
 from facever.verification.scores import l2_normalize, pair_scores
-
-# ---------------------------------------------------------------- brute-force references
-
-
-def brute_best_threshold(scores, labels, greater_is_same=True):
-    """Enumerate the documented candidates one by one; keep the first best in ascending order
-    (ties -> smallest threshold)."""
-    values = sorted(set(float(s) for s in scores))
-    candidates = [values[0] - 1.0] + [(a + b) / 2.0 for a, b in zip(values[:-1], values[1:])] + [values[-1] + 1.0]
-    scores = np.asarray(scores)
-    labels = np.asarray(labels, dtype=bool)
-    best_t, best_acc = None, -1.0
-    for t in sorted(candidates):
-        pred = scores > t if greater_is_same else scores < t
-        acc = np.mean(pred == labels)
-        if acc > best_acc:
-            best_t, best_acc = t, acc
-    return best_t, best_acc
-
-
-def brute_kfold(scores, labels, folds, greater_is_same=True):
-    accs, ts = [], []
-    for f in sorted(set(folds.tolist())):
-        train = folds != f
-        t, _ = brute_best_threshold(scores[train], labels[train], greater_is_same)
-        test = ~train
-        pred = scores[test] > t if greater_is_same else scores[test] < t
-        accs.append(np.mean(pred == labels[test]))
-        ts.append(t)
-    return np.array(ts), np.array(accs)
-
-
-def facenet_calculate_roc_accuracy(dist, actual_issame, nrof_folds=10):
-    """davidsandberg/facenet's `calculate_roc` accuracy part, as straightforwardly as it is written there
-    (KFold without shuffle = contiguous folds; np.less; argmax; population std)."""
-    thresholds = np.arange(0, 4, 0.01)
-    n = len(actual_issame)
-    indices = np.arange(n)
-    fold_bounds = np.array_split(indices, nrof_folds)
-    accuracy = np.zeros(nrof_folds)
-    chosen = np.zeros(nrof_folds)
-    for fold_idx, test_set in enumerate(fold_bounds):
-        train_set = np.setdiff1d(indices, test_set)
-        acc_train = np.zeros(len(thresholds))
-        for threshold_idx, threshold in enumerate(thresholds):
-            predict_issame = np.less(dist[train_set], threshold)
-            tp = np.sum(np.logical_and(predict_issame, actual_issame[train_set]))
-            tn = np.sum(np.logical_and(np.logical_not(predict_issame), np.logical_not(actual_issame[train_set])))
-            acc_train[threshold_idx] = float(tp + tn) / dist[train_set].size
-        best = np.argmax(acc_train)
-        chosen[fold_idx] = thresholds[best]
-        predict_issame = np.less(dist[test_set], thresholds[best])
-        tp = np.sum(np.logical_and(predict_issame, actual_issame[test_set]))
-        tn = np.sum(np.logical_and(np.logical_not(predict_issame), np.logical_not(actual_issame[test_set])))
-        accuracy[fold_idx] = float(tp + tn) / dist[test_set].size
-    return chosen, accuracy
-
+from tests.helpers.references import brute_best_threshold, brute_kfold, facenet_calculate_roc_accuracy
 
 def random_case(seed, n=None, ties=False, n_folds=10):
     rng = np.random.default_rng(seed)

@@ -17,7 +17,7 @@ from facever.core.embeddings_file import save_embeddings
 from facever.core.errors import FaceverError
 from facever.protocols.lfw import read_lfw_pairs
 from facever.protocols.pair_lists import identity_images, make_identity_pairs
-from tests.test_embed import direct_forward
+from tests.helpers.tiny_models import direct_forward
 
 runner = CliRunner()
 SIZE = (112, 96)

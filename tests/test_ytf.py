@@ -22,7 +22,7 @@ from facever.protocols.ytf import (
 from facever.core.embeddings_file import Embeddings, save_embeddings
 from facever.core.errors import FaceverError, InputFileError
 
-from tests._benchmark_data import orl_people, save_rgb
+from tests.helpers.benchmark_data import orl_people, save_rgb
 
 HEADER = "split number, pair number, first name, second name, is same:\n"
 
@@ -259,7 +259,7 @@ def _run(args):
 
 
 def test_eval_ytf_with_frame_embeddings(tmp_path, faces_dir):
-    from tests._benchmark_data import identity_embeddings
+    from tests.helpers.benchmark_data import identity_embeddings
 
     frames = build_ytf_tree(tmp_path / "YTF", faces_dir, layout="aligned")
     splits = _splits_file(tmp_path / "splits.txt")
@@ -302,7 +302,7 @@ def test_eval_ytf_names_missing_videos(tmp_path, faces_dir):
 
 
 def test_eval_ytf_with_model_caches_frames(tmp_path, faces_dir):
-    from tests._benchmark_data import tiny_model
+    from tests.helpers.benchmark_data import tiny_model
 
     build_ytf_tree(tmp_path / "YTF", faces_dir, layout="aligned")
     splits = _splits_file(tmp_path / "splits.txt")
@@ -338,7 +338,7 @@ def test_eval_ytf_with_model_caches_frames(tmp_path, faces_dir):
 def test_benchmark_dispatch_turns_frame_embeddings_into_video_embeddings(tmp_path, faces_dir):
     from facever.embedding.protocol_embeddings import benchmark_embeddings
     from facever.protocols.catalog import read_benchmark
-    from tests._benchmark_data import identity_embeddings
+    from tests.helpers.benchmark_data import identity_embeddings
 
     frames = build_ytf_tree(tmp_path / "YTF", faces_dir, layout="aligned", n_people=4)
     proto = read_benchmark("ytf", _splits_file(tmp_path / "splits.txt"))
@@ -352,7 +352,7 @@ def test_benchmark_dispatch_turns_frame_embeddings_into_video_embeddings(tmp_pat
 
 
 def test_ensemble_on_ytf_from_frame_embeddings_and_a_model(tmp_path, faces_dir):
-    from tests._benchmark_data import identity_embeddings, tiny_model
+    from tests.helpers.benchmark_data import identity_embeddings, tiny_model
 
     frames = build_ytf_tree(tmp_path / "YTF", faces_dir, layout="aligned")
     splits = _splits_file(tmp_path / "splits.txt")
@@ -377,7 +377,7 @@ def test_eval_ytf_aligns_raw_frames(tmp_path, faces_dir):
     left out of its video's mean and counted."""
     from PIL import Image
 
-    from tests._benchmark_data import tiny_model
+    from tests.helpers.benchmark_data import tiny_model
 
     people = {"Joe_Biden": ["biden.jpg", "biden2.jpg"], "Barack_Obama": ["obama.jpg", "obama2.jpg"],
               "Kit_Harington": ["john1.jpeg", "john2.jpeg"], "Rose_Leslie": ["img1.jpg", "img2.jpg"]}

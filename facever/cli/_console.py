@@ -33,6 +33,35 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).splitlines())
 
 
+# Library parameters whose command-line option has another name.
+_FLAG_NAMES = {"out_dir": "out", "config": "config_file"}
+
+
+def with_flags(message: str, options) -> str:
+    """The library's `message` with each parameter it names (in backticks, listed in `options`) written
+    as the running command's flag: `batch_size` -> --batch-size. Names the command has no option for
+    stay as they are."""
+    if not options:
+        return message
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import get_current_context
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return message
+    flags = {}
+    for param in ctx.command.params:
+        longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+        if longs:
+            flags[param.name] = longs[0]
+    for name in options:
+        flag = flags.get(_FLAG_NAMES.get(name, name))
+        if flag:
+            message = message.replace(f"`{name}`", flag)
+    return message
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the library's FaceverError (and OSError on user files) into a one-line error and exit 2."""
@@ -41,7 +70,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except FaceverError as exc:
-        fail(str(exc))
+        fail(with_flags(str(exc), getattr(exc, "options", ())))
     except OSError as exc:
         # A user's path that cannot be read or written (missing, a file where a folder is needed, full
         # disk, a name too long): one line naming it, not a traceback.

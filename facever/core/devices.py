@@ -28,11 +28,11 @@ def resolve_device(name="auto"):
         if name == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if name.startswith("cuda") and not torch.cuda.is_available():
-            raise FaceverError(f"--device {name}: no CUDA device is available on this machine (use --device cpu)")
+            raise FaceverError(f"`device` {name}: no CUDA device is available on this machine (use `device` cpu)", options=('device',))
         try:
             device = torch.device(name)
         except RuntimeError as exc:
-            raise FaceverError(f"--device {name}: {exc}") from None
+            raise FaceverError(f"`device` {name}: {exc}", options=('device',)) from None
     if device.type == "cuda" and device.index is not None:
         check_cuda_index(device.index, torch.cuda.device_count())
     return device

@@ -6,7 +6,16 @@ from pathlib import Path
 
 
 class FaceverError(Exception):
-    """A problem the user can fix (bad file, bad option, missing data). The CLI prints it on one line."""
+    """A problem the user can fix (bad file, bad option, missing data). The CLI prints it on one line.
+
+    Library messages name settings by their parameter names (`batch_size`), never by a command-line
+    flag; `options` lists the parameter names a message mentions, so a front end can write them its
+    own way (the CLI: `--batch-size`, for the options its command has).
+    """
+
+    def __init__(self, message: str = "", *, options: tuple[str, ...] | list[str] = ()):
+        super().__init__(message)
+        self.options = tuple(options)
 
 
 class InputFileError(FaceverError, ValueError):

@@ -219,14 +219,14 @@ class FaceAligner:
             raise FaceverError(f"invalid crop size {size!r}: expected (h, w) with both at least 8")
         if int(min_face) < 12:
             # Below 12 pixels MTCNN up-samples every image (its smallest window is 12x12): slow and useless.
-            raise FaceverError(f"--min-face {min_face}: must be at least 12 pixels")
+            raise FaceverError(f"`min_face` {min_face}: must be at least 12 pixels", options=('min_face',))
         thresholds = tuple(float(t) for t in thresholds)
         if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
             raise FaceverError(f"invalid MTCNN thresholds {thresholds!r}: expected three numbers in [0, 1]")
         if max_detect_side is not None and max_detect_side < 64:
             raise FaceverError(f"max_detect_side {max_detect_side}: must be at least 64 (or None)")
         if batch_size < 1:
-            raise FaceverError(f"--batch-size {batch_size}: must be at least 1")
+            raise FaceverError(f"`batch_size` {batch_size}: must be at least 1", options=('batch_size',))
         self.size = (int(size[0]), int(size[1]))
         self.select = select
         self.all_faces = bool(all_faces)

@@ -64,13 +64,13 @@ class AlignConfig:
 
     def __post_init__(self):
         if self.format not in OUTPUT_FORMATS:
-            raise FaceverError(f"--format {self.format}: choose one of {', '.join(OUTPUT_FORMATS)}")
+            raise FaceverError(f"`format` {self.format}: choose one of {', '.join(OUTPUT_FORMATS)}", options=('format',))
         if self.on_miss not in ON_MISS:
-            raise FaceverError(f"--on-miss {self.on_miss}: choose one of {', '.join(ON_MISS)}")
+            raise FaceverError(f"`on_miss` {self.on_miss}: choose one of {', '.join(ON_MISS)}", options=('on_miss',))
         if self.workers < 0:
-            raise FaceverError(f"--workers {self.workers}: must be 0 (decode in this process) or more")
+            raise FaceverError(f"`workers` {self.workers}: must be 0 (decode in this process) or more", options=('workers',))
         if self.batch_size < 1:
-            raise FaceverError(f"--batch-size {self.batch_size}: must be at least 1")
+            raise FaceverError(f"`batch_size` {self.batch_size}: must be at least 1", options=('batch_size',))
         if not 1 <= self.jpeg_quality <= 100:
             raise FaceverError(f"JPEG quality {self.jpeg_quality}: must be in 1..100")
 
@@ -405,7 +405,7 @@ def _finish(aligner, dst: Path, item: AlignItem, rgb: np.ndarray, detections, co
         if error:
             reason = error
         elif min(rgb.shape[:2]) < config.min_face:
-            reason = f"image smaller than --min-face ({rgb.shape[1]}x{rgb.shape[0]} pixels)"
+            reason = f"image smaller than `min_face` ({rgb.shape[1]}x{rgb.shape[0]} pixels)"
         else:
             reason = "no face found"
         if config.on_miss == "center-crop":

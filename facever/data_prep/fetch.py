@@ -202,7 +202,7 @@ def resolve_entry(
 def normalise_sha256(value: str) -> str:
     text = value.strip().lower()
     if not _HEX64.match(text):
-        raise FaceverError(f"--sha256 must be 64 hexadecimal digits, got {value!r}")
+        raise FaceverError(f"`sha256` must be 64 hexadecimal digits, got {value!r}", options=('sha256',))
     return text
 
 
@@ -420,7 +420,7 @@ def download(
             verified = verify_file(path, sha256=sha256, md5=md5)
         except ChecksumError as exc:
             # Never delete a file the user may have placed there themselves.
-            raise ChecksumError(f"{exc} (delete it, or pass --force to download again)") from None
+            raise ChecksumError(f"{exc} (delete it, or pass `force` to download again)", options=('force',)) from None
         return DownloadResult(path, 0, 0, verified, already_present=True)
 
     received_total, resumed_from = 0, None
@@ -454,8 +454,7 @@ def download(
             _validator_path(path).unlink()
         raise ChecksumError(
             f"{exc}; the download from {url} was deleted. Run again to retry; if this mirror "
-            "really serves a different file, pass its digest with --sha256"
-        ) from None
+            "really serves a different file, pass its digest with `sha256`", options=('sha256',)) from None
     os.replace(part, path)
     with contextlib.suppress(FileNotFoundError):
         _validator_path(path).unlink()

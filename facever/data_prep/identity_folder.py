@@ -115,9 +115,9 @@ def split_identities(
     names with fewer than `min_images` items to their counts.
     """
     if min_images < 1:
-        raise FaceverError(f"--min-images must be 1 or more, got {min_images}")
+        raise FaceverError(f"`min_images` must be 1 or more, got {min_images}", options=('min_images',))
     if holdout_identities < 0:
-        raise FaceverError(f"--holdout-identities must be 0 or more, got {holdout_identities}")
+        raise FaceverError(f"`holdout_identities` must be 0 or more, got {holdout_identities}", options=('holdout_identities',))
     dropped = {name: len(items) for name, items in people.items() if len(items) < min_images}
     kept = sorted(name for name in people if name not in dropped)
 
@@ -125,9 +125,8 @@ def split_identities(
     if holdout_identities:
         if holdout_identities > len(kept) - 2:
             raise FaceverError(
-                f"--holdout-identities {holdout_identities}: only {len(kept)} identities have "
-                f"{min_images}+ images; at least two must remain for training"
-            )
+                f"`holdout_identities` {holdout_identities}: only {len(kept)} identities have "
+                f"{min_images}+ images; at least two must remain for training", options=('holdout_identities',))
         rng = random.Random(seed)
         # People with 2+ images first: a held-out person with one image gives no positive pair.
         pairable = [n for n in kept if len(people[n]) >= 2]

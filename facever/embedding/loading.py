@@ -231,10 +231,10 @@ def _facenet_weights_file(name: str) -> Path:
         return cached
     hint = (
         f"facenet:{name} needs its weights: put {file_name} (from {url}) into {folder}/ "
-        f"or pass --weights FILE"
+        f"or give the file as `weights`"
     )
     if os.getenv(OFFLINE_ENV, "") not in ("", "0"):
-        raise FaceverError(f"{hint} ({OFFLINE_ENV} is set, not downloading)")
+        raise FaceverError(f"{hint} ({OFFLINE_ENV} is set, not downloading)", options=("weights",))
     from torch.hub import download_url_to_file
 
     from facever.core.atomic import atomic_path
@@ -245,7 +245,7 @@ def _facenet_weights_file(name: str) -> Path:
         with atomic_path(cached) as tmp:
             download_url_to_file(url, str(tmp), progress=False)
     except Exception as exc:  # URLError, HTTPError, socket timeouts, read-only cache folder ...
-        raise FaceverError(f"{hint} (download failed: {type(exc).__name__}: {exc})") from None
+        raise FaceverError(f"{hint} (download failed: {type(exc).__name__}: {exc})", options=("weights",)) from None
     return cached
 
 

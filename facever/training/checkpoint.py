@@ -168,8 +168,7 @@ def check_resume(ck: dict[str, Any], config: TrainConfig, *, world_size: int, pa
         listed = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(diffs.items()))
         raise FaceverError(
             f"{path}: cannot resume with a different configuration ({listed}); use the original options "
-            "or start a new run with another --out"
-        )
+            "or start a new run with another `out`", options=('out',))
     if int(ck.get("world_size", 1)) != world_size:
         raise FaceverError(
             f"{path}: the run used {ck.get('world_size')} process(es), now {world_size}; resume with the same "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,40 +82,40 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
-            if not ok:
-                raise FaceverError(message)
+            if not ok:  # the settings named in backticks, for the CLI to write as its flags
+                raise FaceverError(message, options=re.findall(r"`(\w+)`", message))
 
         if self.input_size is not None:
             object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
-        check(self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, got {self.head!r}")
-        check(self.noise in NOISE_MODES, f"--noise must be one of {', '.join(NOISE_MODES)}, got {self.noise!r}")
+        check(self.head in HEADS, f"`head` must be one of {', '.join(HEADS)}, got {self.head!r}")
+        check(self.noise in NOISE_MODES, f"`noise` must be one of {', '.join(NOISE_MODES)}, got {self.noise!r}")
         check(self.classifier in CLASSIFIERS,
-              f"--classifier must be one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}")
-        check(0 < self.sample_rate <= 1, f"--sample-rate must be in (0, 1], got {self.sample_rate}")
+              f"`classifier` must be one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}")
+        check(0 < self.sample_rate <= 1, f"`sample_rate` must be in (0, 1], got {self.sample_rate}")
         check(self.sample_rate == 1 or self.classifier == "sharded",
-              f"--sample-rate {self.sample_rate} samples classes of the sharded classifier: use --classifier sharded")
-        check(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        check(self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        check(self.cache in CACHE_MODES, f"--cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
-        check(self.epochs >= 1, f"--epochs must be 1 or more, got {self.epochs}")
-        check(self.batch_size >= 2, f"--batch-size must be 2 or more (batch norm), got {self.batch_size}")
-        check(self.lr > 0, f"--lr must be positive, got {self.lr}")
-        check(self.alpha2 >= 0, f"--alpha2 must be 0 or more, got {self.alpha2}")
-        check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
-        check(self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}")
-        check(0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
-        check(0 <= self.warmup_epochs < self.epochs, f"--warmup-epochs must be in [0, epochs), got {self.warmup_epochs}")
-        check(list(self.milestones) == sorted(self.milestones), f"--milestones must increase, got {list(self.milestones)}")
+              f"`sample_rate` {self.sample_rate} samples classes of the sharded classifier: use `classifier` sharded")
+        check(self.schedule in SCHEDULES, f"`schedule` must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        check(self.amp in AMP_MODES, f"`amp` must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        check(self.cache in CACHE_MODES, f"`cache` must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
+        check(self.epochs >= 1, f"`epochs` must be 1 or more, got {self.epochs}")
+        check(self.batch_size >= 2, f"`batch_size` must be 2 or more (batch norm), got {self.batch_size}")
+        check(self.lr > 0, f"`lr` must be positive, got {self.lr}")
+        check(self.alpha2 >= 0, f"`alpha2` must be 0 or more, got {self.alpha2}")
+        check(0 <= self.momentum < 1, f"`momentum` must be in [0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0, f"`weight_decay` must be 0 or more, got {self.weight_decay}")
+        check(0 < self.lr_gamma <= 1, f"`lr_gamma` must be in (0, 1], got {self.lr_gamma}")
+        check(0 <= self.warmup_epochs < self.epochs, f"`warmup_epochs` must be in [0, epochs), got {self.warmup_epochs}")
+        check(list(self.milestones) == sorted(self.milestones), f"`milestones` must increase, got {list(self.milestones)}")
         check(self.holdout_identities != 1 and self.holdout_identities >= 0,
-              f"--holdout-identities must be 0 or at least 2 (validation pairs need two people), got {self.holdout_identities}")
-        check(self.min_images >= 1, f"--min-images must be 1 or more, got {self.min_images}")
-        check(self.workers >= 0, f"--workers must be 0 or more, got {self.workers}")
-        check(self.val_every >= 0 and self.checkpoint_every >= 0, "--val-every and --checkpoint-every must be 0 or more")
-        check((self.val_pairs is None) == (self.val_images is None), "--val-pairs and --val-images go together")
-        check(self.val_bin is None or self.val_pairs is None, "give --val-pairs/--val-images or --val-bin, not both")
+              f"`holdout_identities` must be 0 or at least 2 (validation pairs need two people), got {self.holdout_identities}")
+        check(self.min_images >= 1, f"`min_images` must be 1 or more, got {self.min_images}")
+        check(self.workers >= 0, f"`workers` must be 0 or more, got {self.workers}")
+        check(self.val_every >= 0 and self.checkpoint_every >= 0, "`val_every` and `checkpoint_every` must be 0 or more")
+        check((self.val_pairs is None) == (self.val_images is None), "`val_pairs` and `val_images` go together")
+        check(self.val_bin is None or self.val_pairs is None, "give `val_pairs`/`val_images` or `val_bin`, not both")
         if self.input_size is not None:
-            check(len(self.input_size) == 2 and min(self.input_size) >= 8, f"--input-size must be HxW, got {self.input_size}")
+            check(len(self.input_size) == 2 and min(self.input_size) >= 8, f"`input_size` must be HxW, got {self.input_size}")
 
     @property
     def arch_kwargs(self) -> dict[str, Any]:

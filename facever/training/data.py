@@ -328,7 +328,7 @@ def prepare_training_data(
 
     if scan.failures and strict:
         name, why = scan.failures[0]
-        raise FaceverError(f"{len(scan.failures)} image(s) cannot be decoded (--strict), first: {why}")
+        raise FaceverError(f"{len(scan.failures)} image(s) cannot be decoded (`strict`), first: {why}", options=('strict',))
     crop_size = check_uniform_sizes(tset, tset.items, scan)
     rows = np.flatnonzero(scan.ok)
     if rows.size == 0:
@@ -366,9 +366,8 @@ class EpochBatchSampler:
         self.epoch, self.skip = 0, 0
         if len(self) == 0:
             raise FaceverError(
-                f"--batch-size {batch_size} is larger than the {len(self.sampler)} images each of the "
-                f"{world_size} process(es) gets per epoch; use a smaller batch"
-            )
+                f"`batch_size` {batch_size} is larger than the {len(self.sampler)} images each of the "
+                f"{world_size} process(es) gets per epoch; use a smaller batch", options=('batch_size',))
 
     def __len__(self) -> int:
         return len(self.sampler) // self.batch_size
@@ -506,9 +505,8 @@ class DeviceBatches:
         except torch.OutOfMemoryError:
             need = float(np.prod(shape)) / 2**30
             raise FaceverError(
-                f"--cache device: the decoded training set needs {need:.1f} GiB on {device}, which does not fit; "
-                "use --cache memmap"
-            ) from None
+                f"`cache` device: the decoded training set needs {need:.1f} GiB on {device}, which does not fit; "
+                "use `cache` memmap", options=('cache',)) from None
         for start in range(0, len(rows), chunk):
             part = np.ascontiguousarray(source[rows[start : start + chunk]])
             self.images[start : start + len(part)].copy_(torch.from_numpy(part))

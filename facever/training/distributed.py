@@ -108,7 +108,7 @@ def init_distributed(device: str = "auto") -> DistContext:
         if local_rank >= torch.cuda.device_count():
             raise FaceverError(
                 f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA device(s); "
-                "use --nproc_per_node <= number of GPUs"
+                "start at most one process per GPU"
             )
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)

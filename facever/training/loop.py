@@ -358,7 +358,7 @@ def open_checkpoint(config: TrainConfig, out_dir: Path, ctx: DistContext, *, res
     ck_path = out_dir / CHECKPOINT_NAME
     if ctx.is_main:
         if ck_path.exists() and not resume:
-            raise FaceverError(f"{out_dir} already holds a training checkpoint; pass --resume to continue it or choose another --out")
+            raise FaceverError(f"{out_dir} already holds a training checkpoint; pass `resume` to continue it or choose another `out`", options=('resume', 'out'))
         out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         return None
@@ -518,7 +518,7 @@ def train_one_epoch(run: Run, epoch: int, *, hooks: Hooks, window: LossWindow) -
         if at_window:
             info_loss, info_rate = window.close(ctx, images_per_step=config.batch_size * ctx.world_size)
             if not math.isfinite(info_loss):
-                raise FaceverError(f"training diverged at step {run.step} (loss {info_loss}); lower --lr or use --amp off/bf16")
+                raise FaceverError(f"training diverged at step {run.step} (loss {info_loss}); lower `lr` or use `amp` off/bf16", options=('lr', 'amp'))
             if ctx.is_main:
                 _append_jsonl(run.metrics_path, {
                     "kind": "train", "step": run.step, "epoch": epoch, "loss": info_loss,
@@ -646,7 +646,7 @@ def finish_run(run: Run, *, interrupted: bool, last_loss: float | None, say: Cal
         if run.validator is None or not model_path.exists():  # no validation ran: the final weights
             save_bundle(run, model_path, None)
     if interrupted:
-        say(f"stopped at step {run.step} of {run.total_steps}; checkpoint saved, continue with --resume")
+        say(f"stopped at step {run.step} of {run.total_steps}; checkpoint saved, resume to continue")
     return TrainResult(
         out_dir=out_dir, steps=run.step, total_steps=run.total_steps, interrupted=interrupted, model_path=model_path,
         last_model_path=last_path, best_accuracy=run.best["accuracy"], best_step=run.best["step"],

@@ -102,7 +102,7 @@ def train_command_options(
         except (OSError, ValueError, KeyError, TypeError):
             raise FaceverError(f"{saved}: cannot read the run's training data path; give DATA") from None
     if data is None:
-        raise FaceverError("no training data: give DATA, or a `data` key in the --config file")
+        raise FaceverError("no training data: give DATA, or a `data` key in the `config` file", options=('config',))
     if resume and values.get("amp") == "auto":
         values.pop("amp")  # keep the resumed run's own precision
     return values, data, resolved.sources

@@ -191,7 +191,7 @@ def build_validator(config, tset, input_size: Sequence[int]) -> Validator | None
         protocol = read_lfw_pairs(config.val_pairs, ext=config.val_ext)
         root = Path(config.val_images)
         if not root.is_dir():
-            raise FaceverError(f"--val-images {root}: not a folder")
+            raise FaceverError(f"`val_images` {root}: not a folder", options=('val_images',))
         names, images, skipped = _decode_all(protocol.items(), lambda n: read_image_rgb(root / n), input_size,
                                              strict=True)
         return Validator(protocol, names, images, skipped=skipped)

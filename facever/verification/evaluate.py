@@ -74,13 +74,13 @@ def _missing_message(protocol: PairProtocol, embeddings: Embeddings, missing_ite
     shown = ", ".join(missing_items[:5]) + (" ..." if len(missing_items) > 5 else "")
     msg = (
         f"{n_pairs_missing} of {len(protocol)} pairs need images with no embedding in {source} "
-        f"({len(missing_items)} images: {shown}); use --allow-missing to drop those pairs (folds stay as in the file)"
+        f"({len(missing_items)} images: {shown}); use `allow_missing` to drop those pairs (folds stay as in the file)"
     )
     # The usual cause: aligned crops saved as .png while pairs.txt is read with .jpg.
     stems = {p.rsplit(".", 1)[0]: p for p in embeddings.paths}
     hit = next((stems[m.rsplit(".", 1)[0]] for m in missing_items if m.rsplit(".", 1)[0] in stems), None)
     if hit is not None:
-        msg += f"; the embeddings have {hit!r}: is the image extension right (--ext)?"
+        msg += f"; the embeddings have {hit!r}: is the image extension right (`ext`)?"
     elif n_pairs_missing == len(protocol) and protocol.name == "lfw":
         example = embeddings.paths[0] if embeddings.paths else "nothing"
         msg += (f"; no pair's image is in the file (it holds e.g. {example!r}): LFW pairs name images "
@@ -125,7 +125,8 @@ def score_protocol(
         missing_items = [p for p, r in zip(protocol.first + protocol.second, np.r_[rows1, rows2]) if r < 0]
         missing_items = list(dict.fromkeys(missing_items))
         if not allow_missing:
-            raise FaceverError(_missing_message(protocol, embeddings, missing_items, dropped, embeddings_source))
+            raise FaceverError(_missing_message(protocol, embeddings, missing_items, dropped, embeddings_source),
+                               options=("allow_missing", "ext"))
     keep = ~missing
     labels = protocol.labels[keep]
     folds = protocol.folds[keep]
@@ -252,7 +253,7 @@ def evaluate_protocol(
     """
     metric = metric or ("l2" if thresholds == "grid" else "cosine")
     if thresholds == "grid" and metric != "l2":
-        raise FaceverError("grid thresholds reproduce facenet/insightface and use --metric l2 (squared L2 distance)")
+        raise FaceverError("grid thresholds reproduce facenet/insightface and use `metric` l2 (squared L2 distance)", options=('metric',))
     greater_is_same(metric)  # validates the name
     scores = score_protocol(protocol, embeddings, metric=metric, subtract_mean=subtract_mean,
                             allow_missing=allow_missing, embeddings_source=embeddings_source)

@@ -114,7 +114,7 @@ def format_table(result) -> str:
     lines.append(f"VAL@FAR    {100 * v['val_mean']:.2f}% +- {100 * v['val_std']:.2f} @ FAR {100 * v['far_mean']:.3f}% "
                  "(facenet's definition)")
     if result.dropped_pairs:
-        lines.append(f"dropped    {result.dropped_pairs} pairs with missing images (--allow-missing)")
+        lines.append(f"dropped    {result.dropped_pairs} pairs with missing images")
     return "\n".join(lines)
 
 

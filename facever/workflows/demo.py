@@ -190,7 +190,7 @@ def _replace_dir(partial: Path, root: Path) -> None:
     """Move a finished `partial` folder to `root`, removing an older demo data folder there."""
     if root.exists():
         if not (root / "manifest.json").is_file():
-            raise FaceverError(f"{root} exists and is not a facever demo data folder; choose another --out")
+            raise FaceverError(f"{root} exists and is not a facever demo data folder; choose another `out`", options=('out',))
         shutil.rmtree(root)
     partial.rename(root)
 
@@ -374,7 +374,7 @@ def _train_one(name: str, config, split: _Split, run_dir: Path, emit, stop_reque
         emit(DemoEvent(stage, done=1, loss=info.loss))
 
     def on_message(text: str) -> None:
-        if "--resume" not in text:  # the CLI's resume is "run the demo again", said by DemoInterrupted
+        if not text.startswith("stopped at step"):  # the demo's resume is "run it again", said by DemoInterrupted
             emit(DemoEvent(stage, message=f"{name}: {text}"))
 
     result = train(config, run_dir, resume=resume, progress=on_step, stop_requested=stop_requested,
@@ -398,7 +398,7 @@ def _claim_out_dir(out_dir: Path) -> None:
     ours = (out_dir / OUT_MARKER).is_file() or any(out_dir.glob("models/*/demo.json"))
     if out_dir.is_dir() and not ours and any(out_dir.iterdir()):
         raise FaceverError(f"{out_dir}: folder holds other files (not an earlier facever demo); "
-                           "choose an empty or new --out")
+                           "choose an empty or new `out`", options=('out',))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / OUT_MARKER, "written by facever demo: a rerun may replace anything in this folder\n")
 

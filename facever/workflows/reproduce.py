@@ -258,15 +258,15 @@ class Reproduction:
         from facever.protocols import lfw, ytf
 
         s = self.settings
-        for what, path in (("--casia", s.casia), ("--lfw", s.lfw), ("--ytf", s.ytf)):
+        for what, path in (("casia", s.casia), ("lfw", s.lfw), ("ytf", s.ytf)):
             if not Path(path).exists():
-                raise FaceverError(f"{path}: not found ({what})")
+                raise FaceverError(f"{path}: not found (`{what}`)", options=(what,))
         out = Path(os.path.realpath(self.out))
-        for what, path in (("--casia", s.casia), ("--lfw", s.lfw), ("--ytf", s.ytf)):
+        for what, path in (("casia", s.casia), ("lfw", s.lfw), ("ytf", s.ytf)):
             data = Path(os.path.realpath(path))
             if out == data or data in out.parents:
-                raise FaceverError(f"{self.out}: inside the input {path} ({what}); the run would write into "
-                                   "the data set. Choose an output folder outside it")
+                raise FaceverError(f"{self.out}: inside the input {path} (`{what}`); the run would write into "
+                                   "the data set. Choose an output folder outside it", options=(what,))
         lfw.read_lfw_pairs(self.lfw_pairs)
         ytf.read_ytf_splits(self.ytf_splits)
         # Find the YTF layout now, not after the long CASIA and LFW alignments.
@@ -274,7 +274,7 @@ class Reproduction:
         if s.fglfw:
             self.fglfw_protocol()
         if s.flip not in ("none", "concat", "sum"):
-            raise FaceverError(f"--flip {s.flip!r}: choose none, concat or sum")
+            raise FaceverError(f"`flip` {s.flip!r}: choose none, concat or sum", options=('flip',))
         self.base_options()
 
     def fglfw_protocol(self):
@@ -301,7 +301,7 @@ class Reproduction:
                      if k not in RUNTIME_SETTINGS and saved.get(k) != current.get(k)]
             if diffs:
                 raise FaceverError(f"{self.out} holds a reproduction made with other settings ({'; '.join(diffs)}); "
-                                   "rerun with the same ones to continue it, or choose another --out")
+                                   "rerun with the same ones to continue it, or choose another `out`", options=('out',))
         from facever import __version__
 
         write_text_atomic(path, json.dumps({"facever_version": __version__, "settings": current}, indent=2) + "\n")

@@ -1,0 +1,72 @@
+"""A tiny trained face model and synthetic crops in LFW's layout, for the embedding and evaluation tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+TINY_SIZE = (28, 24)  # (h, w): a 112x96-shaped crop, small enough for CPU tests
+TINY_ARCH = {"input_size": list(TINY_SIZE), "width": 4, "embedding_dim": 16}
+PEOPLE = [f"Person_{k}" for k in range(6)]
+
+
+def train_tiny_model(path: Path, *, seed: int = 0, steps: int = 3) -> Path:
+    """A sphere20 (4 channels wide, 28x24 input) trained a few SGD steps on noise, saved as model.pt."""
+    from facever.models import create_model
+    from facever.models.bundle import save_model_bundle
+
+    torch.manual_seed(seed)
+    backbone = create_model("sphere20", **TINY_ARCH)
+    classifier = torch.nn.Linear(16, 3)
+    opt = torch.optim.SGD([*backbone.parameters(), *classifier.parameters()], lr=0.05)
+    for _ in range(steps):
+        x = torch.randn(8, 3, *TINY_SIZE)
+        loss = torch.nn.functional.cross_entropy(classifier(backbone(x)), torch.randint(0, 3, (8,)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return save_model_bundle(
+        path, backbone.eval(), arch="sphere20", arch_kwargs=TINY_ARCH, input_size=TINY_SIZE,
+        mean=(0.5, 0.4, 0.3), std=(0.25, 0.5, 0.2), embedding_dim=16, extra={"step": steps},
+    )
+
+
+def make_lfw_tree(root: Path, *, size=TINY_SIZE, noise: float = 60.0, seed: int = 0) -> list[str]:
+    """6 people x 4 PNG crops in LFW's layout (`Name/Name_000n.png`); returns the relative paths."""
+    rng = np.random.default_rng(seed)
+    rels = []
+    for person in PEOPLE:
+        base = rng.integers(0, 256, (*size, 3))
+        (root / person).mkdir(parents=True, exist_ok=True)
+        for n in range(1, 5):  # image 4 is in no pair: embedding only what the pairs need leaves it out
+            img = np.clip(base + rng.normal(0, noise, (*size, 3)), 0, 255).astype(np.uint8)
+            rel = f"{person}/{person}_{n:04d}.png"
+            Image.fromarray(img).save(root / rel)
+            rels.append(rel)
+    return rels
+
+
+def make_pairs_file(path: Path) -> Path:
+    """LFW pairs.txt with header `10\\t2`: per fold 2 same and 2 different pairs over `PEOPLE`."""
+    lines = ["10\t2"]
+    for f in range(10):
+        p, q, r = PEOPLE[f % 6], PEOPLE[(f + 1) % 6], PEOPLE[(f + 3) % 6]
+        lines += [f"{p}\t1\t{2 + f % 2}", f"{q}\t2\t3"]
+        lines += [f"{p}\t{1 + f % 3}\t{q}\t{1 + (f + 1) % 3}", f"{r}\t{1 + f % 2}\t{p}\t3"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def direct_forward(module, crops: list[np.ndarray], mean, std) -> np.ndarray:
+    """The model's output computed by hand: (x/255 - mean) / std, NCHW, float32, plain layout."""
+    x = np.stack(crops).astype(np.float32) / 255.0
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    with torch.no_grad():
+        return module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
