@@ -337,7 +337,7 @@ def test_bf16_embedding_of_a_bin_runs_on_the_cpu(tmp_path, faces_dir):
     """The bf16 branch of `.bin` embedding (the default on GPUs) is chosen by `amp`, not by the device."""
     from facever.embedding.bin_images import embed_bin_images
     from facever.embedding.loading import load_embedding_model
-    from tests._benchmark_data import tiny_model
+    from tests.helpers.benchmark_data import tiny_model
 
     path, _ = _orl_bin(tmp_path / "orl.bin", faces_dir)
     bins, _ = load_bin(path)

@@ -119,7 +119,7 @@ def _resume_worker(rank: int, data: str, tmp: str) -> None:
 def test_a_ddp_run_stopped_after_a_checkpoint_and_resumed_ends_with_the_uninterrupted_weights(tmp_path):
     import torch.multiprocessing as mp
 
-    data = _dataset(tmp_path / "data")
+    data = identity_folder(tmp_path / "data")
     mp.spawn(_resume_worker, args=(str(data), str(tmp_path)), nprocs=2, join=True)
     ck = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     assert ck["world_size"] == 2 and ck["step"] == 8 and len(ck["rng"]) == 2
@@ -164,7 +164,7 @@ def test_ctrl_c_under_torchrun_writes_the_checkpoint_within_the_launchers_grace_
     import signal
     import time
 
-    data = _dataset(tmp_path / "data")
+    data = identity_folder(tmp_path / "data")
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "facever",
            "train", str(data), "--out", str(out), *TINY_CLI, "--epochs", "400", "-b", "2", "--device", "cpu",

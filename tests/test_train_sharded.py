@@ -15,7 +15,9 @@ from facever.training.checkpoint import shard_path
 from facever.training.config import TrainConfig
 from facever.training.loop import train
 
-from tests.test_train import TINY, _dataset, _one_thread  # noqa: F401  (autouse fixture)
+from tests.helpers.training import TINY, identity_folder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 WORLD = 2
 
@@ -61,7 +63,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow  # ~1 minute: four runs in two processes
 @pytest.mark.timeout(400)
 def test_sharded_training_equals_the_full_head_and_resumes_exactly(tmp_path):
-    data = _dataset(tmp_path / "data", people=5)
+    data = identity_folder(tmp_path / "data", people=5)
     torch.multiprocessing.spawn(_worker, args=([_free_port() for _ in range(4)], str(data), str(tmp_path)), nprocs=WORLD, join=True)
 
     # r = 1.0 sharded over 2 processes == the full head in one process with the 8-image combined batch
@@ -103,9 +105,9 @@ def test_cli_trains_with_the_sharded_classifier_in_one_process(tmp_path):
     from typer.testing import CliRunner
 
     from facever.cli import app
-    from tests.test_train import TINY_CLI
+    from tests.helpers.training import TINY_CLI
 
-    data = _dataset(tmp_path / "data", people=5)
+    data = identity_folder(tmp_path / "data", people=5)
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", str(data), "--out", str(out), *TINY_CLI, "--epochs", "1", "-b", "8",
                                       "--device", "cpu", "--workers", "0", "--classifier", "sharded",
