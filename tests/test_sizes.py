@@ -44,6 +44,7 @@ def test_config_file_and_command_line_read_sizes_alike(text, tmp_path):
         assert result.exit_code == 2 and "invalid size" in result.output, result.output
     else:
         assert "invalid size" not in result.output
-    # facever align --size
-    result = CliRunner().invoke(app, ["align", str(tmp_path / "missing"), str(tmp_path / "dst"), "--size", text])
+    # facever align --size (on an empty folder of photos)
+    (tmp_path / "photos").mkdir()
+    result = CliRunner().invoke(app, ["align", str(tmp_path / "photos"), str(tmp_path / "dst"), "--size", text])
     assert ("invalid size" in result.output) == (expected is None), result.output
