@@ -396,7 +396,10 @@ def _claim_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise FaceverError(f"{out_dir}: exists and is not a folder")
     ours = (out_dir / OUT_MARKER).is_file() or any(out_dir.glob("models/*/demo.json"))
-    if out_dir.is_dir() and not ours and any(out_dir.iterdir()):
+    from facever.core.locks import LOCK_NAME
+
+    # The lock this run holds on the folder (core/locks.py) is not someone else's file.
+    if out_dir.is_dir() and not ours and any(p.name != LOCK_NAME for p in out_dir.iterdir()):
         raise FaceverError(f"{out_dir}: folder holds other files (not an earlier facever demo); "
                            "choose an empty or new `out`", options=('out',))
     out_dir.mkdir(parents=True, exist_ok=True)
