@@ -232,9 +232,14 @@ def test_bad_images_are_listed_and_fail_unless_skipped(tiny, tmp_path):
     # Chunked (resumable) embedding: a chunk of bad images only does not stop the next chunk.
     from facever.embedding.cache import embed_items_cached
 
-    emb, bad, _ = embed_items_cached(model, bad_root, ["broken.png", "notes.jpg"] + good, cache=tmp_path / "c.npz",
+    emb, bad, _ = embed_items_cached(model, bad_root, ["broken.png", "notes.jpg"] + good, cache=tmp_path / "c",
                                      chunk_size=2, workers=0, device="cpu", skip_bad=True)
-    assert emb.paths == good and len(bad) == 2 and load_embeddings(tmp_path / "c.npz").paths == good
+    assert emb.paths == good and len(bad) == 2
+    # The cache remembers the bad bytes too: a rerun embeds nothing and lists the same failures.
+    again, bad2, reused = embed_items_cached(model, bad_root, ["broken.png", "notes.jpg"] + good, cache=tmp_path / "c",
+                                             chunk_size=2, workers=0, device="cpu", skip_bad=True,
+                                             progress=lambda n: pytest.fail("embedded again"))
+    assert again.paths == good and reused == len(good) and bad2 == bad
 
 
 def test_progress_counts_every_image(tiny):
@@ -330,7 +335,7 @@ def test_cli_embed_resumes_an_interrupted_run(tiny, tmp_path):
 
     model = load_embedding_model(tiny["model"])
     out = tmp_path / "emb.npz"
-    partial = tmp_path / ".emb.partial.npz"
+    partial = tmp_path / ".emb.partial"
     seen = []
 
     def interrupt(n):
@@ -342,14 +347,14 @@ def test_cli_embed_resumes_an_interrupted_run(tiny, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         embed_items_cached(model, tiny["images"], tiny["rels"], cache=partial, chunk_size=4, batch_size=2,
                            workers=0, device="cpu", progress=interrupt)
-    assert len(load_embeddings(partial)) == 8 and not out.exists()
+    assert len(list(partial.rglob("shard-*.npz"))) == 2 and not out.exists()
     result = runner.invoke(app, ["embed", str(tiny["model"]), str(tiny["images"]), "--out", str(out),
                                  "--workers", "0", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "resumed: 8 embeddings" in result.output and not partial.exists()
     emb = load_embeddings(out)
     direct = embed_images(model, tiny["images"], tiny["rels"], workers=0)[0]
-    assert emb.paths == tiny["rels"] and "cache_key" not in emb.metadata
+    assert emb.paths == tiny["rels"] and "cache" not in emb.metadata
     np.testing.assert_allclose(emb.embeddings, direct.embeddings, rtol=1e-5, atol=1e-6)
 
 

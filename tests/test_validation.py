@@ -14,6 +14,8 @@ import torch
 from typer.testing import CliRunner
 
 from facever.cli import app
+from facever.core.crop import CROP_POLICY
+from facever.data_prep.alignment_record import alignment_record, write_alignment_record
 from facever.training.config import TrainConfig
 from facever.training.loop import train
 
@@ -61,6 +63,7 @@ def test_validation_prints_what_eval_lfw_prints_on_the_saved_model(faces_dir, tm
     for person in TRAIN_PEOPLE:
         (train_dir / person).symlink_to(orl / person, target_is_directory=True)
     pairs, images = _lfw_style(orl, tmp_path)
+    write_alignment_record(train_dir, alignment_record((112, 92), select="largest"))
     # 112x92 ORL photos for a 28x24 model: the aspect ratio differs, so the crop policy matters.
     config = TrainConfig(data=str(train_dir), arch="sphere20", input_size=(28, 24), width=4, embedding_dim=16,
                          epochs=1, batch_size=8, lr=0.02, workers=0, device="cpu", checkpoint_every=0,
@@ -72,6 +75,10 @@ def test_validation_prints_what_eval_lfw_prints_on_the_saved_model(faces_dir, tm
     record = validation[0]
     assert record["flip"] == "sum" and record["amp"] in ("bf16", "off")
     assert result.best_accuracy == record["accuracy"]
+    # model.pt says how its training crops were made.
+    crops = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["crops"]
+    assert crops["input_size"] == [28, 24] and crops["source_size"] == [112, 92]
+    assert crops["crop_policy"] == CROP_POLICY and crops["alignment"]["size"] == [112, 92]
 
     def eval_lfw(flip: str, *extra: str) -> dict:
         r = CliRunner().invoke(app, [

@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facever.embedding.frame_cache import EmbeddingCache
-from facever.core.images import read_image_rgb
 from facever.protocols.ytf import (
     find_video_tree,
     frames_from_embeddings,
@@ -181,54 +179,6 @@ def test_frames_from_an_embeddings_file():
     assert lists == {"A/0": [paths[1], paths[0]], "B/1": ["B/1/x.1.jpg"]}
     with pytest.raises(FaceverError, match="no frame embeddings for 1 video.*C/2"):
         frames_from_embeddings(emb, ["A/0", "C/2"])
-
-
-def _mean_colour_embedder(base: Path, calls: list):
-    """A stand-in feature (mean RGB of the frame) that records which paths it was asked for."""
-
-    def embed(paths):
-        calls.append(list(paths))
-        rows = [read_image_rgb(base / p).reshape(-1, 3).mean(axis=0) for p in paths]
-        return Embeddings(list(paths), np.array(rows)), []
-
-    return embed
-
-
-def test_cache_extends_incrementally_and_survives_a_new_process(tmp_path, faces_dir):
-    frames = build_ytf_tree(tmp_path / "YTF", faces_dir, layout="aligned", n_people=2)
-    base = tmp_path / "YTF" / "aligned_images_DB"
-    all_frames = [f for fl in frames.values() for f in fl]
-    calls: list = []
-    sig = {"model": "abc", "align": False}
-    cache = EmbeddingCache(tmp_path / "cache", sig)
-    emb, bad, n = cache.extend(all_frames[:5], _mean_colour_embedder(base, calls), chunk_size=2)
-    assert n == 5 and [len(c) for c in calls] == [2, 2, 1] and bad == {}
-    # a fresh cache object (another run) embeds only what is new
-    cache2 = EmbeddingCache(tmp_path / "cache", dict(sig))
-    emb2, _, n2 = cache2.extend(all_frames, _mean_colour_embedder(base, calls), chunk_size=100)
-    assert n2 == len(all_frames) - 5 and calls[-1] == all_frames[5:]
-    _, _, n3 = cache2.extend(all_frames, _mean_colour_embedder(base, calls))
-    assert n3 == 0 and len(calls) == 4
-    assert sorted(emb2.paths) == sorted(all_frames)
-    np.testing.assert_allclose(emb2.embeddings[emb2.rows([all_frames[0]])[0]], read_image_rgb(base / all_frames[0]).reshape(-1, 3).mean(0))
-    # other settings live in their own folder
-    other = EmbeddingCache(tmp_path / "cache", {"model": "xyz", "align": False})
-    assert other.folder != cache.folder and other.load() == (None, {})
-
-
-def test_cache_remembers_frames_that_failed(tmp_path):
-    calls = []
-
-    def embed(paths):
-        calls.append(list(paths))
-        ok = [p for p in paths if "bad" not in p]
-        return Embeddings(ok, np.ones((len(ok), 2))), [(p, "no face") for p in paths if "bad" in p]
-
-    cache = EmbeddingCache(tmp_path, {"k": 1})
-    emb, bad, _ = cache.extend(["a/0/1.jpg", "a/0/bad.jpg"], embed)
-    assert emb.paths == ["a/0/1.jpg"] and bad == {"a/0/bad.jpg": "no face"}
-    _, bad2, n = EmbeddingCache(tmp_path, {"k": 1}).extend(["a/0/1.jpg", "a/0/bad.jpg"], embed)
-    assert n == 0 and bad2 == bad and len(calls) == 1
 
 
 # ---------------------------------------------------------------------------------------------------

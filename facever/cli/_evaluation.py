@@ -95,8 +95,10 @@ def require_embeddings_or_model(embeddings, model, *, data=None, data_option: st
 
 def embed_protocol_images(protocol, model: str, images: Path, *, cache: Path | None, flip: str, batch_size: int,
                           device: str, amp: bool | None = None, weights: Path | None = None,
-                          allow_missing: bool = False, name: str | None = None):
-    """Embed the images `protocol` needs from `images` with `model`, reusing (and extending) `cache`.
+                          allow_missing: bool = False, name: str | None = None, save_to: Path | None = None):
+    """Embed the images `protocol` needs from `images` with `model`, reusing (and extending) the embedding
+    cache folder `cache` (content-keyed: a changed image or setting is embedded again); the embeddings
+    used are written to `save_to` (unless it already holds exactly them).
 
     With `allow_missing` unreadable images are left out (their pairs dropped later), else they fail
     the command naming them. `name` prefixes the messages (ensemble: one model of several).
@@ -127,13 +129,32 @@ def embed_protocol_images(protocol, model: str, images: Path, *, cache: Path | N
         report_bad_images(bad)
     info(f"{prefix}{len(emb)} of {len(items)} images embedded with {emb_model.model_id}"
          + (f" ({reused} reused from {cache})" if reused else ""))
+    if save_to is not None:
+        _save_if_changed(save_to, emb)
     return emb
+
+
+def _save_if_changed(path: Path, emb) -> None:
+    """Write the embeddings used next to the report, unless the file already holds exactly these rows."""
+    from facever.core.embeddings_file import load_embeddings, save_embeddings
+    from facever.core.errors import FaceverError
+
+    if emb.metadata.get("reused") == len(emb) and path.is_file():
+        try:
+            old = load_embeddings(path)
+        except FaceverError:
+            old = None
+        if old is not None and old.paths == emb.paths and old.embeddings.shape == emb.embeddings.shape \
+                and (old.embeddings == emb.embeddings).all():
+            return
+    save_embeddings(path, emb.paths, emb.embeddings, emb.metadata)
 
 
 def protocol_embeddings(protocol, *, embeddings: Path | None, model: str | None, images: Path | None,
                         out: Path | None, what: str, **embed_options):
     """`(embeddings, source)` for an image-pair protocol: the `--embeddings` file, or `--model` run over
-    `--images` now (missing images named before any model loads; cached as OUT/embeddings.npz).
+    `--images` now (missing images named before any model loads; cached in OUT/embedding_cache/, the
+    embeddings used written to OUT/embeddings.npz).
     `source` names where they came from, for the table and the report."""
     from facever.core.embeddings_file import load_embeddings
 
@@ -141,7 +162,8 @@ def protocol_embeddings(protocol, *, embeddings: Path | None, model: str | None,
         return load_embeddings(embeddings), str(embeddings)
     if not embed_options.get("allow_missing"):
         check_images_exist(images, protocol.items(), what=what)
-    cache = Path(out) / "embeddings.npz" if out is not None else None
-    emb = embed_protocol_images(protocol, model, images, cache=cache, **embed_options)
-    return emb, str(cache) if cache is not None else f"<{model} on {images}>"
+    cache = Path(out) / "embedding_cache" if out is not None else None
+    save_to = Path(out) / "embeddings.npz" if out is not None else None
+    emb = embed_protocol_images(protocol, model, images, cache=cache, save_to=save_to, **embed_options)
+    return emb, str(save_to) if save_to is not None else f"<{model} on {images}>"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -135,8 +136,18 @@ def embed(
             aligner = FaceAligner(size=crop, select=select.value, min_face=min_face, device=device)
         elif size:
             raise FaceverError("--size applies with --align only (aligned crops are resized to the model's input)")
-        # Progress is kept in a hidden file next to OUT, so an interrupted run resumes where it stopped.
-        partial = out.parent / f".{out.stem}.partial.npz"
+        if aligner is None:
+            from facever.data_prep.alignment_record import alignment_difference, read_alignment_record
+            from facever.cli._console import warn
+
+            trained_on = emb_model.extra.get("training_crops") or {}
+            differs = alignment_difference(read_alignment_record(root), trained_on.get("alignment"),
+                                           emb_model.input_size)
+            if differs:
+                warn(f"{root}: {differs}")
+        # Progress is kept in a hidden cache folder next to OUT (the one embedding cache, keyed by each image's
+        # bytes and the settings), so an interrupted run resumes where it stopped and never reuses a stale row.
+        partial = out.parent / f".{out.stem}.partial"
         info(f"embedding {len(rel_paths)} images from {root} with {emb_model.model_id} ({emb_model.preprocessing})")
         try:
             with progress_bar("embedding", total=len(rel_paths)) as advance:
@@ -155,7 +166,7 @@ def embed(
             info(f"left out {len(bad)} images (--skip-bad)")
         metadata = {**result.metadata, "images_source": str(Path(images).resolve()),
                     "bad": [{"path": b.path, "reason": b.reason} for b in bad]}
-        metadata.pop("cache_key", None)
+        metadata.pop("cache", None)
         save_embeddings(out, result.paths, result.embeddings, metadata)
-        partial.unlink(missing_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)
         info(f"wrote {out}: {len(result)} embeddings of dimension {result.dim} (flip {flip.value})")

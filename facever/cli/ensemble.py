@@ -178,7 +178,8 @@ def ensemble(
             per_model = [
                 embed_protocol_images(proto, src, images, name=name, flip=flip.value, batch_size=batch_size,
                                       device=device, allow_missing=allow_missing,
-                                      cache=out / f"embeddings_{name}.npz" if out is not None else None)
+                                      cache=out / "embedding_cache" if out is not None else None,
+                                      save_to=out / f"embeddings_{name}.npz" if out is not None else None)
                 for src, name in zip(sources, model_names)
             ]
 

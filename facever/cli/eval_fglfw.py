@@ -44,8 +44,8 @@ def eval_fglfw(
     device: str = device_option(when="With --model: "),
     batch_size: int = batch_size_option(when="With --model: "),
     out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Folder for report.json and roc.png; with --model also embeddings.npz, reused and "
-        "extended by the next run with the same model and settings."
+        None, "--out", "-o", help="Folder for report.json and roc.png; with --model also embeddings.npz and embedding_cache/ "
+        "(reused by the next run for every image whose bytes, model and settings are unchanged)."
     ),
     json_output: bool = JSON_OUTPUT,
 ) -> None:

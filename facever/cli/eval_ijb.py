@@ -117,7 +117,7 @@ def eval_ijb(
             net = load_model(model, weights=weights, device=device)
             h, w = (int(v) for v in net.input_size)
             crops_dir = crops if crops is not None else out / f"crops_{h}x{w}"
-            cache = out / "embeddings.npz" if out is not None else None
+            cache = out / "embedding_cache" if out is not None else None
             n_images = len(meta.image_names())
             with progress_bar("aligning", total=n_images) as on_crop:
                 summary = ijb_crops(meta, landmarks, (h, w), crops_dir, progress=on_crop)
@@ -128,6 +128,10 @@ def eval_ijb(
                     progress=advance, on_plan=lambda done, todo: advance(done),
                 )
             info(f"embeddings: {len(emb) - reused} computed, {reused} reused" + (f" from {cache}" if cache else ""))
+            if out is not None:
+                from facever.core.embeddings_file import save_embeddings
+
+                save_embeddings(out / "embeddings.npz", emb.paths, emb.embeddings, emb.metadata)
             source = f"model {model}"
         else:
             emb = load_embeddings(embeddings)

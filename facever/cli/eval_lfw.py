@@ -22,7 +22,8 @@ def eval_lfw(
     ),
     model: Optional[str] = typer.Option(
         None, "--model", "-m", help="Embed the images the pairs need now: a facever model (RUN/model.pt) or "
-        "facenet:vggface2, arcface:r50 (--weights), a .onnx graph. Needs --images; cached as OUT/embeddings.npz with --out.",
+        "facenet:vggface2, arcface:r50 (--weights), a .onnx graph. Needs --images; with --out the embeddings used "
+        "go to OUT/embeddings.npz, cached in OUT/embedding_cache/ by image content and settings.",
     ),
     images: Optional[Path] = typer.Option(
         None, "--images", help="With --model: the aligned LFW folder (Name/Name_0001.jpg inside)."

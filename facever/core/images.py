@@ -102,7 +102,24 @@ def decode_image_bytes_rgb(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
         raise ImageDecodeError(f"{name}: not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"{name}: cannot decode image ({exc})") from None
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageDecodeError(f"{name}: decoded to an unusable shape {arr.shape}")
     return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def read_file_bytes(path: str | Path) -> tuple[bytes, int]:
+    """(bytes, mtime in ns) of a regular file, read in one go (for content digests and `decode_image_bytes_rgb`).
+
+    Raises `ImageDecodeError` naming the file when it is missing, unreadable or not a regular file.
+    """
+    check_regular_file(path, error=ImageDecodeError)
+    try:
+        with open(path, "rb") as f:
+            return f.read(), os.fstat(f.fileno()).st_mtime_ns
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def list_images(root: str | Path) -> list[str]:

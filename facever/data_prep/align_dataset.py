@@ -27,12 +27,13 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from facever.data_prep.alignment_record import alignment_record, write_alignment_record
 from facever.core.images import IMAGE_EXTENSIONS, ImageDecodeError, check_regular_file, list_images, read_image_rgb
 from facever.core.errors import FaceverError, InputFileError
 
 log = logging.getLogger(__name__)
 
-REPORT_NAME = "align_report.csv"
+REPORT_NAME = "align_report.csv"  # next to `alignment.json` (data_prep.alignment_record)
 REPORT_FIELDS = ("path", "status", "reason", "output")
 OUTPUT_FORMATS = ("jpg", "png")
 ON_MISS = ("skip", "center-crop")
@@ -507,6 +508,11 @@ def run_alignment(
     aligner = aligner or make_aligner(config)
     report_path = dst / REPORT_NAME
     rows = _previous_rows(report_path, plan)
+    # How these crops are made, for the model trained on them and for `facever embed`'s check.
+    write_alignment_record(dst, alignment_record(
+        config.size, select=config.select, all_faces=config.all_faces, min_face=config.min_face,
+        thresholds=config.thresholds, max_detect_side=config.max_detect_side,
+    ))
     _remove_stale_partials(dst, plan.todo)
     summary = AlignSummary(total=len(plan.items), already_done=plan.already_done, report=str(report_path), dst=str(dst))
     started = time.perf_counter()

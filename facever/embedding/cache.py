@@ -1,70 +1,165 @@
-"""Embedding each image once: an embeddings file reused while model and settings match, saved as it grows.
+"""The one embedding cache: image embeddings kept on disk, keyed by content, reused only when nothing changed.
 
-`facever eval-lfw --model` (and `facever ensemble --images`) embed the images the pairs need into
-`OUT/embeddings.npz`; `facever embed` keeps its progress in a hidden `.NAME.partial.npz` next to its
-output. A later run with the same model weights (sha256), flip mode, precision, image folder and
-aligner reuses every row it finds and embeds only the missing ones, so an interrupted run resumes and
-a second evaluation (other metric, other thresholds) costs no model time. The file is rewritten
-(atomically) after every `chunk_size` images, so an interruption loses at most one chunk.
+Used by `facever embed` (its resume), every `eval-*` with a model, `ensemble --images`, YTF frames and
+`facever reproduce`. A row is reused only when all of these match:
+
+- the image's bytes: a content digest (BLAKE2b-128) and size of the file, read at lookup time, and the
+  digest of the very bytes the decoding worker embedded when the row was stored (a file rewritten in
+  place, same name, even with its old mtime, is embedded again; a renamed or copied file is reused);
+- the settings (`cache_settings`): the model file's sha256 and its preprocessing (input size, mean,
+  std, colour order), the crop policy, the flip mode, the precision (AMP bf16 or float32), the device
+  type (CUDA's TF32 convolutions differ from the CPU's float32) and the aligner's settings.
+
+Layout: `<cache_dir>/<settings digest>/` holds `settings.json` (what the digest stands for) and shards
+`shard-00000.npz`, one per chunk of embedded images, each written atomically, so an interruption loses
+at most one chunk and ~620k YTF frames make ~80 files read one at a time. A shard holds `keys`
+(content digests), `embeddings` (float32), `paths`, `sizes`, `mtimes` and `shapes` (for humans and the
+report: where each row came from), and the images that produced no embedding (`bad_keys`,
+`bad_paths`, `bad_reasons`: undecodable bytes, no face found), which are not retried while their bytes
+and the settings stay the same. Several models and settings share one cache folder without mixing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from facever.core.embeddings_file import Embeddings, load_embeddings, save_embeddings
-from facever.core.devices import default_amp
-from facever.core.errors import FaceverError
+from facever.core.atomic import atomic_path, write_text_atomic
+from facever.core.crop import CROP_POLICY
+from facever.core.embeddings_file import Embeddings
+from facever.core.errors import FaceverError, InputFileError
 
 log = logging.getLogger(__name__)
 
-# Images per saved step: big enough that rewriting the file is cheap next to the model time.
-DEFAULT_CHUNK = 20_000
+CACHE_FORMAT = 1
+# Images per shard: big enough that a shard costs little next to its model time, small enough that an
+# interruption loses little and YTF's frames make tens of files, not thousands.
+DEFAULT_CHUNK = 8192
 
 
-def cache_key(model, root: str | os.PathLike, *, flip: str, amp: bool, align=None) -> dict[str, Any]:
-    """What must match for cached rows to be reused (JSON-ready)."""
-    from facever.embedding.extract import _aligner_metadata
+def content_key(data: bytes) -> str:
+    """The cache key of an image's bytes: `SIZE-BLAKE2b128` (hex)."""
+    return f"{len(data)}-{hashlib.blake2b(data, digest_size=16).hexdigest()}"
+
+
+def file_key(path: str | os.PathLike) -> tuple[str, int] | None:
+    """(content key, mtime in ns) of a file, or None when it cannot be read (missing, not a regular file)."""
+    from facever.core.images import ImageDecodeError, read_file_bytes
+
+    try:
+        data, mtime = read_file_bytes(path)
+    except ImageDecodeError:
+        return None
+    return content_key(data), mtime
+
+
+def file_keys(root: str | os.PathLike, items: Sequence[str], *, threads: int = 8) -> list[tuple[str, int] | None]:
+    """`file_key` of `root / item` for every item (threads: hashing releases the GIL, reading waits on disk)."""
+    root = Path(root)
+    if len(items) < 64:
+        return [file_key(root / i) for i in items]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(lambda i: file_key(root / i), items, chunksize=256))
+
+
+def cache_settings(model, *, flip: str, amp: bool, device_type: str, align=None) -> dict[str, Any]:
+    """Everything besides the image that decides an embedding (JSON-ready); see the module doc."""
+    from facever.embedding.extract import aligner_settings
 
     return {
-        "model_sha256": model.fingerprint,
-        "model": model.model_id,
-        "preprocessing": model.preprocessing,
+        "cache_format": CACHE_FORMAT,
+        "model": getattr(model, "model_id", str(model)),
+        "model_sha256": getattr(model, "fingerprint", ""),
+        "preprocessing": getattr(model, "preprocessing", ""),
+        "crop_policy": CROP_POLICY,
         "flip": flip,
         "amp": "bf16" if amp else "off",
-        "images_root": str(Path(root).resolve()),
-        "aligner": _aligner_metadata(align) if align is not None else None,
+        "device_type": device_type,
+        "aligner": aligner_settings(align),
     }
 
 
-def load_cache(path: str | os.PathLike | None, key: dict[str, Any]) -> Embeddings | None:
-    """The cached embeddings at `path` when they were made with `key`'s settings, else None."""
-    if path is None or not Path(path).is_file():
-        return None
-    try:
-        cached = load_embeddings(path)
-    except FaceverError as exc:
-        log.warning("ignoring unreadable embeddings cache (%s); embedding again", exc)
-        return None
-    if cached.metadata.get("cache_key") != key:
-        log.info("%s was made with another model or settings; embedding again", path)
-        return None
-    return cached
+@dataclass
+class CacheLookup:
+    """What the cache holds for some keys: `rows[key]` (embedding) and `bad[key]` (reason)."""
+
+    rows: dict[str, np.ndarray]
+    bad: dict[str, str]
+    shapes: dict[str, tuple[int, int]]
 
 
-def _merge(a: Embeddings | None, b: Embeddings, where) -> Embeddings:
-    if a is None or not len(a):
-        return b
-    if not len(b):
-        return a
-    if a.dim != b.dim:
-        raise FaceverError(f"{where}: cached embeddings have {a.dim} dimensions, the model gives {b.dim}")
-    return Embeddings(a.paths + b.paths, np.concatenate([a.embeddings, b.embeddings]), metadata=b.metadata)
+class EmbeddingCache:
+    """The shards of one set of settings under `cache_dir` (see the module doc)."""
+
+    def __init__(self, cache_dir: str | os.PathLike, settings: dict[str, Any]):
+        self.settings = dict(settings)
+        blob = json.dumps(self.settings, sort_keys=True).encode()
+        self.digest = hashlib.sha256(blob).hexdigest()[:16]
+        self.folder = Path(cache_dir) / self.digest
+
+    def shards(self) -> list[Path]:
+        return sorted(self.folder.glob("shard-*.npz")) if self.folder.is_dir() else []
+
+    def lookup(self, keys: set[str] | Sequence[str]) -> CacheLookup:
+        """The cached rows and failures among `keys`, read one shard at a time (only matching rows kept)."""
+        wanted = set(keys)
+        found = CacheLookup({}, {}, {})
+        for shard in self.shards():
+            if not wanted:
+                break
+            try:
+                with np.load(shard, allow_pickle=False) as data:
+                    shard_keys = data["keys"]
+                    hit = np.flatnonzero(np.isin(shard_keys, list(wanted))) if len(shard_keys) else []
+                    if len(hit):
+                        emb, shapes = data["embeddings"], data["shapes"]
+                        for i in hit:
+                            found.rows[str(shard_keys[i])] = emb[i]
+                            found.shapes[str(shard_keys[i])] = (int(shapes[i][0]), int(shapes[i][1]))
+                    for k, reason in zip(data["bad_keys"].tolist(), data["bad_reasons"].tolist()):
+                        if k in wanted:
+                            found.bad[k] = reason
+            except (OSError, ValueError, KeyError) as exc:
+                raise InputFileError(shard, f"unreadable embedding cache shard ({type(exc).__name__}: {exc}); "
+                                            "delete it to embed those images again") from None
+            wanted -= found.rows.keys() | found.bad.keys()
+        return found
+
+    def add(self, keys: Sequence[str], embeddings: np.ndarray, *, paths: Sequence[str], mtimes: Sequence[int],
+            shapes: Sequence[Sequence[int]], bad: Sequence[tuple[str, str, str]] = ()) -> Path | None:
+        """Write one shard: rows (`keys[i]` -> `embeddings[i]`) and failures (key, path, reason)."""
+        if not len(keys) and not bad:
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        settings_file = self.folder / "settings.json"
+        if not settings_file.is_file():
+            write_text_atomic(settings_file, json.dumps(self.settings, indent=2, sort_keys=True) + "\n")
+        shards = self.shards()
+        index = int(shards[-1].stem.split("-")[1]) + 1 if shards else 0
+        path = self.folder / f"shard-{index:05d}.npz"
+        emb = np.asarray(embeddings, dtype=np.float32)
+        emb = emb.reshape(len(keys), -1) if len(keys) else np.zeros((0, 1), np.float32)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f,
+                keys=np.array(list(keys), dtype=str).reshape(-1),
+                embeddings=emb,
+                paths=np.array(list(paths), dtype=str).reshape(-1),
+                mtimes=np.asarray(list(mtimes), dtype=np.int64).reshape(-1),
+                shapes=np.asarray(list(shapes), dtype=np.int32).reshape(-1, 2),
+                bad_keys=np.array([b[0] for b in bad], dtype=str).reshape(-1),
+                bad_paths=np.array([b[1] for b in bad], dtype=str).reshape(-1),
+                bad_reasons=np.array([b[2] for b in bad], dtype=str).reshape(-1),
+            )
+        return path
 
 
 def embed_items_cached(
@@ -84,60 +179,109 @@ def embed_items_cached(
     progress: Callable[[int], None] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
 ):
-    """Embeddings of `items` (relative paths under `root`), reusing and extending the file `cache`.
+    """Embeddings of `items` (relative paths under `root`), reusing and extending the cache folder `cache`.
 
     Returns `(embeddings, bad, reused)`: the rows for `items` that could be embedded (in `items`
     order), the `BadImage`s left out, and how many rows came from the cache. `on_plan(reused,
-    to_embed)` is called once before any model work (e.g. to advance a progress bar).
+    to_embed)` is called once before any model work (e.g. to advance a progress bar). Without a
+    cache (None) everything is embedded. The metadata says how each row was made (`embed_images`'s)
+    plus `reused` and `cache`.
 
     Raises `BadImagesError` listing every bad image when `skip_bad` is False, after the good ones are
     saved in `cache`, so rerunning with `skip_bad` costs no model time.
     """
     import torch
 
-    from facever.core.devices import resolve_device
-    from facever.embedding.extract import BadImagesError, NoImageEmbeddedError, embed_images, runs_own_graph
+    from facever.core.devices import default_amp, resolve_device
+    from facever.embedding.extract import (
+        FUSE_MIN_IMAGES, BadImage, BadImagesError, NoImageEmbeddedError, aligner_settings, embed_images,
+        runs_own_graph,
+    )
 
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     use_amp = (default_amp(dev) if amp is None else bool(amp)) and not runs_own_graph(model)
-    key = cache_key(model, root, flip=flip, amp=use_amp, align=align)
     items = list(dict.fromkeys(str(i) for i in items))
     if not items:
         raise FaceverError("no images to embed")
+    store = EmbeddingCache(cache, cache_settings(model, flip=flip, amp=use_amp, device_type=dev.type, align=align)) \
+        if cache is not None else None
 
-    everything = load_cache(cache, key)
-    have = set(everything.paths) if everything is not None else set()
-    todo = [p for p in items if p not in have]
+    # Look up what the cache holds for the images' current bytes.
+    found = CacheLookup({}, {}, {})
+    keys: list[str | None] = [None] * len(items)
+    if store is not None:
+        keys = [k[0] if k is not None else None for k in file_keys(root, items)]
+        found = store.lookup({k for k in keys if k is not None})
+    reused_rows = {p: found.rows[k] for p, k in zip(items, keys) if k in found.rows}
+    bad: list[BadImage] = [BadImage(p, found.bad[k]) for p, k in zip(items, keys) if k in found.bad]
+    todo = [p for p, k in zip(items, keys) if k is None or (k not in found.rows and k not in found.bad)]
     if on_plan is not None:
         on_plan(len(items) - len(todo), len(todo))
 
-    bad = []
+    fresh_rows: dict[str, np.ndarray] = {}
+    shapes = {p: found.shapes[k] for p, k in zip(items, keys) if k in found.shapes}
+    meta: dict[str, Any] = {}
+    # Fold batch norms by the size of the whole request, so a resumed run computes as the first did.
+    fuse_bn = len(items) >= FUSE_MIN_IMAGES
     for start in range(0, len(todo), chunk_size):
+        chunk = todo[start:start + chunk_size]
+        digests: dict[str, tuple[str, int, tuple[int, int] | None]] = {}
         try:
             fresh, chunk_bad = embed_images(
-                model, root, todo[start:start + chunk_size], flip=flip, batch_size=batch_size, workers=workers,
-                device=dev, amp=use_amp, align=align, skip_bad=True, progress=progress,
+                model, root, chunk, flip=flip, batch_size=batch_size, workers=workers, device=dev, amp=use_amp,
+                fuse_bn=fuse_bn, align=align, skip_bad=True, progress=progress, content_keys=digests,
             )
         except NoImageEmbeddedError as exc:  # a chunk of bad images only: the next chunk may do better
-            bad += exc.bad
-            continue
+            fresh, chunk_bad = None, exc.bad
         bad += chunk_bad
-        everything = _merge(everything, fresh, cache or "embeddings")
-        if cache is not None and len(fresh):
-            meta = {**everything.metadata, "cache_key": key, "images": len(everything)}
-            meta.pop("bad_images", None)
-            save_embeddings(cache, everything.paths, everything.embeddings, meta)
+        if fresh is not None:
+            meta = fresh.metadata
+            fresh_rows.update(zip(fresh.paths, fresh.embeddings))
+        if store is not None:
+            good = [p for p in (fresh.paths if fresh is not None else []) if p in digests]
+            for p in good:
+                shapes[p] = digests[p][2]
+            store.add(
+                [digests[p][0] for p in good],
+                np.stack([fresh_rows[p] for p in good]) if good else np.zeros((0, 1), np.float32),
+                paths=good, mtimes=[digests[p][1] for p in good], shapes=[digests[p][2] for p in good],
+                bad=[(digests[b.path][0], b.path, b.reason) for b in chunk_bad if b.path in digests],
+            )
+        else:
+            shapes.update({p: digests[p][2] for p in digests if digests[p][2] is not None})
+
+    bad = sorted(bad, key=lambda b: b.path)
     if bad and not skip_bad:
         raise BadImagesError(bad, len(items))
-    if everything is None or not len(everything):
-        raise FaceverError(f"no image could be embedded ({len(bad)} bad of {len(items)})")
-    rows = everything.rows(items)
-    present = rows >= 0
-    metadata = {**everything.metadata, "cache_key": key, "images": int(present.sum()), "bad_images": len(bad)}
-    result = Embeddings(
-        paths=[p for p, ok in zip(items, present) if ok], embeddings=everything.embeddings[rows[present]],
-        metadata=metadata,
-    )
-    return result, bad, len(items) - len(todo)
+    rows = {**reused_rows, **fresh_rows}
+    kept = [p for p in items if p in rows]
+    if not kept:
+        raise NoImageEmbeddedError(bad, len(items))
+    size = tuple(int(v) for v in model.input_size)
+    kept_shapes = [shapes.get(p) for p in kept]
+    metadata = {
+        **model.metadata(),
+        "flip": flip,
+        "crop_policy": CROP_POLICY,
+        "crop_size": list(size),
+        "amp": "bf16" if use_amp else "off",
+        "device": str(dev),
+        "aligned_here": align is not None,
+        **({"aligner": aligner_settings(align)} if align is not None else {}),
+        **({"channels_last": meta["channels_last"]} if "channels_last" in meta else {}),
+        "images": len(kept),
+        "bad_images": len(bad),
+        "resized_images": sum(1 for s in kept_shapes if s is not None and tuple(s) != size),
+        "aspect_mismatch_images": sum(1 for s in kept_shapes if s is not None and _aspect_differs(s, size)),
+        "reused": len(reused_rows),
+        "cache": str(store.folder) if store is not None else None,
+    }
+    return Embeddings(kept, np.stack([rows[p] for p in kept]), metadata=metadata), bad, len(reused_rows)
+
+
+def _aspect_differs(shape, size) -> bool:
+    from facever.embedding.preprocess import aspect_ratio_differs
+
+    return aspect_ratio_differs(shape, size)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from facever.core.opencv_guard import opencv
-from facever.core.images import ImageDecodeError, read_image_rgb
+from facever.core.images import ImageDecodeError, decode_image_bytes_rgb, read_file_bytes
 from facever.core.devices import cudnn_autotune, default_amp, device_scope
 from facever.core.crop import CROP_POLICY, fit_to_input
 from facever.embedding.preprocess import aspect_ratio_differs, normalize_batch
@@ -86,7 +86,11 @@ class NoImageEmbeddedError(BadImagesError):
 
 
 class _ImageDataset:
-    """Item i -> (i, pixels or None, reason or None, original (h, w) or None)."""
+    """Item i -> (i, pixels or None, reason or None, original (h, w) or None, (content key, mtime) or None).
+
+    The content key (`facever.embedding.cache.content_key`) is the digest of the very bytes decoded, so
+    a cache row is stored under the content it was computed from, even if the file changes meanwhile.
+    """
 
     def __init__(self, root: Path, rel_paths: Sequence[str], size: tuple[int, int] | None):
         self.root = Path(root)
@@ -97,14 +101,22 @@ class _ImageDataset:
         return len(self.rel_paths)
 
     def __getitem__(self, i: int):
+        from facever.embedding.cache import content_key
+
+        path = self.root / self.rel_paths[i]
         try:
-            rgb = read_image_rgb(self.root / self.rel_paths[i])
+            data, mtime = read_file_bytes(path)
         except ImageDecodeError as exc:
-            return i, None, _reason(exc, self.root / self.rel_paths[i]), None
+            return i, None, _reason(exc, path), None, None
+        key = (content_key(data), mtime)
+        try:
+            rgb = decode_image_bytes_rgb(data, name=str(path))
+        except ImageDecodeError as exc:
+            return i, None, _reason(exc, path), None, key
         shape = rgb.shape[:2]
         if self.size is not None:
             rgb = fit_to_input(rgb, self.size)
-        return i, rgb, None, shape
+        return i, rgb, None, shape, key
 
 
 def _reason(exc: Exception, path: Path) -> str:
@@ -121,6 +133,7 @@ def _collate(items, stack: bool = True) -> dict[str, Any]:
         "index": torch.tensor([it[0] for it in good], dtype=torch.int64),
         "bad": [(it[0], it[2]) for it in items if it[1] is None],
         "shapes": [it[3] for it in good],
+        "keys": [(it[0], it[4]) for it in items if it[4] is not None],
     }
     if stack:
         batch["pixels"] = torch.from_numpy(np.stack([it[1] for it in good])) if good else None
@@ -296,6 +309,7 @@ def embed_images(
     align=None,
     skip_bad: bool = False,
     progress: Callable[[int], None] | None = None,
+    content_keys: dict[str, tuple[str, int, tuple[int, int] | None]] | None = None,
 ) -> tuple[Embeddings, list[BadImage]]:
     """Embed `root / p` for every relative path `p`; rows keep the order of `rel_paths`.
 
@@ -316,6 +330,8 @@ def embed_images(
             (its `select` rule), and a photo without a face counts as bad.
         skip_bad: leave undecodable images (and faceless photos) out instead of failing.
         progress: called with the number of images just finished.
+        content_keys: when a dict, filled with `path -> (content key, mtime_ns, (h, w) fed to the model or
+            None)` for every file read, the key being the digest of the bytes decoded (the cache's key).
 
     Returns:
         (embeddings, bad): `Embeddings` with float32 rows for the good images, metadata describing the
@@ -387,6 +403,9 @@ def embed_images(
     with loop.running():
         for batch in loader:
             bad.extend(BadImage(rel_paths[i], reason) for i, reason in batch["bad"])
+            if content_keys is not None:
+                for i, (key, mtime) in batch["keys"]:
+                    content_keys[rel_paths[i]] = (key, mtime, None)
             index = batch["index"]
             if align is not None and len(index):
                 # The detector runs in float32: MTCNN turns its outputs into numpy, which has no bfloat16;
@@ -397,6 +416,8 @@ def embed_images(
             else:
                 pixels, shapes = batch.get("pixels"), batch["shapes"]
             for i, shape in zip(index.tolist(), shapes):
+                if content_keys is not None and rel_paths[i] in content_keys:
+                    content_keys[rel_paths[i]] = (*content_keys[rel_paths[i]][:2], tuple(int(v) for v in shape))
                 if tuple(shape) != size:
                     stats["resized"] += 1
                     if aspect_ratio_differs(shape, size):
@@ -434,7 +455,7 @@ def embed_images(
         "aspect_mismatch_images": stats["aspect_mismatch"],
     }
     if align is not None:
-        metadata["aligner"] = _aligner_metadata(align)
+        metadata["aligner"] = aligner_settings(align)
     embeddings = Embeddings(paths=[rel_paths[i] for i in keep], embeddings=out[keep], metadata=metadata)
     return embeddings, sorted(bad, key=lambda b: b.path)
 
@@ -485,9 +506,12 @@ def _align_batch(align, photos, index, size):
     return pixels, torch.tensor(kept, dtype=torch.int64), shapes, faceless
 
 
-def _aligner_metadata(align) -> dict[str, Any]:
+def aligner_settings(align) -> dict[str, Any] | None:
+    """The settings of a `FaceAligner` that change its crops (JSON-ready; for metadata and cache keys)."""
+    if align is None:
+        return None
     meta: dict[str, Any] = {"type": type(align).__name__}
-    for key in ("size", "select", "template", "margin"):
+    for key in ("size", "select", "template", "margin", "min_face", "thresholds", "max_detect_side"):
         value = getattr(align, key, None)
         if isinstance(value, (int, float, str, bool)):
             meta[key] = value

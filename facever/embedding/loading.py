@@ -199,6 +199,8 @@ def _load_facever(path: Path) -> EmbeddingModel:
     if color not in ("RGB", "BGR"):
         raise InputFileError(path, f"model file: unknown colour order {color!r}")
     extra = {"arch": arch, "arch_kwargs": info.get("arch_kwargs", {})}
+    if isinstance(info.get("crops"), dict):  # how the training crops were made (input size, policy, alignment)
+        extra["training_crops"] = info["crops"]
     for key in ("step", "val_accuracy", "facever_version"):
         if key in info and isinstance(info[key], (int, float, str)):
             extra[f"model_{key}" if not key.startswith("model") else key] = info[key]

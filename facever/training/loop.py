@@ -597,6 +597,21 @@ def checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
     }
 
 
+def training_crops(run: Run) -> dict[str, Any]:
+    """How the training crops were made, for `model.pt`: the model's input size, the crop policy that fitted
+    the decoded crops to it, their own size, and the training folder's alignment record when it has one."""
+    from facever.core.crop import CROP_POLICY
+    from facever.data_prep.alignment_record import read_alignment_record
+
+    data = Path(run.config.data)
+    return {
+        "input_size": [int(v) for v in run.input_size],
+        "crop_policy": CROP_POLICY,
+        "source_size": [int(v) for v in run.prep.crop_size] if run.prep.crop_size else None,
+        "alignment": read_alignment_record(data) if data.is_dir() else None,
+    }
+
+
 def save_bundle(run: Run, path: Path, accuracy: float | None) -> Path:
     """The deployable embedding model (`facever.models.bundle`) with the run's current weights."""
     config = run.config
@@ -607,6 +622,7 @@ def save_bundle(run: Run, path: Path, accuracy: float | None) -> Path:
         "val_accuracy": accuracy,
         "head": config.head,
         "train_images": len(run.prep.items),
+        "crops": training_crops(run),
     }
     return save_model_bundle(
         path, run.backbone, arch=config.arch, arch_kwargs=config.arch_kwargs, input_size=run.input_size,

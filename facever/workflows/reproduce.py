@@ -502,9 +502,10 @@ class Reproduction:
             raise FaceverError(f"{lfw_root}: expected a folder of aligned LFW images")
         with self.progress(f"embed LFW ({model})", len(items)) as advance:
             emb, _, _ = embed_items_cached(
-                net, lfw_root, items, cache=eval_dir / "lfw_embeddings.npz", flip=s.flip, batch_size=s.batch_size,
+                net, lfw_root, items, cache=eval_dir / "embedding_cache", flip=s.flip, batch_size=s.batch_size,
                 workers=s.workers, device=s.device, progress=advance, on_plan=lambda done, todo: advance(done),
             )
+        save_embeddings(eval_dir / "lfw_embeddings.npz", emb.paths, emb.embeddings, emb.metadata)
         for bench, protocol in protocols.items():
             result = self._evaluate(protocol, emb, eval_dir / bench,
                                     {"model": str(model_path), "images": str(lfw_root), "flip": s.flip})

@@ -48,11 +48,12 @@ def refused(args: list[str], match: str, root: Path, *, code: int = 2, resume_fi
     """Run `facever ARGS` in process; assert exit `code`, one `error:` line matching `match`, `root` untouched.
 
     `resume_files`: hidden progress files a command keeps on purpose so that the rerun continues
-    (embed's `.OUT.partial.npz`); they may appear, nothing else may.
+    (embed's `.OUT.partial/` cache folder); they, and files inside them, may appear, nothing else may.
     """
     before = snapshot(root)
     result = runner.invoke(app, [str(a) for a in args])
-    after = {k: v for k, v in snapshot(root).items() if k not in resume_files}
+    after = {k: v for k, v in snapshot(root).items()
+             if not any(k == r or k.startswith(r + "/") for r in resume_files)}
     assert result.exit_code == code, f"exit {result.exit_code}: {result.output}\n{result.exception!r}"
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]

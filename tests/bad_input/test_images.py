@@ -20,7 +20,7 @@ def test_fifo_in_image_list_embed(photos, tiny_model):
     os.mkfifo(photos / "imgs" / "Ann" / "fifo.jpg")
     (photos / "list.txt").write_text("imgs/Ann/Ann_0001.jpg\nimgs/Ann/fifo.jpg\nimgs/Bob/Bob_0001.jpg\n")
     refused(["embed", tiny_model, photos / "list.txt", "--out", photos / "out.npz", "--device", "cpu", "--workers", "0"],
-            r"--skip-bad", photos, resume_files=(".out.partial.npz",))
+            r"--skip-bad", photos, resume_files=(".out.partial",))
     result = accepted(["embed", tiny_model, photos / "list.txt", "--out", photos / "out.npz", "--device", "cpu",
                        "--workers", "0", "--skip-bad"])
     assert "FIFO" in result.stderr
@@ -48,7 +48,7 @@ def test_fifo_in_a_folder_is_not_an_image(photos, tiny_model):
 def test_undecodable_image_named(photos, tiny_model, content, match):
     (photos / "imgs" / "Ann" / "Ann_0001.jpg").write_bytes(content)
     refused(["embed", tiny_model, photos / "imgs", "--out", photos / "out.npz", "--device", "cpu", "--workers", "0"],
-            r"--skip-bad", photos, resume_files=(".out.partial.npz",))
+            r"--skip-bad", photos, resume_files=(".out.partial",))
 
 
 def test_no_images(tmp_path, tiny_model):

@@ -1,0 +1,115 @@
+"""The one embedding cache (`facever.embedding.cache`): content-keyed, sharded, never stale.
+
+Rows are reused only when the image's bytes and every setting that changes an embedding are the same; a
+changed image (same name, even with its old mtime) or setting is embedded again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facever.embedding.cache import EmbeddingCache, cache_settings, embed_items_cached, file_key
+from facever.embedding.extract import embed_images
+from facever.embedding.loading import load_embedding_model
+from tests.helpers.benchmark_data import tiny_model
+
+
+@pytest.fixture
+def tiny(tmp_path) -> dict:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    rels = []
+    for person in ("ann", "bob", "cy"):
+        (root / person).mkdir(parents=True)
+        for k in range(4):
+            rel = f"{person}/{k}.png"
+            Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(root / rel)
+            rels.append(rel)
+    model = load_embedding_model(tiny_model(tmp_path / "model.pt", input_size=(24, 20)))
+    return {"root": root, "rels": rels, "model": model, "cache": tmp_path / "cache"}
+
+
+def _run(tiny, **kw):
+    plan = {}
+    emb, bad, reused = embed_items_cached(
+        tiny["model"], tiny["root"], tiny["rels"], cache=tiny["cache"], workers=0, device="cpu",
+        on_plan=lambda done, todo: plan.update(done=done, todo=todo), **{"amp": False, **kw},
+    )
+    return emb, reused, plan
+
+
+def test_a_second_run_reuses_every_row_and_gives_the_same_numbers(tiny):
+    first, reused, plan = _run(tiny, chunk_size=5)
+    assert reused == 0 and plan == {"done": 0, "todo": 12}
+    assert len(list(Path(first.metadata["cache"]).glob("shard-*.npz"))) == 3  # 5 + 5 + 2
+    second, reused, plan = _run(tiny)
+    assert reused == 12 and plan == {"done": 12, "todo": 0} and second.metadata["reused"] == 12
+    assert second.paths == first.paths
+    np.testing.assert_array_equal(second.embeddings, first.embeddings)
+    direct = embed_images(tiny["model"], tiny["root"], tiny["rels"], workers=0, amp=False)[0]
+    np.testing.assert_allclose(second.embeddings, direct.embeddings, rtol=1e-5, atol=1e-6)
+
+
+def test_an_image_changed_in_place_is_embedded_again(tiny):
+    first, _, _ = _run(tiny)
+    target = tiny["root"] / tiny["rels"][4]
+    stat = target.stat()
+    # Same name, same size, same mtime: only the bytes tell (a re-alignment written over the old crops).
+    pixels = np.asarray(Image.open(target))
+    Image.fromarray(255 - pixels).save(target)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second, reused, plan = _run(tiny)
+    assert reused == 11 and plan == {"done": 11, "todo": 1}
+    changed = second.paths.index(tiny["rels"][4])
+    assert not np.allclose(second.embeddings[changed], first.embeddings[changed], atol=1e-3)
+    direct = embed_images(tiny["model"], tiny["root"], [tiny["rels"][4]], workers=0, amp=False)[0]
+    np.testing.assert_allclose(second.embeddings[changed], direct.embeddings[0], rtol=1e-5, atol=1e-6)
+    others = [i for i in range(12) if i != changed]
+    np.testing.assert_array_equal(second.embeddings[others], first.embeddings[others])
+
+
+@pytest.mark.parametrize("change", [{"amp": True}, {"flip": "sum"}, {"flip": "concat"}])
+def test_another_precision_or_flip_is_not_reused(tiny, change):
+    first, _, _ = _run(tiny)
+    other, reused, plan = _run(tiny, **change)
+    assert reused == 0 and plan["todo"] == 12
+    if other.dim == first.dim:
+        assert not np.allclose(other.embeddings, first.embeddings, atol=1e-4)
+    else:  # concat: f(x) then f(mirror x)
+        assert other.dim == 2 * first.dim and not np.allclose(other.embeddings[:, first.dim:], first.embeddings, atol=1e-4)
+    # and the first settings are still there, untouched
+    again, reused, _ = _run(tiny)
+    assert reused == 12
+    np.testing.assert_array_equal(again.embeddings, first.embeddings)
+
+
+def test_another_model_file_is_not_reused(tiny, tmp_path):
+    _run(tiny)
+    tiny2 = {**tiny, "model": load_embedding_model(tiny_model(tmp_path / "other.pt", input_size=(24, 20), seed=1))}
+    _, reused, _ = _run(tiny2)
+    assert reused == 0
+
+
+def test_a_renamed_file_is_reused_by_content(tiny):
+    first, _, _ = _run(tiny)
+    (tiny["root"] / "ann" / "0.png").rename(tiny["root"] / "ann" / "renamed.png")
+    rels = ["ann/renamed.png", *tiny["rels"][1:]]
+    emb, _, reused = embed_items_cached(tiny["model"], tiny["root"], rels, cache=tiny["cache"], workers=0,
+                                        device="cpu", amp=False)
+    assert reused == 12
+    np.testing.assert_array_equal(emb.embeddings, first.embeddings)
+
+
+def test_settings_and_keys_say_what_they_stand_for(tiny):
+    settings = cache_settings(tiny["model"], flip="none", amp=False, device_type="cpu")
+    assert settings["model_sha256"] == tiny["model"].fingerprint and settings["amp"] == "off"
+    assert settings["crop_policy"] and "24x20" in settings["preprocessing"]
+    assert EmbeddingCache(tiny["cache"], settings).folder != EmbeddingCache(tiny["cache"], {**settings, "amp": "bf16"}).folder
+    key, mtime = file_key(tiny["root"] / tiny["rels"][0])
+    assert key.split("-")[0] == str((tiny["root"] / tiny["rels"][0]).stat().st_size) and mtime > 0
+    assert file_key(tiny["root"] / "missing.png") is None
