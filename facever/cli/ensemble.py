@@ -217,12 +217,13 @@ def ensemble(
 def _ensemble_ijb(set_name: str, root: Path, sources, names, weights, mode: str, *, models: bool, out, json_output,
                   device: str, batch_size: int) -> None:
     """IJB-B/C: per-image embeddings files keyed by the meta image names (or models, embedded as
-    `facever eval-ijb --model` does, cached in OUT/embeddings_NAME.npz); fused at the template level."""
+    `facever eval-ijb --model` does, cached in OUT/embedding_cache/, written to OUT/embeddings_NAME.npz); fused
+    at the template level."""
     import json
 
     from facever.cli._console import info
     from facever.cli.eval_ijb import parse_modes
-    from facever.core.embeddings_file import load_embeddings
+    from facever.core.embeddings_file import load_embeddings, save_embeddings
     from facever.core.errors import FaceverError
     from facever.embedding.ensemble import evaluate_ensemble_ijb
     from facever.protocols import ijb as reader
@@ -250,9 +251,10 @@ def _ensemble_ijb(set_name: str, root: Path, sources, names, weights, mode: str,
             with progress_bar(f"aligning ({name})", total=n_images) as on_crop:
                 ijb_crops(meta, landmarks, (h, w), out / f"crops_{h}x{w}", progress=on_crop)
             with progress_bar(f"embedding ({name})", total=n_images) as advance:
-                emb, _ = ijb_embeddings(net, meta, out / f"crops_{h}x{w}", cache=out / f"embeddings_{name}.npz",
+                emb, _ = ijb_embeddings(net, meta, out / f"crops_{h}x{w}", cache=out / "embedding_cache",
                                         batch_size=batch_size, device=device, progress=advance,
                                         on_plan=lambda done, todo: advance(done))
+            save_embeddings(out / f"embeddings_{name}.npz", emb.paths, emb.embeddings, emb.metadata)
             per_model.append(emb)
     result = evaluate_ensemble_ijb(meta, per_model, names, weights=weights, mode=modes[0], landmarks=landmarks)
     for name, src in zip(names, sources):
