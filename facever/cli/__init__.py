@@ -17,7 +17,9 @@ app = typer.Typer(
         "score them on LFW / FGLFW / YTF with the 10-fold protocol, and ensemble models."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    # Plain click help: at 80 columns every option name stays whole and its help wraps below.
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -32,7 +34,7 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+        False, "--version", "-V", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """Face verification toolkit."""
@@ -78,6 +80,37 @@ def _register() -> None:
 
 _register()
 
+# Types as words users know in --help (click's convention), not Python's (`<str>`, `<list[Path]>`).
+_TYPE_WORDS = {"str": "TEXT", "int": "INTEGER", "int range": "INTEGER", "float": "NUMBER", "float range": "NUMBER",
+               "path": "PATH", "Path": "PATH", "file": "FILE", "directory": "DIR", "bool": "BOOLEAN"}
+
+
+def _plain_metavars(command, ctx=None) -> None:
+    for param in getattr(command, "params", []):
+        if param.metavar is not None or getattr(param, "is_flag", False) or not hasattr(param, "display_type"):
+            continue
+        try:
+            label = param.display_type(ctx).strip("<>")
+        except Exception:  # noqa: BLE001 - help must never fail over a label
+            continue
+        many = label.startswith("list[") or param.nargs == -1
+        inner = label[5:-1] if label.startswith("list[") else label
+        if param.param_type_name == "argument":
+            param.metavar = param.name.upper()
+        elif "|" in inner:
+            param.metavar = "[" + inner + "]"
+        elif inner in _TYPE_WORDS:
+            param.metavar = _TYPE_WORDS[inner] + ("..." if many else "")
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub, ctx)
+
+
+def build_command():
+    """The click command behind `facever`, with plain type names in --help."""
+    command = typer.main.get_command(app)
+    _plain_metavars(command)
+    return command
+
 
 def main() -> None:
-    app()
+    build_command()(prog_name="facever")

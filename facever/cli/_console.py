@@ -12,21 +12,81 @@ from rich.markup import escape  # messages are text: `facever[onnx]` must not be
 err_console = Console(stderr=True)
 out_console = Console()
 
+# Open log files (e.g. a training run's training.log) that receive every console line, timestamped.
+_log_files: list = []
+
+
+def _to_logs(text: str) -> None:
+    if not _log_files:
+        return
+    import datetime
+
+    stamp = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    for f in _log_files:
+        for line in text.splitlines() or [""]:
+            f.write(f"{stamp} {line}\n")
+        f.flush()
+
+
+@contextlib.contextmanager
+def console_log(path) -> Iterator[None]:
+    """Copy every message, warning, error and plain progress line printed on stderr meanwhile into `path`
+    (appended, each line prefixed with an ISO timestamp). On a terminal, where progress is a bar, the
+    file gets the plain progress lines at the usual interval instead."""
+    f = open(path, "a", encoding="utf-8")
+    _log_files.append(f)
+    try:
+        yield
+    finally:
+        _log_files.remove(f)
+        f.close()
+
+
+def print_table(columns, rows, *, highlight_rows=(), show_lines: bool = False) -> None:
+    """A table on stdout: a rich table on a terminal; tab-separated lines (header first) in a pipe or a
+    file, so every name, path and recipe stays whole for grep, cut and spreadsheets.
+
+    `rows`: sequences of cell strings; `highlight_rows`: indices shown in bold yellow on a terminal.
+    """
+    rows = [[str(c) for c in row] for row in rows]
+    if not sys.stdout.isatty():
+        def cell(text: str) -> str:
+            return " ".join(text.replace("\t", " ").split())
+
+        out = ["\t".join(cell(c) for c in columns)] + ["\t".join(cell(c) for c in row) for row in rows]
+        sys.stdout.write("\n".join(out) + "\n")
+        sys.stdout.flush()
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    # Text, not markup: a name such as `[old]` shows as such.
+    table = Table(show_lines=show_lines)
+    for column in columns:
+        table.add_column(Text(column), overflow="fold")
+    highlighted = set(highlight_rows)
+    for i, row in enumerate(rows):
+        table.add_row(*(Text(c) for c in row), style="bold yellow" if i in highlighted else None)
+    out_console.print(table)
+
 
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error on stderr and exit non-zero."""
     import typer
 
     err_console.print(f"[bold red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
+    _to_logs(f"error: {_one_line(message)}")
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    _to_logs(f"warning: {message}")
 
 
 def info(message: str) -> None:
     err_console.print(message, highlight=False, soft_wrap=True, markup=False)
+    _to_logs(message)
 
 
 def _one_line(message: str) -> str:
@@ -79,54 +139,197 @@ def user_errors() -> Iterator[None]:
         fail(f"{exc.filename}: {exc.strerror or exc}")
 
 
+PROGRESS_INTERVAL_ENV = "FACEVER_PROGRESS_INTERVAL"
+DEFAULT_PROGRESS_INTERVAL = 15.0  # seconds between plain progress lines when stderr is a log or a pipe
+
+
+def progress_interval() -> float:
+    """Seconds between plain progress lines: $FACEVER_PROGRESS_INTERVAL, else 15."""
+    import os
+
+    try:
+        value = float(os.environ.get(PROGRESS_INTERVAL_ENV, DEFAULT_PROGRESS_INTERVAL))
+    except ValueError:
+        return DEFAULT_PROGRESS_INTERVAL
+    return value if value > 0 else DEFAULT_PROGRESS_INTERVAL
+
+
+def format_rate(per_second: float | None, unit: str = "img") -> str:
+    """A rate with three significant digits: `0.312 img/s`, `3.14 img/s`, `31.4 img/s`, `1,234 img/s`."""
+    if per_second is None or per_second != per_second or per_second <= 0:
+        return f"- {unit}/s"
+    if per_second >= 100:
+        return f"{per_second:,.0f} {unit}/s"
+    if per_second >= 0.001:
+        return f"{per_second:.3g} {unit}/s"
+    return f"{per_second:.1e} {unit}/s"
+
+
+def format_duration(seconds: float | None) -> str:
+    """`42s`, `3m05s`, `2h07m` (`?` when unknown)."""
+    if seconds is None or seconds != seconds or seconds < 0 or seconds == float("inf"):
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _plain_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+    _to_logs(line)
+
+
+class PlainProgress:
+    """Progress for logs and pipes: one plain line on stderr every `interval` seconds and at the end.
+
+    `description: done/total (pct%), rate, elapsed, eta [status]`. Lines come from a timer thread, so
+    a log shows the job alive even while one step takes longer than the interval.
+    """
+
+    def __init__(self, description: str, total: int | None, unit: str = "img", *, interval: float | None = None,
+                 write=None, clock=None):
+        import threading
+        import time
+
+        self.description, self.total, self.unit = description, total, unit
+        self.interval = progress_interval() if interval is None else interval
+        self.clock = clock or time.monotonic
+        self.write = write or _plain_line
+        self.done = 0
+        self.status = ""
+        self.start = self.last_advance = self.clock()
+        self.closed = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, name="facever-progress", daemon=True)
+        self._thread.start()
+
+    def line(self, final: bool = False) -> str:
+        now = self.clock()
+        # The rate counts time up to the last progress made (a finished scan's rate does not decay while
+        # the next stage sets up); the final line's elapsed time ends there too.
+        active = self.last_advance - self.start
+        elapsed = active if final and self.done else now - self.start
+        rate = self.done / active if active > 0 and self.done else None
+        total = self.total if self.total is not None else (self.done if final else None)
+        parts = [f"{self.done}/{total if total is not None else '?'}"]
+        if total:
+            parts[0] += f" ({100.0 * self.done / total:.0f}%)"
+        parts.append(format_rate(rate, self.unit))
+        parts.append(f"elapsed {format_duration(elapsed)}")
+        if final:
+            parts.append("done")
+        elif total is not None and rate:
+            parts.append(f"eta {format_duration((total - self.done) / rate)}")
+        text = f"{self.description}: " + ", ".join(parts)
+        return text + (f"  {self.status}" if self.status else "")
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                if not self.closed:
+                    self.write(self.line())
+
+    def advance(self, n: int = 1, status: str | None = None) -> None:
+        with self._lock:
+            self.done += n
+            self.last_advance = self.clock()
+            if status is not None:
+                self.status = status
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.write(self.line(final=True))
+        self._stop.set()
+
+
+class _RichProgress:
+    """The terminal bar (rich): rate with significant digits, ETA; `close()` completes a bar of unknown total."""
+
+    def __init__(self, description: str, total: int | None, unit: str = "img"):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
+
+        class RateColumn(TextColumn):
+            def __init__(self):
+                super().__init__("")
+
+            def render(self, task):  # noqa: D401
+                return Text(format_rate(task.finished_speed or task.speed, unit), style="cyan")
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+            console=err_console, transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(description, total=total, status="")
+        self.closed = False
+
+    def advance(self, n: int = 1, status: str | None = None) -> None:
+        if status is None:
+            self.progress.update(self.task, advance=n)
+        else:
+            self.progress.update(self.task, advance=n, status=status)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        task = self.progress.tasks[0]
+        if task.total is None:  # e.g. "checking images N/?": the count is now known
+            self.progress.update(self.task, total=task.completed)
+        self.progress.stop()
+
+
+def open_progress(description: str, total: int | None, unit: str = "img"):
+    """A progress display with `advance(n=1, status=None)` and `close()`: a rich bar on a terminal,
+    plain timed lines (`PlainProgress`) when stderr is a log file or a pipe."""
+    if not sys.stderr.isatty():
+        return PlainProgress(description, total, unit)
+    if not _log_files:
+        return _RichProgress(description, total, unit)
+    return _Both(_RichProgress(description, total, unit), PlainProgress(description, total, unit, write=_to_logs))
+
+
+class _Both:
+    def __init__(self, *displays):
+        self.displays = displays
+
+    def advance(self, n: int = 1, status: str | None = None) -> None:
+        for d in self.displays:
+            d.advance(n, status)
+
+    def close(self) -> None:
+        for d in self.displays:
+            d.close()
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None, unit: str = "img") -> Iterator:
-    """A rich progress bar on stderr with rate and ETA. Yields `advance(n=1, **fields)`.
+    """Progress on stderr with rate and ETA, closed on the way out. Yields `advance(n=1, status=None)`.
 
-    Disabled automatically when stderr is not a terminal (CI logs stay clean).
+    On a terminal: a rich bar. In a log or a pipe: a plain line every $FACEVER_PROGRESS_INTERVAL
+    seconds (default 15) and one at the end, so a job under nohup or a cluster scheduler is never silent.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    class RateColumn(TextColumn):
-        def __init__(self):
-            super().__init__("")
-
-        def render(self, task):  # noqa: D401
-            from rich.text import Text
-
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} {unit}/s" if speed else f"- {unit}/s", style="cyan")
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=err_console,
-        disable=not sys.stderr.isatty(),
-        transient=False,
-    )
-    with progress:
-        task = progress.add_task(description, total=total, status="")
-
-        def advance(n: int = 1, status: str | None = None) -> None:
-            if status is None:
-                progress.update(task, advance=n)
-            else:
-                progress.update(task, advance=n, status=status)
-
-        yield advance
+    bar = open_progress(description, total, unit)
+    try:
+        yield bar.advance
+    finally:
+        bar.close()
 
 
 @contextlib.contextmanager

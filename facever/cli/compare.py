@@ -28,7 +28,7 @@ def compare(
     """
     import json
 
-    from facever.cli._console import info, out_console, user_errors
+    from facever.cli._console import info, print_table, user_errors
 
     from facever.core.locks import folder_lock
 
@@ -40,19 +40,9 @@ def compare(
     if json_output:
         typer.echo(json.dumps(comparison.to_dict(), indent=2))
     else:
-        from rich.table import Table
-
-        from rich.text import Text
-
-        # Text, not markup: a run folder named `[old]` must show as such.
-        table = Table()
-        table.add_column("")
-        for run in comparison.runs:
-            table.add_column(Text(run.name), overflow="fold")
-        for label, cells, highlight in comparison.rows:
-            style = "bold yellow" if highlight else None
-            table.add_row(Text(label + (" *" if highlight else "")), *(Text(str(c)) for c in cells), style=style)
-        out_console.print(table)
+        rows = [(label + (" *" if highlight else ""), *cells) for label, cells, highlight in comparison.rows]
+        marked = [i for i, (_, _, highlight) in enumerate(comparison.rows) if highlight]
+        print_table(("", *(run.name for run in comparison.runs)), rows, highlight_rows=marked)
         if comparison.differing:
             info("* configuration that differs between the runs")
     if written:

@@ -24,7 +24,7 @@ def recipes(
     """
     import json
 
-    from facever.cli._console import out_console, user_errors
+    from facever.cli._console import print_table, user_errors
 
     with user_errors():
         from facever.training.recipes import list_recipes, load_recipe
@@ -44,14 +44,9 @@ def recipes(
         for key, value in r.options.items():
             typer.echo(f"{key} = {toml_value(value)}")
         return
-    from rich.table import Table
-
-    table = Table(show_lines=True)
-    for column in ("recipe", "what", "expected (%)", "GPU time"):
-        table.add_column(column, overflow="fold")
-    for r in chosen:
-        table.add_row(r.name, r.summary, _expected(r), r.gpu_time)
-    out_console.print(table)
+    # On a terminal a table; piped, tab-separated lines (`facever recipes | grep NAME` finds it whole).
+    print_table(("recipe", "what", "expected (%)", "GPU time"),
+                [(r.name, r.summary, _expected(r), r.gpu_time) for r in chosen], show_lines=True)
 
 
 def _expected(recipe) -> str:

@@ -53,6 +53,9 @@ def train(
     warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", help="Linear warm-up length in epochs (fractions allowed). Default 0."),
     momentum: Optional[float] = typer.Option(None, "--momentum", help="SGD momentum. Default 0.9."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="SGD weight decay. Default 5e-4."),
+    crop_scale: Optional[float] = typer.Option(None, "--crop-scale", help="Random crops keeping this much of the area or more (0.8: 80-100%), resized back. Default 1 (off)."),
+    jitter: Optional[float] = typer.Option(None, "--jitter", help="Random brightness and contrast factors in [1-J, 1+J]. Default 0 (off)."),
+    greyscale: Optional[float] = typer.Option(None, "--greyscale", help="Probability of turning a training image grey. Default 0."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seeds weights, batch order, flips and noise. Default 0."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default: CUDA if present), cpu, cuda, cuda:1. Under torchrun each process takes GPU LOCAL_RANK."),
     amp: Optional[Amp] = typer.Option(None, "--amp", help="Mixed precision of the backbone: auto (bf16 on GPU, off on CPU), bf16, fp16 (with loss scaling), off. The head and loss stay float32."),
@@ -75,6 +78,7 @@ def train(
     log_every: Optional[int] = typer.Option(
         None, "--log-every", min=1, help="Steps per line in metrics.jsonl (default 10; --resume keeps the run's)."
     ),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log loss, learning rate and validation to RUN/tensorboard (needs the tensorboard package)."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary of the run on stdout."),
 ) -> None:
     """Train a face embedding model on an identity folder or an InsightFace RecordIO file.
@@ -96,12 +100,11 @@ def train(
 
         facever train --config runs/paper/config.toml --out runs/paper-again
     """
-    import json
     import os
-    import sys
-    from contextlib import ExitStack
 
-    from facever.cli._console import info, progress_bar, stop_on_signal, user_errors, warn
+    from facever.cli._console import (
+        console_log, format_rate, info, library_warnings, open_progress, stop_on_signal, user_errors, warn,
+    )
 
     options = {
         "arch": arch, "input_size": _parse_size(input_size) if input_size else None, "embedding_dim": embedding_dim,
@@ -109,7 +112,8 @@ def train(
         "classifier": classifier.value if classifier else None, "sample_rate": sample_rate,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule.value if schedule else None,
         "milestones": _parse_milestones(milestones) if milestones else None, "warmup_epochs": warmup_epochs,
-        "momentum": momentum, "weight_decay": weight_decay, "seed": seed, "device": device,
+        "momentum": momentum, "weight_decay": weight_decay, "seed": seed,
+        "crop_scale": crop_scale, "jitter": jitter, "greyscale": greyscale, "device": device,
         "amp": amp.value if amp else None, "channels_last": channels_last, "compile": compile, "deterministic": deterministic, "workers": workers,
         "cache": cache.value if cache else None, "cache_dir": str(cache_dir.resolve()) if cache_dir else None,
         "min_images": min_images, "holdout_identities": holdout_identities,
@@ -158,40 +162,77 @@ def train(
 
             write_run_config(out, config, sources=sources)
 
+        board = None
+        if tensorboard and rank == 0:
+            from facever.training.tensorboard import MetricsToTensorBoard
+
+            board = MetricsToTensorBoard(out)  # fails here, before training, when tensorboard is missing
+
         stopping = "stopping after this step and saving a checkpoint (Ctrl-C again to abort at once)"
-        try:
-            with stop_on_signal(stopping if rank == 0 else None) as stop_requested, ExitStack() as stack:
-                bars: dict = {}
+        bars: dict = {}
 
-                def scan_progress(n: int) -> None:
-                    if "scan" not in bars:
-                        bars["scan"] = stack.enter_context(progress_bar("checking images", None))
-                    bars["scan"](n)
+        def close_bar(name: str) -> None:
+            if name in bars:
+                bars.pop(name).close()
 
-                def progress(step_info) -> None:
-                    if "train" not in bars:
-                        bars["train"] = stack.enter_context(progress_bar("training", step_info.total_steps, unit="step"))
-                        if step_info.step > 1:
-                            bars["train"](step_info.step - 1)
-                    status = None
-                    if step_info.loss is not None:
-                        status = (f"epoch {step_info.epoch + 1} loss {step_info.loss:.3f} lr {step_info.lr:.3g} "
-                                  f"{step_info.images_per_second:,.0f} img/s")
-                    bars["train"](1, status=status)
+        def scan_progress(n: int) -> None:
+            if "scan" not in bars:
+                bars["scan"] = open_progress("checking images", None)
+            bars["scan"].advance(n)
 
-                result = run_training(
-                    config, out, resume=resume, progress=progress, scan_progress=scan_progress,
-                    on_message=(info if rank == 0 else (lambda text: None)),
-                    stop_requested=stop_requested, log_every=log_every or 10,
-                )
-        except KeyboardInterrupt:
-            # Second Ctrl-C: stop at once. Files are written atomically, so the last checkpoint stands.
+        def progress(step_info) -> None:
+            if "train" not in bars:
+                close_bar("scan")  # the scan is over: its count is final
+                bars["train"] = open_progress("training", step_info.total_steps, unit="step")
+                if step_info.step > 1:
+                    bars["train"].advance(step_info.step - 1)
+            status = None
+            if step_info.loss is not None:
+                status = (f"epoch {step_info.epoch + 1} loss {step_info.loss:.3f} lr {step_info.lr:.3g} "
+                          f"{format_rate(step_info.images_per_second)}")
+                if board is not None:
+                    board.update()
+            bars["train"].advance(1, status=status)
+
+        out.mkdir(parents=True, exist_ok=True)
+        # RUN/training.log: what this console shows, timestamped (rank 0; appended to on --resume).
+        with (console_log(out / "training.log") if rank == 0 else _nothing()), library_warnings(), user_errors():
+            try:
+                with stop_on_signal(stopping if rank == 0 else None) as stop_requested:
+                    try:
+                        result = run_training(
+                            config, out, resume=resume, progress=progress, scan_progress=scan_progress,
+                            on_message=(info if rank == 0 else (lambda text: None)),
+                            stop_requested=stop_requested, log_every=log_every or 10,
+                        )
+                    finally:
+                        close_bar("scan")
+                        close_bar("train")
+                        if board is not None:
+                            board.close()
+            except KeyboardInterrupt:
+                # Second Ctrl-C: stop at once. Files are written atomically, so the last checkpoint stands.
+                if rank == 0:
+                    warn(f"aborted; the last checkpoint in {out} (if any) is intact: continue with --resume")
+                raise typer.Exit(130) from None
             if rank == 0:
-                warn(f"aborted; the last checkpoint in {out} (if any) is intact: continue with --resume")
-            raise typer.Exit(130) from None
+                _report(result, data, out, json_output)
+    if rank == 0 and result.interrupted:
+        raise typer.Exit(130)
 
-    if rank != 0:
-        return
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _report(result, data, out, json_output: bool) -> None:
+    import json
+    import sys
+
+    from facever.cli._console import info
+
     summary = {
         "out": str(result.out_dir), "steps": result.steps, "total_steps": result.total_steps,
         "interrupted": result.interrupted, "model": str(result.model_path) if result.model_path else None,
@@ -206,5 +247,3 @@ def train(
     else:
         acc = f", best validation accuracy {result.best_accuracy:.4f} at step {result.best_step}" if result.best_accuracy is not None else ""
         info(f"trained {result.steps} steps on {result.num_images} images of {result.num_classes} identities{acc}; model: {result.model_path}")
-    if result.interrupted:
-        raise typer.Exit(130)

@@ -110,6 +110,22 @@ def compute_settings(device, *, deterministic: bool = False) -> Iterator[None]:
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = before[3]
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a cluster job's share), at least 1."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_loader_workers(cap: int = 4) -> int:
+    """Data-loading worker processes by default: `cap`, but never more than the CPUs available
+    (more workers than CPUs only compete with the training process; torch warns about it)."""
+    return min(cap, available_cpus())
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU multiplies bfloat16 natively (Intel AMX or AVX512-BF16), where bf16 autocast
     runs convolutions several times faster than float32 (oneDNN); elsewhere it is emulated and slower."""

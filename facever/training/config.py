@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from facever.core.devices import default_loader_workers
 from facever.core.errors import FaceverError
 
 SCHEDULES = ("step", "cosine")
@@ -60,13 +61,17 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    # Augmentation beyond the flip (facever.training.augment): 1.0 / 0.0 / 0.0 = off (the paper's).
+    crop_scale: float = 1.0
+    jitter: float = 0.0
+    greyscale: float = 0.0
     seed: int = 0
     amp: str = "off"
     min_images: int = 1
     holdout_identities: int = 0
     # runtime
     device: str = "auto"
-    workers: int = 4
+    workers: int = field(default_factory=default_loader_workers)  # 4, at most the CPUs available
     cache: str = "none"
     cache_dir: str | None = None
     compile: bool = False
@@ -109,6 +114,9 @@ class TrainConfig:
         check(list(self.milestones) == sorted(self.milestones), f"`milestones` must increase, got {list(self.milestones)}")
         check(self.holdout_identities != 1 and self.holdout_identities >= 0,
               f"`holdout_identities` must be 0 or at least 2 (validation pairs need two people), got {self.holdout_identities}")
+        check(0 < self.crop_scale <= 1, f"`crop_scale` must be in (0, 1], got {self.crop_scale}")
+        check(0 <= self.jitter < 1, f"`jitter` must be in [0, 1), got {self.jitter}")
+        check(0 <= self.greyscale <= 1, f"`greyscale` must be in [0, 1], got {self.greyscale}")
         check(self.min_images >= 1, f"`min_images` must be 1 or more, got {self.min_images}")
         check(self.workers >= 0, f"`workers` must be 0 or more, got {self.workers}")
         check(self.val_every >= 0 and self.checkpoint_every >= 0, "`val_every` and `checkpoint_every` must be 0 or more")

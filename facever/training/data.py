@@ -536,8 +536,11 @@ def to_model_input(
     std: torch.Tensor,
     *,
     channels_last: bool = False,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """uint8 N x H x W x 3 (on the device) -> float N x 3 x H x W, flipped where `flips`, normalised.
+
+    `augment` (training only) maps the flipped batch in [0, 1] to its augmented copy before normalising.
 
     `mean`/`std` are 1 x 3 x 1 x 1 float tensors on the device. The NHWC -> NCHW permute is free and
     already channels_last in memory; contiguous NCHW is made only when asked.
@@ -545,6 +548,8 @@ def to_model_input(
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
     if flips is not None:
         x = torch.where(flips.view(-1, 1, 1, 1), x.flip(3), x)
+    if augment is not None:
+        x = augment(x)
     x = (x - mean) / std
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return x.contiguous(memory_format=fmt)

@@ -12,7 +12,8 @@ Files in OUT (rank 0 alone writes):
 - `checkpoint.pt`: full state, replaced atomically every `checkpoint_every` steps, at each epoch's
   end and when stopped (Ctrl-C); `resume=True` continues from it exactly.
 - `model.pt`: the deployable embedding model (`facever.models.bundle`): the best by validation
-  accuracy when validation is on, else the final weights. `model_last.pt`: the final weights.
+  accuracy when validation is on, else the final weights. `model_last.pt`: the final weights; a
+  symbolic link to `model.pt` when those are the same weights (no validation, or the best was the last).
 - `metrics.jsonl`: one JSON object per line (training window, validation, epoch end).
 - `config.json`, `classes.txt` (class map), `corrupt_images.txt` (when some were skipped).
 - `checkpoint_shards/` (with `classifier="sharded"` only): every rank's part of the checkpoint, its
@@ -39,6 +40,7 @@ from torch import nn
 from facever.core.atomic import write_text_atomic
 from facever.core.devices import compute_settings, device_scope
 from facever.core.errors import FaceverError
+from facever.training.augment import Augmentation
 from facever.training.checkpoint import (
     capture_rng_state,
     check_resume,
@@ -98,6 +100,41 @@ class TrainResult:
     num_images: int
     failures: list[tuple[str, str]] = field(default_factory=list)
     last_loss: float | None = None
+
+
+MIN_STEPS_PER_EPOCH = 20
+
+
+def suggest_batch_size(images: int, *, steps: int = MIN_STEPS_PER_EPOCH) -> int:
+    """The largest power of two (at least 2) that gives `steps` optimiser steps per epoch or more."""
+    batch = 2
+    while batch * 2 * steps <= images:
+        batch *= 2
+    return batch
+
+
+def small_epoch_warning(images: int, batch: int, steps_per_epoch: int) -> str:
+    return (f"an epoch is only {steps_per_epoch} optimiser step(s) ({images} images, batch {batch}): the run "
+            f"will make few updates for its cost; a batch size of {suggest_batch_size(images)} gives "
+            f"{MIN_STEPS_PER_EPOCH} or more steps per epoch")
+
+
+def link_or_copy(target: Path, link: Path) -> None:
+    """`link` -> `target` (same folder) as a relative symbolic link; a hard link, else a copy, where
+    the file system has no symbolic links. Replaces whatever `link` was, atomically."""
+    import os
+    import shutil
+
+    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.symlink(target.name, tmp)
+    except OSError:
+        try:
+            os.link(target, tmp)
+        except OSError:
+            shutil.copyfile(target, tmp)
+    os.replace(tmp, link)
 
 
 def lr_factor(step: int, *, config: TrainConfig, steps_per_epoch: int) -> float:
@@ -256,6 +293,7 @@ class Run:
     validator: Validator | None
     mean_t: torch.Tensor  # 1 x 3 x 1 x 1 on the device
     std_t: torch.Tensor
+    augmentation: Augmentation = field(default_factory=Augmentation)
     step: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"accuracy": None, "step": None})
     validation_pending: bool = False  # stopped at a step due a validation: done first on resume
@@ -329,6 +367,8 @@ def setup_run(
     sampler = EpochBatchSampler(len(prep.items), config.batch_size, seed=config.seed, rank=ctx.rank,
                                 world_size=ctx.world_size)
     steps_per_epoch = len(sampler)
+    if steps_per_epoch < MIN_STEPS_PER_EPOCH and ctx.is_main and ck is None:
+        log.warning("%s", small_epoch_warning(len(prep.items), config.batch_size * ctx.world_size, steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config=config, steps_per_epoch=steps_per_epoch)
     )
@@ -340,6 +380,8 @@ def setup_run(
         sampler=sampler, batches=lambda: (), validator=None,
         mean_t=torch.tensor(mean, device=ctx.device).view(1, 3, 1, 1),
         std_t=torch.tensor(std, device=ctx.device).view(1, 3, 1, 1),
+        augmentation=Augmentation(crop_scale=config.crop_scale, jitter=config.jitter, greyscale=config.greyscale,
+                                  seed=config.seed * 1_000 + ctx.rank),
     )
     if ck is not None:
         restore_training_state(run, ck, say=say)
@@ -506,7 +548,9 @@ def train_one_epoch(run: Run, epoch: int, *, hooks: Hooks, window: LossWindow) -
         images = images.to(run.device, non_blocking=True)
         labels = labels.to(run.device, non_blocking=True)
         flips = flips.to(run.device, non_blocking=True)
-        x = to_model_input(images, flips, run.mean_t, run.std_t, channels_last=config.channels_last)
+        augment = run.augmentation
+        x = to_model_input(images, flips, run.mean_t, run.std_t, channels_last=config.channels_last,
+                           augment=(lambda t, s=run.step: augment(t, s)) if augment.enabled else None)
         loss = train_step(run.net, x, labels, run.optimizer, run.scaler)
         lr_used = run.optimizer.param_groups[0]["lr"]
         run.scheduler.step()
@@ -657,10 +701,16 @@ def finish_run(run: Run, *, interrupted: bool, last_loss: float | None, say: Cal
     model_path = last_path = None
     out_dir = run.out_dir
     if run.ctx.is_main and not interrupted:
-        last_path = save_bundle(run, out_dir / "model_last.pt", None)
         model_path = out_dir / "model.pt"
-        if run.validator is None or not model_path.exists():  # no validation ran: the final weights
-            save_bundle(run, model_path, None)
+        last_path = out_dir / "model_last.pt"
+        if run.validator is None or not model_path.exists() or run.best["step"] == run.step:
+            # The best weights are the final ones (or nothing chose a best): one file, model.pt, and
+            # model_last.pt a link to it instead of a second copy of the same weights.
+            if run.validator is None or not model_path.exists():
+                save_bundle(run, model_path, None)
+            link_or_copy(model_path, last_path)
+        else:
+            save_bundle(run, last_path, None)
     if interrupted:
         say(f"stopped at step {run.step} of {run.total_steps}; checkpoint saved, resume to continue")
     return TrainResult(
