@@ -194,4 +194,4 @@ def test_train_cli_reports_config_errors_on_one_line(tmp_path):
     result = runner.invoke(app, ["train", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "no training data" in result.output
     result = runner.invoke(app, ["train", str(tmp_path), "--recipe", "nope", "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "known recipes: iresnet50-bf16" in result.output
+    assert result.exit_code == 2 and "known recipes: cpu-small, iresnet50-bf16" in result.output

@@ -17,15 +17,17 @@ from facever.training.recipes import load_recipe, recipe_names
 from tests.helpers.repro_data import build_casia, tiny_config_text
 
 runner = CliRunner()
-RECIPES = ("iresnet50-bf16", "paper-casia-sphere20", "paper-casia-sphere20-softmax")
+RECIPES = ("iresnet50-bf16", "paper-casia-sphere20", "paper-casia-sphere20-softmax")  # GPU recipes
+CPU_RECIPES = ("cpu-small",)
+ALL_RECIPES = RECIPES + CPU_RECIPES
 
 
 def test_the_shipped_recipes_are_found_as_package_data():
     from importlib import resources
 
-    assert recipe_names() == sorted(RECIPES)
+    assert recipe_names() == sorted(ALL_RECIPES)
     folder = resources.files("facever.training").joinpath("recipe_files")
-    assert sorted(p.name for p in folder.iterdir() if p.name.endswith(".toml")) == sorted(f"{n}.toml" for n in RECIPES)
+    assert sorted(p.name for p in folder.iterdir() if p.name.endswith(".toml")) == sorted(f"{n}.toml" for n in ALL_RECIPES)
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -51,7 +53,7 @@ def test_paper_recipes_carry_the_papers_numbers_and_differ_only_in_the_head():
 
 
 def test_unknown_recipe_and_malformed_user_recipe(tmp_path):
-    with pytest.raises(FaceverError, match="unknown recipe 'paper'; known recipes: iresnet50-bf16"):
+    with pytest.raises(FaceverError, match="unknown recipe 'paper'; known recipes: cpu-small, iresnet50-bf16"):
         load_recipe("paper")
     mine = tmp_path / "mine.toml"
     mine.write_text('arch = "sphere20"\n[recipe]\nsummary = "mine"\nexpected = { lfw = 99.5 }\n')
@@ -68,7 +70,7 @@ def test_recipes_command_lists_and_shows(tmp_path):
     result = runner.invoke(app, ["recipes", "--json"])
     assert result.exit_code == 0, result.output
     listed = {r["name"]: r for r in json.loads(result.output)}
-    assert set(listed) == set(RECIPES)
+    assert set(listed) == set(ALL_RECIPES)
     assert listed["paper-casia-sphere20"]["expected"] == {"lfw": 99.18, "ytf": 94.88}
     result = runner.invoke(app, ["recipes", "paper-casia-sphere20"])
     assert result.exit_code == 0
@@ -84,7 +86,7 @@ def tiny_casia(faces_dir, tmp_path_factory):
     return casia, root / "tiny.toml"
 
 
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", ALL_RECIPES)
 def test_each_recipe_trains_a_few_steps_on_tiny_data(name, tiny_casia, tmp_path):
     casia, tiny = tiny_casia
     run = tmp_path / "run"
