@@ -579,6 +579,10 @@ def test_cli_fetch_end_to_end(server, lfw_images, tmp_path):
     assert result.stdout.strip() == str(dest / "lfw")
     assert_lfw_extracted(dest / "lfw", lfw_images)
     assert "sha256 verified" in result.stderr
+    # stderr is not a terminal here: plain progress lines, each stage closed with its final count.
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("lfw.tgz: ") and " MB/s" in line and line.endswith("done") for line in lines), lines
+    assert any(line.startswith("extracting lfw.tgz: ") and "(100%)" in line and line.endswith("done") for line in lines)
 
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and again.stdout.strip() == str(dest / "lfw")

@@ -177,6 +177,10 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def _count(n) -> str:
+    return f"{n:,.1f}" if isinstance(n, float) else str(n)
+
+
 def _plain_line(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
     _to_logs(line)
@@ -215,7 +219,7 @@ class PlainProgress:
         elapsed = active if final and self.done else now - self.start
         rate = self.done / active if active > 0 and self.done else None
         total = self.total if self.total is not None else (self.done if final else None)
-        parts = [f"{self.done}/{total if total is not None else '?'}"]
+        parts = [f"{_count(self.done)}/{_count(total) if total is not None else '?'}"]
         if total:
             parts[0] += f" ({100.0 * self.done / total:.0f}%)"
         parts.append(format_rate(rate, self.unit))

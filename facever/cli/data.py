@@ -73,7 +73,7 @@ def fetch(
         TransferSpeedColumn,
     )
 
-    from facever.cli._console import err_console, info, user_errors, warn
+    from facever.cli._console import PlainProgress, err_console, info, user_errors, warn
     from facever.data_prep.fetch import fetch as fetch_entry
     from facever.data_prep.fetch import get_entry
 
@@ -98,16 +98,28 @@ def fetch(
             disable=quiet,
         )
         tasks: dict[str, int] = {}
+        plain: dict = {}  # in a log or a pipe: plain progress lines (megabytes, then archive members)
 
         def on_start(already: int, total: int | None) -> None:
             if already:
                 info(f"resuming {entry.filename} from byte {already:,}")
+            if quiet:
+                if "download" in plain:
+                    plain.pop("download").close()
+                plain["download"] = PlainProgress(entry.filename, total / 1e6 if total else None, unit="MB")
+                plain["download"].advance(already / 1e6)
+                return
             if "download" not in tasks:
                 tasks["download"] = download_bar.add_task(entry.filename, total=total, completed=already)
             else:  # a retry: the server may have restarted from zero
                 download_bar.reset(tasks["download"], total=total, completed=already)
 
         def on_extract(members: int) -> None:
+            if quiet:
+                if "download" in plain:
+                    plain.pop("download").close()
+                plain["extract"] = PlainProgress(f"extracting {entry.filename}", members, unit="file")
+                return
             download_bar.stop()
             extract_bar.start()
             tasks["extract"] = extract_bar.add_task(f"extracting {entry.filename}", total=members)
@@ -127,13 +139,17 @@ def fetch(
                     keep_archive=keep_archive,
                     timeout=timeout,
                     retries=retries,
-                    progress=lambda n: download_bar.advance(tasks["download"], n),
+                    progress=lambda n: (plain["download"].advance(n / 1e6) if quiet
+                                        else download_bar.advance(tasks["download"], n)),
                     on_start=on_start,
                     on_extract=on_extract,
-                    extract_progress=lambda n: extract_bar.advance(tasks["extract"], n),
+                    extract_progress=lambda n: (plain["extract"].advance(n) if quiet
+                                                else extract_bar.advance(tasks["extract"], n)),
                 )
             finally:
                 extract_bar.stop()
+                for bar in plain.values():
+                    bar.close()
 
     got = result.download
     if got is None:
