@@ -130,7 +130,31 @@ def main() -> int:
                                                        check=True), 3)
     print(f"`facever eval-lfw` whole process (table)      : {whole:8.2f} s    (goal < 1.5 s)")
     print(f"`facever eval-lfw --out` (+ report.json, roc) : {whole_out:8.2f} s")
+    sklearn_instead(e1, e2, protocol.labels, engine, whole, quick)
     return 0
+
+
+def sklearn_instead(e1, e2, labels, engine: float, whole: float, quick: bool) -> None:
+    """What the engine would cost with scikit-learn's roc_curve + auc in place of verification/roc.py
+    (why scikit-learn is a test dependency only). Skipped when scikit-learn is not installed."""
+    try:
+        from sklearn.metrics import auc as sk_auc, roc_curve as sk_roc_curve
+    except ImportError:
+        print("scikit-learn not installed: its comparison skipped")
+        return
+    from facever.verification import roc
+
+    scores = np.sum(e1 * e2, axis=1)
+    repeats = 3 if quick else 50
+    ours = median_time(lambda: roc.auc(*roc.roc_curve(scores, labels)[:2]), repeats)
+    theirs = median_time(lambda: sk_auc(*sk_roc_curve(labels, scores)[:2]), repeats)
+    code = "import time; t = time.perf_counter(); import sklearn.metrics; print(time.perf_counter() - t)"
+    imports = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+               for _ in range(3)]
+    print(f"ROC + AUC: facever roc.py {1000 * ours:.2f} ms, scikit-learn {1000 * theirs:.2f} ms")
+    print(f"engine with scikit-learn's ROC instead        : {1000 * (engine - ours + theirs):8.2f} ms   (goal < 10 ms)")
+    print(f"`import sklearn.metrics` in a new process     : {min(imports):8.2f} s    "
+          f"(eval-lfw whole process would be ~{whole + min(imports):.2f} s; goal < 1.5 s)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """How well `--recipe cpu-small` learns real faces: train on ORL people s1..s30, verify pairs among
-the never-seen s31..s40, through the commands a user runs (`facever train`, `facever embed`,
-`facever eval-lfw`). Several training seeds, Noisy Softmax and plain softmax side by side.
+the never-seen s31..s40, through the commands a user runs (`facever pairs`, `facever train`,
+`facever embed`, `facever eval-lfw`). Several training seeds, Noisy Softmax and plain softmax side by side.
 
     python benchmarks/orl_cpu_small.py ORL_DIR [--seeds 0 1 2] [--heads noisy-softmax softmax] [-- TRAIN OPTIONS]
 
@@ -37,8 +37,6 @@ def facever(*args: str) -> str:
 def build(orl: Path, work: Path, pair_seed: int) -> tuple[Path, Path, Path]:
     from PIL import Image
 
-    from facever.protocols.pair_lists import make_pair_list
-
     train_dir, test_dir = work / "train", work / "test"
     train_dir.mkdir(parents=True, exist_ok=True)
     for i in range(1, 31):
@@ -55,8 +53,9 @@ def build(orl: Path, work: Path, pair_seed: int) -> tuple[Path, Path, Path]:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 Image.open(src).convert("RGB").save(dst)
         counts[name] = len(photos)
+    # 10 folds of 45 same + 45 different pairs: every same-person pair of the 10 people once.
     pairs = work / f"pairs-{pair_seed}.txt"
-    pairs.write_text(make_pair_list(counts, per_fold=45, seed=pair_seed).to_text())
+    facever("pairs", str(test_dir), "--out", str(pairs), "--per-fold", "45", "--seed", str(pair_seed))
     return train_dir, test_dir, pairs
 
 

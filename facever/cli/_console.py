@@ -213,11 +213,11 @@ class PlainProgress:
 
     def line(self, final: bool = False) -> str:
         now = self.clock()
-        # The rate counts time up to the last progress made (a finished scan's rate does not decay while
-        # the next stage sets up); the final line's elapsed time ends there too.
-        active = self.last_advance - self.start
-        elapsed = active if final and self.done else now - self.start
-        rate = self.done / active if active > 0 and self.done else None
+        # While running, the rate counts the time so far (a stalled job shows it); the final line counts
+        # time up to the last progress made (a finished scan's rate does not decay while the next stage
+        # sets up), and so does its elapsed time.
+        elapsed = self.last_advance - self.start if final and self.done else now - self.start
+        rate = self.done / elapsed if elapsed > 0 and self.done else None
         total = self.total if self.total is not None else (self.done if final else None)
         parts = [f"{_count(self.done)}/{_count(total) if total is not None else '?'}"]
         if total:
