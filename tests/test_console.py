@@ -187,7 +187,7 @@ def test_default_loader_workers_never_exceed_the_cpus():
 
 
 def test_embed_in_a_log_prints_steady_progress(tmp_path):
-    from tests.test_embed import train_tiny_model
+    from tests.helpers.tiny_models import train_tiny_model
 
     model = train_tiny_model(tmp_path / "model.pt")
     images = tmp_path / "images"
