@@ -113,3 +113,39 @@ def test_settings_and_keys_say_what_they_stand_for(tiny):
     key, mtime = file_key(tiny["root"] / tiny["rels"][0])
     assert key.split("-")[0] == str((tiny["root"] / tiny["rels"][0]).stat().st_size) and mtime > 0
     assert file_key(tiny["root"] / "missing.png") is None
+
+
+def test_eval_lfw_after_images_change_in_place_prints_what_a_clean_run_prints(tmp_path):
+    """Issue 11's case: images re-made in place under the same names; the cached run must not differ from a clean one."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from facever.cli import app
+    from tests.helpers.tiny_models import make_lfw_tree, make_pairs_file, train_tiny_model
+
+    model = train_tiny_model(tmp_path / "run" / "model.pt")
+    images = tmp_path / "lfw"
+    make_lfw_tree(images)
+    pairs = make_pairs_file(tmp_path / "pairs.txt")
+
+    def eval_lfw(out):
+        r = CliRunner().invoke(app, ["eval-lfw", "--pairs", str(pairs), "--ext", ".png", "--model", str(model),
+                                     "--images", str(images), "--device", "cpu", "--out", str(out), "--json"])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout), r.stderr
+
+    before, _ = eval_lfw(tmp_path / "out")
+    # "Re-align" half of the people in place: same names, other pixels (mirrored crops).
+    for person in sorted(p for p in images.iterdir() if p.is_dir())[::2]:
+        for f in person.iterdir():
+            stat = f.stat()
+            Image.fromarray(np.ascontiguousarray(np.asarray(Image.open(f))[:, ::-1])).save(f)
+            os.utime(f, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    cached, log = eval_lfw(tmp_path / "out")
+    shutil.rmtree(tmp_path / "clean", ignore_errors=True)
+    clean, _ = eval_lfw(tmp_path / "clean")
+    assert "reused" in log  # the unchanged half came from the cache
+    assert cached["auc"] == clean["auc"] and cached["accuracy"] == clean["accuracy"]
+    assert cached["auc"] != before["auc"]  # the images did change the number
