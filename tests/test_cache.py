@@ -149,3 +149,24 @@ def test_eval_lfw_after_images_change_in_place_prints_what_a_clean_run_prints(tm
     assert "reused" in log  # the unchanged half came from the cache
     assert cached["auc"] == clean["auc"] and cached["accuracy"] == clean["accuracy"]
     assert cached["auc"] != before["auc"]  # the images did change the number
+
+
+def test_bin_images_are_cached_by_their_bytes(tiny):
+    from facever.embedding.bin_images import embed_bin_images
+    from facever.protocols.insightface_bin import BinImages
+
+    blobs = [(tiny["root"] / r).read_bytes() for r in tiny["rels"]]
+    first = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp=False)
+    assert first.metadata["reused"] == 0
+    direct = embed_bin_images(tiny["model"], BinImages(blobs), amp=False)
+    np.testing.assert_array_equal(first.embeddings, direct.embeddings)
+    again = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp=False)
+    assert again.metadata["reused"] == 12
+    np.testing.assert_array_equal(again.embeddings, first.embeddings)
+    # Another .bin where image 3 holds image 7's bytes: nothing to embed, its row comes by content.
+    blobs[3] = blobs[7]
+    changed = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp=False)
+    assert changed.metadata["reused"] == 12
+    np.testing.assert_array_equal(changed.embeddings[3], first.embeddings[7])
+    flipped = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp=False, flip="sum")
+    assert flipped.metadata["reused"] == 0

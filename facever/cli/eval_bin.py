@@ -30,7 +30,8 @@ def eval_bin(
     device: str = device_option(),
     batch_size: int = batch_size_option(),
     out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Folder for report.json, roc.png and embeddings.npz (with --model)."
+        None, "--out", "-o", help="Folder for report.json, roc.png and embeddings.npz (with --model; also embedding_cache/, reused by the "
+        "next run for every image whose bytes, model and settings are unchanged)."
     ),
     json_output: bool = JSON_OUTPUT,
 ) -> None:
@@ -76,7 +77,10 @@ def eval_bin(
                      f"resized to {size[0]}x{size[1]} (h x w)")
             with progress_bar("embedding", total=len(images)) as advance:
                 emb = embed_bin_images(net, images, flip=flip.value, batch_size=batch_size, device=device,
+                                       cache=Path(out) / "embedding_cache" if out is not None else None,
                                        progress=advance)
+            if emb.metadata.get("reused"):
+                info(f"{emb.metadata['reused']} of {len(emb)} embeddings reused from {emb.metadata['cache']}")
             source = f"model {model}"
             settings.update({"model": model, "flip": flip.value, "source_image_size": list(first_shape),
                              "input_size": list(size)})

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
+import numpy as np
+
 from facever.core.embeddings_file import Embeddings
-from facever.embedding.extract import embed_pixels
+from facever.core.crop import CROP_POLICY
+from facever.embedding.extract import FUSE_MIN_IMAGES, embed_pixels
 from facever.protocols.insightface_bin import BinImages
 
 
@@ -17,6 +21,7 @@ def embed_bin_images(
     batch_size: int = 64,
     device="cpu",
     amp: bool | None = None,
+    cache: str | os.PathLike | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Embeddings:
     """Embed every image of a `.bin` with an `EmbeddingModel` (`facever.embedding.loading`).
@@ -24,26 +29,57 @@ def embed_bin_images(
     Images are fitted to the model's input with the crop policy (`fit_to_input`: centre crop to its
     aspect ratio, then resize) and go through the one forward loop (`embed_pixels`): same
     normalisation, flip fusion and AMP rule as `embed_images`. Keys are the image names
-    (`image_names`), so the result matches `bin_protocol`.
+    (`image_names`), so the result matches `bin_protocol`. With `cache` (a folder), rows are kept in
+    and reused from the one embedding cache (`facever.embedding.cache`), keyed by each image's bytes
+    and the settings; `metadata["reused"]` counts the reused rows.
     """
+    import torch
+
+    from facever.core.devices import default_amp, resolve_device
+    from facever.embedding.cache import EmbeddingCache, cache_settings, content_key
+    from facever.embedding.extract import runs_own_graph
+
     size = tuple(int(v) for v in model.input_size)
     fitted = BinImages(images.bins, source=images.source, size=size)
-    names: list[str] = []
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    use_amp = (default_amp(dev) if amp is None else bool(amp)) and not runs_own_graph(model)
+    store = found = None
+    keys = [content_key(b) for b in images.bins] if cache is not None else []
+    if cache is not None:
+        store = EmbeddingCache(cache, cache_settings(model, flip=flip, amp=use_amp, device_type=dev.type))
+        found = store.lookup(set(keys))
+    todo = [i for i in range(len(fitted)) if found is None or keys[i] not in found.rows]
+    if progress is not None and len(fitted) - len(todo):
+        progress(len(fitted) - len(todo))
 
     def batches():
-        for batch_names, pixels in fitted.batches(batch_size):
-            names.extend(batch_names)
-            yield pixels
+        for start in range(0, len(todo), batch_size):
+            yield np.stack([fitted[i] for i in todo[start:start + batch_size]])
 
-    rows, settings = embed_pixels(model, batches(), flip=flip, device=device, amp=amp, count=len(fitted),
-                                  progress=progress)
+    settings = {}
+    fresh = np.zeros((0, 1), np.float32)
+    if todo:
+        # Batch norms folded by the size of the whole set, as a run without the cache would.
+        fresh, settings = embed_pixels(model, batches(), flip=flip, device=dev, amp=use_amp,
+                                       fuse_bn=len(fitted) >= FUSE_MIN_IMAGES, progress=progress)
+        if store is not None:
+            shape = list(BinImages(images.bins[:1])[0].shape[:2])
+            store.add([keys[i] for i in todo], fresh, paths=[fitted.names[i] for i in todo],
+                      mtimes=[0] * len(todo), shapes=[shape] * len(todo))
+    rows = {i: fresh[k] for k, i in enumerate(todo)}
+    if found is not None:
+        rows.update({i: found.rows[keys[i]] for i in range(len(fitted)) if i not in rows})
     source_shape = list(BinImages(images.bins[:1])[0].shape[:2]) if len(images) else []
     metadata = {
         **(model.metadata() if hasattr(model, "metadata") else {}),
+        "flip": flip, "amp": "bf16" if use_amp else "off", "device": str(dev), "crop_policy": CROP_POLICY,
         **settings,
         "crop_size": list(size),
         "bin_file": images.source,
         "source_image_size": source_shape,
         "fit": "centre crop to the input's aspect ratio, then resize",
+        "reused": len(fitted) - len(todo),
+        "cache": str(store.folder) if store is not None else None,
     }
-    return Embeddings(names, rows, metadata=metadata)
+    return Embeddings(list(fitted.names), np.stack([rows[i] for i in range(len(fitted))]), metadata=metadata)
+
