@@ -254,5 +254,5 @@ def test_bad_arrays_and_options_are_rejected(aligner):
         aligner.align(np.zeros((50, 50, 3), np.float32))
     with pytest.raises(FaceverError, match="largest, center"):
         FaceAligner(select="middle")
-    with pytest.raises(FaceverError, match="min-face"):
+    with pytest.raises(FaceverError, match="min_face"):
         FaceAligner(min_face=5)
