@@ -263,7 +263,7 @@ def test_eval_bin_with_model_crops_arcface_images_to_the_model(tmp_path, faces_d
     path, _ = _orl_bin(tmp_path / "orl.bin", faces_dir)
     model = tiny_model(tmp_path / "model.pt", input_size=(112, 96))
     out = tmp_path / "out"
-    result = _run(["eval-bin", path, "--model", model, "--device", "cpu", "--out", out])
+    result = _run(["eval-bin", path, "--model", model, "--device", "cpu", "--no-amp", "--out", out])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert REPORT_KEYS <= set(report) and report["protocol"] == "orl.bin"

@@ -315,13 +315,17 @@ def test_cli_trains_writes_model_metrics_and_lists_corrupt_images(data, tmp_path
     train_lines = [l for l in lines if l["kind"] == "train"]
     assert [l["step"] for l in train_lines] == list(range(1, len(train_lines) + 1))
     assert all(np.isfinite(l["loss"]) and l["lr"] > 0 and l["images_per_second"] > 0 for l in train_lines)
-    # Validation's accuracy is what `facever embed` of model.pt (flip sum, float32, as metrics.jsonl says)
-    # and a brute-force 10-fold over numpy cosines give on the held-out people's pairs.
+    # Validation's accuracy is what `facever embed` of model.pt (flip sum, and the AMP rule of `embed`, as
+    # metrics.jsonl says) and a brute-force 10-fold over numpy cosines give on the held-out people's pairs.
+    from facever.core.devices import cpu_has_native_bf16
+
+    amp = "bf16" if cpu_has_native_bf16() else "off"
     validation = [l for l in lines if l["kind"] == "validation"]
-    assert validation and {(l["flip"], l["amp"]) for l in validation} == {("sum", "off")}
+    assert validation and {(l["flip"], l["amp"]) for l in validation} == {("sum", amp)}
     assert info["val_accuracy"] in [l["accuracy"] for l in validation]
     embedded = CliRunner().invoke(app, ["embed", str(out / "model.pt"), str(data), "--out", str(tmp_path / "val.npz"),
-                                        "--flip", "sum", "--no-amp", "--workers", "0", "--skip-bad"])
+                                        "--flip", "sum", "--amp" if amp == "bf16" else "--no-amp", "--workers", "0",
+                                        "--skip-bad"])
     assert embedded.exit_code == 0, embedded.output
     from facever.core.embeddings_file import load_embeddings
     from facever.training.validation import holdout_pairs

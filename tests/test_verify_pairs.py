@@ -52,7 +52,8 @@ def photos(faces_dir, tmp_path_factory):
 
 
 def _verify(*args):
-    result = runner.invoke(app, ["verify", *map(str, args), "--device", "cpu"])
+    # float32: the scores are compared with a float32 forward by hand.
+    result = runner.invoke(app, ["verify", *map(str, args), "--device", "cpu", "--no-amp"])
     return result
 
 
@@ -86,6 +87,16 @@ def test_verify_two_photos_scores_like_aligning_and_embedding_by_hand(model_112x
         assert float(match.group(1)) == pytest.approx(want, abs=1e-4)
         second = _verify(photos[a], photos[b], "--model", model_112x96, "--threshold", f"{above:.6f}")
         assert "different people" in second.stdout
+
+
+def test_verify_in_bf16_detects_faces_outside_autocast(model_112x96, photos):
+    # bf16 is the default on CPUs with native bf16: face detection must not run under the model's
+    # autocast (MTCNN's bf16 tensors cannot become numpy arrays), and scores stay within bf16's precision.
+    args = [photos["a1"], photos["a2"], "--model", model_112x96, "--device", "cpu", "--json"]
+    bf16 = runner.invoke(app, ["verify", *map(str, args), "--amp"])
+    assert bf16.exit_code == 0, bf16.output
+    want = _cosine_by_hand(model_112x96, photos["a1"], photos["a2"])
+    assert json.loads(bf16.stdout)["pairs"][0]["cosine"] == pytest.approx(want, abs=0.02)
 
 
 def test_verify_threshold_from_report(model_112x96, photos, tmp_path):

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from facever.cli._options import (
-    JSON_OUTPUT, Flip, IJBSet, batch_size_option, device_option, flip_option, model_weights_option,
+    AMP, JSON_OUTPUT, Flip, IJBSet, batch_size_option, device_option, flip_option, model_weights_option,
 )
 
 
@@ -63,6 +63,7 @@ def eval_ijb(
     ),
     weights: Optional[Path] = model_weights_option(),
     device: str = device_option(when="With --model: "),
+    amp: Optional[bool] = AMP,
     batch_size: int = batch_size_option(when="With --model: "),
     json_output: bool = JSON_OUTPUT,
 ) -> None:
@@ -124,7 +125,7 @@ def eval_ijb(
             info(f"crops: {summary.written} aligned now, {summary.reused} kept in {crops_dir}")
             with progress_bar("embedding", total=n_images) as advance:
                 emb, reused = ijb_embeddings(
-                    net, meta, crops_dir, cache=cache, flip=flip.value, batch_size=batch_size, device=device,
+                    net, meta, crops_dir, cache=cache, flip=flip.value, batch_size=batch_size, device=device, amp=amp,
                     progress=advance, on_plan=lambda done, todo: advance(done),
                 )
             info(f"embeddings: {len(emb) - reused} computed, {reused} reused" + (f" from {cache}" if cache else ""))

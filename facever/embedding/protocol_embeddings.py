@@ -81,6 +81,7 @@ def ijb_embeddings(
     flip: str = "concat",
     batch_size: int = 64,
     device="cpu",
+    amp: bool | None = None,
     progress: Callable[[int], None] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
 ):
@@ -93,7 +94,8 @@ def ijb_embeddings(
     from facever.embedding.cache import embed_items_cached
 
     emb, _bad, reused = embed_items_cached(model, crops_dir, meta.image_names(), cache=cache, flip=flip,
-                                           batch_size=batch_size, device=device, progress=progress, on_plan=on_plan)
+                                           batch_size=batch_size, device=device, amp=amp, progress=progress,
+                                           on_plan=on_plan)
     h, w = (int(v) for v in model.input_size)
     emb.metadata.update({"ijb_set": meta.set_name, "alignment": f"given 5 points onto the {h}x{w} template "
                          "(Umeyama similarity, bilinear warp, as facever align)"})

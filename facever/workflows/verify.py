@@ -190,6 +190,7 @@ def verify_pairs(
     aligner=None,
     flip: str = "none",
     device=None,
+    amp: bool | None = None,
     batch_size: int = 32,
     expected: Sequence[bool | None] | None = None,
 ) -> VerifyResult:
@@ -200,6 +201,7 @@ def verify_pairs(
         aligner: a `FaceAligner` for raw photos (its crop size should be the model's input size);
             None for already aligned crops (fitted to the model's input: centre crop, then resize).
         flip: flip fusion as in `facever embed` (`none`, `concat`, `sum`).
+        amp: bf16 autocast; None: the default of `facever embed` (on for CUDA and CPUs with native bf16).
 
     Raises FaceverError naming a missing or undecodable photo, or a photo without a face.
     """
@@ -220,12 +222,14 @@ def verify_pairs(
     rows: list[np.ndarray] = []
     choices: dict[str, FaceChoice] = {}
     # The one forward loop of `facever embed`: same crop policy, normalisation, flip and AMP rule.
-    loop = ForwardLoop(model, device=device if device is not None else "cpu", flip=flip)
-    with loop.running():
-        for start in range(0, len(names), batch_size):
-            crops, chosen = _crop_photos(paths[start:start + batch_size], names[start:start + batch_size], size,
-                                         aligner=aligner)
-            choices.update(chosen)
+    loop = ForwardLoop(model, device=device if device is not None else "cpu", flip=flip, amp=amp)
+    for start in range(0, len(names), batch_size):
+        # Detection runs outside the loop's autocast: MTCNN under bf16 autocast (the default on CPUs
+        # with native bf16) hands bfloat16 tensors to numpy, which cannot hold them.
+        crops, chosen = _crop_photos(paths[start:start + batch_size], names[start:start + batch_size], size,
+                                     aligner=aligner)
+        choices.update(chosen)
+        with loop.running():
             rows.append(loop(np.stack(crops)).cpu().numpy())
     emb = np.concatenate(rows)
     index = {name: i for i, name in enumerate(names)}
