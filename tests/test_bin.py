@@ -256,6 +256,7 @@ def _orl_bin(path: Path, faces_dir: Path) -> tuple[Path, list[str]]:
 def test_eval_bin_with_model_crops_arcface_images_to_the_model(tmp_path, faces_dir):
     import torch
 
+    from facever.core.embeddings_file import load_embeddings
     from facever.embedding.loading import load_embedding_model
     from facever.embedding.preprocess import preprocess_crops
     from tests.helpers.benchmark_data import tiny_model
@@ -279,6 +280,14 @@ def test_eval_bin_with_model_crops_arcface_images_to_the_model(tmp_path, faces_d
     with torch.inference_mode():
         want = net.module(preprocess_crops([crop], net)).numpy()[0]
     np.testing.assert_allclose(saved["embeddings"][5], want, rtol=1e-4, atol=1e-5)
+    assert load_embeddings(out / "embeddings.npz").metadata["amp"] == "off"
+    # --amp asks for bf16 on any CPU; the embeddings say so and stay within bf16's precision.
+    bf16 = _run(["eval-bin", path, "--model", model, "--device", "cpu", "--amp", "--out", tmp_path / "bf16"])
+    assert bf16.exit_code == 0, bf16.output
+    rows = load_embeddings(tmp_path / "bf16" / "embeddings.npz")
+    assert rows.metadata["amp"] == "bf16"
+    np.testing.assert_allclose(rows.embeddings[5], want, atol=0.03)
+    assert not np.array_equal(rows.embeddings[5], saved["embeddings"][5])
 
 
 def test_eval_bin_with_embeddings(tmp_path, faces_dir):

@@ -28,6 +28,7 @@ def benchmark_embeddings(
     flip: str = "none",
     batch_size: int = 64,
     device="cpu",
+    amp: bool | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Embeddings:
     """One model's embeddings for `protocol`: `source` is an embeddings file (.npz, loaded and, for YTF,
@@ -42,14 +43,14 @@ def benchmark_embeddings(
         bin_path = Path(data) if data is not None else protocol.source
         bins, _ = load_bin(bin_path)
         return embed_bin_images(model, BinImages(bins, source=bin_path), flip=flip, batch_size=batch_size,
-                                device=device, progress=progress)
+                                device=device, amp=amp, progress=progress)
     if data is None:
         raise FaceverError(f"{source} is a model: give the {'YTF root' if name == 'ytf' else 'image folder'} to embed")
     if name == "ytf":
         videos, _ = embed_videos(model, find_video_tree(data), protocol.items(), frames=frames, cache_dir=cache_dir,
-                                 flip=flip, batch_size=batch_size, device=device, progress=progress)
+                                 flip=flip, batch_size=batch_size, device=device, amp=amp, progress=progress)
         return videos
-    emb, _ = embed_images(model, data, protocol.items(), flip=flip, batch_size=batch_size, device=device,
+    emb, _ = embed_images(model, data, protocol.items(), flip=flip, batch_size=batch_size, device=device, amp=amp,
                           progress=progress)
     return emb
 
