@@ -338,7 +338,10 @@ class FaceAligner:
         batch = torch.from_numpy(np.stack(inputs))
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
-        boxes, probs, points = mtcnn.detect(batch, landmarks=True)
+        # Always float32, whatever autocast the caller runs its model under: MTCNN turns its outputs
+        # into numpy arrays, and numpy has no bfloat16.
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            boxes, probs, points = mtcnn.detect(batch, landmarks=True)
         raw = []
         for b, p, pt in zip(boxes, probs, points):
             if b is None:

@@ -408,9 +408,9 @@ def embed_images(
                     content_keys[rel_paths[i]] = (key, mtime, None)
             index = batch["index"]
             if align is not None and len(index):
-                # The detector runs in float32: MTCNN turns its outputs into numpy, which has no bfloat16;
-                # and without cuDNN autotuning: P-Net sees a new shape per photo size and pyramid level.
-                with torch.autocast(device_type=dev.type, enabled=False), cudnn_autotune(False):
+                # The detector runs without cuDNN autotuning: P-Net sees a new shape per photo size and
+                # pyramid level (it keeps itself in float32 under the loop's autocast).
+                with cudnn_autotune(False):
                     pixels, index, shapes, faceless = _align_batch(align, batch["photos"], index, size)
                 bad.extend(BadImage(rel_paths[i], reason) for i, reason in faceless)
             else:

@@ -223,13 +223,11 @@ def verify_pairs(
     choices: dict[str, FaceChoice] = {}
     # The one forward loop of `facever embed`: same crop policy, normalisation, flip and AMP rule.
     loop = ForwardLoop(model, device=device if device is not None else "cpu", flip=flip, amp=amp)
-    for start in range(0, len(names), batch_size):
-        # Detection runs outside the loop's autocast: MTCNN under bf16 autocast (the default on CPUs
-        # with native bf16) hands bfloat16 tensors to numpy, which cannot hold them.
-        crops, chosen = _crop_photos(paths[start:start + batch_size], names[start:start + batch_size], size,
-                                     aligner=aligner)
-        choices.update(chosen)
-        with loop.running():
+    with loop.running():
+        for start in range(0, len(names), batch_size):
+            crops, chosen = _crop_photos(paths[start:start + batch_size], names[start:start + batch_size], size,
+                                         aligner=aligner)
+            choices.update(chosen)
             rows.append(loop(np.stack(crops)).cpu().numpy())
     emb = np.concatenate(rows)
     index = {name: i for i, name in enumerate(names)}
