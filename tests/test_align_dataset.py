@@ -158,6 +158,24 @@ def test_misses_are_skipped_and_listed(tmp_path, small_portraits):
     assert rows["a/scenery.png"]["status"] == "skipped" and rows["a/scenery.png"]["output"] == ""
 
 
+def test_person_folders_given_as_links_are_aligned(tmp_path, small_portraits):
+    # photos/train/<person> as links to the real folders, as a train/test split is often made;
+    # a link back up the tree does not make the walk loop.
+    people = tmp_path / "people"
+    save(people / "a" / "face.png", small_portraits[0])
+    save(people / "b" / "face.png", small_portraits[1])
+    src, dst = tmp_path / "photos", tmp_path / "dst"
+    (src / "train").mkdir(parents=True)
+    (src / "train" / "a").symlink_to(people / "a", target_is_directory=True)
+    (src / "test").mkdir()
+    (src / "test" / "b").symlink_to(people / "b", target_is_directory=True)
+    (people / "a" / "loop").symlink_to(src, target_is_directory=True)
+    summary = align_dataset(src, dst, config=config(format="png"))
+    assert (summary.total, summary.aligned) == (2, 2)
+    assert_crop(dst / "train" / "a" / "face.png")
+    assert_crop(dst / "test" / "b" / "face.png")
+
+
 class Interrupt(Exception):
     pass
 

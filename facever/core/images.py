@@ -123,13 +123,25 @@ def read_file_bytes(path: str | Path) -> tuple[bytes, int]:
 
 
 def list_images(root: str | Path) -> list[str]:
-    """Relative POSIX paths of every image file under `root` (any depth), sorted; hidden files skipped."""
+    """Relative POSIX paths of every image file under `root` (any depth), sorted; hidden files skipped.
+
+    Symlinked folders are followed, as the identity-folder reader of training follows them (a train /
+    test split made of links to person folders is common); a link back to a folder already walked is
+    not entered again, so a loop of links ends.
+    """
     root = Path(root)
     found = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
             continue
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
-            found.append(rel.as_posix())
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        base = Path(folder)
+        for name in files:
+            p = base / name
+            if not name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+                found.append(p.relative_to(root).as_posix())
     return sorted(found)
