@@ -248,3 +248,85 @@ def test_cuda_head_under_autocast_matches_the_formula(noise):
     xi = torch.randn((), device="cuda").repeat(N) if noise == "batch" else torch.randn(N, device="cuda")
     expected = _by_hand(x.half().float().cpu(), head.weight.cpu(), head.bias.cpu(), labels.cpu(), math.sqrt(0.3), xi.cpu())
     np.testing.assert_allclose(logits.detach().double().cpu().numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+# -- cosine logits (cosine_scale s > 0): NormFace's s cos(theta), Noisy Softmax with ||W_y|| ||x|| = s
+
+
+def _cosine_by_hand(x, weight, bias, labels, scale, alpha, xi):
+    """s cos(theta_j) for every class, the target s (cos - alpha |xi| (1 - cos)), in float64, bias after."""
+    x, weight = x.detach().double().numpy(), weight.detach().double().numpy()
+    cos = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (weight / np.linalg.norm(weight, axis=1, keepdims=True)).T
+    out = scale * cos
+    if labels is not None:
+        for i, y in enumerate(labels.tolist()):
+            out[i, y] = scale * (cos[i, y] - alpha * abs(float(xi[i])) * (1 - cos[i, y]))
+    if bias is not None:
+        out = out + bias.detach().double().numpy()
+    return out
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("scale", [1.0, 16.0])
+def test_cosine_scale_gives_scaled_cosines_whatever_the_lengths(bias, scale):
+    torch.manual_seed(20)
+    head = Softmax(D, C, bias=bias, cosine_scale=scale).train()
+    x, labels = _inputs(20)
+    x = x * torch.linspace(0.01, 100, N)[:, None]  # lengths spread over four orders of magnitude
+    expected = _cosine_by_hand(x, head.weight, head.bias, None, scale, 0.0, None)
+    np.testing.assert_allclose(head(x, labels).detach().double().numpy(), expected, rtol=1e-5, atol=1e-5)
+    # Rescaling an embedding or a class weight changes nothing: only the angles count.
+    with torch.no_grad():
+        head.weight.mul_(torch.linspace(0.1, 7, C)[:, None])
+    np.testing.assert_allclose(head(3 * x, labels).detach().double().numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("noise", ["batch", "sample"])
+def test_noisy_cosine_head_matches_formula_with_norms_equal_to_the_scale(noise):
+    torch.manual_seed(21)
+    head = NoisySoftmax(D, C, alpha2=0.5, noise=noise, cosine_scale=16.0).train()
+    x, labels = _inputs(21)
+    torch.manual_seed(5)
+    logits = head(x, labels)
+    torch.manual_seed(5)
+    xi = torch.randn(()).repeat(N) if noise == "batch" else torch.randn(N)
+    expected = _cosine_by_hand(x, head.weight, None, labels, 16.0, math.sqrt(0.5), xi)
+    np.testing.assert_allclose(logits.detach().double().numpy(), expected, rtol=1e-5, atol=1e-4)
+    # The paper's head on the same weights gives other numbers: the option is not a no-op.
+    plain = NoisySoftmax(D, C, alpha2=0.5, noise=noise).train()
+    plain.load_state_dict(head.state_dict())
+    torch.manual_seed(5)
+    assert not np.allclose(plain(x, labels).detach().numpy(), expected, atol=1e-2)
+    # Evaluation mode: the plain scaled cosines.
+    np.testing.assert_allclose(head.eval()(x, labels).detach().double().numpy(),
+                               _cosine_by_hand(x, head.weight, None, None, 16.0, 0.0, None), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_cosine_head_gradients_match_finite_differences(name):
+    torch.manual_seed(22)
+    head = create_head(name, D, C, alpha2=0.4, noise="sample", bias=True, cosine_scale=4.0).double().train()
+    x, labels = _inputs(22, torch.float64)
+    x.requires_grad_(True)
+    params = {pname: p.detach().clone().requires_grad_(True) for pname, p in head.named_parameters()}
+
+    def logits(x, *values):
+        torch.manual_seed(99)
+        return torch.func.functional_call(head, dict(zip(params, values)), (x, labels))
+
+    assert torch.autograd.gradcheck(logits, (x, *params.values()), eps=1e-6, atol=1e-6)
+
+
+def test_cosine_scale_option_and_errors():
+    for name in sorted(HEADS):
+        head = create_head(name, 4, 3, cosine_scale=8.0)
+        assert head.cosine_scale == 8.0 and "cosine_scale=8.0" in repr(head)
+        assert create_head(name, 4, 3, cosine_scale=None).cosine_scale == 0.0
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(FaceverError, match="cosine_scale must be a finite number >= 0"):
+            create_head("noisy-softmax", 4, 3, cosine_scale=bad)
+    # A zero embedding has no direction: finite gradients, not NaN.
+    head = create_head("noisy-softmax", D, C, cosine_scale=16.0).train()
+    x = torch.zeros(2, D, requires_grad=True)
+    torch.nn.functional.cross_entropy(head(x, torch.tensor([0, 1])), torch.tensor([0, 1])).backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(head.weight.grad).all()

@@ -17,8 +17,9 @@ from facever.training.heads import create_head
 from facever.training.sharded_head import ShardedClassifier, classifier_cost, make_head, shard_bounds
 
 D, B, STEPS, LR = 6, 5, 3, 0.5
-# (head, classes, noise): 8 classes split 4 + 4, 7 classes split 3 + 4.
-CASES = [("noisy-softmax", 8, "batch"), ("noisy-softmax", 7, "sample"), ("softmax", 8, "batch"), ("softmax", 7, "batch")]
+# (head, classes, noise, cosine scale): 8 classes split 4 + 4, 7 classes split 3 + 4.
+CASES = [("noisy-softmax", 8, "batch", 0.0), ("noisy-softmax", 7, "sample", 0.0), ("softmax", 8, "batch", 0.0),
+         ("softmax", 7, "batch", 0.0), ("noisy-softmax", 7, "sample", 4.0), ("softmax", 8, "batch", 4.0)]
 
 
 def _backbone() -> nn.Module:
@@ -34,15 +35,15 @@ def _data(classes: int, world: int) -> tuple[list[torch.Tensor], list[torch.Tens
     return xs, ys
 
 
-def _options(kind: str, noise: str) -> dict:
-    return {"alpha2": 0.3, "noise": noise} if kind == "noisy-softmax" else {}
+def _options(kind: str, noise: str, scale: float = 0.0) -> dict:
+    return {"alpha2": 0.3, "noise": noise, "cosine_scale": scale} if kind == "noisy-softmax" else {"cosine_scale": scale}
 
 
-def _full_run(kind: str, classes: int, noise: str, world: int) -> list[dict]:
+def _full_run(kind: str, classes: int, noise: str, scale: float, world: int) -> list[dict]:
     """One process, the full head, the combined batch of all ranks."""
     torch.manual_seed(0)
     backbone = _backbone()
-    head = create_head(kind, D, classes, **_options(kind, noise))
+    head = create_head(kind, D, classes, **_options(kind, noise, scale))
     opt = torch.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=LR, momentum=0.9, weight_decay=1e-3)
     records = []
     for x, y in zip(*_data(classes, world)):
@@ -63,10 +64,10 @@ def _sharded_worker(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         results = {}
-        for kind, classes, noise in CASES:
+        for kind, classes, noise, scale in CASES:
             torch.manual_seed(0)
             backbone = _backbone()
-            head = ShardedClassifier(kind, D, classes, rank=rank, world_size=world, **_options(kind, noise))
+            head = ShardedClassifier(kind, D, classes, rank=rank, world_size=world, **_options(kind, noise, scale))
             ddp = nn.parallel.DistributedDataParallel(backbone)
             opt = torch.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=LR, momentum=0.9,
                                   weight_decay=1e-3)
@@ -82,7 +83,7 @@ def _sharded_worker(rank: int, world: int, port: int, out: str) -> None:
                 opt.step()
             records.append({"backbone": [p.detach().clone() for p in backbone.parameters()],
                             "head": head.weight.detach().clone(), "seconds": time.perf_counter() - start})
-            results[f"{kind}-{classes}-{noise}"] = records
+            results[f"{kind}-{classes}-{noise}-{scale}"] = records
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -101,9 +102,9 @@ def test_two_gloo_processes_equal_one_process_with_the_full_head(tmp_path):
     torch.multiprocessing.spawn(_sharded_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
     spawn_seconds = time.perf_counter() - start
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
-    for kind, classes, noise in CASES:
-        key = f"{kind}-{classes}-{noise}"
-        ref = _full_run(kind, classes, noise, world)
+    for kind, classes, noise, scale in CASES:
+        key = f"{kind}-{classes}-{noise}-{scale}"
+        ref = _full_run(kind, classes, noise, scale, world)
         for rank, results in enumerate(ranks):
             got = results[key]
             lo, hi = shard_bounds(classes, world, rank)
@@ -143,12 +144,13 @@ def test_shards_tile_the_classes_and_start_from_the_full_heads_rows(classes, wor
         assert torch.equal(torch.rand(2), after_full)  # the global RNG is where the full head leaves it
 
 
+@pytest.mark.parametrize("scale", [0.0, 8.0])
 @pytest.mark.parametrize("kind", ["noisy-softmax", "softmax"])
-def test_one_shard_is_the_full_head(kind):
+def test_one_shard_is_the_full_head(kind, scale):
     torch.manual_seed(1)
-    full = create_head(kind, 4, 9)
+    full = create_head(kind, 4, 9, cosine_scale=scale)
     torch.manual_seed(1)
-    shard = ShardedClassifier(kind, 4, 9)
+    shard = ShardedClassifier(kind, 4, 9, cosine_scale=scale)
     x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 3, 3, 8, 5, 1])
     torch.manual_seed(2)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,23 @@ def test_a_different_start_really_changes_the_weights(data, tmp_path):
     b = train(_config(data, epochs=1, seed=1), tmp_path / "b")
     sa, sb = _bundle_state(a.model_path), _bundle_state(b.model_path)
     assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_cosine_scale_trains_the_cosine_head_and_is_part_of_the_run(data, tmp_path):
+    plain = train(_config(data, epochs=1), tmp_path / "plain")
+    cosine = train(_config(data, epochs=1, cosine_scale=8.0), tmp_path / "cos")
+    ck = torch.load(tmp_path / "cos" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ck["config"]["cosine_scale"] == 8.0
+    # Same seed and data, other logits: other weights (the loop does not ignore the option).
+    sa, sb = _bundle_state(plain.model_path), _bundle_state(cosine.model_path)
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+    with pytest.raises(FaceverError, match="cosine_scale"):
+        _config(data, cosine_scale=-1.0)
+    # The command-line flag reaches the run's configuration.
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "cli"), *TINY_CLI, "--epochs", "1",
+                                      "-b", "8", "--workers", "0", "--device", "cpu", "--cosine-scale", "8"])
+    assert result.exit_code == 0, result.output
+    assert tomllib.loads((tmp_path / "cli" / "config.toml").read_text())["cosine_scale"] == 8.0
 
 
 def test_every_data_path_gives_the_same_training(data, tmp_path):

@@ -42,6 +42,7 @@ def train(
     width: Optional[int] = typer.Option(None, "--width", help="Override the backbone's base channel width (sphere20/mobilefacenet: 64)."),
     head: Optional[Head] = typer.Option(None, "--head", help="noisy-softmax (default, the paper) or softmax (the baseline)."),
     alpha2: Optional[float] = typer.Option(None, "--alpha2", help="Noise variance alpha^2 of Noisy Softmax (paper: 0.1 on faces). Default 0.1."),
+    cosine_scale: Optional[float] = typer.Option(None, "--cosine-scale", help="Logits s*cos(theta) on normalised embeddings and class weights (NormFace), with Noisy Softmax's noise on them. Default 0 (off: the paper's logits)."),
     noise: Optional[Noise] = typer.Option(None, "--noise", help="batch: one xi per mini-batch (authors' code, default); sample: one per image."),
     classifier: Optional[Classifier] = typer.Option(None, "--classifier", help="full: every process holds the whole classifier (default); sharded: under torchrun each process holds 1/N of the classes (Partial FC style; for 100k+ identities)."),
     sample_rate: Optional[float] = typer.Option(None, "--sample-rate", help="With --classifier sharded: score all classes of the batch plus this share of the others per step (Partial FC). Default 1.0 (the full softmax)."),
@@ -109,6 +110,7 @@ def train(
     options = {
         "arch": arch, "input_size": _parse_size(input_size) if input_size else None, "embedding_dim": embedding_dim,
         "width": width, "head": head.value if head else None, "alpha2": alpha2, "noise": noise.value if noise else None,
+        "cosine_scale": cosine_scale,
         "classifier": classifier.value if classifier else None, "sample_rate": sample_rate,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule.value if schedule else None,
         "milestones": _parse_milestones(milestones) if milestones else None, "warmup_epochs": warmup_epochs,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ class TrainConfig:
     head: str = "noisy-softmax"
     alpha2: float = 0.1
     noise: str = "batch"
+    cosine_scale: float = 0.0  # 0: the paper's logits; s > 0: s cos(theta) on normalised features (heads)
     classifier: str = "full"
     sample_rate: float = 1.0
     epochs: int = 20
@@ -107,6 +109,8 @@ class TrainConfig:
         check(self.batch_size >= 2, f"`batch_size` must be 2 or more (batch norm), got {self.batch_size}")
         check(self.lr > 0, f"`lr` must be positive, got {self.lr}")
         check(self.alpha2 >= 0, f"`alpha2` must be 0 or more, got {self.alpha2}")
+        check(math.isfinite(self.cosine_scale) and self.cosine_scale >= 0,
+              f"`cosine_scale` must be 0 (off) or a positive number, got {self.cosine_scale}")
         check(0 <= self.momentum < 1, f"`momentum` must be in [0, 1), got {self.momentum}")
         check(self.weight_decay >= 0, f"`weight_decay` must be 0 or more, got {self.weight_decay}")
         check(0 < self.lr_gamma <= 1, f"`lr_gamma` must be in (0, 1], got {self.lr_gamma}")

@@ -4,6 +4,11 @@ softmax with the same interface, so the two compare like for like.
 Both map `(embeddings N x D, labels N)` to float32 logits `N x C` for `F.cross_entropy`. They compute
 in float32 even inside an autocast region: under bf16/fp16 the logits of 10k classes and the
 softmax lose too much precision, and the paper's noise term is a small difference of large numbers.
+
+`cosine_scale` s > 0 scores normalised embeddings against normalised class weights, logits
+`s cos(theta_j)` (NormFace, Wang et al. 2017), instead of the paper's `||W_j|| ||x|| cos(theta_j)`.
+Noisy Softmax keeps its formula with `||W_y|| ||x|| = s`: `f'_y = s (cos(theta_y) - alpha |xi| (1 -
+cos(theta_y)))`, so the noise no longer shrinks as the features grow. 0 (the default) is the paper's head.
 """
 
 from __future__ import annotations
@@ -20,16 +25,31 @@ from facever.core.errors import FaceverError
 NOISE_MODES = ("batch", "sample")
 
 
+def check_cosine_scale(cosine_scale: float) -> None:
+    if not (math.isfinite(float(cosine_scale)) and float(cosine_scale) >= 0):
+        raise FaceverError(f"cosine_scale must be a finite number >= 0 (0: the paper's linear logits), got {cosine_scale!r}")
+
+
+def cosine_operands(x: torch.Tensor, w: torch.Tensor, cosine_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(x, w)` unchanged for scale 0, else rows of x scaled to length s and rows of w to length 1, so
+    that `x w^T = s cos(theta)` and `||w_j|| ||x|| = s` in every formula written for plain logits."""
+    if not cosine_scale:
+        return x, w
+    return cosine_scale * F.normalize(x, dim=1), F.normalize(w, dim=1)
+
+
 class _LinearHead(nn.Module):
     """A bias-optional linear classifier `x W^T + b` initialised like `nn.Linear`, run in float32."""
 
-    def __init__(self, in_features: int, num_classes: int, *, bias: bool = False):
+    def __init__(self, in_features: int, num_classes: int, *, bias: bool = False, cosine_scale: float = 0.0):
         super().__init__()
         if int(in_features) < 1 or int(num_classes) < 1:
             raise FaceverError(
                 f"head needs in_features >= 1 and num_classes >= 1, got {in_features} and {num_classes}"
             )
+        check_cosine_scale(cosine_scale)
         self.in_features, self.num_classes = int(in_features), int(num_classes)
+        self.cosine_scale = float(cosine_scale)
         self.weight = nn.Parameter(torch.empty(self.num_classes, self.in_features))
         self.bias = nn.Parameter(torch.empty(self.num_classes)) if bias else None
         self.reset_parameters()
@@ -42,24 +62,27 @@ class _LinearHead(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, num_classes={self.num_classes}, bias={self.bias is not None}"
+        text = f"in_features={self.in_features}, num_classes={self.num_classes}, bias={self.bias is not None}"
+        return text + (f", cosine_scale={self.cosine_scale}" if self.cosine_scale else "")
 
     def _upcast(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings and weight in float32 (float64 stays float64, for gradient checks)."""
+        """Embeddings and weight in float32 (float64 stays float64, for gradient checks); with a
+        cosine scale s, the embeddings normalised to length s and the class weights to length 1."""
         if embeddings.dim() != 2 or embeddings.shape[1] != self.in_features:
             raise ValueError(
                 f"{type(self).__name__} expects embeddings of shape N x {self.in_features}, "
                 f"got {tuple(embeddings.shape)}"
             )
         dtype = torch.promote_types(torch.promote_types(embeddings.dtype, self.weight.dtype), torch.float32)
-        return embeddings.to(dtype), self.weight.to(dtype)
+        return cosine_operands(embeddings.to(dtype), self.weight.to(dtype), self.cosine_scale)
 
     def _add_bias(self, logits: torch.Tensor) -> torch.Tensor:
         return logits if self.bias is None else logits + self.bias.to(logits.dtype)
 
 
 class Softmax(_LinearHead):
-    """Plain softmax head: logits = x W^T + b in float32 (float64 inputs stay float64).
+    """Plain softmax head: logits = x W^T + b in float32 (float64 inputs stay float64); with
+    `cosine_scale` s > 0, logits = s cos(theta) + b.
 
     `labels` is accepted and ignored, so both heads are called the same way."""
 
@@ -77,7 +100,8 @@ class NoisySoftmax(_LinearHead):
     with xi ~ N(0, 1) drawn once per batch (`noise="batch"`, as the authors' Caffe layer) or once per
     sample (`noise="sample"`), from torch's global RNG on the embeddings' device (so restoring RNG
     state reproduces it). The bias, if any, is added after. Gradients flow through W and x with xi
-    held constant. In eval mode (or with alpha2 = 0) the logits are the plain softmax logits.
+    held constant. In eval mode (or with alpha2 = 0) the logits are the plain softmax logits. With
+    `cosine_scale` s > 0, ||W_y|| ||x|| = s (module docstring).
     """
 
     def __init__(
@@ -89,8 +113,9 @@ class NoisySoftmax(_LinearHead):
         noise: str = "batch",
         bias: bool = False,
         eps: float = 1e-12,
+        cosine_scale: float = 0.0,
     ):
-        super().__init__(in_features, num_classes, bias=bias)
+        super().__init__(in_features, num_classes, bias=bias, cosine_scale=cosine_scale)
         if not (math.isfinite(float(alpha2)) and float(alpha2) >= 0):
             raise FaceverError(f"noisy-softmax: alpha2 must be a finite number >= 0, got {alpha2!r}")
         if noise not in NOISE_MODES:
@@ -146,7 +171,8 @@ _NOISE_ONLY_OPTIONS = ("alpha2", "noise", "eps")
 
 
 def create_head(name: str, in_features: int, num_classes: int, **options: Any) -> nn.Module:
-    """Build the head `name` ("noisy-softmax" or "softmax"); None-valued options are dropped.
+    """Build the head `name` ("noisy-softmax" or "softmax"), options `bias`, `cosine_scale` and (Noisy
+    Softmax) `alpha2`, `noise`, `eps`; None-valued options are dropped.
 
     The plain softmax head ignores the Noisy Softmax options (alpha2, noise, eps); any other unknown
     option, or an unknown name, is a FaceverError.
@@ -156,7 +182,7 @@ def create_head(name: str, in_features: int, num_classes: int, **options: Any) -
     kwargs = {key: value for key, value in options.items() if value is not None}
     if name == "softmax":
         kwargs = {key: value for key, value in kwargs.items() if key not in _NOISE_ONLY_OPTIONS}
-    allowed = {"bias"} | (set(_NOISE_ONLY_OPTIONS) if name == "noisy-softmax" else set())
+    allowed = {"bias", "cosine_scale"} | (set(_NOISE_ONLY_OPTIONS) if name == "noisy-softmax" else set())
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise FaceverError(f"head {name!r} has no option {', '.join(unknown)}; its options: {', '.join(sorted(allowed))}")

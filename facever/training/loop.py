@@ -444,6 +444,7 @@ def build_head(config: TrainConfig, backbone: nn.Module, *, num_classes: int, ct
     """The classification head on the backbone's embeddings (float32, on the CPU until moved): the
     whole classifier, or with `classifier="sharded"` this rank's share (`sharded_head`)."""
     options = {"alpha2": config.alpha2, "noise": config.noise} if config.head == "noisy-softmax" else {}
+    options["cosine_scale"] = config.cosine_scale
     return make_head(config.head, int(backbone.embedding_dim), num_classes, classifier=config.classifier,
                      sample_rate=config.sample_rate, rank=ctx.rank, world_size=ctx.world_size, seed=config.seed,
                      **options)

@@ -15,6 +15,9 @@ With DDP every GPU holds the whole `C x D` classifier and all-reduces its gradie
   gradient is summed over ranks (reduce-scatter), so each rank receives the whole batch's gradient
   for its own embeddings.
 
+`cosine_scale` s > 0 (cosine logits, `heads`) normalises the gathered embeddings and this rank's
+class rows: both are row-wise, so the shards still equal the full head.
+
 `sample_rate r < 1` (arcface_torch's Partial FC): per step each rank keeps every class of its shard
 that appears in the global batch plus a random share of the others (`ceil(r * C_r)` classes in all,
 or all positives if more), drawn from the head's own generator (seeded from the seed and the rank,
@@ -41,7 +44,7 @@ from torch import nn
 
 from facever.core.errors import FaceverError
 from facever.training.config import CLASSIFIERS
-from facever.training.heads import HEADS, NOISE_MODES, create_head
+from facever.training.heads import HEADS, NOISE_MODES, check_cosine_scale, cosine_operands, create_head
 
 
 def shard_bounds(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
@@ -166,6 +169,7 @@ class ShardedClassifier(nn.Module):
         bias: bool = False,
         seed: int = 0,
         grad_scale: float | None = None,
+        cosine_scale: float = 0.0,
     ):
         super().__init__()
         if kind not in HEADS:
@@ -180,7 +184,9 @@ class ShardedClassifier(nn.Module):
             raise FaceverError(f"noisy-softmax: alpha2 must be a finite number >= 0, got {alpha2!r}")
         if noise not in NOISE_MODES:
             raise FaceverError(f"noisy-softmax: noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
+        check_cosine_scale(cosine_scale)
         self.kind = kind
+        self.cosine_scale = float(cosine_scale)
         self.in_features, self.num_classes = int(in_features), int(num_classes)
         self.rank, self.world_size, self.group = int(rank), int(world_size), group
         self.lo, self.hi = shard_bounds(self.num_classes, self.world_size, self.rank)
@@ -205,7 +211,8 @@ class ShardedClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.kind}, in_features={self.in_features}, classes [{self.lo}, {self.hi}) of {self.num_classes}, "
-                f"rank {self.rank} of {self.world_size}, sample_rate={self.sample_rate}, alpha2={self.alpha2}")
+                f"rank {self.rank} of {self.world_size}, sample_rate={self.sample_rate}, alpha2={self.alpha2}"
+                + (f", cosine_scale={self.cosine_scale}" if self.cosine_scale else ""))
 
     @torch.no_grad()
     def reset_parameters(self, chunk_rows: int = 65536) -> None:
@@ -277,7 +284,8 @@ class ShardedClassifier(nn.Module):
                             grad_scale=self.grad_scale)
             labels = gather_rows(labels.long(), group=self.group, rank=self.rank, world_size=self.world_size)
             kept = self._sample(labels) if self.training else None
-            w = self.weight.to(dtype)
+            # Normalising rows is local to each rank (the gathered embeddings, this shard's classes).
+            x, w = cosine_operands(x, self.weight.to(dtype), self.cosine_scale)
             b = None if self.bias is None else self.bias.to(dtype)
             local = labels - self.lo
             owned = (local >= 0) & (local < self.local_classes)

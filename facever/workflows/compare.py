@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from facever.core.errors import FaceverError
 
 # Shown even when equal across runs: what a reader wants to see next to the numbers.
-KEY_FIELDS = ("arch", "input_size", "head", "alpha2", "epochs", "batch_size", "lr", "schedule", "seed", "amp")
+KEY_FIELDS = ("arch", "input_size", "head", "alpha2", "cosine_scale", "epochs", "batch_size", "lr", "schedule", "seed", "amp")
 # Never worth a row: machine and bookkeeping settings that differ between machines, not models.
 IGNORED_FIELDS = frozenset({"workers", "cache_dir", "device", "checkpoint_every", "val_every", "strict"})
 REPORT_SEARCH_DEPTH = 4
