@@ -126,7 +126,7 @@ def train(
     }
     with user_errors():
         # Recipe < --config file < options typed here; `sources` says which gave each value (RUN/config.toml).
-        from facever.training.options import train_command_options
+        from facever.training.options import make_train_config, name_the_source, train_command_options
 
         given, data, sources = train_command_options(
             options, data, config_file=config_file, recipe=recipe, out=out, resume=resume,
@@ -137,6 +137,7 @@ def train(
 
     # Rank 0 holds OUT for the whole job: a second `train --out OUT` is refused instead of interleaving.
     with user_errors(), folder_lock(out if rank == 0 else None):
+        from facever.core.errors import FaceverError
         from facever.training.checkpoint import load_checkpoint
         from facever.training.config import TrainConfig
         from facever.training.loop import CHECKPOINT_NAME, train as run_training
@@ -148,13 +149,12 @@ def train(
             if log_every is None:  # the resumed run keeps its logging window unless told otherwise
                 log_every = int(ck.get("log_every", 10))
             del ck
-            config = saved.replace(data=data_str, **given)
+            try:
+                config = saved.replace(data=data_str, **given)
+            except FaceverError as exc:
+                raise name_the_source(exc, sources) from None
         else:
-            if given.get("amp", "auto") == "auto":
-                from facever.core.devices import resolve_device
-
-                given["amp"] = "bf16" if resolve_device(given.get("device", "auto")).type == "cuda" else "off"
-            config = TrainConfig(data=data_str, **given)
+            config = make_train_config({**given, "data": data_str}, sources=sources)
 
         from facever.training.validation import check_validation_inputs
 

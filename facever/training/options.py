@@ -108,8 +108,10 @@ def train_command_options(
     return values, data, resolved.sources
 
 
-def make_train_config(options: Mapping[str, Any], *, where: str = "configuration") -> TrainConfig:
-    """A `TrainConfig` from resolved options (must include `data`); its own checks name the option."""
+def make_train_config(options: Mapping[str, Any], *, where: str = "configuration",
+                      sources: Mapping[str, str] | None = None) -> TrainConfig:
+    """A `TrainConfig` from resolved options (must include `data`); its own checks name the option, and
+    with `sources` (from `resolve_train_options`) the file or recipe that gave a refused value."""
     options = resolve_amp(options)
     if "data" not in options:
         raise FaceverError(f"{where}: no training data: give DATA or a `data` key")
@@ -117,3 +119,15 @@ def make_train_config(options: Mapping[str, Any], *, where: str = "configuration
         return TrainConfig(**options)
     except TypeError as exc:  # pragma: no cover - keys are validated before
         raise FaceverError(f"{where}: {exc}") from None
+    except FaceverError as exc:
+        raise name_the_source(exc, sources) from None
+
+
+def name_the_source(error: FaceverError, sources: Mapping[str, str] | None) -> FaceverError:
+    """A refused value's error (from `TrainConfig`'s checks) prefixed with the config file or recipe
+    it came from, its keys left as the file writes them. Values typed on the command line keep the
+    error as it is, for the command to name its own flags."""
+    given_by = [sources.get(name) for name in error.options] if sources else []
+    if not given_by or any(source in (None, "command line") for source in given_by):
+        return error
+    return FaceverError(f"{'; '.join(dict.fromkeys(given_by))}: {error}")

@@ -23,6 +23,9 @@ CASES = {
     "unknown key": (b'archh = "sphere20"\n', r"archh"),
     "wrong type": (b'epochs = "many"\n', r"epochs"),
     "negative lr": (b"lr = -1.0\n", r"lr"),
+    # A value of the right type but out of range: the message names the file it came from.
+    "negative cosine_scale": (b"cosine_scale = -3.0\n", r"cfg\.toml: `cosine_scale` must be 0 \(off\) or a positive number"),
+    "negative alpha2": (b"alpha2 = -1\n", r"cfg\.toml: `alpha2` must be 0 or more"),
 }
 
 
