@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # The learning check is the small-machine recipe a user is told to run (`--recipe cpu-small`: sphere20
 # 56x48 width 32, Noisy Softmax on cosine logits, 540 SGD steps on 300 ORL photos; about a minute of
-# one CPU core). Measured on a 2-core AMD EPYC: 0.898 for seed 0 (seeds 1, 2: 0.912, see
+# one CPU core). Measured on a 2-core AMD EPYC: 0.898 for seed 0 (seeds 1, 2: 0.912, 0.911; see
 # docs/benchmarks.md), the untrained network 0.80, raw pixels ~0.85. The bar leaves room for another
 # CPU's arithmetic, not for a recipe that learns no better than raw pixels.
 LEARNING_CLI = ["--recipe", "cpu-small"]

@@ -8,7 +8,8 @@ softmax lose too much precision, and the paper's noise term is a small differenc
 `cosine_scale` s > 0 scores normalised embeddings against normalised class weights, logits
 `s cos(theta_j)` (NormFace, Wang et al. 2017), instead of the paper's `||W_j|| ||x|| cos(theta_j)`.
 Noisy Softmax keeps its formula with `||W_y|| ||x|| = s`: `f'_y = s (cos(theta_y) - alpha |xi| (1 -
-cos(theta_y)))`, so the noise no longer shrinks as the features grow. 0 (the default) is the paper's head.
+cos(theta_y)))`; lengthening a feature no longer lowers the loss, only aligning it with its class does.
+0 (the default) is the paper's head.
 """
 
 from __future__ import annotations
