@@ -1,0 +1,92 @@
+"""Every vocabulary and every shared default of facever, stated once.
+
+The command line's choices and option defaults, the training config's fields, the config files' keys,
+the library's keyword defaults and the docs' tables all read these names; nothing else restates them.
+Torch-free on purpose: `facever --help` imports this module.
+
+Adding a choice (a head, a flip mode, a benchmark) starts here; the CLI offers it from here and the
+library checks against it with `check_choice`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+# -- embedding -----------------------------------------------------------------------------------------
+
+#: How the mirrored face joins the embedding: none; concat = [f(x), f(flip x)] (SphereFace,
+#: davidsandberg/facenet); sum = f(x) + f(flip x) (insightface).
+FLIP_MODES = ("none", "concat", "sum")
+#: One default for every command that embeds and for validation during training, so that a model's
+#: validation accuracy and `facever eval-lfw`'s default accuracy on the same pairs are the same number.
+#: concat is the convention of the paper's generation (SphereFace's evaluation, facenet).
+DEFAULT_FLIP = "concat"
+
+#: Mixed precision, one meaning everywhere (training and inference): auto, bf16, fp16, off.
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+DEFAULT_AMP = "auto"
+#: What `auto` means, for every command (facever.core.devices.resolve_amp implements it): bf16 autocast
+#: on CUDA (fp16 where the GPU has no bf16), float32 on a CPU, so that a CPU's numbers do not depend on
+#: which CPU ran them. `bf16` on a CPU with AMX or AVX512-BF16 is faster; elsewhere it is emulated.
+AMP_AUTO_RULE = "bf16 on CUDA (fp16 on GPUs without bf16), off (float32) on a CPU"
+
+#: Images per forward pass when embedding (embed, eval-*, verify, ensemble, validation).
+EMBED_BATCH_SIZE = 64
+#: cpu, cuda, cuda:N, or auto (CUDA when available).
+DEFAULT_DEVICE = "auto"
+
+# -- scoring ---------------------------------------------------------------------------------------------
+
+METRICS = ("cosine", "l2")
+DEFAULT_METRIC = "cosine"
+#: exact: midpoints between training scores; grid: facenet/insightface's 0:4:0.01 grid of distances.
+THRESHOLD_MODES = ("exact", "grid")
+DEFAULT_THRESHOLDS = "exact"
+#: How `facever ensemble` joins models: concatenated normalised embeddings, or the mean of the scores.
+FUSIONS = ("concat", "score-mean")
+DEFAULT_FUSION = "concat"
+
+# -- benchmarks ------------------------------------------------------------------------------------------
+
+#: Every benchmark a pair list (or splits file, or .bin) can be, then the IJB sets.
+PAIR_BENCHMARKS = ("lfw", "fglfw", "calfw", "cplfw", "ytf", "bin")
+IJB_SETS = ("ijbc", "ijbb")
+BENCHMARKS = PAIR_BENCHMARKS + IJB_SETS
+#: The LFW-photo pair lists of `eval-fglfw`.
+FGLFW_VARIANTS = ("fglfw", "calfw", "cplfw")
+#: Which YouTube Faces frames: auto, frame_images_DB or aligned_images_DB.
+YTF_LAYOUTS = ("auto", "frames", "aligned")
+
+# -- alignment -------------------------------------------------------------------------------------------
+
+SELECT_METHODS = ("largest", "center")
+DEFAULT_SELECT = "largest"
+OUTPUT_FORMATS = ("jpg", "png")
+ON_MISS = ("skip", "center-crop")
+
+# -- training --------------------------------------------------------------------------------------------
+
+HEADS = ("noisy-softmax", "softmax")
+DEFAULT_HEAD = "noisy-softmax"
+#: Noisy Softmax draws one xi per mini-batch (the authors' Caffe layer) or one per sample.
+NOISE_MODES = ("batch", "sample")
+DEFAULT_NOISE = "batch"
+#: The paper's alpha^2 on faces (0.05 on CIFAR-10).
+DEFAULT_ALPHA2 = 0.1
+CLASSIFIERS = ("full", "sharded")
+SCHEDULES = ("step", "cosine")
+CACHE_MODES = ("none", "memmap", "device")
+#: Batch size per process of a training run.
+TRAIN_BATCH_SIZE = 256
+
+# -- models out ------------------------------------------------------------------------------------------
+
+EXPORT_FORMATS = ("onnx", "torchscript")
+
+
+def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
+    """`value` when it is one of `choices`; else ValueError naming the setting, the choices and the value."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value  # type: ignore[return-value]
