@@ -75,14 +75,15 @@ def synthetic_rate(args, device, num_classes: int, head_name: str) -> float:
     from facever.training.heads import create_head
     from facever.models import create_model
     from facever.training.data import to_model_input
-    from facever.training.loop import AMP_DTYPES, TrainNet, train_step
+    from facever.core.devices import amp_dtype
+    from facever.training.loop import TrainNet, train_step
 
     torch.manual_seed(0)
     backbone = create_model(args.arch, **arch_kwargs(args)).to(device)
     if args.channels_last:
         backbone.to(memory_format=torch.channels_last)
     head = create_head(head_name, backbone.embedding_dim, num_classes).to(device)
-    net = TrainNet(backbone, head, AMP_DTYPES[args.amp]).train()
+    net = TrainNet(backbone, head, amp_dtype(args.amp)).train()
     if args.compile:
         net.backbone = torch.compile(backbone)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels, as train --deterministic")
     args = p.parse_args(argv)
 
-    from facever.core.devices import resolve_device
+    from facever.core.devices import resolve_amp, resolve_device
 
     device = resolve_device(args.device)
     args.device = str(device)
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.images, args.identities, args.batch_size, args.epochs = 96, 8, 16, 2
         args.input_size, args.width, args.workers = args.input_size or "56x48", args.width or 8, min(args.workers, 2)
-    args.amp = args.amp or ("bf16" if device.type == "cuda" else "off")
+    args.amp = resolve_amp(args.amp or "auto", device)
     args.channels_last = device.type == "cuda" and not args.no_channels_last
     args.warmup_steps, args.synthetic_steps = (2, 4) if args.quick else (20, 100)
     args.log_every = 2 if args.quick else 10

@@ -89,7 +89,7 @@ def main() -> None:
             train_s = time.perf_counter() - start
             emb = run / "orl-test.npz"
             facever("embed", str(run / "model.pt"), str(test_dir), "--out", str(emb), "--flip", "concat",
-                    "--device", "cpu", "--no-amp")
+                    "--device", "cpu", "--amp", "off")
             report = json.loads(facever("eval-lfw", "--embeddings", str(emb), "--pairs", str(pairs), "--ext", ".png",
                                         "--json"))
             acc = float(report["accuracy"]["mean"])

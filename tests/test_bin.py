@@ -264,7 +264,7 @@ def test_eval_bin_with_model_crops_arcface_images_to_the_model(tmp_path, faces_d
     path, _ = _orl_bin(tmp_path / "orl.bin", faces_dir)
     model = tiny_model(tmp_path / "model.pt", input_size=(112, 96))
     out = tmp_path / "out"
-    result = _run(["eval-bin", path, "--model", model, "--device", "cpu", "--no-amp", "--out", out])
+    result = _run(["eval-bin", path, "--model", model, "--device", "cpu", "--amp", "off", "--flip", "none", "--out", out])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert REPORT_KEYS <= set(report) and report["protocol"] == "orl.bin"
@@ -281,8 +281,8 @@ def test_eval_bin_with_model_crops_arcface_images_to_the_model(tmp_path, faces_d
         want = net.module(preprocess_crops([crop], net)).numpy()[0]
     np.testing.assert_allclose(saved["embeddings"][5], want, rtol=1e-4, atol=1e-5)
     assert load_embeddings(out / "embeddings.npz").metadata["amp"] == "off"
-    # --amp asks for bf16 on any CPU; the embeddings say so and stay within bf16's precision.
-    bf16 = _run(["eval-bin", path, "--model", model, "--device", "cpu", "--amp", "--out", tmp_path / "bf16"])
+    # --amp bf16 asks for bf16 on any CPU; the embeddings say so and stay within bf16's precision.
+    bf16 = _run(["eval-bin", path, "--model", model, "--device", "cpu", "--amp", "bf16", "--flip", "none", "--out", tmp_path / "bf16"])
     assert bf16.exit_code == 0, bf16.output
     rows = load_embeddings(tmp_path / "bf16" / "embeddings.npz")
     assert rows.metadata["amp"] == "bf16"
@@ -322,7 +322,7 @@ def test_benchmark_dispatch_reads_and_embeds_a_bin(tmp_path, faces_dir):
     path, owners = _orl_bin(tmp_path / "orl.bin", faces_dir)
     proto = read_benchmark("bin", path)
     assert proto.name == "orl.bin" and len(proto) == 20 and proto.source == path
-    emb = benchmark_embeddings("bin", proto, str(tiny_model(tmp_path / "m.pt")), batch_size=16)
+    emb = benchmark_embeddings("bin", proto, str(tiny_model(tmp_path / "m.pt")), batch_size=16, flip="none")
     assert emb.paths == [f"{i:06d}" for i in range(40)] and emb.dim == 16
     assert emb.metadata["source_image_size"] == [112, 112] and emb.metadata["crop_size"] == [112, 96]
 
@@ -352,8 +352,8 @@ def test_bf16_embedding_of_a_bin_runs_on_the_cpu(tmp_path, faces_dir):
     bins, _ = load_bin(path)
     model = load_embedding_model(tiny_model(tmp_path / "model.pt", input_size=(112, 96)), device="cpu")
     images = BinImages(bins[:8], source=path)
-    fp32 = embed_bin_images(model, images, device="cpu", amp=False)
-    bf16 = embed_bin_images(model, images, device="cpu", amp=True)
+    fp32 = embed_bin_images(model, images, device="cpu", amp="off")
+    bf16 = embed_bin_images(model, images, device="cpu", amp="bf16")
     assert fp32.metadata["amp"] == "off" and bf16.metadata["amp"] == "bf16"
     assert bf16.paths == fp32.paths and bf16.embeddings.dtype == np.float32
     assert not np.array_equal(bf16.embeddings, fp32.embeddings)  # bf16 really ran

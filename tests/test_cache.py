@@ -51,7 +51,7 @@ def test_a_second_run_reuses_every_row_and_gives_the_same_numbers(tiny):
     assert reused == 12 and plan == {"done": 12, "todo": 0} and second.metadata["reused"] == 12
     assert second.paths == first.paths
     np.testing.assert_array_equal(second.embeddings, first.embeddings)
-    direct = embed_images(tiny["model"], tiny["root"], tiny["rels"], workers=0, amp=False)[0]
+    direct = embed_images(tiny["model"], tiny["root"], tiny["rels"], workers=0, amp="off")[0]
     np.testing.assert_allclose(second.embeddings, direct.embeddings, rtol=1e-5, atol=1e-6)
 
 
@@ -67,7 +67,7 @@ def test_an_image_changed_in_place_is_embedded_again(tiny):
     assert reused == 11 and plan == {"done": 11, "todo": 1}
     changed = second.paths.index(tiny["rels"][4])
     assert not np.allclose(second.embeddings[changed], first.embeddings[changed], atol=1e-3)
-    direct = embed_images(tiny["model"], tiny["root"], [tiny["rels"][4]], workers=0, amp=False)[0]
+    direct = embed_images(tiny["model"], tiny["root"], [tiny["rels"][4]], workers=0, amp="off")[0]
     np.testing.assert_allclose(second.embeddings[changed], direct.embeddings[0], rtol=1e-5, atol=1e-6)
     others = [i for i in range(12) if i != changed]
     np.testing.assert_array_equal(second.embeddings[others], first.embeddings[others])
@@ -100,13 +100,13 @@ def test_a_renamed_file_is_reused_by_content(tiny):
     (tiny["root"] / "ann" / "0.png").rename(tiny["root"] / "ann" / "renamed.png")
     rels = ["ann/renamed.png", *tiny["rels"][1:]]
     emb, _, reused = embed_items_cached(tiny["model"], tiny["root"], rels, cache=tiny["cache"], workers=0,
-                                        device="cpu", amp=False)
+                                        device="cpu", amp="off")
     assert reused == 12
     np.testing.assert_array_equal(emb.embeddings, first.embeddings)
 
 
 def test_settings_and_keys_say_what_they_stand_for(tiny):
-    settings = cache_settings(tiny["model"], flip="none", amp=False, device_type="cpu")
+    settings = cache_settings(tiny["model"], flip="none", amp="off", device_type="cpu")
     assert settings["model_sha256"] == tiny["model"].fingerprint and settings["amp"] == "off"
     assert settings["crop_policy"] and "24x20" in settings["preprocessing"]
     assert EmbeddingCache(tiny["cache"], settings).folder != EmbeddingCache(tiny["cache"], {**settings, "amp": "bf16"}).folder
@@ -156,17 +156,17 @@ def test_bin_images_are_cached_by_their_bytes(tiny):
     from facever.protocols.insightface_bin import BinImages
 
     blobs = [(tiny["root"] / r).read_bytes() for r in tiny["rels"]]
-    first = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp=False)
+    first = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp="off")
     assert first.metadata["reused"] == 0
-    direct = embed_bin_images(tiny["model"], BinImages(blobs), amp=False)
+    direct = embed_bin_images(tiny["model"], BinImages(blobs), amp="off")
     np.testing.assert_array_equal(first.embeddings, direct.embeddings)
-    again = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp=False)
+    again = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp="off")
     assert again.metadata["reused"] == 12
     np.testing.assert_array_equal(again.embeddings, first.embeddings)
     # Another .bin where image 3 holds image 7's bytes: nothing to embed, its row comes by content.
     blobs[3] = blobs[7]
-    changed = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp=False)
+    changed = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp="off")
     assert changed.metadata["reused"] == 12
     np.testing.assert_array_equal(changed.embeddings[3], first.embeddings[7])
-    flipped = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp=False, flip="sum")
+    flipped = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp="off", flip="sum")
     assert flipped.metadata["reused"] == 0

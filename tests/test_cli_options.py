@@ -1,34 +1,53 @@
-"""The command line's choices (facever/cli/_options.py) spell exactly what the library accepts: every
-Enum next to the library list it offers, so a choice added to one side and not the other fails here."""
+"""The command line's choices (facever/cli/_options.py) are the library's vocabularies (facever/core/settings.py),
+and the library's own lists are those same tuples: a choice added to one side and not the other fails here."""
 
 from __future__ import annotations
 
 import pytest
 
 from facever.cli import _options as o
+from facever.core import settings
 from facever.data_prep.align import SELECT_METHODS
 from facever.data_prep.align_dataset import ON_MISS, OUTPUT_FORMATS
 from facever.embedding.ensemble import FUSIONS
 from facever.embedding.export import FORMATS as EXPORT_FORMATS
-from facever.embedding.extract import FLIP_MODES
 from facever.protocols.catalog import BENCHMARKS
 from facever.protocols.fglfw import VARIANTS
 from facever.protocols.ijb import SETS as IJB_SETS
 from facever.protocols.ytf import LAYOUTS
-from facever.training.config import AMP_MODES, CACHE_MODES, CLASSIFIERS, HEADS, NOISE_MODES, SCHEDULES
+from facever.training.heads import HEADS as HEAD_CLASSES
 from facever.verification.scores import METRICS
 
 PAIRS = [
-    (o.Flip, FLIP_MODES), (o.Select, SELECT_METHODS), (o.OutputFormat, OUTPUT_FORMATS), (o.OnMiss, ON_MISS),
+    (o.Flip, settings.FLIP_MODES), (o.Select, SELECT_METHODS), (o.OutputFormat, OUTPUT_FORMATS), (o.OnMiss, ON_MISS),
     (o.Metric, METRICS), (o.Benchmark, BENCHMARKS + IJB_SETS), (o.IJBSet, IJB_SETS), (o.Variant, VARIANTS),
-    (o.Layout, ("auto", *LAYOUTS)), (o.Fusion, FUSIONS), (o.ExportFormat, EXPORT_FORMATS), (o.Head, HEADS), (o.Noise, NOISE_MODES), (o.Classifier, CLASSIFIERS),
-    (o.Schedule, SCHEDULES), (o.Amp, ("auto", *AMP_MODES)), (o.Cache, CACHE_MODES),
+    (o.Layout, ("auto", *LAYOUTS)), (o.Fusion, FUSIONS), (o.ExportFormat, EXPORT_FORMATS),
+    (o.Head, tuple(HEAD_CLASSES)), (o.Noise, settings.NOISE_MODES), (o.Classifier, settings.CLASSIFIERS),
+    (o.Schedule, settings.SCHEDULES), (o.Amp, settings.AMP_MODES), (o.Cache, settings.CACHE_MODES),
+    (o.ThresholdMode, settings.THRESHOLD_MODES),
 ]
 
 
 @pytest.mark.parametrize("enum, library", PAIRS, ids=lambda x: getattr(x, "__name__", ""))
 def test_cli_choices_are_the_library_choices(enum, library):
     assert [e.value for e in enum] == list(library)
+
+
+def test_every_default_is_one_of_its_choices():
+    pairs = [("DEFAULT_FLIP", "FLIP_MODES"), ("DEFAULT_AMP", "AMP_MODES"), ("DEFAULT_HEAD", "HEADS"),
+             ("DEFAULT_NOISE", "NOISE_MODES"), ("DEFAULT_METRIC", "METRICS"), ("DEFAULT_THRESHOLDS", "THRESHOLD_MODES"),
+             ("DEFAULT_FUSION", "FUSIONS"), ("DEFAULT_SELECT", "SELECT_METHODS")]
+    for default, choices in pairs:
+        assert getattr(settings, default) in getattr(settings, choices), default
+
+
+def test_check_choice_names_the_setting():
+    from facever.core.errors import FaceverError
+
+    assert settings.check_choice("flip", "sum", settings.FLIP_MODES) == "sum"
+    with pytest.raises(FaceverError, match=r"`flip` must be one of none, concat, sum, got 'both'") as err:
+        settings.check_choice("flip", "both", settings.FLIP_MODES)
+    assert err.value.options == ("flip",) and isinstance(err.value, ValueError)
 
 
 def test_threshold_modes_are_the_engines(tmp_path):

@@ -85,7 +85,7 @@ def test_facenet_weights_load_and_match_facenet_pytorch(facenet_weights, faces_d
     assert model.input_size == (160, 160) and model.model_id == "facenet:vggface2"
     root = faces_dir / "facenet_pytorch" / "test_images_aligned"
     rels = ["angelina_jolie/1.png"]
-    emb, bad = embed_images(model, root, rels, batch_size=2, workers=0, amp=False)
+    emb, bad = embed_images(model, root, rels, batch_size=2, workers=0, amp="off")
     assert not bad and emb.paths == rels
 
     # What a facenet-pytorch user computes: their module with these weights, their standardisation.
@@ -97,7 +97,7 @@ def test_facenet_weights_load_and_match_facenet_pytorch(facenet_weights, faces_d
     np.testing.assert_allclose(emb.embeddings, expected, atol=2e-5)
     np.testing.assert_allclose(np.linalg.norm(emb.embeddings, axis=1), 1.0, atol=1e-5)
     # Batch norms folded into the convolutions: same embeddings, and the loaded module is left as it was.
-    folded = embed_images(model, root, rels, workers=0, fuse_bn=True, amp=False)[0]
+    folded = embed_images(model, root, rels, workers=0, fuse_bn=True, amp="off")[0]
     np.testing.assert_allclose(folded.embeddings, expected, atol=2e-5)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.module.modules())
 
@@ -157,15 +157,15 @@ def test_embeddings_match_direct_forward_and_are_deterministic(tiny):
     crops = [read_rgb(tiny["images"] / r) for r in rels]
     expected = direct_forward(model.module, crops, model.mean, model.std)
     runs = [
-        embed_images(model, tiny["images"], rels, batch_size=4, workers=0, amp=False)[0],
-        embed_images(model, tiny["images"], rels, batch_size=7, workers=1, amp=False)[0],
-        embed_images(model, tiny["images"], rels, batch_size=5, workers=0, channels_last=False, amp=False)[0],
+        embed_images(model, tiny["images"], rels, batch_size=4, workers=0, amp="off")[0],
+        embed_images(model, tiny["images"], rels, batch_size=7, workers=1, amp="off")[0],
+        embed_images(model, tiny["images"], rels, batch_size=5, workers=0, channels_last=False, amp="off")[0],
     ]
     for emb in runs:
         assert emb.paths == rels and emb.embeddings.dtype == np.float32 and emb.dim == 16
         np.testing.assert_allclose(emb.embeddings, expected, rtol=1e-4, atol=1e-5)
     # Same settings, same numbers.
-    again = embed_images(model, tiny["images"], rels, batch_size=4, workers=0, amp=False)[0]
+    again = embed_images(model, tiny["images"], rels, batch_size=4, workers=0, amp="off")[0]
     np.testing.assert_array_equal(again.embeddings, runs[0].embeddings)
     meta = runs[0].metadata
     assert meta["flip"] == "none" and meta["crop_size"] == [28, 24] and meta["model"] == "facever:sphere20"
@@ -179,8 +179,8 @@ def test_flip_modes_against_hand_computation(tiny):
     plain = direct_forward(model.module, crops, model.mean, model.std)
     mirrored = direct_forward(model.module, [c[:, ::-1] for c in crops], model.mean, model.std)
     assert not np.allclose(plain, mirrored, atol=1e-3)  # the flip must matter for the test to mean anything
-    concat = embed_images(model, tiny["images"], rels, flip="concat", workers=0, amp=False)[0]
-    summed = embed_images(model, tiny["images"], rels, flip="sum", workers=0, amp=False)[0]
+    concat = embed_images(model, tiny["images"], rels, flip="concat", workers=0, amp="off")[0]
+    summed = embed_images(model, tiny["images"], rels, flip="sum", workers=0, amp="off")[0]
     np.testing.assert_allclose(concat.embeddings, np.concatenate([plain, mirrored], axis=1), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(summed.embeddings, plain + mirrored, rtol=1e-4, atol=1e-5)
     assert concat.metadata["flip"] == "concat" and summed.metadata["flip"] == "sum"
@@ -197,7 +197,7 @@ def test_other_sizes_are_fitted_and_an_aspect_change_is_warned_once(tiny, tmp_pa
     Image.fromarray(np.zeros((30, 30, 3), np.uint8) + 90).save(tmp_path / "square1.png")
     Image.fromarray(np.zeros((40, 40, 3), np.uint8) + 30).save(tmp_path / "square2.png")
     with caplog.at_level(logging.WARNING, logger="facever"):
-        emb, _ = embed_images(model, tmp_path, ["double.png", "square1.png", "square2.png"], workers=0, amp=False)
+        emb, _ = embed_images(model, tmp_path, ["double.png", "square1.png", "square2.png"], workers=0, amp="off")
     stretch = [r for r in caplog.records if "aspect ratio differs" in r.getMessage()]
     assert len(stretch) == 1 and "square1.png" in stretch[0].getMessage()
     assert emb.metadata["resized_images"] == 3 and emb.metadata["aspect_mismatch_images"] == 2
@@ -250,19 +250,19 @@ def test_progress_counts_every_image(tiny):
 
 
 def test_bf16_autocast_on_cpu_stays_close_and_returns_float32(tiny):
-    """bf16 is the default where the CPU has native bf16 (AMX/AVX512-BF16) and opt-in elsewhere; the
-    float32 tests above pass amp=False."""
-    from facever.core.devices import cpu_has_native_bf16
+    """bf16 is opt-in on a CPU (the default `auto` is float32 there, whatever the CPU); the float32
+    tests above pass amp="off" anyway."""
     model = load_embedding_model(tiny["model"])
     rels = tiny["rels"][:4]
-    fp32 = embed_images(model, tiny["images"], rels, workers=0, amp=False)[0]
-    bf16 = embed_images(model, tiny["images"], rels, workers=0, amp=True)[0]
+    fp32 = embed_images(model, tiny["images"], rels, workers=0, amp="off")[0]
+    bf16 = embed_images(model, tiny["images"], rels, workers=0, amp="bf16")[0]
     assert bf16.embeddings.dtype == np.float32 and bf16.metadata["amp"] == "bf16"
     cos = np.sum(fp32.embeddings * bf16.embeddings, 1) / (
         np.linalg.norm(fp32.embeddings, axis=1) * np.linalg.norm(bf16.embeddings, axis=1))
     assert np.all(cos > 0.99)
     default = embed_images(model, tiny["images"], rels, workers=0)[0]
-    assert default.metadata["amp"] == ("bf16" if cpu_has_native_bf16() else "off")
+    assert default.metadata["amp"] == "off"
+    np.testing.assert_array_equal(default.embeddings, fp32.embeddings)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -280,7 +280,7 @@ def test_raw_photos_through_align(tiny, faces_dir, tmp_path):
             "knn/train/kit_harington/john2.jpeg"]
     assert all((root / r).is_file() for r in rels)
     aligner = FaceAligner(size=model.input_size, select="largest")
-    emb, bad = embed_images(model, root, rels, workers=0, align=aligner, amp=False)
+    emb, bad = embed_images(model, root, rels, workers=0, align=aligner, amp="off")
     assert emb.paths == rels and not bad
     assert emb.metadata["aligned_here"] and emb.metadata["aligner"]["size"] == [28, 24]
     # Same crops, aligned by hand, then the plain forward pass.
@@ -487,7 +487,7 @@ def test_cudnn_autotune_is_off_while_mtcnn_detects_and_kept_for_the_embedding_fo
     torch.backends.cudnn.benchmark = True  # as a user (or the training loop on a GPU) may have set it
     try:
         rel = "lfw_sample/Anthony_Hopkins/Anthony_Hopkins_0001.jpg"  # 250 x 250: a fraction of a second
-        emb, bad = embed_images(model, faces_dir, [rel], workers=0, align=aligner, amp=False)
+        emb, bad = embed_images(model, faces_dir, [rel], workers=0, align=aligner, amp="off")
     finally:
         torch.backends.cudnn.benchmark = before
         for h in hooks:

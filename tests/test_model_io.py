@@ -91,7 +91,7 @@ def test_arcface_torch_state_dict_embeds_like_arcface_torch(name, layers, crops1
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join(str(root / r) for r in rels) + "\n")
     result = runner.invoke(app, ["embed", f"arcface:{name}", str(listing), "--weights", str(weights), "--out", str(out),
-                                 "--workers", "0", "--device", "cpu", "--no-amp"])
+                                 "--workers", "0", "--device", "cpu", "--amp", "off"])
     assert result.exit_code == 0, result.output
     emb = load_embeddings(out)
     # arcface_torch's preprocessing: RGB, (x / 255 - 0.5) / 0.5; its output: the `features` BatchNorm1d.
@@ -148,7 +148,7 @@ def exported(tmp_path_factory):
 
 def _cli_embed(spec, images, out, *extra):
     result = runner.invoke(app, ["embed", str(spec), str(images), "--out", str(out), "--workers", "0", "--device", "cpu",
-                                 "--no-amp", *extra])
+                                 "--amp", "off", *extra])
     assert result.exit_code == 0, result.output
     return load_embeddings(out)
 

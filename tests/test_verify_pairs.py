@@ -53,12 +53,13 @@ def photos(faces_dir, tmp_path_factory):
 
 def _verify(*args):
     # float32: the scores are compared with a float32 forward by hand.
-    result = runner.invoke(app, ["verify", *map(str, args), "--device", "cpu", "--no-amp"])
+    result = runner.invoke(app, ["verify", *map(str, args), "--device", "cpu", "--amp", "off"])
     return result
 
 
 def _cosine_by_hand(model_path, a, b):
-    """Align with FaceAligner at the model's size, normalise by hand, forward, cosine."""
+    """Align with FaceAligner at the model's size, normalise by hand, forward the crop and its mirror image
+    (verify's default flip, concat: [f(x), f(flip x)]), cosine."""
     from facever.core.images import read_image_rgb
     from facever.data_prep.align import FaceAligner
     from facever.embedding.loading import load_embedding_model
@@ -67,6 +68,8 @@ def _cosine_by_hand(model_path, a, b):
     aligner = FaceAligner(size=SIZE)
     crops = [aligner.align(read_image_rgb(p)).crops[0] for p in (a, b)]
     e = direct_forward(model.module, crops, model.mean, model.std)
+    mirrored = direct_forward(model.module, [c[:, ::-1].copy() for c in crops], model.mean, model.std)
+    e = np.concatenate([e, mirrored], axis=1)
     return float(e[0] @ e[1] / (np.linalg.norm(e[0]) * np.linalg.norm(e[1])))
 
 
@@ -90,10 +93,10 @@ def test_verify_two_photos_scores_like_aligning_and_embedding_by_hand(model_112x
 
 
 def test_verify_in_bf16_detects_faces_outside_autocast(model_112x96, photos):
-    # bf16 is the default on CPUs with native bf16: face detection must not run under the model's
-    # autocast (MTCNN's bf16 tensors cannot become numpy arrays), and scores stay within bf16's precision.
+    # With --amp bf16, face detection must not run under the model's autocast (MTCNN's bf16 tensors
+    # cannot become numpy arrays), and scores stay within bf16's precision.
     args = [photos["a1"], photos["a2"], "--model", model_112x96, "--device", "cpu", "--json"]
-    bf16 = runner.invoke(app, ["verify", *map(str, args), "--amp"])
+    bf16 = runner.invoke(app, ["verify", *map(str, args), "--amp", "bf16"])
     assert bf16.exit_code == 0, bf16.output
     want = _cosine_by_hand(model_112x96, photos["a1"], photos["a2"])
     assert json.loads(bf16.stdout)["pairs"][0]["cosine"] == pytest.approx(want, abs=0.02)

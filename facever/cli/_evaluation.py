@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import typer
 
 from facever.cli._console import info
+from facever.core.settings import DEFAULT_AMP
 
 
 def evaluate_and_report(
@@ -94,7 +95,7 @@ def require_embeddings_or_model(embeddings, model, *, data=None, data_option: st
 
 
 def embed_protocol_images(protocol, model: str, images: Path, *, cache: Path | None, flip: str, batch_size: int,
-                          device: str, amp: bool | None = None, weights: Path | None = None,
+                          device: str, amp: str = DEFAULT_AMP, weights: Path | None = None,
                           allow_missing: bool = False, name: str | None = None, save_to: Path | None = None):
     """Embed the images `protocol` needs from `images` with `model`, reusing (and extending) the embedding
     cache folder `cache` (content-keyed: a changed image or setting is embedded again); the embeddings

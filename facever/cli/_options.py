@@ -13,116 +13,38 @@ from typing import Any, Iterable
 
 import typer
 
+from facever.core import settings
+
 
 # -- choices -----------------------------------------------------------------------------------------
+# Each Enum is made from the library's vocabulary in facever.core.settings: the CLI never restates one.
 
 
-class Flip(str, Enum):
-    none = "none"
-    concat = "concat"
-    sum = "sum"
+def _choices(name: str, values: tuple[str, ...], doc: str = "") -> type[Enum]:
+    members = [(value.replace("-", "_"), value) for value in values]
+    enum = Enum(name, members, type=str, module=__name__)  # type: ignore[misc]
+    enum.__doc__ = doc or f"One of {', '.join(values)} (facever.core.settings)."
+    return enum
 
 
-class Select(str, Enum):
-    largest = "largest"
-    center = "center"
-
-
-class OutputFormat(str, Enum):
-    jpg = "jpg"
-    png = "png"
-
-
-class OnMiss(str, Enum):
-    skip = "skip"
-    center_crop = "center-crop"
-
-
-class ThresholdMode(str, Enum):
-    exact = "exact"
-    grid = "grid"
-
-
-class Metric(str, Enum):
-    cosine = "cosine"
-    l2 = "l2"
-
-
-class Benchmark(str, Enum):
-    """Every benchmark a pair list (or splits file, or .bin) can be."""
-
-    lfw = "lfw"
-    fglfw = "fglfw"
-    calfw = "calfw"
-    cplfw = "cplfw"
-    ytf = "ytf"
-    bin = "bin"
-    ijbc = "ijbc"
-    ijbb = "ijbb"
-
-
-class Variant(str, Enum):
-    """The LFW-photo pair lists of `eval-fglfw`."""
-
-    fglfw = "fglfw"
-    calfw = "calfw"
-    cplfw = "cplfw"
-
-
-class IJBSet(str, Enum):
-    ijbc = "ijbc"
-    ijbb = "ijbb"
-
-
-class Layout(str, Enum):
-    """Which YouTube Faces frames: auto, frame_images_DB or aligned_images_DB."""
-
-    auto = "auto"
-    frames = "frames"
-    aligned = "aligned"
-
-
-class Fusion(str, Enum):
-    concat = "concat"
-    score_mean = "score-mean"
-
-
-class ExportFormat(str, Enum):
-    onnx = "onnx"
-    torchscript = "torchscript"
-
-
-class Head(str, Enum):
-    noisy_softmax = "noisy-softmax"
-    softmax = "softmax"
-
-
-class Noise(str, Enum):
-    batch = "batch"
-    sample = "sample"
-
-
-class Classifier(str, Enum):
-    full = "full"
-    sharded = "sharded"
-
-
-class Schedule(str, Enum):
-    step = "step"
-    cosine = "cosine"
-
-
-class Amp(str, Enum):
-    auto = "auto"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    off = "off"
-
-
-class Cache(str, Enum):
-    none = "none"
-    memmap = "memmap"
-    device = "device"
+Flip = _choices("Flip", settings.FLIP_MODES)
+Select = _choices("Select", settings.SELECT_METHODS)
+OutputFormat = _choices("OutputFormat", settings.OUTPUT_FORMATS)
+OnMiss = _choices("OnMiss", settings.ON_MISS)
+ThresholdMode = _choices("ThresholdMode", settings.THRESHOLD_MODES)
+Metric = _choices("Metric", settings.METRICS)
+Benchmark = _choices("Benchmark", settings.BENCHMARKS, "Every benchmark a pair list (or splits file, or .bin) can be.")
+Variant = _choices("Variant", settings.FGLFW_VARIANTS, "The LFW-photo pair lists of `eval-fglfw`.")
+IJBSet = _choices("IJBSet", settings.IJB_SETS)
+Layout = _choices("Layout", settings.YTF_LAYOUTS, "Which YouTube Faces frames: auto, frame_images_DB or aligned_images_DB.")
+Fusion = _choices("Fusion", settings.FUSIONS)
+ExportFormat = _choices("ExportFormat", settings.EXPORT_FORMATS)
+Head = _choices("Head", settings.HEADS)
+Noise = _choices("Noise", settings.NOISE_MODES)
+Classifier = _choices("Classifier", settings.CLASSIFIERS)
+Schedule = _choices("Schedule", settings.SCHEDULES)
+Amp = _choices("Amp", settings.AMP_MODES)
+Cache = _choices("Cache", settings.CACHE_MODES)
 
 
 # -- options several commands share ------------------------------------------------------------------
@@ -138,16 +60,16 @@ def _prefixed(when: str, help: str) -> str:
     return when + help[0].lower() + help[1:] if when else help
 
 
-def flip_option(*, when: str = "", default: Flip = Flip.none, help: str = FLIP_HELP) -> Any:
-    """`--flip`; `when` prefixes the help, e.g. "With --model: "."""
-    return typer.Option(default, "--flip", help=_prefixed(when, help))
+def flip_option(*, when: str = "", help: str = FLIP_HELP) -> Any:
+    """`--flip`, default `settings.DEFAULT_FLIP` everywhere; `when` prefixes the help, e.g. "With --model: "."""
+    return typer.Option(Flip(settings.DEFAULT_FLIP), "--flip", help=_prefixed(when, help))
 
 
-def device_option(*, when: str = "", default: str | None = "auto", help: str = DEVICE_HELP) -> Any:
+def device_option(*, when: str = "", default: str | None = settings.DEFAULT_DEVICE, help: str = DEVICE_HELP) -> Any:
     return typer.Option(default, "--device", help=_prefixed(when, help))
 
 
-def batch_size_option(*, when: str = "", what: str = "images", default: int = 64) -> Any:
+def batch_size_option(*, when: str = "", what: str = "images", default: int = settings.EMBED_BATCH_SIZE) -> Any:
     return typer.Option(default, "--batch-size", "-b", min=1, help=_prefixed(when, f"{what.capitalize()} per forward pass."))
 
 
@@ -172,10 +94,9 @@ SUBTRACT_MEAN = typer.Option(
     False, "--subtract-mean", help="Subtract the 9 training folds' mean embedding first (SphereFace)."
 )
 JSON_OUTPUT = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table.")
-AMP = typer.Option(
-    None, "--amp/--no-amp", help="bf16 autocast (default: on for CUDA and for CPUs with native bf16, AMX/AVX512-BF16; "
-    "--no-amp for float32). Output is float32.",
-)
+AMP_HELP = (f"Mixed precision: auto ({settings.AMP_AUTO_RULE}), bf16, fp16 or off (float32). Embeddings are float32 "
+            "either way; bf16 on a CPU with AMX or AVX512-BF16 is faster.")
+AMP = typer.Option(Amp(settings.DEFAULT_AMP), "--amp", help=AMP_HELP)
 
 
 def explicit_parameters(names: Iterable[str]) -> set[str] | None:

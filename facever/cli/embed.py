@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from facever.cli._options import AMP, Flip, Select, batch_size_option, device_option, flip_option
+from facever.cli._options import AMP, Amp, Flip, Select, batch_size_option, device_option, flip_option
 
 
 MODEL_HELP = (
@@ -83,7 +83,7 @@ def embed(
         None, "--workers", min=0, help="Decoding processes (0: none; default: chosen from the CPU count)."
     ),
     device: str = device_option(),
-    amp: Optional[bool] = AMP,
+    amp: Amp = AMP,
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Leave out unreadable images (and, with --align, photos without a face)."
     ),
@@ -153,7 +153,7 @@ def embed(
             with progress_bar("embedding", total=len(rel_paths)) as advance:
                 result, bad, reused = embed_items_cached(
                     emb_model, root, rel_paths, cache=partial, flip=flip.value, batch_size=batch_size,
-                    workers=workers, device=device, amp=amp, align=aligner, skip_bad=skip_bad, progress=advance,
+                    workers=workers, device=device, amp=amp.value, align=aligner, skip_bad=skip_bad, progress=advance,
                     on_plan=lambda done, todo: advance(done),
                 )
         except BadImagesError as exc:

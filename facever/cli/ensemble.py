@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from facever.cli._options import (
-    AMP, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Benchmark, Flip, Fusion, Metric, ThresholdMode,
+    AMP, Amp, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Benchmark, Flip, Fusion, Metric, ThresholdMode,
     allow_missing_option, batch_size_option, device_option, flip_option,
 )
 
@@ -96,7 +96,7 @@ def ensemble(
     flip: Flip = flip_option(when="With --images: "),
     batch_size: int = batch_size_option(when="With --images: "),
     device: str = device_option(when="With --images: "),
-    amp: Optional[bool] = AMP,
+    amp: Amp = AMP,
     thresholds: ThresholdMode = THRESHOLDS,
     metric: Optional[Metric] = METRIC,
     subtract_mean: bool = SUBTRACT_MEAN,
@@ -155,7 +155,7 @@ def ensemble(
                 raise FaceverError(f"--weights {weights!r}: expected numbers such as 2,1") from None
         if protocol.value in ("ijbc", "ijbb"):
             _ensemble_ijb(protocol.value, pairs, sources, model_names, weight_values, ijb_mode, models=images is not None,
-                          out=out, json_output=json_output, device=device, amp=amp, batch_size=batch_size)
+                          out=out, json_output=json_output, device=device, amp=amp.value, batch_size=batch_size)
             return
         proto = read_protocol(protocol.value, pairs, ext=ext)
 
@@ -169,7 +169,7 @@ def ensemble(
                 with progress_bar(f"embedding ({name})", total=None) as advance:
                     per_model.append(benchmark_embeddings(
                         protocol.value, proto, src, data=images, flip=flip.value, batch_size=batch_size,
-                        device=device, amp=amp, cache_dir=out / "frame_cache" if out is not None else None, progress=advance,
+                        device=device, amp=amp.value, cache_dir=out / "frame_cache" if out is not None else None, progress=advance,
                     ))
         elif images is None:
             per_model = [load_embeddings(src) for src in sources]
@@ -178,7 +178,7 @@ def ensemble(
 
             per_model = [
                 embed_protocol_images(proto, src, images, name=name, flip=flip.value, batch_size=batch_size,
-                                      device=device, amp=amp, allow_missing=allow_missing,
+                                      device=device, amp=amp.value, allow_missing=allow_missing,
                                       cache=out / "embedding_cache" if out is not None else None,
                                       save_to=out / f"embeddings_{name}.npz" if out is not None else None)
                 for src, name in zip(sources, model_names)
@@ -216,7 +216,7 @@ def ensemble(
 
 
 def _ensemble_ijb(set_name: str, root: Path, sources, names, weights, mode: str, *, models: bool, out, json_output,
-                  device: str, amp: bool | None, batch_size: int) -> None:
+                  device: str, amp: str, batch_size: int) -> None:
     """IJB-B/C: per-image embeddings files keyed by the meta image names (or models, embedded as
     `facever eval-ijb --model` does, cached in OUT/embedding_cache/, written to OUT/embeddings_NAME.npz); fused
     at the template level."""

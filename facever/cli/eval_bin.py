@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from facever.cli._options import (
-    AMP, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Metric, ThresholdMode, batch_size_option, device_option,
+    AMP, Amp, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Metric, ThresholdMode, batch_size_option, device_option,
     model_weights_option, flip_option,
 )
 
@@ -28,7 +28,7 @@ def eval_bin(
     flip: Flip = flip_option(),
     weights: Optional[Path] = model_weights_option(),
     device: str = device_option(),
-    amp: Optional[bool] = AMP,
+    amp: Amp = AMP,
     batch_size: int = batch_size_option(),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Folder for report.json, roc.png and embeddings.npz (with --model; also embedding_cache/, reused by the "
@@ -77,7 +77,7 @@ def eval_bin(
                 info(f"images are {first_shape[0]}x{first_shape[1]}: centre-cropped to the model's aspect ratio and "
                      f"resized to {size[0]}x{size[1]} (h x w)")
             with progress_bar("embedding", total=len(images)) as advance:
-                emb = embed_bin_images(net, images, flip=flip.value, batch_size=batch_size, device=device, amp=amp,
+                emb = embed_bin_images(net, images, flip=flip.value, batch_size=batch_size, device=device, amp=amp.value,
                                        cache=Path(out) / "embedding_cache" if out is not None else None,
                                        progress=advance)
             if emb.metadata.get("reused"):

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from facever.cli._options import (
-    AMP, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Metric, ThresholdMode, Variant, allow_missing_option,
+    AMP, Amp, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Metric, ThresholdMode, Variant, allow_missing_option,
     batch_size_option, device_option, model_weights_option, flip_option,
 )
 
@@ -42,7 +42,7 @@ def eval_fglfw(
     flip: Flip = flip_option(when="With --model: "),
     weights: Optional[Path] = model_weights_option(),
     device: str = device_option(when="With --model: "),
-    amp: Optional[bool] = AMP,
+    amp: Amp = AMP,
     batch_size: int = batch_size_option(when="With --model: "),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Folder for report.json and roc.png; with --model also embeddings.npz and embedding_cache/ "
@@ -85,7 +85,7 @@ def eval_fglfw(
             settings["fold_rule"] = "positives: token - 1; negatives: file order cut into one equal block per fold"
         emb, source = protocol_embeddings(
             proto, embeddings=embeddings, model=model, images=images, out=out, what=str(pairs), weights=weights,
-            flip=flip.value, batch_size=batch_size, device=device, amp=amp, allow_missing=allow_missing,
+            flip=flip.value, batch_size=batch_size, device=device, amp=amp.value, allow_missing=allow_missing,
         )
         settings["embeddings_file"] = source
         if model is not None:

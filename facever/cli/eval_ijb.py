@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from facever.cli._options import (
-    AMP, JSON_OUTPUT, Flip, IJBSet, batch_size_option, device_option, flip_option, model_weights_option,
+    AMP, Amp, JSON_OUTPUT, Flip, IJBSet, batch_size_option, device_option, flip_option, model_weights_option,
 )
 
 
@@ -58,12 +58,10 @@ def eval_ijb(
     crops: Optional[Path] = typer.Option(
         None, "--crops", help="With --model: folder for the aligned crops (default OUT/crops_HxW); resumable."
     ),
-    flip: Flip = flip_option(
-        default=Flip.concat, help="With --model: concat keeps f(x) and f(mirror x), so F0 and F1 both score."
-    ),
+    flip: Flip = flip_option(when="With --model (concat keeps f(x) and f(mirror x), so F0 and F1 both score): "),
     weights: Optional[Path] = model_weights_option(),
     device: str = device_option(when="With --model: "),
-    amp: Optional[bool] = AMP,
+    amp: Amp = AMP,
     batch_size: int = batch_size_option(when="With --model: "),
     json_output: bool = JSON_OUTPUT,
 ) -> None:
@@ -125,7 +123,7 @@ def eval_ijb(
             info(f"crops: {summary.written} aligned now, {summary.reused} kept in {crops_dir}")
             with progress_bar("embedding", total=n_images) as advance:
                 emb, reused = ijb_embeddings(
-                    net, meta, crops_dir, cache=cache, flip=flip.value, batch_size=batch_size, device=device, amp=amp,
+                    net, meta, crops_dir, cache=cache, flip=flip.value, batch_size=batch_size, device=device, amp=amp.value,
                     progress=advance, on_plan=lambda done, todo: advance(done),
                 )
             info(f"embeddings: {len(emb) - reused} computed, {reused} reused" + (f" from {cache}" if cache else ""))

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from facever.cli._options import (
-    AMP, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Metric, ThresholdMode, allow_missing_option,
+    AMP, Amp, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Metric, ThresholdMode, allow_missing_option,
     batch_size_option, device_option, model_weights_option, flip_option,
 )
 
@@ -32,7 +32,7 @@ def eval_lfw(
     flip: Flip = flip_option(when="With --model: "),
     batch_size: int = batch_size_option(when="With --model: "),
     device: str = device_option(when="With --model: "),
-    amp: Optional[bool] = AMP,
+    amp: Amp = AMP,
     ext: str = typer.Option(".jpg", "--ext", help="Image extension the pairs refer to (e.g. .png for aligned crops)."),
     thresholds: ThresholdMode = THRESHOLDS,
     metric: Optional[Metric] = METRIC,
@@ -66,7 +66,7 @@ def eval_lfw(
         protocol = read_lfw_pairs(pairs, ext=ext)
         emb, source = protocol_embeddings(
             protocol, embeddings=embeddings, model=model, images=images, out=out, what=str(pairs), weights=weights,
-            flip=flip.value, batch_size=batch_size, device=device, amp=amp, allow_missing=allow_missing,
+            flip=flip.value, batch_size=batch_size, device=device, amp=amp.value, allow_missing=allow_missing,
         )
         evaluate_and_report(
             protocol, emb,

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from facever.cli._options import (
-    AMP, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Layout, Metric, ThresholdMode, allow_missing_option,
+    AMP, Amp, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Layout, Metric, ThresholdMode, allow_missing_option,
     batch_size_option, device_option, model_weights_option, flip_option,
 )
 
@@ -49,7 +49,7 @@ def eval_ytf(
     flip: Flip = flip_option(when="With --model: "),
     weights: Optional[Path] = model_weights_option(),
     device: str = device_option(when="With --model: "),
-    amp: Optional[bool] = AMP,
+    amp: Amp = AMP,
     batch_size: int = batch_size_option(when="With --model: ", what="frames"),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Folder for report.json, roc.png, video_embeddings.npz (and frame_cache/)."
@@ -116,7 +116,7 @@ def eval_ytf(
             with progress_bar("embedding frames", total=frame_count, unit="frame") as advance:
                 video_emb, facts = embed_videos(
                     net, tree, items, frames=frames, cache_dir=cache_dir, flip=flip.value, batch_size=batch_size,
-                    device=device, amp=amp, align=aligner, progress=advance, frame_lists=frame_lists,
+                    device=device, amp=amp.value, align=aligner, progress=advance, frame_lists=frame_lists,
                 )
             info(f"frames: {facts['frames_embedded_now']} embedded now, {facts['frames_from_cache']} from the cache, "
                  f"{facts['bad_frames']} unusable")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from facever.cli._options import Flip, device_option, flip_option
+from facever.cli._options import Flip, batch_size_option, device_option, flip_option
 
 
 def reproduce(
@@ -29,10 +29,9 @@ def reproduce(
                                         "aligned, anything else is aligned into OUT/aligned/."),
     ytf_frames: Optional[int] = typer.Option(None, "--ytf-frames", min=1, help="Frames per YTF video, sampled evenly "
                                              "(default: all)."),
-    flip: Flip = flip_option(default=Flip.concat, help="Embedding of a face and its mirror image: concat "
-                             "(SphereFace's protocol, the paper's generation), sum, or none."),
+    flip: Flip = flip_option(),
     device: str = device_option(),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass when embedding."),
+    batch_size: int = batch_size_option(when="When embedding: "),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=0, help="Decoding processes for alignment, "
                                           "training and embedding (default: each stage's own)."),
     json_output: bool = typer.Option(False, "--json", help="Print report.json's content on stdout at the end."),

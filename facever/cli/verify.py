@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from facever.cli._options import AMP, Flip, Select, device_option, flip_option
+from facever.cli._options import AMP, Amp, Flip, Select, device_option, flip_option
 from facever.cli.embed import BGR_HELP, MEAN_HELP, STD_HELP, WEIGHTS_HELP
 
 
@@ -42,7 +42,7 @@ def verify(
     std: Optional[str] = typer.Option(None, "--std", help=STD_HELP),
     bgr: Optional[bool] = typer.Option(None, "--bgr/--rgb", help=BGR_HELP),
     device: str = device_option(),
-    amp: Optional[bool] = AMP,
+    amp: Amp = AMP,
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON instead of text."),
 ) -> None:
     """Say whether two photos show the same person: align both, embed, compare.
@@ -100,7 +100,7 @@ def verify(
 
             aligner = FaceAligner(size=tuple(emb_model.input_size), select=select.value, min_face=min_face, device=device)
         result = verify_pairs(emb_model, pair_list, root=root, threshold=threshold, aligner=aligner, flip=flip.value,
-                              device=dev, amp=amp, expected=expected)
+                              device=dev, amp=amp.value, expected=expected)
         result.threshold_source = source
 
     for name, choice in result.faces.items():

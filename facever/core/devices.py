@@ -140,6 +140,26 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def default_amp(device) -> bool:
-    """bf16 autocast by default for inference: on CUDA, and on CPUs with native bf16 arithmetic."""
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+def resolve_amp(mode: str, device) -> str:
+    """The precision `mode` ("auto", "bf16", "fp16" or "off") means on `device` (a name or a torch.device):
+    "bf16", "fp16" or "off". The one auto rule of facever, for training and inference alike
+    (`facever.core.settings.AMP_AUTO_RULE`): bf16 autocast on CUDA (fp16 on GPUs without bf16), float32
+    on a CPU, so that a CPU's numbers do not depend on which CPU ran them."""
+    from facever.core.settings import AMP_MODES, check_choice
+
+    check_choice("amp", mode, AMP_MODES)
+    if mode != "auto":
+        return mode
+    device = resolve_device(device)
+    if device.type != "cuda":
+        return "off"
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def amp_dtype(mode: str):
+    """The autocast dtype of a resolved precision ("bf16", "fp16", "off"): torch.bfloat16, torch.float16 or None."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]

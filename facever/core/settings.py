@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from facever.core.errors import FaceverError
+
 # -- embedding -----------------------------------------------------------------------------------------
 
 #: How the mirrored face joins the embedding: none; concat = [f(x), f(flip x)] (SphereFace,
@@ -85,8 +87,13 @@ EXPORT_FORMATS = ("onnx", "torchscript")
 
 
 def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
-    """`value` when it is one of `choices`; else ValueError naming the setting, the choices and the value."""
+    """`value` when it is one of `choices`; else a `ChoiceError` naming the setting (the parameter name, which
+    a front end writes its own way: `--flip`), the choices and the value."""
     choices = tuple(choices)
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise ChoiceError(f"`{name}` must be one of {', '.join(choices)}, got {value!r}", options=(name,))
     return value  # type: ignore[return-value]
+
+
+class ChoiceError(FaceverError, ValueError):
+    """A setting outside its vocabulary."""

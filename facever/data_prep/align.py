@@ -26,7 +26,7 @@ from facever.core.errors import FaceverError
 
 log = logging.getLogger(__name__)
 
-SELECT_METHODS = ("largest", "center")
+from facever.core.settings import SELECT_METHODS
 DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
 # Weight of the squared centre distance against the box area in `select="center"` (the value
 # facenet-pytorch uses for its "center_weighted_size" heuristic): on LFW's 250x250 photos the

@@ -35,8 +35,7 @@ log = logging.getLogger(__name__)
 
 REPORT_NAME = "align_report.csv"  # next to `alignment.json` (data_prep.alignment_record)
 REPORT_FIELDS = ("path", "status", "reason", "output")
-OUTPUT_FORMATS = ("jpg", "png")
-ON_MISS = ("skip", "center-crop")
+from facever.core.settings import ON_MISS, OUTPUT_FORMATS
 # Decoded pixels held at once (images waiting for a detector batch, crops waiting to be written):
 # bounds memory on datasets of multi-megapixel photos.
 MAX_BUFFER_BYTES = 1 << 30

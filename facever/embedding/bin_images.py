@@ -9,6 +9,7 @@ import numpy as np
 
 from facever.core.embeddings_file import Embeddings
 from facever.core.crop import CROP_POLICY
+from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, EMBED_BATCH_SIZE
 from facever.embedding.extract import FUSE_MIN_IMAGES, embed_pixels
 from facever.protocols.insightface_bin import BinImages
 
@@ -17,10 +18,10 @@ def embed_bin_images(
     model,
     images: BinImages,
     *,
-    flip: str = "none",
-    batch_size: int = 64,
+    flip: str = DEFAULT_FLIP,
+    batch_size: int = EMBED_BATCH_SIZE,
     device="cpu",
-    amp: bool | None = None,
+    amp: str = DEFAULT_AMP,
     cache: str | os.PathLike | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Embeddings:
@@ -35,14 +36,14 @@ def embed_bin_images(
     """
     import torch
 
-    from facever.core.devices import default_amp, resolve_device
+    from facever.core.devices import resolve_device
     from facever.embedding.cache import EmbeddingCache, cache_settings, content_key
-    from facever.embedding.extract import runs_own_graph
+    from facever.embedding.extract import model_amp
 
     size = tuple(int(v) for v in model.input_size)
     fitted = BinImages(images.bins, source=images.source, size=size)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    use_amp = (default_amp(dev) if amp is None else bool(amp)) and not runs_own_graph(model)
+    use_amp = model_amp(model, amp, dev)
     store = found = None
     keys = [content_key(b) for b in images.bins] if cache is not None else []
     if cache is not None:
@@ -72,7 +73,7 @@ def embed_bin_images(
     source_shape = list(BinImages(images.bins[:1])[0].shape[:2]) if len(images) else []
     metadata = {
         **(model.metadata() if hasattr(model, "metadata") else {}),
-        "flip": flip, "amp": "bf16" if use_amp else "off", "device": str(dev), "crop_policy": CROP_POLICY,
+        "flip": flip, "amp": use_amp, "device": str(dev), "crop_policy": CROP_POLICY,
         **settings,
         "crop_size": list(size),
         "bin_file": images.source,

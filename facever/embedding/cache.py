@@ -36,6 +36,7 @@ from facever.core.atomic import atomic_path, write_text_atomic
 from facever.core.crop import CROP_POLICY
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, EMBED_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,9 @@ def file_keys(root: str | os.PathLike, items: Sequence[str], *, threads: int = 8
         return list(pool.map(lambda i: file_key(root / i), items, chunksize=256))
 
 
-def cache_settings(model, *, flip: str, amp: bool, device_type: str, align=None) -> dict[str, Any]:
-    """Everything besides the image that decides an embedding (JSON-ready); see the module doc."""
+def cache_settings(model, *, flip: str, amp: str, device_type: str, align=None) -> dict[str, Any]:
+    """Everything besides the image that decides an embedding (JSON-ready); see the module doc.
+    `amp` is the precision the model runs at ("bf16", "fp16", "off": `extract.model_amp`)."""
     from facever.embedding.extract import aligner_settings
 
     return {
@@ -81,7 +83,7 @@ def cache_settings(model, *, flip: str, amp: bool, device_type: str, align=None)
         "preprocessing": getattr(model, "preprocessing", ""),
         "crop_policy": CROP_POLICY,
         "flip": flip,
-        "amp": "bf16" if amp else "off",
+        "amp": amp,
         "device_type": device_type,
         "aligner": aligner_settings(align),
     }
@@ -168,11 +170,11 @@ def embed_items_cached(
     items: Sequence[str],
     *,
     cache: str | os.PathLike | None,
-    flip: str = "none",
-    batch_size: int = 64,
+    flip: str = DEFAULT_FLIP,
+    batch_size: int = EMBED_BATCH_SIZE,
     workers: int | None = None,
     device="cpu",
-    amp: bool | None = None,
+    amp: str = DEFAULT_AMP,
     align=None,
     skip_bad: bool = False,
     chunk_size: int = DEFAULT_CHUNK,
@@ -192,16 +194,15 @@ def embed_items_cached(
     """
     import torch
 
-    from facever.core.devices import default_amp, resolve_device
+    from facever.core.devices import resolve_device
     from facever.embedding.extract import (
-        FUSE_MIN_IMAGES, BadImage, BadImagesError, NoImageEmbeddedError, aligner_settings, embed_images,
-        runs_own_graph,
+        FUSE_MIN_IMAGES, BadImage, BadImagesError, NoImageEmbeddedError, aligner_settings, embed_images, model_amp,
     )
 
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    use_amp = (default_amp(dev) if amp is None else bool(amp)) and not runs_own_graph(model)
+    use_amp = model_amp(model, amp, dev)
     items = list(dict.fromkeys(str(i) for i in items))
     if not items:
         raise FaceverError("no images to embed")
@@ -266,7 +267,7 @@ def embed_items_cached(
         "flip": flip,
         "crop_policy": CROP_POLICY,
         "crop_size": list(size),
-        "amp": "bf16" if use_amp else "off",
+        "amp": use_amp,
         "device": str(dev),
         "aligned_here": align is not None,
         **({"aligner": aligner_settings(align)} if align is not None else {}),

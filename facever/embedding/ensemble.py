@@ -27,7 +27,7 @@ from facever.protocols.pair_protocol import PairProtocol
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError
 
-FUSIONS = ("concat", "score-mean")
+from facever.core.settings import FUSIONS
 
 
 def normalize_weights(weights: Sequence[float] | None, n: int) -> list[float]:

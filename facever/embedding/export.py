@@ -31,7 +31,7 @@ from facever.core.errors import FaceverError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript")
+from facever.core.settings import EXPORT_FORMATS as FORMATS
 MIN_COSINE = 0.9999
 # Batch sizes the check runs: one image, an odd count, and more than the example the graph was traced with.
 CHECK_BATCHES = (1, 3, 5)

@@ -5,7 +5,8 @@ Speed comes from three things, measured in `benchmarks/bench_embed.py`:
   model computes the current one; uint8 pixels travel between processes and to the GPU (pinned
   memory, non-blocking copies) and become float only on the device;
 - `channels_last` memory format (oneDNN on CPU and cuDNN on GPU both prefer NHWC convolutions);
-- bf16 autocast (`amp`) on GPU and on CPUs with native bf16, the output being cast back to float32.
+- mixed precision (`amp`, `facever.core.devices.resolve_amp`: bf16 on CUDA by default; `bf16` asked for on
+  a CPU with AMX or AVX512-BF16 is faster too), the output being cast back to float32.
 
 Flip fusion (test-time augmentation with the horizontally mirrored face), as the published tools do it:
 
@@ -32,20 +33,26 @@ import numpy as np
 
 from facever.core.opencv_guard import opencv
 from facever.core.images import ImageDecodeError, decode_image_bytes_rgb, read_file_bytes
-from facever.core.devices import cudnn_autotune, default_amp, device_scope
+from facever.core.devices import amp_dtype, cudnn_autotune, device_scope, resolve_amp
 from facever.core.crop import CROP_POLICY, fit_to_input
 from facever.embedding.preprocess import aspect_ratio_differs, normalize_batch
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError
+from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
 
 log = logging.getLogger(__name__)
-
-FLIP_MODES = ("none", "concat", "sum")
 
 
 def runs_own_graph(model) -> bool:
     """True for ONNX and TorchScript models: the graph fixes its own precision, layout and fusions."""
     return getattr(model, "extra", {}).get("runtime") in ("onnxruntime", "torchscript")
+
+
+def model_amp(model, amp: str, device) -> str:
+    """The precision `model` runs at on `device` when asked for `amp`: `resolve_amp`'s answer, "off"
+    for graphs that fix their own (ONNX, TorchScript)."""
+    resolved = resolve_amp(amp, device)
+    return "off" if runs_own_graph(model) else resolved
 
 
 @dataclass(frozen=True)
@@ -173,10 +180,8 @@ def forward_with_flip(module, x, flip: str):
     """
     import torch
 
-    if flip == "none":
+    if check_choice("flip", flip, FLIP_MODES) == "none":
         return module(x)
-    if flip not in FLIP_MODES:
-        raise ValueError(f"unknown flip mode {flip!r}; known: {', '.join(FLIP_MODES)}")
     n = x.shape[0]
     both = module(torch.cat([x, x.flip(3)]))
     plain, mirrored = both[:n], both[n:]
@@ -193,27 +198,25 @@ class ForwardLoop:
     - the module in eval mode on `device`, `channels_last` (NHWC) unless off, batch norms folded into
       the convolutions when `fuse_bn` (a copy; the caller's module keeps its batch norms);
     - pixels normalised on the device (`normalize_batch`: the model's mean, std and colour order);
-    - bf16 autocast when `amp` (None: `default_amp`, on for CUDA and CPUs with native bf16), float32 out;
+    - autocast at the precision `amp` means on the device (`resolve_amp`), float32 out;
     - flip fusion `flip` (`forward_with_flip`).
 
     ONNX and TorchScript graphs fix their own precision and layout: `amp`, `channels_last` and
     `fuse_bn` are off for them. Use as `with loop.running(): emb = loop(pixels)`.
     """
 
-    def __init__(self, model, *, device="cpu", flip: str = "none", amp: bool | None = None,
+    def __init__(self, model, *, device="cpu", flip: str = DEFAULT_FLIP, amp: str = DEFAULT_AMP,
                  channels_last: bool = True, fuse_bn: bool = False):
         import torch
 
         from facever.core.devices import resolve_device
 
-        if flip not in FLIP_MODES:
-            raise FaceverError(f"unknown flip mode {flip!r}; use one of: {', '.join(FLIP_MODES)}")
+        self.flip = check_choice("flip", flip, FLIP_MODES)
         self.model = model
         self.device = resolve_device(device)
-        self.flip = flip
-        self.amp = default_amp(self.device) if amp is None else bool(amp)
+        self.amp = model_amp(model, amp, self.device)  # "bf16", "fp16" or "off"
         if runs_own_graph(model):
-            self.amp, channels_last, fuse_bn = False, False, False
+            channels_last, fuse_bn = False, False
         self.channels_last = bool(channels_last)
         module = model.module.eval().to(self.device)
         if fuse_bn:
@@ -223,8 +226,8 @@ class ForwardLoop:
         self.module = module
 
     def settings(self) -> dict[str, Any]:
-        """What decides the numbers besides the model and the crops (JSON-ready; `amp` is "bf16" or "off")."""
-        return {"flip": self.flip, "amp": "bf16" if self.amp else "off", "channels_last": self.channels_last,
+        """What decides the numbers besides the model and the crops (JSON-ready; `amp` "bf16", "fp16" or "off")."""
+        return {"flip": self.flip, "amp": self.amp, "channels_last": self.channels_last,
                 "device": str(self.device), "crop_policy": CROP_POLICY}
 
     @contextlib.contextmanager
@@ -232,7 +235,8 @@ class ForwardLoop:
         """Inference mode, the autocast rule and the loop's CUDA device as the current one."""
         import torch
 
-        autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        dtype = amp_dtype(self.amp)
+        autocast = torch.autocast(device_type=self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
         with torch.inference_mode(), autocast, device_scope(self.device):
             yield self
 
@@ -259,9 +263,9 @@ def embed_pixels(
     model,
     batches,
     *,
-    flip: str = "none",
+    flip: str = DEFAULT_FLIP,
     device="cpu",
-    amp: bool | None = None,
+    amp: str = DEFAULT_AMP,
     channels_last: bool = True,
     fuse_bn: bool | None = None,
     count: int | None = None,
@@ -270,7 +274,7 @@ def embed_pixels(
     """Embeddings (float32 N x D numpy) of decoded crops already at the model's input size.
 
     `batches` is an iterable of uint8 `n x h x w x 3` arrays (the `.bin` reader's batches, validation's
-    images cut in `DEFAULT_BATCH` slices). `fuse_bn=None` folds batch norms when `count` (the number of
+    images cut in `EMBED_BATCH_SIZE` slices). `fuse_bn=None` folds batch norms when `count` (the number of
     images, when known) reaches `FUSE_MIN_IMAGES`, the rule `embed_images` follows. Returns the rows and
     the loop's `settings()`.
     """
@@ -288,7 +292,7 @@ def embed_pixels(
     return np.concatenate(rows).astype(np.float32, copy=False), loop.settings()
 
 
-def array_batches(images: np.ndarray, batch_size: int = 64):
+def array_batches(images: np.ndarray, batch_size: int = EMBED_BATCH_SIZE):
     """Consecutive `batch_size` slices of an N x h x w x 3 array (the batches `embed_images` would form)."""
     for start in range(0, len(images), batch_size):
         yield images[start:start + batch_size]
@@ -299,11 +303,11 @@ def embed_images(
     root: str | os.PathLike,
     rel_paths: Sequence[str],
     *,
-    flip: str = "none",
-    batch_size: int = 64,
+    flip: str = DEFAULT_FLIP,
+    batch_size: int = EMBED_BATCH_SIZE,
     workers: int | None = None,
     device="cpu",
-    amp: bool | None = None,
+    amp: str = DEFAULT_AMP,
     channels_last: bool = True,
     fuse_bn: bool | None = None,
     align=None,
@@ -321,8 +325,8 @@ def embed_images(
         batch_size: images per forward pass (twice as many go through the network with flip).
         workers: decoding processes (0: decode in this process; None: `default_workers`).
         device: "cpu", "cuda", "auto" or a `torch.device`; the model is moved there.
-        amp: bf16 autocast; None means on for CUDA and on CPUs with native bf16 (AMX, AVX512-BF16),
-            off elsewhere (`facever.core.devices.default_amp`). The output is float32 either way.
+        amp: "auto", "bf16", "fp16" or "off" (`facever.core.devices.resolve_amp`: auto is bf16 on CUDA,
+            float32 on a CPU). The output is float32 either way.
         channels_last: NHWC convolutions (faster on both oneDNN and cuDNN; tiny float differences).
         fuse_bn: fold eval-mode batch norms into the convolutions before them (`fold_batchnorm`);
             None: when there are at least `FUSE_MIN_IMAGES` images (tracing costs about a second).
@@ -348,8 +352,7 @@ def embed_images(
 
     from facever.core.devices import resolve_device
 
-    if flip not in FLIP_MODES:
-        raise FaceverError(f"unknown flip mode {flip!r}; use one of: {', '.join(FLIP_MODES)}")
+    check_choice("flip", flip, FLIP_MODES)
     if batch_size < 1:
         raise FaceverError(f"batch size must be at least 1, got {batch_size}")
     rel_paths = [str(p) for p in rel_paths]

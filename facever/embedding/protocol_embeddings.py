@@ -15,6 +15,7 @@ from facever.protocols.catalog import for_protocol, is_embeddings_file
 from facever.protocols.insightface_bin import BinImages, load_bin
 from facever.protocols.pair_protocol import PairProtocol
 from facever.protocols.ytf import find_video_tree
+from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, EMBED_BATCH_SIZE
 
 
 def benchmark_embeddings(
@@ -25,10 +26,10 @@ def benchmark_embeddings(
     data: str | Path | None = None,
     cache_dir: str | Path | None = None,
     frames: int | None = None,
-    flip: str = "none",
-    batch_size: int = 64,
+    flip: str = DEFAULT_FLIP,
+    batch_size: int = EMBED_BATCH_SIZE,
     device="cpu",
-    amp: bool | None = None,
+    amp: str = DEFAULT_AMP,
     progress: Callable[[int], None] | None = None,
 ) -> Embeddings:
     """One model's embeddings for `protocol`: `source` is an embeddings file (.npz, loaded and, for YTF,
@@ -79,10 +80,10 @@ def ijb_embeddings(
     crops_dir: str | Path,
     *,
     cache: str | Path | None,
-    flip: str = "concat",
-    batch_size: int = 64,
+    flip: str = DEFAULT_FLIP,
+    batch_size: int = EMBED_BATCH_SIZE,
     device="cpu",
-    amp: bool | None = None,
+    amp: str = DEFAULT_AMP,
     progress: Callable[[int], None] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
 ):

@@ -10,6 +10,7 @@ from facever.core.embeddings_file import Embeddings
 from facever.embedding.cache import DEFAULT_CHUNK, embed_items_cached
 from facever.embedding.extract import NoImageEmbeddedError, aligner_settings
 from facever.protocols.ytf import VideoTree, _some, list_video_frames, select_frames, video_embeddings
+from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, EMBED_BATCH_SIZE
 
 
 def embed_videos(
@@ -19,10 +20,10 @@ def embed_videos(
     *,
     frames: int | None = None,
     cache_dir: str | Path | None = None,
-    flip: str = "none",
-    batch_size: int = 64,
+    flip: str = DEFAULT_FLIP,
+    batch_size: int = EMBED_BATCH_SIZE,
     device="cpu",
-    amp: bool | None = None,
+    amp: str = DEFAULT_AMP,
     align=None,
     chunk_size: int = DEFAULT_CHUNK,
     progress: Callable[[int], None] | None = None,

@@ -20,7 +20,7 @@ from facever.protocols.pair_protocol import PairProtocol
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError
 
-BENCHMARKS = ("lfw", "fglfw", "calfw", "cplfw", "ytf", "bin")
+from facever.core.settings import PAIR_BENCHMARKS as BENCHMARKS
 
 
 def read_benchmark(name: str, path: str | Path, *, ext: str | None = None) -> PairProtocol:

@@ -33,7 +33,7 @@ from facever.protocols.pair_protocol import PairProtocol
 from facever.core.errors import FaceverError, InputFileError
 
 FGLFW_PAIRS_PER_FOLD = 600
-VARIANTS = ("fglfw", "calfw", "cplfw")  # the pair lists over LFW-like photos `read_variant_pairs` reads
+from facever.core.settings import FGLFW_VARIANTS as VARIANTS  # the pair lists `read_variant_pairs` reads
 
 # `Name_0001` (LFW, CALFW) or `Name_1` (CPLFW): the person is everything before the last `_<digits>`.
 _PERSON_RE = re.compile(r"^(?P<person>.+?)_(?P<number>[0-9]+)$")

@@ -29,7 +29,7 @@ import numpy as np
 
 from facever.core.errors import FaceverError, InputFileError
 
-SETS = ("ijbc", "ijbb")
+from facever.core.settings import IJB_SETS as SETS
 IMAGES_DIR = "loose_crop"
 
 

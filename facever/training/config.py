@@ -16,13 +16,10 @@ from typing import Any
 
 from facever.core.devices import default_loader_workers
 from facever.core.errors import FaceverError
-
-SCHEDULES = ("step", "cosine")
-AMP_MODES = ("bf16", "fp16", "off")
-CACHE_MODES = ("none", "memmap", "device")
-HEADS = ("noisy-softmax", "softmax")
-CLASSIFIERS = ("full", "sharded")
-NOISE_MODES = ("batch", "sample")
+from facever.core.settings import (
+    AMP_MODES, CACHE_MODES, CLASSIFIERS, DEFAULT_ALPHA2, DEFAULT_AMP, DEFAULT_DEVICE, DEFAULT_HEAD, DEFAULT_NOISE,
+    HEADS, NOISE_MODES, SCHEDULES, TRAIN_BATCH_SIZE,
+)
 
 # May differ between a run and its resume: they change speed or bookkeeping, not the batches or the
 # schedule. (compile and channels_last, and on a GPU also device and deterministic, change the last
@@ -48,14 +45,14 @@ class TrainConfig:
     input_size: tuple[int, int] | None = None
     embedding_dim: int | None = None
     width: int | None = None
-    head: str = "noisy-softmax"
-    alpha2: float = 0.1
-    noise: str = "batch"
+    head: str = DEFAULT_HEAD
+    alpha2: float = DEFAULT_ALPHA2
+    noise: str = DEFAULT_NOISE
     cosine_scale: float = 0.0  # 0: the paper's logits; s > 0: s cos(theta) on normalised features (heads)
     classifier: str = "full"
     sample_rate: float = 1.0
     epochs: int = 20
-    batch_size: int = 256
+    batch_size: int = TRAIN_BATCH_SIZE
     lr: float = 0.1
     schedule: str = "step"
     milestones: tuple[float, ...] = (10.0, 15.0, 18.0)
@@ -68,11 +65,11 @@ class TrainConfig:
     jitter: float = 0.0
     greyscale: float = 0.0
     seed: int = 0
-    amp: str = "off"
+    amp: str = DEFAULT_AMP  # "auto" becomes the device's precision (`resolve_amp`) when the config is made
     min_images: int = 1
     holdout_identities: int = 0
     # runtime
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     workers: int = field(default_factory=default_loader_workers)  # 4, at most the CPUs available
     cache: str = "none"
     cache_dir: str | None = None
@@ -104,6 +101,10 @@ class TrainConfig:
               f"`sample_rate` {self.sample_rate} samples classes of the sharded classifier: use `classifier` sharded")
         check(self.schedule in SCHEDULES, f"`schedule` must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         check(self.amp in AMP_MODES, f"`amp` must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        if self.amp == "auto":  # a saved config holds the precision the run had, never "auto"
+            from facever.core.devices import resolve_amp
+
+            object.__setattr__(self, "amp", resolve_amp("auto", self.device))
         check(self.cache in CACHE_MODES, f"`cache` must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
         check(self.epochs >= 1, f"`epochs` must be 1 or more, got {self.epochs}")
         check(self.batch_size >= 2, f"`batch_size` must be 2 or more (batch norm), got {self.batch_size}")

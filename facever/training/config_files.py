@@ -31,14 +31,15 @@ from typing import Any, Mapping
 
 from facever.core.errors import FaceverError
 from facever.core.sizes import parse_size
-from facever.training.config import AMP_MODES, CACHE_MODES, CLASSIFIERS, HEADS, NOISE_MODES, SCHEDULES, TrainConfig
+from facever.core.settings import AMP_MODES, CACHE_MODES, CLASSIFIERS, HEADS, NOISE_MODES, SCHEDULES
+from facever.training.config import TrainConfig
 
 CONFIG_NAME = "config.toml"
 # Keys whose values are paths (made absolute, relative to the config file's folder).
 PATH_KEYS = frozenset({"data", "cache_dir", "val_pairs", "val_images", "val_bin"})
-# Closed sets of values; "auto" for amp is resolved by the caller (bf16 on a GPU, off on a CPU).
+# Closed sets of values (facever.core.settings); amp "auto" becomes the device's precision in TrainConfig.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "head": HEADS, "noise": NOISE_MODES, "classifier": CLASSIFIERS, "schedule": SCHEDULES, "amp": (*AMP_MODES, "auto"), "cache": CACHE_MODES,
+    "head": HEADS, "noise": NOISE_MODES, "classifier": CLASSIFIERS, "schedule": SCHEDULES, "amp": AMP_MODES, "cache": CACHE_MODES,
 }
 # Tables a config file may hold besides the options.
 META_TABLES = frozenset({"recipe"})

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from facever.core.errors import FaceverError
+from facever.core.settings import DEFAULT_ALPHA2, DEFAULT_NOISE, NOISE_MODES
 
-NOISE_MODES = ("batch", "sample")
 
 
 def check_cosine_scale(cosine_scale: float) -> None:
@@ -110,8 +110,8 @@ class NoisySoftmax(_LinearHead):
         in_features: int,
         num_classes: int,
         *,
-        alpha2: float = 0.1,
-        noise: str = "batch",
+        alpha2: float = DEFAULT_ALPHA2,
+        noise: str = DEFAULT_NOISE,
         bias: bool = False,
         eps: float = 1e-12,
         cosine_scale: float = 0.0,

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facever.core.atomic import write_text_atomic
-from facever.core.devices import compute_settings, device_scope
+from facever.core.devices import amp_dtype, compute_settings, device_scope
 from facever.core.errors import FaceverError
 from facever.training.augment import Augmentation
 from facever.training.checkpoint import (
@@ -71,7 +71,6 @@ from facever.training.validation import Validator, build_validator
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 
 
 @dataclass
@@ -304,7 +303,7 @@ class Run:
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
-        return AMP_DTYPES[self.config.amp]
+        return amp_dtype(self.config.amp)
 
     @property
     def steps_per_epoch(self) -> int:

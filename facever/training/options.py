@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from facever.core.devices import resolve_device
 from facever.core.errors import FaceverError
 from facever.training.config import TrainConfig
 from facever.training.config_files import read_config_file
@@ -50,7 +49,7 @@ def resolve_train_options(
 
     `explicit`: the command-line options the user typed (None: every non-None value counts); options outside
     it are ignored even when not None, so a default never overrides the file. Everything is
-    validated; the result may still hold `amp = "auto"` (see `resolve_amp`).
+    validated; the result may still hold `amp = "auto"` (TrainConfig resolves it for the run's device).
     """
     layers: list[tuple[str, Mapping[str, Any]]] = []
     if recipe is not None:
@@ -60,15 +59,6 @@ def resolve_train_options(
     cli = {k: v for k, v in cli_options.items() if v is not None and (explicit is None or k in explicit)}
     layers.append(("command line", cli))
     return layer_options(layers)
-
-
-
-def resolve_amp(options: Mapping[str, Any]) -> dict[str, Any]:
-    """`amp = "auto"` (or absent) -> bf16 when the run's device is a GPU, off on a CPU (as `facever train`)."""
-    options = dict(options)
-    if options.get("amp", "auto") == "auto":
-        options["amp"] = "bf16" if resolve_device(options.get("device", "auto")).type == "cuda" else "off"
-    return options
 
 
 
@@ -112,7 +102,6 @@ def make_train_config(options: Mapping[str, Any], *, where: str = "configuration
                       sources: Mapping[str, str] | None = None) -> TrainConfig:
     """A `TrainConfig` from resolved options (must include `data`); its own checks name the option, and
     with `sources` (from `resolve_train_options`) the file or recipe that gave a refused value."""
-    options = resolve_amp(options)
     if "data" not in options:
         raise FaceverError(f"{where}: no training data: give DATA or a `data` key")
     try:

@@ -43,8 +43,8 @@ import torch.distributed as dist
 from torch import nn
 
 from facever.core.errors import FaceverError
-from facever.training.config import CLASSIFIERS
-from facever.training.heads import HEADS, NOISE_MODES, check_cosine_scale, cosine_operands, create_head
+from facever.core.settings import CLASSIFIERS, DEFAULT_ALPHA2, DEFAULT_NOISE, NOISE_MODES
+from facever.training.heads import HEADS, check_cosine_scale, cosine_operands, create_head
 
 
 def shard_bounds(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
@@ -163,8 +163,8 @@ class ShardedClassifier(nn.Module):
         world_size: int = 1,
         group=None,
         sample_rate: float = 1.0,
-        alpha2: float = 0.1,
-        noise: str = "batch",
+        alpha2: float = DEFAULT_ALPHA2,
+        noise: str = DEFAULT_NOISE,
         eps: float = 1e-12,
         bias: bool = False,
         seed: int = 0,

@@ -4,9 +4,9 @@ Sources of pairs: an LFW-style `pairs.txt` with its image folder (`--val-pairs`/
 InsightFace `.bin` (`--val-bin`), or pairs generated among the identities held out of training
 (`--holdout-identities`). The validation images are decoded and fitted to the model's input once (the
 crop policy, `fit_to_input`); each validation embeds them through the one forward loop of `facever
-embed` (image + its mirror image, summed, as InsightFace does; bf16 by the same `default_amp` rule)
-and runs the 10-fold protocol. So `facever eval-lfw --flip sum` on the saved model.pt, the same pairs
-and images prints the same accuracy; metrics.jsonl records the flip and AMP used.
+embed` (flip and precision by the same defaults, `facever.core.settings`) and runs the 10-fold
+protocol. So `facever eval-lfw` with its defaults on the saved model.pt, the same pairs and images
+prints the same accuracy; metrics.jsonl records the flip and AMP used.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from facever.core.images import ImageDecodeError
 from facever.protocols.pair_protocol import PairProtocol
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError
+from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, EMBED_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,6 @@ def holdout_pairs(
     )
 
 
-# Validation fuses the mirrored image as InsightFace does; `facever eval-lfw --flip sum` does the same.
-VALIDATION_FLIP = "sum"
-
-
 def embed_uint8(
     model: torch.nn.Module,
     images: np.ndarray,
@@ -91,9 +88,9 @@ def embed_uint8(
     std: Sequence[float],
     device: torch.device,
     input_size: Sequence[int] | None = None,
-    batch_size: int = 64,
-    flip: str = VALIDATION_FLIP,
-    amp: bool | None = None,
+    batch_size: int = EMBED_BATCH_SIZE,
+    flip: str = DEFAULT_FLIP,
+    amp: str = DEFAULT_AMP,
 ) -> tuple[np.ndarray, dict]:
     """Embeddings (float32 N x D) of uint8 N x H x W x 3 crops, and the forward loop's settings.
 
@@ -130,7 +127,7 @@ class Validator:
     def name(self) -> str:
         return self.protocol.name
 
-    def run(self, model, *, mean, std, device, amp: bool | None = None):
+    def run(self, model, *, mean, std, device, amp: str = DEFAULT_AMP):
         from facever.verification.evaluate import evaluate_protocol
 
         emb, self.settings = embed_uint8(model, self.images, mean=mean, std=std, device=device, amp=amp)

@@ -46,7 +46,7 @@ from facever.verification.roc import binary_counts, tar_at_far
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 FPIRS = (0.01, 0.1)
 RANKS = (1, 5, 10)
-FLIP_LAYOUTS = ("none", "concat", "sum")
+from facever.core.settings import FLIP_MODES as FLIP_LAYOUTS  # how the file's rows were made
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-METRICS = ("cosine", "l2")
+from facever.core.settings import METRICS
 
 
 def greater_is_same(metric: str) -> bool:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from facever.core.errors import FaceverError
+from facever.core.settings import DEFAULT_ALPHA2, DEFAULT_FLIP
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,9 @@ class DemoSettings:
     batch_size: int = 64
     lr: float = 0.1
     warmup_epochs: float = 0.5
-    alpha2: float = 0.1
+    alpha2: float = DEFAULT_ALPHA2
     pairs_per_fold: int = 100
-    flip: str = "concat"
+    flip: str = DEFAULT_FLIP
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -501,7 +502,7 @@ def _run_demo(out_dir: Path, *, data, quick, seed, device, progress, settings, s
         emit(DemoEvent(f"embed:{name}", total=len(items), message=f"embedding {len(items)} test images with {name}"))
         # float32 like the training (amp off): the same table on every CPU, AMX or not.
         emb, _bad = embed_images(model, split.test_dir, items, flip=settings.flip, batch_size=128, workers=0,
-                                 device=device, amp=False, progress=lambda n, s=f"embed:{name}": emit(DemoEvent(s, done=n)))
+                                 device=device, amp="off", progress=lambda n, s=f"embed:{name}": emit(DemoEvent(s, done=n)))
         save_embeddings(out_dir / "embeddings" / f"{name}.npz", emb.paths, emb.embeddings, emb.metadata)
         per_model.append(emb)
         seconds[f"embed:{name}"] = time.perf_counter() - t

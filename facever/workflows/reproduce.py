@@ -36,6 +36,7 @@ from typing import Any, Callable, ContextManager, Sequence
 
 from facever.core.atomic import atomic_path, write_text_atomic
 from facever.core.errors import FaceverError
+from facever.core.settings import DEFAULT_FLIP, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,9 @@ class ReproduceSettings:
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields, e.g. {"epochs": 1}
     assume_aligned: bool = False
     ytf_frames: int | None = None
-    flip: str = "concat"
+    flip: str = DEFAULT_FLIP
     device: str = "auto"
-    batch_size: int = 64
+    batch_size: int = EMBED_BATCH_SIZE
     workers: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -273,8 +274,7 @@ class Reproduction:
         ytf.find_video_tree(s.ytf, prefer="aligned")
         if s.fglfw:
             self.fglfw_protocol()
-        if s.flip not in ("none", "concat", "sum"):
-            raise FaceverError(f"`flip` {s.flip!r}: choose none, concat or sum", options=('flip',))
+        check_choice("flip", s.flip, FLIP_MODES)
         self.base_options()
 
     def fglfw_protocol(self):

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
 
 
 @dataclass(frozen=True)
@@ -188,10 +189,10 @@ def verify_pairs(
     root: str | Path | None = None,
     threshold: float | None = None,
     aligner=None,
-    flip: str = "none",
+    flip: str = DEFAULT_FLIP,
     device=None,
-    amp: bool | None = None,
-    batch_size: int = 32,
+    amp: str = DEFAULT_AMP,
+    batch_size: int = EMBED_BATCH_SIZE,
     expected: Sequence[bool | None] | None = None,
 ) -> VerifyResult:
     """Score each pair of photos with `model` (an `EmbeddingModel`) and decide against `threshold`.
@@ -201,15 +202,14 @@ def verify_pairs(
         aligner: a `FaceAligner` for raw photos (its crop size should be the model's input size);
             None for already aligned crops (fitted to the model's input: centre crop, then resize).
         flip: flip fusion as in `facever embed` (`none`, `concat`, `sum`).
-        amp: bf16 autocast; None: the default of `facever embed` (on for CUDA and CPUs with native bf16).
+        amp: precision, as in `facever embed` (`facever.core.devices.resolve_amp`).
 
     Raises FaceverError naming a missing or undecodable photo, or a photo without a face.
     """
-    from facever.embedding.extract import FLIP_MODES, ForwardLoop
+    from facever.embedding.extract import ForwardLoop
     from facever.verification.scores import pair_scores
 
-    if flip not in FLIP_MODES:
-        raise FaceverError(f"unknown flip mode {flip!r}; use one of: {', '.join(FLIP_MODES)}")
+    check_choice("flip", flip, FLIP_MODES)
     if not pairs:
         raise FaceverError("no pairs to verify")
     base = Path(root) if root is not None else Path(".")
