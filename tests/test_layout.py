@@ -27,17 +27,34 @@ def _layer_of(module: str) -> str | None:
     return parts[1]
 
 
+def _module_name(path: Path) -> str:
+    """`facever.embedding.cache` for facever/embedding/cache.py, `facever.models` for its __init__.py."""
+    parts = list(path.resolve().relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def _imports(path: Path) -> list[tuple[int, str]]:
+    """Every import of a file, module-level and function-local, relative ones resolved (`from .x import y`
+    in facever/a/b.py is `facever.a.x`); `from pkg import name` also yields `pkg.name` (it may be a module)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    here = _module_name(path) if PACKAGE in path.resolve().parents else ""
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "facever":  # `from facever import x`: x may be a subpackage
-                out += [(node.lineno, f"facever.{a.name}") for a in node.names if a.name != "__version__"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
             else:
-                out.append((node.lineno, node.module))
+                module = node.module
+            if module == "facever":  # `from facever import x`: x may be a subpackage
+                out += [(node.lineno, f"facever.{a.name}") for a in node.names if a.name != "__version__"]
+                continue
+            out.append((node.lineno, module))
+            out += [(node.lineno, f"{module}.{a.name}") for a in node.names
+                    if module.startswith("facever") and a.name != "*"]
     return out
 
 
@@ -134,3 +151,64 @@ def test_no_library_error_message_names_a_cli_flag():
                     offenders.append(f"{rel}:{const.lineno} {_FLAG.search(const.value).group(0)}")
     assert not offenders, sorted(set(offenders))
 
+
+
+def test_relative_imports_are_read():
+    """The checks above see `from ..cli import x` as facever.cli (a relative import cannot hide an arrow)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=PACKAGE / "core") as folder:
+        probe = Path(folder) / "probe.py"
+        probe.write_text("from ...cli import _options\nfrom . import sibling\n", encoding="utf-8")
+        found = {module for _, module in _imports(probe)}
+    here = _module_name(probe)
+    assert "facever.cli" in found and "facever.cli._options" in found and f"{here.rpartition('.')[0]}.sibling" in found
+
+
+def _module_graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in _modules()}
+    return {name: {m for _, m in _imports(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each a set of modules that import
+    each other in a circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycle_finder_finds_a_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_between_modules():
+    """No two modules import each other, directly or round a circle, inside a package or across packages;
+    function-local imports count (they would only hide the circle). A package's __init__ counts as a module."""
+    assert _cycles(_module_graph()) == []

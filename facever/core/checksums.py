@@ -1,4 +1,5 @@
-"""File digests: verifying downloads (sha256/md5) and fingerprinting model files (sha256)."""
+"""Digests: verifying downloads (sha256/md5), fingerprinting model files (sha256), and the content key
+the embedding cache files each image under."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ def file_digests(path: str | Path, algorithms: tuple[str, ...] = ("sha256",)) ->
             for h in hashes.values():
                 h.update(block)
     return {name: h.hexdigest() for name, h in hashes.items()}
+
+
+def content_key(data: bytes) -> str:
+    """The embedding cache's key of an image's bytes: `SIZE-BLAKE2b128` (hex)."""
+    return f"{len(data)}-{hashlib.blake2b(data, digest_size=16).hexdigest()}"
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:

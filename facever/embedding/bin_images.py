@@ -37,7 +37,8 @@ def embed_bin_images(
     import torch
 
     from facever.core.devices import resolve_device
-    from facever.embedding.cache import EmbeddingCache, cache_settings, content_key
+    from facever.core.checksums import content_key
+    from facever.embedding.cache import EmbeddingCache, cache_settings
     from facever.embedding.extract import model_amp
 
     size = tuple(int(v) for v in model.input_size)

@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from facever.core.atomic import atomic_path, write_text_atomic
+from facever.core.checksums import content_key
 from facever.core.crop import CROP_POLICY
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError, InputFileError
@@ -44,11 +45,6 @@ CACHE_FORMAT = 1
 # Images per shard: big enough that a shard costs little next to its model time, small enough that an
 # interruption loses little and YTF's frames make tens of files, not thousands.
 DEFAULT_CHUNK = 8192
-
-
-def content_key(data: bytes) -> str:
-    """The cache key of an image's bytes: `SIZE-BLAKE2b128` (hex)."""
-    return f"{len(data)}-{hashlib.blake2b(data, digest_size=16).hexdigest()}"
 
 
 def file_key(path: str | os.PathLike) -> tuple[str, int] | None:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from facever.core.checksums import content_key
 from facever.core.opencv_guard import opencv
 from facever.core.images import ImageDecodeError, decode_image_bytes_rgb, read_file_bytes
 from facever.core.devices import amp_dtype, cudnn_autotune, device_scope, resolve_amp
@@ -108,8 +109,6 @@ class _ImageDataset:
         return len(self.rel_paths)
 
     def __getitem__(self, i: int):
-        from facever.embedding.cache import content_key
-
         path = self.root / self.rel_paths[i]
         try:
             data, mtime = read_file_bytes(path)

@@ -163,7 +163,7 @@ def _check_architecture(path: Path, bundle: dict[str, Any], kwargs: dict[str, An
     Done before the real model is built, so metadata such as width=100000 is refused instead of
     allocating hundreds of gigabytes.
     """
-    from facever.models import create_model
+    from facever.models.registry import create_model  # complete: importing this module ran the package's __init__
 
     try:
         with torch.device("meta"):
@@ -198,7 +198,7 @@ def load_model_bundle(path: str | Path, map_location: Any = "cpu") -> tuple[nn.M
     `info` is the bundle dict without "state_dict" (arch, arch_kwargs, input_size, mean, std,
     embedding_dim, color, facever_version and any extra keys the writer added).
     """
-    from facever.models import create_model  # the registry, complete once the package is imported
+    from facever.models.registry import create_model  # complete: importing this module ran the package's __init__
 
     path = Path(path)
     bundle = read_model_bundle(path, map_location=map_location)
