@@ -38,7 +38,7 @@ def _run(tiny, **kw):
     plan = {}
     emb, bad, reused = embed_items_cached(
         tiny["model"], tiny["root"], tiny["rels"], cache=tiny["cache"], workers=0, device="cpu",
-        on_plan=lambda done, todo: plan.update(done=done, todo=todo), **{"amp": False, **kw},
+        on_plan=lambda done, todo: plan.update(done=done, todo=todo), **{"amp": "off", **kw},
     )
     return emb, reused, plan
 
