@@ -84,7 +84,8 @@ def plain_loop(model: EmbeddingModel, root: Path, rels: list[str], device: torch
 
 
 def facever_pipeline(model, root, rels, device, **options) -> np.ndarray:
-    emb, _ = embed_images(model, root, rels, device=device, **options)
+    # No flip, like the plain loop: both compute one forward per image.
+    emb, _ = embed_images(model, root, rels, device=device, **{"flip": "none", **options})
     return emb.embeddings
 
 

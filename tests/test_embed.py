@@ -85,7 +85,7 @@ def test_facenet_weights_load_and_match_facenet_pytorch(facenet_weights, faces_d
     assert model.input_size == (160, 160) and model.model_id == "facenet:vggface2"
     root = faces_dir / "facenet_pytorch" / "test_images_aligned"
     rels = ["angelina_jolie/1.png"]
-    emb, bad = embed_images(model, root, rels, batch_size=2, workers=0, amp="off")
+    emb, bad = embed_images(model, root, rels, batch_size=2, workers=0, amp="off", flip="none")
     assert not bad and emb.paths == rels
 
     # What a facenet-pytorch user computes: their module with these weights, their standardisation.
@@ -97,7 +97,7 @@ def test_facenet_weights_load_and_match_facenet_pytorch(facenet_weights, faces_d
     np.testing.assert_allclose(emb.embeddings, expected, atol=2e-5)
     np.testing.assert_allclose(np.linalg.norm(emb.embeddings, axis=1), 1.0, atol=1e-5)
     # Batch norms folded into the convolutions: same embeddings, and the loaded module is left as it was.
-    folded = embed_images(model, root, rels, workers=0, fuse_bn=True, amp="off")[0]
+    folded = embed_images(model, root, rels, workers=0, fuse_bn=True, amp="off", flip="none")[0]
     np.testing.assert_allclose(folded.embeddings, expected, atol=2e-5)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.module.modules())
 
@@ -157,15 +157,15 @@ def test_embeddings_match_direct_forward_and_are_deterministic(tiny):
     crops = [read_rgb(tiny["images"] / r) for r in rels]
     expected = direct_forward(model.module, crops, model.mean, model.std)
     runs = [
-        embed_images(model, tiny["images"], rels, batch_size=4, workers=0, amp="off")[0],
-        embed_images(model, tiny["images"], rels, batch_size=7, workers=1, amp="off")[0],
-        embed_images(model, tiny["images"], rels, batch_size=5, workers=0, channels_last=False, amp="off")[0],
+        embed_images(model, tiny["images"], rels, batch_size=4, workers=0, amp="off", flip="none")[0],
+        embed_images(model, tiny["images"], rels, batch_size=7, workers=1, amp="off", flip="none")[0],
+        embed_images(model, tiny["images"], rels, batch_size=5, workers=0, channels_last=False, amp="off", flip="none")[0],
     ]
     for emb in runs:
         assert emb.paths == rels and emb.embeddings.dtype == np.float32 and emb.dim == 16
         np.testing.assert_allclose(emb.embeddings, expected, rtol=1e-4, atol=1e-5)
     # Same settings, same numbers.
-    again = embed_images(model, tiny["images"], rels, batch_size=4, workers=0, amp="off")[0]
+    again = embed_images(model, tiny["images"], rels, batch_size=4, workers=0, amp="off", flip="none")[0]
     np.testing.assert_array_equal(again.embeddings, runs[0].embeddings)
     meta = runs[0].metadata
     assert meta["flip"] == "none" and meta["crop_size"] == [28, 24] and meta["model"] == "facever:sphere20"
@@ -184,9 +184,9 @@ def test_flip_modes_against_hand_computation(tiny):
     np.testing.assert_allclose(concat.embeddings, np.concatenate([plain, mirrored], axis=1), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(summed.embeddings, plain + mirrored, rtol=1e-4, atol=1e-5)
     assert concat.metadata["flip"] == "concat" and summed.metadata["flip"] == "sum"
-    with pytest.raises(ValueError, match="unknown flip"):
+    with pytest.raises(ValueError, match="`flip` must be one of none, concat, sum, got 'mean'"):
         forward_with_flip(model.module, torch.zeros(1, 3, *TINY_SIZE), "mean")
-    with pytest.raises(FaceverError, match="unknown flip"):
+    with pytest.raises(FaceverError, match="`flip` must be one of"):
         embed_images(model, tiny["images"], rels, flip="mean")
 
 
@@ -197,7 +197,7 @@ def test_other_sizes_are_fitted_and_an_aspect_change_is_warned_once(tiny, tmp_pa
     Image.fromarray(np.zeros((30, 30, 3), np.uint8) + 90).save(tmp_path / "square1.png")
     Image.fromarray(np.zeros((40, 40, 3), np.uint8) + 30).save(tmp_path / "square2.png")
     with caplog.at_level(logging.WARNING, logger="facever"):
-        emb, _ = embed_images(model, tmp_path, ["double.png", "square1.png", "square2.png"], workers=0, amp="off")
+        emb, _ = embed_images(model, tmp_path, ["double.png", "square1.png", "square2.png"], workers=0, amp="off", flip="none")
     stretch = [r for r in caplog.records if "aspect ratio differs" in r.getMessage()]
     assert len(stretch) == 1 and "square1.png" in stretch[0].getMessage()
     assert emb.metadata["resized_images"] == 3 and emb.metadata["aspect_mismatch_images"] == 2
@@ -280,7 +280,7 @@ def test_raw_photos_through_align(tiny, faces_dir, tmp_path):
             "knn/train/kit_harington/john2.jpeg"]
     assert all((root / r).is_file() for r in rels)
     aligner = FaceAligner(size=model.input_size, select="largest")
-    emb, bad = embed_images(model, root, rels, workers=0, align=aligner, amp="off")
+    emb, bad = embed_images(model, root, rels, workers=0, align=aligner, amp="off", flip="none")
     assert emb.paths == rels and not bad
     assert emb.metadata["aligned_here"] and emb.metadata["aligner"]["size"] == [28, 24]
     # Same crops, aligned by hand, then the plain forward pass.

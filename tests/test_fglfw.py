@@ -294,7 +294,7 @@ def test_eval_fglfw_with_model_embeds_the_images(tmp_path, faces_dir):
     assert report["pairs"]["total"] == 12 and report["settings"]["model"] == str(model)
     saved = load_embeddings(out / "embeddings.npz")
     protocol = read_fglfw_pairs(pair_list, pairs_per_fold=4)
-    assert set(saved.paths) == set(protocol.items()) and saved.dim == 16
+    assert set(saved.paths) == set(protocol.items()) and saved.dim == 32  # a 16-d model, flip concat by default
     # The report's numbers are those of a brute-force k-fold over numpy cosines of the saved embeddings.
     accuracy, auc = hand_verification(saved, protocol)
     assert report["accuracy"]["mean"] == pytest.approx(accuracy, abs=1e-12)

@@ -91,7 +91,7 @@ def test_arcface_torch_state_dict_embeds_like_arcface_torch(name, layers, crops1
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join(str(root / r) for r in rels) + "\n")
     result = runner.invoke(app, ["embed", f"arcface:{name}", str(listing), "--weights", str(weights), "--out", str(out),
-                                 "--workers", "0", "--device", "cpu", "--amp", "off"])
+                                 "--workers", "0", "--device", "cpu", "--amp", "off", "--flip", "none"])
     assert result.exit_code == 0, result.output
     emb = load_embeddings(out)
     # arcface_torch's preprocessing: RGB, (x / 255 - 0.5) / 0.5; its output: the `features` BatchNorm1d.
@@ -148,7 +148,7 @@ def exported(tmp_path_factory):
 
 def _cli_embed(spec, images, out, *extra):
     result = runner.invoke(app, ["embed", str(spec), str(images), "--out", str(out), "--workers", "0", "--device", "cpu",
-                                 "--amp", "off", *extra])
+                                 "--amp", "off", "--flip", "none", *extra])
     assert result.exit_code == 0, result.output
     return load_embeddings(out)
 
@@ -206,7 +206,7 @@ def test_onnx_matches_onnxruntime_run_by_hand_and_preprocessing_overrides(export
     x = (np.stack(rgb)[..., ::-1].astype(np.float32) - 127.5) / 127.5  # BGR, InsightFace's scaling
     session = onnxruntime.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
     want = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x.transpose(0, 3, 1, 2))})[0]
-    got = embed_images(model, exported["images"], rel, workers=0)[0].embeddings
+    got = embed_images(model, exported["images"], rel, workers=0, flip="none")[0].embeddings
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     with pytest.raises(FaceverError, match="can be set for ONNX and TorchScript models only"):
         load_embedding_model(exported["model"], mean=(0.5, 0.5, 0.5))
