@@ -14,6 +14,16 @@ SHARED_DATA = Path(os.environ.get("FACEVER_SHARED_DATA", REPO_ROOT.parent / "sha
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+@pytest.fixture(autouse=True)
+def facever_home(tmp_path_factory, monkeypatch) -> Path:
+    """Each test gets its own empty facever home (pulled models, their lock file): a test never reads
+    nor writes the user's cache, and no test sees another's pins. Mirrors set outside are ignored."""
+    home = tmp_path_factory.mktemp("facever-home")
+    monkeypatch.setenv("FACEVER_HOME", str(home))
+    monkeypatch.delenv("FACEVER_MODEL_MIRROR", raising=False)
+    return home
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Root of the real test data (`../shared/data`); the test is skipped when it is absent."""

@@ -4,6 +4,8 @@ fusion, bad images, `facever embed` and `facever eval-lfw --model` end to end.""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 import logging
 
 import numpy as np
@@ -123,6 +125,9 @@ def test_facenet_offline_without_weights_says_which_file_where(tmp_path, monkeyp
         load_embedding_model("facenet:vggface2")
     message = str(info.value)
     assert "20180402-114759-vggface2.pt" in message and f"{folder}/" in message and "`weights`" in message
+    # The same pull as the registry's name: facever's own cache is the first place offered.
+    own = Path(os.environ["FACEVER_HOME"]) / "models" / "facenet-vggface2" / "20180402-114759-vggface2.pt"
+    assert f"put it at {own}" in message and "\n" not in message
 
 
 def test_facenet_rejects_weights_of_another_model(tiny, tmp_path):

@@ -57,6 +57,9 @@ def _register() -> None:
     app.command("pairs")(pairs.pairs)
     app.command("export")(export.export)
     app.add_typer(data.app, name="data")
+    from facever.cli import models
+
+    app.add_typer(models.app, name="models")
     app.command("eval-lfw")(eval_lfw.eval_lfw)
     from facever.cli import eval_bin, eval_fglfw, eval_ijb, eval_ytf
 

@@ -365,10 +365,118 @@ def stop_on_signal(message: str | None) -> Iterator:
             signal.signal(s, handler)
 
 
+class DownloadProgress:
+    """A download (bytes), then maybe an archive's extraction (members), on stderr: rich bars on a
+    terminal, plain timed lines in a log or a pipe. Feed it `data_prep.fetch`'s callbacks:
+    `on_start(already, total)`, `advance(n)`, `on_extract(members)`, `extract_advance(n)`; `close()`
+    (or leave the `with` block) stops the bars."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.quiet = not sys.stderr.isatty()
+        self._bars: dict = {}  # rich Progress objects: "download", "extract"
+        self._tasks: dict = {}
+        self._plain: dict = {}  # PlainProgress: "download" (MB), "extract" (members)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def on_start(self, already: int, total: int | None) -> None:
+        if already:
+            info(f"resuming {self.label} from byte {already:,}")
+        if self.quiet:
+            if "download" in self._plain:
+                self._plain.pop("download").close()
+            self._plain["download"] = PlainProgress(self.label, total / 1e6 if total else None, unit="MB")
+            self._plain["download"].advance(already / 1e6)
+            return
+        if "download" not in self._bars:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+            bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                           TimeRemainingColumn(), console=err_console)
+            bar.start()
+            self._bars["download"] = bar
+            self._tasks["download"] = bar.add_task(self.label, total=total, completed=already)
+        else:  # a retry: the server may have restarted from zero
+            self._bars["download"].reset(self._tasks["download"], total=total, completed=already)
+
+    def advance(self, n: int) -> None:
+        if self.quiet:
+            self._plain["download"].advance(n / 1e6)
+        else:
+            self._bars["download"].advance(self._tasks["download"], n)
+
+    def on_extract(self, members: int) -> None:
+        if self.quiet:
+            if "download" in self._plain:
+                self._plain.pop("download").close()
+            self._plain["extract"] = PlainProgress(f"extracting {self.label}", members, unit="file")
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if "download" in self._bars:
+            self._bars.pop("download").stop()
+        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                       console=err_console)
+        bar.start()
+        self._bars["extract"] = bar
+        self._tasks["extract"] = bar.add_task(f"extracting {self.label}", total=members)
+
+    def extract_advance(self, n: int) -> None:
+        if self.quiet:
+            self._plain["extract"].advance(n)
+        else:
+            self._bars["extract"].advance(self._tasks["extract"], n)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.stop()
+        for plain in self._plain.values():
+            plain.close()
+        self._bars.clear()
+        self._plain.clear()
+
+
+def pull_events():
+    """What the library's model pulls say (`facever.data_prep.pretrained.PullEvents`), shown here: licence
+    and trust-on-first-use notices as plain lines, the download as a progress bar, all on stderr."""
+    from facever.data_prep.pretrained import PullEvents
+
+    class ConsolePullEvents(PullEvents):
+        def __init__(self):
+            self.progress: DownloadProgress | None = None
+
+        def notice(self, text: str) -> None:
+            info(text)
+
+        def download_started(self, filename: str, already: int, total: int | None) -> None:
+            if self.progress is None:
+                self.progress = DownloadProgress(filename)
+            self.progress.on_start(already, total)
+
+        def downloaded(self, n: int) -> None:
+            if self.progress is not None:
+                self.progress.advance(n)
+
+        def download_finished(self) -> None:
+            if self.progress is not None:
+                self.progress.close()
+                self.progress = None
+
+    return ConsolePullEvents()
+
+
 @contextlib.contextmanager
 def library_warnings() -> Iterator[None]:
-    """Show the library's logged warnings (resized crops, cache misses) as `warning:` lines on stderr."""
+    """Show the library's logged warnings (resized crops, cache misses) as `warning:` lines on stderr,
+    and what a model pulled by name on first use says (licence, trust on first use, download progress)."""
     import logging
+
+    from facever.data_prep.pretrained import pull_events as library_pull_events
 
     class _ToConsole(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -381,7 +489,8 @@ def library_warnings() -> Iterator[None]:
     if logger.level == logging.NOTSET or logger.level > logging.WARNING:
         logger.setLevel(logging.WARNING)
     try:
-        yield
+        with library_pull_events(pull_events()):
+            yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)

@@ -115,8 +115,8 @@ def embed_protocol_images(protocol, model: str, images: Path, *, cache: Path | N
         raise FaceverError(f"{images}: image folder not found")
     prefix = f"{name}: " if name else ""
     items = protocol.items()
-    emb_model = load_embedding_model(model, weights=weights, device=device)
     with library_warnings():
+        emb_model = load_embedding_model(model, weights=weights, device=device)
         try:
             with progress_bar(f"embedding ({name})" if name else "embedding", total=len(items)) as advance:
                 emb, bad, reused = embed_items_cached(

@@ -61,95 +61,20 @@ def fetch(
 
     Prints the resulting file or folder on stdout; messages go to stderr.
     """
-    import sys
-
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    from facever.cli._console import PlainProgress, err_console, info, user_errors, warn
+    from facever.cli._console import DownloadProgress, info, user_errors, warn
+    from facever.core.locks import file_lock
     from facever.data_prep.fetch import fetch as fetch_entry
     from facever.data_prep.fetch import get_entry
 
     with user_errors():
         entry = get_entry(name)
-        quiet = not sys.stderr.isatty()
-        download_bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            disable=quiet,
-        )
-        extract_bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            disable=quiet,
-        )
-        tasks: dict[str, int] = {}
-        plain: dict = {}  # in a log or a pipe: plain progress lines (megabytes, then archive members)
-
-        def on_start(already: int, total: int | None) -> None:
-            if already:
-                info(f"resuming {entry.filename} from byte {already:,}")
-            if quiet:
-                if "download" in plain:
-                    plain.pop("download").close()
-                plain["download"] = PlainProgress(entry.filename, total / 1e6 if total else None, unit="MB")
-                plain["download"].advance(already / 1e6)
-                return
-            if "download" not in tasks:
-                tasks["download"] = download_bar.add_task(entry.filename, total=total, completed=already)
-            else:  # a retry: the server may have restarted from zero
-                download_bar.reset(tasks["download"], total=total, completed=already)
-
-        def on_extract(members: int) -> None:
-            if quiet:
-                if "download" in plain:
-                    plain.pop("download").close()
-                plain["extract"] = PlainProgress(f"extracting {entry.filename}", members, unit="file")
-                return
-            download_bar.stop()
-            extract_bar.start()
-            tasks["extract"] = extract_bar.add_task(f"extracting {entry.filename}", total=members)
-
-        from facever.core.locks import file_lock
-
         # Two fetches of one file into one DEST would append to the same .part: the second is refused.
-        with file_lock(dest / entry.filename), download_bar:
-            try:
-                result = fetch_entry(
-                    name,
-                    dest,
-                    url=url,
-                    mirror=mirror,
-                    sha256=sha256,
-                    force=force,
-                    keep_archive=keep_archive,
-                    timeout=timeout,
-                    retries=retries,
-                    progress=lambda n: (plain["download"].advance(n / 1e6) if quiet
-                                        else download_bar.advance(tasks["download"], n)),
-                    on_start=on_start,
-                    on_extract=on_extract,
-                    extract_progress=lambda n: (plain["extract"].advance(n) if quiet
-                                                else extract_bar.advance(tasks["extract"], n)),
-                )
-            finally:
-                extract_bar.stop()
-                for bar in plain.values():
-                    bar.close()
+        with file_lock(dest / entry.filename), DownloadProgress(entry.filename) as shown:
+            result = fetch_entry(
+                name, dest, url=url, mirror=mirror, sha256=sha256, force=force, keep_archive=keep_archive,
+                timeout=timeout, retries=retries, progress=shown.advance, on_start=shown.on_start,
+                on_extract=shown.on_extract, extract_progress=shown.extract_advance,
+            )
 
     got = result.download
     if got is None:

@@ -12,7 +12,8 @@ from facever.cli._options import AMP, Amp, Flip, Select, batch_size_option, devi
 
 
 MODEL_HELP = (
-    "A facever model (RUN/model.pt or RUN/); facenet:vggface2 / facenet:casia-webface (facenet-pytorch's "
+    "A pretrained model by name (arcface-r50-webface600k, ...: `facever models list`; pulled on first use); "
+    "a facever model (RUN/model.pt or RUN/); facenet:vggface2 / facenet:casia-webface (facenet-pytorch's "
     "InceptionResnetV1; weights from --weights, its cache or its download); arcface:r18|r34|r50|r100|r200 "
     "with --weights backbone.pth (InsightFace arcface_torch); a .onnx graph (onnxruntime); or a TorchScript "
     "file from `facever export`."

@@ -15,7 +15,8 @@ def verify(
     image_a: Optional[Path] = typer.Argument(None, help="First photo.", show_default=False),
     image_b: Optional[Path] = typer.Argument(None, help="Second photo.", show_default=False),
     model: str = typer.Option(
-        ..., "--model", "-m", help="A facever model (RUN/model.pt), arcface:r50 / facenet:vggface2 with --weights, "
+        ..., "--model", "-m", help="A pretrained model by name (arcface-r50-webface600k, ...: `facever models list`; "
+        "pulled on first use), a facever model (RUN/model.pt), arcface:r50 / facenet:vggface2 with --weights, "
         "a .onnx graph or an exported TorchScript file.",
     ),
     weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
@@ -55,7 +56,7 @@ def verify(
 
         facever verify me.jpg passport.jpg --model runs/noisy/model.pt --threshold-from results/lfw/report.json
 
-        facever verify a.jpg b.jpg --model w600k_r50.onnx --threshold 0.3
+        facever verify a.jpg b.jpg --model arcface-r50-webface600k --threshold 0.3
 
         facever verify --pairs pairs.csv --images photos/ --model arcface:r50 --weights backbone.pth -t 0.3 --json
     """

@@ -84,8 +84,12 @@ def folder_lock(folder: str | Path | None) -> Iterator[Path | None]:
 
 
 @contextlib.contextmanager
-def file_lock(path: str | Path) -> Iterator[Path]:
-    """Hold the lock of one output file (`.NAME.lock` beside it): two runs writing one file are refused."""
+def file_lock(path: str | Path, *, wait: float = 0.0) -> Iterator[Path]:
+    """Hold the lock of one output file (`.NAME.lock` beside it): two runs writing one file are refused.
+
+    `wait` > 0: wait up to that many seconds for another holder to let go before refusing (for short
+    read-modify-write sections, such as the model cache's lock file, that two runs may both need).
+    """
     path = Path(path)
     if path.is_dir():
         raise FaceverError(f"{path}: is a folder; give a file name for the output")
@@ -93,7 +97,7 @@ def file_lock(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise FaceverError(f"{path}: cannot write there (a parent of it is a file); choose another output file") from None
-    with _flock(path.with_name(f".{path.name}.lock"), path, partials=f".{glob_escape(path.stem)}.partial-*"):
+    with _flock(path.with_name(f".{path.name}.lock"), path, partials=f".{glob_escape(path.stem)}.partial-*", wait=wait):
         yield path
 
 
@@ -101,8 +105,11 @@ def glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
-def _open_locked(lock_file: Path, target: Path) -> int | None:
+def _open_locked(lock_file: Path, target: Path, wait: float = 0.0) -> int | None:
     """A descriptor holding the flock of `lock_file`; None where the filesystem has no locks."""
+    import time
+
+    deadline = time.monotonic() + wait
     while True:
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
@@ -110,6 +117,9 @@ def _open_locked(lock_file: Path, target: Path) -> int | None:
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
                 raise FolderInUseError(
                     f"{target}: in use by {_holder(lock_file)}; wait for it to finish, or write elsewhere"
                 ) from None
@@ -127,8 +137,8 @@ def _open_locked(lock_file: Path, target: Path) -> int | None:
 
 
 @contextlib.contextmanager
-def _flock(lock_file: Path, target: Path, *, partials: str) -> Iterator[None]:
-    fd = _open_locked(lock_file, target)
+def _flock(lock_file: Path, target: Path, *, partials: str, wait: float = 0.0) -> Iterator[None]:
+    fd = _open_locked(lock_file, target, wait)
     if fd is None:
         yield
         return

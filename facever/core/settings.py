@@ -85,6 +85,20 @@ TRAIN_BATCH_SIZE = 256
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 
+# -- pretrained models by name (`--model arcface-r50-webface600k`, `facever models`) --------------------
+
+#: Which facever loader a registry model's file needs: an ONNX graph run by onnxruntime, or a
+#: facenet-pytorch InceptionResnetV1 state dict (read with torch.load(weights_only=True)).
+PRETRAINED_FORMATS = ("onnx", "facenet")
+#: Root of facever's own files; pulled models go to `$FACEVER_HOME/models/`. Unset: the platform's
+#: cache folder (`~/.cache/facever`, `~/Library/Caches/facever`, `%LOCALAPPDATA%\facever\Cache`).
+HOME_ENV = "FACEVER_HOME"
+#: A base URL (http, https or file) serving the registry's files under their own names, used instead
+#: of the publishers' URLs: for air-gapped machines and for tests.
+MODEL_MIRROR_ENV = "FACEVER_MODEL_MIRROR"
+#: Set to 1: never try the network for model files (the error says what to download and where to put it).
+OFFLINE_ENV = "FACEVER_OFFLINE"
+
 
 def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
     """`value` when it is one of `choices`; else a `ChoiceError` naming the setting (the parameter name, which

@@ -179,15 +179,18 @@ def resolve_entry(
     mirror: str | None = None,
     sha256: str | None = None,
     environ: Mapping[str, str] | None = None,
+    mirror_env: str = "FACEVER_MIRROR",
 ) -> RemoteFile:
-    """The entry with overrides applied: url > FACEVER_URL_<NAME> > mirror > FACEVER_MIRROR > default.
+    """The entry with overrides applied: url > FACEVER_URL_<NAME> > mirror > $mirror_env > default.
 
     A mirror is a base URL; the entry's file name is appended (`https://host/lfw/` -> `.../lfw.tgz`).
     An explicit `sha256` replaces the catalogue's digests (md5 included): it states what to expect.
+    `mirror_env` names the environment variable holding a mirror: FACEVER_MIRROR for the datasets,
+    FACEVER_MODEL_MIRROR for the pretrained models (one mirror is not the other's).
     """
     entry = get_entry(name) if isinstance(name, str) else name
     env = os.environ if environ is None else environ
-    mirror = mirror or env.get("FACEVER_MIRROR") or None
+    mirror = mirror or env.get(mirror_env) or None
     chosen = url or env.get(env_var_for(entry.name)) or None
     if chosen is None and mirror:
         chosen = mirror.rstrip("/") + "/" + entry.filename
@@ -217,7 +220,11 @@ def _check_url(url: str) -> None:
 
 
 class ChecksumError(FaceverError):
-    """The bytes on disk do not hash to the expected digest."""
+    """The bytes on disk do not hash to the expected digest (`expected`, `actual`: hex, when known)."""
+
+    def __init__(self, message: str = "", *, options=(), expected: str | None = None, actual: str | None = None):
+        super().__init__(message, options=options)
+        self.expected, self.actual = expected, actual
 
 
 def verify_file(path: str | Path, *, sha256: str | None = None, md5: str | None = None) -> str | None:
@@ -229,7 +236,8 @@ def verify_file(path: str | Path, *, sha256: str | None = None, md5: str | None 
     actual = file_digests(path, tuple(expected))
     for name, value in expected.items():  # sha256 first: the one worth quoting in an error
         if actual[name] != value:
-            raise ChecksumError(f"{path}: {name} mismatch: expected {value}, got {actual[name]}")
+            raise ChecksumError(f"{path}: {name} mismatch: expected {value}, got {actual[name]}", expected=value,
+                                actual=actual[name])
     return next(iter(expected))
 
 
@@ -420,7 +428,8 @@ def download(
             verified = verify_file(path, sha256=sha256, md5=md5)
         except ChecksumError as exc:
             # Never delete a file the user may have placed there themselves.
-            raise ChecksumError(f"{exc} (delete it, or pass `force` to download again)", options=('force',)) from None
+            raise ChecksumError(f"{exc} (delete it, or pass `force` to download again)", options=('force',),
+                                expected=exc.expected, actual=exc.actual) from None
         return DownloadResult(path, 0, 0, verified, already_present=True)
 
     received_total, resumed_from = 0, None
@@ -454,7 +463,8 @@ def download(
             _validator_path(path).unlink()
         raise ChecksumError(
             f"{exc}; the download from {url} was deleted. Run again to retry; if this mirror "
-            "really serves a different file, pass its digest with `sha256`", options=('sha256',)) from None
+            "really serves a different file, pass its digest with `sha256`", options=('sha256',),
+            expected=exc.expected, actual=exc.actual) from None
     os.replace(part, path)
     with contextlib.suppress(FileNotFoundError):
         _validator_path(path).unlink()
@@ -599,6 +609,50 @@ def _write_member(archive: Path, root: Path, member: _Member, open_member) -> No
         # tar(1). Overwriting is safe because this function never creates links.
         with source, open(target, "wb") as out:
             shutil.copyfileobj(source, out, _CHUNK)
+
+
+def extract_member(archive: str | Path, member: str, target: str | Path) -> Path:
+    """Extract the one file `member` of `archive` to `target`, atomically; returns `target`.
+
+    `member` is a path inside the archive, or a file name that exactly one member has at any depth
+    (packs are zipped with and without a top folder: `buffalo_l.zip` holds `w600k_r50.onnx`,
+    `antelopev2.zip` holds `antelopev2/glintr100.onnx`). Every member is checked first, as by
+    `safe_extract`: an archive with any member that would escape its folder (absolute path, `..`),
+    or any link or device, is refused whole and nothing is written. The member goes to a hidden
+    temporary file beside `target`, renamed into place once complete.
+    """
+    from facever.core.atomic import atomic_path
+
+    archive, target = Path(archive), Path(target)
+    kind = archive_kind(archive)
+    wanted = str(_safe_member_path(archive, member))
+    try:
+        with contextlib.ExitStack() as stack:
+            if kind == "tar":
+                tar = stack.enter_context(tarfile.open(archive, "r:*"))
+                members = _tar_members(archive, tar)
+                opener = lambda m: tar.extractfile(m.handle)  # noqa: E731
+            else:
+                zf = stack.enter_context(zipfile.ZipFile(archive))
+                members = _zip_members(archive, zf)
+                opener = lambda m: zf.open(m.handle)  # noqa: E731
+            files = [m for m in members if not m.is_dir]
+            chosen = [m for m in files if str(m.path) == wanted] or [m for m in files if m.path.name == wanted]
+            if len(chosen) != 1:
+                names = ", ".join(str(m.path) for m in files[:8]) + (" ..." if len(files) > 8 else "")
+                what = "no member" if not chosen else f"{len(chosen)} members"
+                raise InputFileError(archive, f"{what} named {member!r} (it holds: {names or 'nothing'})")
+            source = opener(chosen[0])
+            if source is None:
+                raise InputFileError(archive, f"member {str(chosen[0].path)!r} has no data")
+            with source, atomic_path(target) as tmp:
+                with open(tmp, "wb") as out:
+                    shutil.copyfileobj(source, out, _CHUNK)
+                    out.flush()
+                    os.fsync(out.fileno())
+    except (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, zlib.error, EOFError) as exc:
+        raise InputFileError(archive, f"corrupt or truncated archive ({exc})") from None
+    return target
 
 
 def extract_archive(

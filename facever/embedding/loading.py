@@ -2,12 +2,15 @@
 
 Sources:
 
+- a pretrained model by name (`arcface-r50-webface600k`, `facenet-vggface2`, ...: the registry of
+  `facever.data_prep.pretrained`): pulled into the cache on first use, checked against its pinned
+  checksum on every use, then read by the loader its format needs (below);
 - a facever model file (`RUN/model.pt` from `facever train`, or the `RUN/` folder holding it): the file
   carries its architecture, crop size, colour order and normalisation (`facever.models.bundle`);
 - `facenet:vggface2` / `facenet:casia-webface`: facenet-pytorch's InceptionResnetV1, the model most
-  PyTorch users start from. Its weights come from `weights=FILE`, from facenet-pytorch's cache
-  (`$TORCH_HOME/checkpoints/<file>`), or from facenet-pytorch's release URL when online. The spec may
-  also carry the file inline: `facenet:vggface2=PATH`;
+  PyTorch users start from. Its weights come from `weights=FILE` (or inline: `facenet:vggface2=PATH`),
+  else exactly as the registry's `facenet-vggface2` / `facenet-casia-webface`: facever's cache,
+  facenet-pytorch's (`$TORCH_HOME/checkpoints/<file>`), or a pull of facenet-pytorch's release file;
 - `arcface:r18|r34|r50|r100|r200` with `weights=backbone.pth` (or `arcface:r50=PATH`): an InsightFace
   arcface_torch IResNet state dict, mapped into facever's IResNet (`facever.models.arcface`);
 - `model.onnx`: any face-embedding ONNX graph, run with onnxruntime (`facever.embedding.onnx_model`);
@@ -31,28 +34,19 @@ from typing import Any, Sequence
 
 from facever.core.checksums import file_digest
 from facever.core.errors import FaceverError, InputFileError
+from facever.data_prep import pretrained
 
 log = logging.getLogger(__name__)
 
-# facenet-pytorch 2.5.3's release files (models/inception_resnet_v1.py, `load_weights`).
-FACENET_WEIGHTS: dict[str, tuple[str, str]] = {
-    "vggface2": (
-        "20180402-114759-vggface2.pt",
-        "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
-    ),
-    "casia-webface": (
-        "20180408-102900-casia-webface.pt",
-        "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180408-102900-casia-webface.pt",
-    ),
-}
-FACENET_INPUT_SIZE = (160, 160)
+# facenet-pytorch's release files (models/inception_resnet_v1.py, `load_weights`), as the registry has them:
+# variant -> (file name, URL), and the registry entry of each.
+_FACENET_ENTRIES = {e.variant: e for e in pretrained.PRETRAINED.values() if e.format == "facenet"}
+FACENET_WEIGHTS: dict[str, tuple[str, str]] = {v: (e.download, e.url) for v, e in _FACENET_ENTRIES.items()}
+FACENET_INPUT_SIZE = pretrained.PRETRAINED["facenet-vggface2"].contract.input_size
 # facenet-pytorch's `fixed_image_standardization`: (x - 127.5) / 128 on 0..255 pixels, written in our
 # (x/255 - mean) / std convention.
 FACENET_MEAN = (127.5 / 255.0,) * 3
 FACENET_STD = (128.0 / 255.0,) * 3
-
-# Set to 1 to never try the network for pretrained weights (CI, air-gapped machines).
-OFFLINE_ENV = "FACEVER_OFFLINE"
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,7 +104,8 @@ def load_embedding_model(
     """Load a model for embedding.
 
     Args:
-        spec: a facever model file (`RUN/model.pt`) or its run folder; `facenet:vggface2` /
+        spec: a pretrained model's name (`arcface-r50-webface600k`: pulled into the cache on first use,
+            see `facever.data_prep.pretrained`); a facever model file (`RUN/model.pt`) or its run folder; `facenet:vggface2` /
             `facenet:casia-webface` (optionally `=WEIGHTS_FILE`); `arcface:r50` (etc., optionally
             `=WEIGHTS_FILE`); a `.onnx` graph; a TorchScript file written by `facever export`.
         weights: for `facenet:*` and `arcface:*`, the state-dict file.
@@ -120,7 +115,7 @@ def load_embedding_model(
 
     Raises:
         FaceverError: unknown spec, missing weights (offline: says which file to put where), missing
-            onnxruntime (says how to install it).
+            onnxruntime (says how to install it), a pulled or cached file that differs from its pin.
         InputFileError: a file that is not a model / state dict of the expected shape.
     """
     from facever.core.devices import resolve_device
@@ -128,6 +123,38 @@ def load_embedding_model(
     dev = device if not isinstance(device, str) else resolve_device(device)
     text = str(spec)
     overrides = {k: v for k, v in (("mean", mean), ("std", std), ("color", color)) if v is not None}
+    entry = pretrained.find(text)
+    if entry is not None:
+        if weights is not None:
+            raise FaceverError(f"{text} is a pretrained model by name: it brings its own weights, separate weights do not apply")
+        model = _load_pretrained(entry, device=dev)
+    else:
+        model = _load_spec(text, weights=weights, device=dev)
+    if overrides:
+        if model.extra.get("runtime") not in ("onnxruntime", "torchscript"):
+            raise FaceverError(f"{model.model_id} carries the preprocessing it was trained with; mean, std and "
+                               "colour order can be set for ONNX and TorchScript models only")
+        model = _with_preprocessing(model, **overrides)
+    model.module.to(dev)
+    return model
+
+
+def _load_pretrained(entry: "pretrained.PretrainedModel", *, device) -> EmbeddingModel:
+    """A registry model: its cached (or freshly pulled) file, checked, read by the loader of its format."""
+    import dataclasses
+
+    cached = pretrained.ensure_model(entry)
+    if entry.format == "onnx":
+        model = _load_onnx(cached.path, device=device, fingerprint=cached.sha256)
+    else:
+        model = _load_facenet(entry.variant, weights=cached.path, fingerprint=cached.sha256)
+    return dataclasses.replace(model, model_id=entry.name, extra={
+        **model.extra, "pretrained": entry.name, "licence": entry.licence, "url": cached.url,
+        "integrity": cached.trust})
+
+
+def _load_spec(text: str, *, weights, device) -> EmbeddingModel:
+    """Every spec that is not a registry name: `facenet:*`, `arcface:*`, a file or run folder."""
     for prefix, loader in (("facenet:", _load_facenet), ("arcface:", _load_arcface)):
         if text.startswith(prefix):
             name, _, inline = text[len(prefix):].partition("=")
@@ -140,17 +167,11 @@ def load_embedding_model(
             raise FaceverError(f"separate weights apply to facenet:* and arcface:* models only; {text} carries its own")
         path = Path(text)
         if path.suffix.lower() == ".onnx":
-            model = _load_onnx(path, device=dev)
+            model = _load_onnx(path, device=device)
         elif _is_torchscript(path):
             model = _load_torchscript(path)
         else:
             model = _load_facever(path)
-    if overrides:
-        if model.extra.get("runtime") not in ("onnxruntime", "torchscript"):
-            raise FaceverError(f"{model.model_id} carries the preprocessing it was trained with; mean, std and "
-                               "colour order can be set for ONNX and TorchScript models only")
-        model = _with_preprocessing(model, **overrides)
-    model.module.to(dev)
     return model
 
 
@@ -220,38 +241,10 @@ def _load_facever(path: Path) -> EmbeddingModel:
 
 def facenet_cache_dir() -> Path:
     """Where facenet-pytorch keeps its downloaded weights: `$TORCH_HOME/checkpoints` (same rule as it uses)."""
-    torch_home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
-    return Path(os.path.expanduser(torch_home)) / "checkpoints"
+    return pretrained.torch_cache_dir()
 
 
-def _facenet_weights_file(name: str) -> Path:
-    """The cached weights file, downloading it (atomically) when missing and the network allows."""
-    file_name, url = FACENET_WEIGHTS[name]
-    folder = facenet_cache_dir()
-    cached = folder / file_name
-    if cached.is_file():
-        return cached
-    hint = (
-        f"facenet:{name} needs its weights: put {file_name} (from {url}) into {folder}/ "
-        f"or give the file as `weights`"
-    )
-    if os.getenv(OFFLINE_ENV, "") not in ("", "0"):
-        raise FaceverError(f"{hint} ({OFFLINE_ENV} is set, not downloading)", options=("weights",))
-    from torch.hub import download_url_to_file
-
-    from facever.core.atomic import atomic_path
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        log.info("downloading %s to %s", url, cached)
-        with atomic_path(cached) as tmp:
-            download_url_to_file(url, str(tmp), progress=False)
-    except Exception as exc:  # URLError, HTTPError, socket timeouts, read-only cache folder ...
-        raise FaceverError(f"{hint} (download failed: {type(exc).__name__}: {exc})", options=("weights",)) from None
-    return cached
-
-
-def _load_facenet(name: str, *, weights: Path | None) -> EmbeddingModel:
+def _load_facenet(name: str, *, weights: Path | None, fingerprint: str | None = None) -> EmbeddingModel:
     from facenet_pytorch import InceptionResnetV1
 
     from facever.models.inception_resnet import load_facenet_weights
@@ -261,7 +254,13 @@ def _load_facenet(name: str, *, weights: Path | None) -> EmbeddingModel:
         raise FaceverError(f"unknown model facenet:{name}; known: {known}")
     if weights is not None and not weights.is_file():
         raise FaceverError(f"{weights}: weights file not found")
-    path = weights if weights is not None else _facenet_weights_file(name)
+    if weights is None:  # the registry's model of that name: cached, pulled, checked the same way
+        try:
+            cached = pretrained.ensure_model(_FACENET_ENTRIES[name])
+        except FaceverError as exc:
+            raise FaceverError(f"{exc}; or give the file as `weights`", options=(*exc.options, "weights")) from None
+        weights, fingerprint = cached.path, cached.sha256
+    path = weights
     # facenet-pytorch's own module (not facever's `inception-resnet-v1` backbone) so the embeddings are
     # exactly what facenet-pytorch users get: L2-normalised outputs. The loader is shared with that
     # backbone: weights_only=True, `logits.*` dropped, any other mismatch an InputFileError.
@@ -277,7 +276,7 @@ def _load_facenet(name: str, *, weights: Path | None) -> EmbeddingModel:
         color="RGB",
         embedding_dim=512,
         source=str(path.resolve()),
-        fingerprint=file_digest(path),
+        fingerprint=fingerprint or file_digest(path),
         extra={"arch": "InceptionResnetV1", "output_normalized": True},
     )
 
@@ -307,7 +306,7 @@ def _load_arcface(name: str, *, weights: Path | None) -> EmbeddingModel:
     )
 
 
-def _load_onnx(path: Path, *, device) -> EmbeddingModel:
+def _load_onnx(path: Path, *, device, fingerprint: str | None = None) -> EmbeddingModel:
     from facever.embedding.onnx_model import INSIGHTFACE_MEAN, INSIGHTFACE_STD, OnnxModule
 
     if not path.is_file():
@@ -336,7 +335,7 @@ def _load_onnx(path: Path, *, device) -> EmbeddingModel:
         color=color,
         embedding_dim=module.embedding_dim,
         source=str(path.resolve()),
-        fingerprint=file_digest(path),
+        fingerprint=fingerprint or file_digest(path),
         extra=extra,
     )
 
