@@ -48,6 +48,20 @@ DEFAULT_THRESHOLDS = "exact"
 FUSIONS = ("concat", "score-mean")
 DEFAULT_FUSION = "concat"
 
+# -- deployment: calibration, 1:N search, self-check ----------------------------------------------------
+
+#: Target false-accept rates `facever calibrate` calibrates by default.
+DEFAULT_FARS = (1e-2, 1e-3, 1e-4)
+#: Confidence of the one-sided Clopper-Pearson bound on a calibrated threshold's false-accept rate.
+CALIBRATION_CONFIDENCE = 0.95
+#: Score-to-probability maps `facever calibrate --probability` fits (and compares on held-out folds).
+PROBABILITY_MAPS = ("isotonic", "logistic")
+#: How `facever identify` searches a gallery: an exact matrix product in numpy, or FAISS's exact flat index.
+SEARCH_BACKENDS = ("numpy", "faiss")
+DEFAULT_SEARCH_BACKEND = "numpy"
+#: People listed per photo by `facever identify`.
+DEFAULT_TOP_K = 5
+
 # -- benchmarks ------------------------------------------------------------------------------------------
 
 #: Every benchmark a pair list (or splits file, or .bin) can be, then the IJB sets.
