@@ -1,0 +1,135 @@
+"""1:N search: the k gallery templates most similar to each probe, exactly.
+
+Gallery and probes are L2-normalised rows (float32), so the similarity is the inner product = cosine.
+Two backends give the same answer (the tests check it):
+
+- `numpy`: probes in blocks of `probe_block` against the gallery in blocks of `gallery_block` (one
+  matrix product each), keeping a running top-k per probe, so memory stays at one block of scores
+  whatever the gallery size (1M x 512 float32 is 2 GB; its scores for 1,024 probes would be 4 GB);
+- `faiss`: FAISS's exact inner-product index (`IndexFlatIP`), the optional `facever[faiss]` extra.
+
+Order: by decreasing score; equal scores by increasing gallery row, in both backends.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from facever.core.errors import FaceverError
+from facever.core.settings import SEARCH_BACKENDS
+
+PROBE_BLOCK = 1024
+GALLERY_BLOCK = 65536
+
+FAISS_HINT = "FAISS search needs faiss-cpu: pip install 'facever[faiss]'"
+
+
+def _check(gallery: np.ndarray, probes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
+    probes = np.ascontiguousarray(probes, dtype=np.float32)
+    if gallery.ndim != 2 or probes.ndim != 2 or gallery.shape[1] != probes.shape[1]:
+        raise ValueError(f"expected G x D gallery and P x D probes, got {gallery.shape} and {probes.shape}")
+    if gallery.shape[0] == 0:
+        raise ValueError("the gallery is empty")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    return gallery, probes, min(int(k), gallery.shape[0])
+
+
+def _sorted_top(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `scores` (P x M, with gallery rows `rows` P x M), the k best by (score desc, row asc)."""
+    if scores.shape[1] > k:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top_s = np.take_along_axis(scores, part, axis=1)
+        top_r = np.take_along_axis(rows, part, axis=1)
+        # argpartition picks any of the scores tied with the k-th best; where such a tie crosses the
+        # boundary, choose among them by row (rare with real scores: those rows only take the slow way).
+        kth = top_s.min(axis=1, keepdims=True)
+        crossing = np.flatnonzero((scores >= kth).sum(axis=1) > k)
+        for i in crossing:
+            order = np.lexsort((rows[i], -scores[i]))[:k]
+            top_s[i], top_r[i] = scores[i, order], rows[i, order]
+        scores, rows = top_s, top_r
+    order = np.lexsort((rows, -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+
+def numpy_top_k(gallery: np.ndarray, probes: np.ndarray, k: int, *, probe_block: int = PROBE_BLOCK,
+                gallery_block: int = GALLERY_BLOCK, progress: Callable[[int], None] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """`(scores, rows)`: P x k float32 similarities and int64 gallery rows, best first (module doc)."""
+    gallery, probes, k = _check(gallery, probes, k)
+    n_p, n_g = probes.shape[0], gallery.shape[0]
+    out_s = np.empty((n_p, k), dtype=np.float32)
+    out_r = np.empty((n_p, k), dtype=np.int64)
+    for p0 in range(0, n_p, probe_block):
+        block = probes[p0:p0 + probe_block]
+        best_s = np.full((block.shape[0], 0), -np.inf, dtype=np.float32)
+        best_r = np.zeros((block.shape[0], 0), dtype=np.int64)
+        for g0 in range(0, n_g, gallery_block):
+            sims = block @ gallery[g0:g0 + gallery_block].T
+            rows = np.broadcast_to(np.arange(g0, g0 + sims.shape[1], dtype=np.int64), sims.shape)
+            s, r = _sorted_top(sims, rows, k)
+            best_s, best_r = _sorted_top(np.concatenate([best_s, s], axis=1), np.concatenate([best_r, r], axis=1), k)
+        out_s[p0:p0 + block.shape[0]] = best_s
+        out_r[p0:p0 + block.shape[0]] = best_r
+        if progress is not None:
+            progress(block.shape[0])
+    return out_s, out_r
+
+
+def import_faiss():
+    """The faiss module, or a FaceverError saying how to install it."""
+    try:
+        import faiss
+    except ImportError:
+        raise FaceverError(FAISS_HINT) from None
+    return faiss
+
+
+class FaissIndex:
+    """An exact FAISS inner-product index over a gallery, built once and searched many times."""
+
+    def __init__(self, gallery: np.ndarray):
+        faiss = import_faiss()
+        gallery = np.ascontiguousarray(gallery, dtype=np.float32)
+        if gallery.ndim != 2 or gallery.shape[0] == 0:
+            raise ValueError(f"expected a non-empty G x D gallery, got shape {gallery.shape}")
+        self.index = faiss.IndexFlatIP(gallery.shape[1])
+        self.index.add(gallery)
+        self.size = gallery.shape[0]
+
+    def search(self, probes: np.ndarray, k: int, *, probe_block: int = PROBE_BLOCK,
+               progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        probes = np.ascontiguousarray(probes, dtype=np.float32)
+        k = min(int(k), self.size)
+        out_s = np.empty((probes.shape[0], k), dtype=np.float32)
+        out_r = np.empty((probes.shape[0], k), dtype=np.int64)
+        for p0 in range(0, probes.shape[0], probe_block):
+            s, r = self.index.search(probes[p0:p0 + probe_block], k)
+            # FAISS's order among equal scores is its heap's; restate the module's rule.
+            s, r = _sorted_top(s, r.astype(np.int64), k)
+            out_s[p0:p0 + len(s)], out_r[p0:p0 + len(s)] = s, r
+            if progress is not None:
+                progress(len(s))
+        return out_s, out_r
+
+
+def top_k(gallery: np.ndarray, probes: np.ndarray, k: int, *, backend: str = "numpy",
+          progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k best gallery rows of every probe with `backend` (`SEARCH_BACKENDS`); see `numpy_top_k`."""
+    if backend == "numpy":
+        return numpy_top_k(gallery, probes, k, progress=progress)
+    if backend == "faiss":
+        gallery, probes, k = _check(gallery, probes, k)
+        return FaissIndex(gallery).search(probes, k, progress=progress)
+    raise ValueError(f"unknown search backend {backend!r}; known: {', '.join(SEARCH_BACKENDS)}")
+
+
+def open_set_fpir_bound(far_bound: float, gallery_size: int) -> float:
+    """An upper bound on the chance that a probe of someone NOT in the gallery is matched to somebody:
+    P(any of G impostor scores > t) <= G x P(one impostor score > t) (the union bound; it needs no
+    independence between the G comparisons). Capped at 1."""
+    return min(1.0, float(far_bound) * int(gallery_size))
