@@ -54,6 +54,12 @@ def _register() -> None:
     from facever.cli import export, pairs, verify
 
     app.command("verify")(verify.verify)
+    from facever.cli import calibrate, check, identify
+
+    app.command("calibrate")(calibrate.calibrate)
+    app.command("enroll")(identify.enroll)
+    app.command("identify")(identify.identify)
+    app.command("check")(check.check)
     app.command("pairs")(pairs.pairs)
     app.command("export")(export.export)
     app.add_typer(data.app, name="data")

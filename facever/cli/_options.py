@@ -45,6 +45,7 @@ Classifier = _choices("Classifier", settings.CLASSIFIERS)
 Schedule = _choices("Schedule", settings.SCHEDULES)
 Amp = _choices("Amp", settings.AMP_MODES)
 Cache = _choices("Cache", settings.CACHE_MODES)
+SearchBackend = _choices("SearchBackend", settings.SEARCH_BACKENDS)
 
 
 # -- options several commands share ------------------------------------------------------------------

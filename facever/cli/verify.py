@@ -27,6 +27,13 @@ def verify(
         None, "--threshold-from", help="report.json of `facever eval-*` with the same model: use the mean of its "
         "fold thresholds.",
     ),
+    far: Optional[float] = typer.Option(
+        None, "--far", help="Decide at the threshold calibrated for this false-accept rate (`facever calibrate`), "
+        "from --calibration or the calibration attached to the model.",
+    ),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", help="With --far: a calibration.json (default: the one attached to the model file).",
+    ),
     pairs: Optional[Path] = typer.Option(
         None, "--pairs", help="Many pairs: a CSV/TSV with columns a,b, or a list from `facever pairs`.",
     ),
@@ -54,6 +61,8 @@ def verify(
 
     Examples:
 
+        facever verify me.jpg passport.jpg --model runs/noisy/model.pt --far 1e-3
+
         facever verify me.jpg passport.jpg --model runs/noisy/model.pt --threshold-from results/lfw/report.json
 
         facever verify a.jpg b.jpg --model arcface-r50-webface600k --threshold 0.3
@@ -68,8 +77,10 @@ def verify(
         fail("give two photos (IMG_A IMG_B) or --pairs FILE")
     if pairs is not None and image_a is not None:
         fail("give either two photos or --pairs FILE, not both")
-    if threshold is not None and threshold_from is not None:
-        fail("give either --threshold or --threshold-from, not both")
+    if sum(v is not None for v in (threshold, threshold_from, far)) > 1:
+        fail("give one of --threshold, --threshold-from and --far")
+    if calibration is not None and far is None:
+        fail("--calibration applies with --far (the target false-accept rate to decide at)")
     if images is not None and pairs is None:
         fail("--images applies with --pairs only")
     with user_errors(), library_warnings():
@@ -89,6 +100,20 @@ def verify(
             pair_list, expected, root = [(str(image_a), str(image_b))], None, None
         dev = resolve_device(device)
         emb_model = load_embedding_model(model, weights=weights, device=dev, **parse_preprocessing(mean, std, bgr))
+        calibrated = None
+        if far is not None:
+            from facever.cli._options import explicit_parameters
+            from facever.workflows.verify import calibrated_threshold
+
+            given = explicit_parameters(["flip"])
+            calibrated, problems = calibrated_threshold(emb_model, far, calibration=calibration,
+                                                        flip=flip.value if given is None or "flip" in given else None)
+            threshold = calibrated.threshold
+            made_with = calibrated.calibration.model.get("flip")
+            if made_with and (given is not None and "flip" not in given):
+                flip = Flip(made_with)  # decide with the embeddings the calibration measured
+            for problem in problems:
+                warn(problem)
         if source is not None:
             if source.model_sha256 and source.model_sha256 != emb_model.fingerprint:
                 warn(f"{source.source} was made with another model ({source.model}); its threshold may not fit "
@@ -103,6 +128,7 @@ def verify(
         result = verify_pairs(emb_model, pair_list, root=root, threshold=threshold, aligner=aligner, flip=flip.value,
                               device=dev, amp=amp.value, expected=expected)
         result.threshold_source = source
+        result.calibration = calibrated
 
     for name, choice in result.faces.items():
         if choice.faces > 1:
@@ -111,10 +137,18 @@ def verify(
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
-    if source is not None:
-        info(f"threshold {source.describe()}")
-    elif threshold is None:
-        info("no threshold given (--threshold T or --threshold-from report.json): printing the similarity only")
+    if calibrated is not None:
+        info(calibrated.describe())
+    elif source is not None:
+        info(f"threshold {source.describe()} (uncalibrated: no bound on false accepts; see `facever calibrate`)")
+    elif threshold is not None:
+        info(f"threshold {threshold:g} given by hand (uncalibrated: no bound on false accepts; see `facever calibrate`)")
+    else:
+        cal = getattr(emb_model, "calibration", None)
+        hint = (f"; this model is calibrated for --far {', '.join(f'{p.far_target:g}' for p in cal.points)}"
+                if cal is not None else "")
+        info("no threshold given (--far F, --threshold T or --threshold-from report.json): printing the similarity "
+             "only" + hint)
     if pairs is None:
         p = result.pairs[0]
         verdict = "" if p.same is None else ("same person" if p.same else "different people")

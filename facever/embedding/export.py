@@ -6,8 +6,9 @@ facever `model.pt`, `arcface:r50=backbone.pth`, ...), writes
 - ONNX: torch's current (torch.export-based) exporter, a dynamic batch axis named `batch`, the
   input `input` (N x 3 x H x W, float32, already normalised) and output `embedding` (N x D); the
   preprocessing as `metadata_props` `facever.input_size`, `facever.mean`, `facever.std`,
-  `facever.color`, `facever.crop`, `facever.embedding_dim`, `facever.arch`, `facever.source_sha256`
-  (JSON values; mean/std on the 0..1 scale: `x = (pixels / 255 - mean) / std`);
+  `facever.color`, `facever.crop`, `facever.embedding_dim`, `facever.arch`, `facever.source_sha256` and, for a
+  calibrated model, `facever.calibration` (JSON values; mean/std on the 0..1 scale:
+  `x = (pixels / 255 - mean) / std`);
 - TorchScript: a traced module with the same facts in the archive's `extra/facever.json`;
 
 then runs the written file (onnxruntime, or `torch.jit.load`) on a few inputs of several batch sizes
@@ -66,6 +67,8 @@ def export_metadata(model) -> dict[str, Any]:
         "source_model": model.model_id,
         "source_sha256": model.fingerprint,
         "output": "raw embedding (compare after L2 normalisation)",
+        # `facever calibrate --attach`'s thresholds travel with the model they were measured on.
+        **({"calibration": model.calibration.to_dict()} if getattr(model, "calibration", None) else {}),
     }
 
 
@@ -221,3 +224,40 @@ def _torchscript_runner(path: Path):
 
     return run
 
+
+
+def attach_calibration(spec: str | os.PathLike, calibration) -> Path:
+    """Store `calibration` (a `Calibration`) in the model file `spec`, replacing an earlier one, atomically:
+    a facever model.pt (its `calibration` key) or a .onnx graph (metadata `facever.calibration`).
+
+    Raises FaceverError for other models (facenet:*, arcface:* state dicts, TorchScript): keep the
+    calibration.json beside them instead.
+    """
+    from facever.embedding.loading import CALIBRATION_KEY, _is_torchscript
+
+    text = str(spec)
+    path = Path(text)
+    if path.is_dir() and (path / "model.pt").is_file():
+        path = path / "model.pt"
+    if text.startswith(("facenet:", "arcface:")) or _is_torchscript(path) or not path.is_file():
+        raise FaceverError(f"{spec}: a calibration can be attached to a facever model.pt or a .onnx graph only; "
+                           "keep calibration.json and give it to verify and identify")
+    data = calibration.to_dict()
+    if path.suffix.lower() == ".onnx":
+        import onnx
+
+        try:
+            graph = onnx.load(str(path))
+        except Exception as exc:
+            raise FaceverError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+        kept = [p for p in graph.metadata_props if p.key != f"facever.{CALIBRATION_KEY}"]
+        del graph.metadata_props[:]
+        for p in kept:
+            graph.metadata_props.add(key=p.key, value=p.value)
+        graph.metadata_props.add(key=f"facever.{CALIBRATION_KEY}", value=json.dumps(data))
+        with atomic_path(path) as tmp:
+            onnx.save(graph, str(tmp))
+        return path
+    from facever.models.bundle import attach_to_bundle
+
+    return attach_to_bundle(path, CALIBRATION_KEY, data)

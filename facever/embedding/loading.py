@@ -68,6 +68,9 @@ class EmbeddingModel:
     # sha256 of the weights file: two embeddings files with the same fingerprint came from the same weights.
     fingerprint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # The `Calibration` stored in the file by `facever calibrate --attach` (or carried by `facever
+    # export`), None when uncalibrated. Not part of `metadata()`: embeddings do not depend on it.
+    calibration: Any = None
 
     @property
     def preprocessing(self) -> str:
@@ -225,6 +228,7 @@ def _load_facever(path: Path) -> EmbeddingModel:
     for key in ("step", "val_accuracy", "facever_version"):
         if key in info and isinstance(info[key], (int, float, str)):
             extra[f"model_{key}" if not key.startswith("model") else key] = info[key]
+    calibration = _attached_calibration(info.get(CALIBRATION_KEY), path)
     return EmbeddingModel(
         module=module,
         model_id=f"facever:{arch}",
@@ -236,7 +240,22 @@ def _load_facever(path: Path) -> EmbeddingModel:
         source=str(path.resolve()),
         fingerprint=file_digest(path),
         extra=extra,
+        calibration=calibration,
     )
+
+
+# Where a model file keeps its calibration: the bundle key, ONNX metadata `facever.calibration`, and the
+# `calibration` entry of a TorchScript archive's facever.json.
+CALIBRATION_KEY = "calibration"
+
+
+def _attached_calibration(data: Any, path: Path):
+    """The `Calibration` a model file carries, or None; a damaged one is an error naming the file."""
+    if data is None:
+        return None
+    from facever.verification.calibration import Calibration
+
+    return Calibration.from_dict(data, source=f"{path} (its attached calibration)")
 
 
 def facenet_cache_dir() -> Path:
@@ -327,6 +346,7 @@ def _load_onnx(path: Path, *, device, fingerprint: str | None = None) -> Embeddi
     if meta.get("arch"):
         extra["arch"] = meta["arch"]
     return EmbeddingModel(
+        calibration=_attached_calibration(meta.get(CALIBRATION_KEY), path),
         module=module,
         model_id=f"onnx:{path.name}",
         input_size=module.input_size,
@@ -403,4 +423,5 @@ def _load_torchscript(path: Path) -> EmbeddingModel:
         source=str(path.resolve()),
         fingerprint=file_digest(path),
         extra={"runtime": "torchscript", **({"arch": meta["arch"]} if meta.get("arch") else {})},
+        calibration=_attached_calibration(meta.get(CALIBRATION_KEY), path),
     )

@@ -219,6 +219,20 @@ def load_model_bundle(path: str | Path, map_location: Any = "cpu") -> tuple[nn.M
     return backbone.eval(), info
 
 
+def attach_to_bundle(path: str | Path, key: str, value: Any) -> Path:
+    """Store plain data `value` under `key` in the bundle at `path` (e.g. a calibration), replacing any
+    earlier value, atomically. The weights are copied unchanged; the file's sha256 changes with it."""
+    path = Path(path)
+    if key in _CORE_KEYS:
+        raise ValueError(f"{key!r} is one of the bundle's own keys")
+    _check_plain(value, key)
+    bundle = read_model_bundle(path, map_location="cpu")
+    bundle[key] = value
+    with atomic_path(path) as tmp:
+        torch.save(bundle, tmp)
+    return path
+
+
 def _check_plain(value: Any, where: str) -> None:
     """Refuse values `torch.load(weights_only=True)` would reject later, when the file is read back."""
     if value is None or isinstance(value, (str, bool, int, float, torch.Tensor)):

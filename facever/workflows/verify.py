@@ -8,7 +8,9 @@ embeddings, the engine's `cosine` metric, and the decision is "same person" iff 
 as in every report facever writes.
 
 A threshold can come from a `report.json` of `facever eval-*`: the mean of its folds' thresholds
-(a squared-L2 threshold t is turned into the cosine 1 - t/2, exact for normalised embeddings).
+(a squared-L2 threshold t is turned into the cosine 1 - t/2, exact for normalised embeddings), or from a
+calibration (`facever calibrate`): the calibrated threshold for a target FAR, with its bound on the
+false-accept rate (`calibrated_threshold`). Only the latter states how many false accepts to expect.
 
 Pairs files: a CSV/TSV with columns `a,b` (a header naming them, or the first two columns), or the
 path-based list `facever pairs` writes (its `same` column is kept as the expected answer). Relative
@@ -139,6 +141,66 @@ class PairResult:
     expected: bool | None = None
 
 
+@dataclass(frozen=True)
+class CalibratedThreshold:
+    """The threshold of a calibrated operating point (`facever calibrate`) and where the calibration came from."""
+
+    calibration: Any  # verification.calibration.Calibration
+    point: Any  # its OperatingPoint for the target FAR
+    source: str  # "attached to MODEL" or the calibration file
+
+    @property
+    def threshold(self) -> float:
+        return self.point.threshold
+
+    def describe(self) -> str:
+        return self.calibration.describe(self.point) + f" ({self.source})"
+
+    def to_dict(self) -> dict[str, Any]:
+        cal, p = self.calibration, self.point
+        return {
+            "far_target": p.far_target, "threshold": p.threshold, "far_bound": p.far_bound,
+            "confidence": cal.confidence, "false_accepts": p.false_accepts, "impostor_pairs": p.impostor_pairs,
+            "tar": p.tar, "tar_interval": list(p.tar_interval),
+            "calibrated_on": {"pairs": cal.pairs.get("total"), "same": cal.pairs.get("same"),
+                              "different": cal.pairs.get("different"), "source": cal.pairs.get("source"),
+                              "date": cal.created},
+            "calibration": self.source, "calibration_id": cal.id,
+        }
+
+
+def calibrated_threshold(model, far: float, *, calibration: str | Path | None = None,
+                         flip: str | None = None) -> tuple[CalibratedThreshold, list[str]]:
+    """The calibrated point for target `far`: from the calibration file `calibration`, else from the one
+    attached to `model` (an `EmbeddingModel`). Returns it and warnings (a calibration of another model, or
+    made with another flip mode than `flip`).
+
+    Raises FaceverError when there is no calibration, or none for `far`.
+    """
+    from facever.verification.calibration import read_calibration
+
+    warnings: list[str] = []
+    if calibration is not None:
+        cal, source = read_calibration(calibration), str(calibration)
+        attached = getattr(model, "calibration", None)
+        same_model = cal.model.get("model_sha256") in (None, model.fingerprint) or (
+            attached is not None and attached.id == cal.id)
+        if not same_model:
+            warnings.append(f"{source} was made with another model ({cal.model.get('model')}, sha256 "
+                            f"{str(cal.model.get('model_sha256'))[:12]}...); its thresholds may not fit {model.model_id}")
+    elif getattr(model, "calibration", None) is not None:
+        cal, source = model.calibration, f"attached to {model.model_id}"
+    else:
+        raise FaceverError(f"{model.model_id} carries no calibration: calibrate it on pairs of your people "
+                           "(`facever calibrate ... --attach`) or give its calibration.json as `calibration`",
+                           options=("calibration",))
+    made_with = cal.model.get("flip")
+    if flip is not None and made_with and made_with != flip:
+        warnings.append(f"the calibration was made with flip {made_with}, this run uses flip {flip}: its "
+                        "thresholds and bounds do not carry over")
+    return CalibratedThreshold(cal, cal.point(far), source), warnings
+
+
 @dataclass
 class VerifyResult:
     pairs: list[PairResult]
@@ -146,9 +208,24 @@ class VerifyResult:
     faces: dict[str, FaceChoice] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     threshold_source: ReportThreshold | None = None
+    calibration: CalibratedThreshold | None = None
+
+    def probabilities(self) -> list[float] | None:
+        """P(same person | cosine) of each pair from the calibration's probability map, or None without one."""
+        mapping = self.calibration.calibration.probability_map() if self.calibration is not None else None
+        if mapping is None:
+            return None
+        return [float(v) for v in mapping(np.array([p.cosine for p in self.pairs]))]
 
     def to_dict(self) -> dict[str, Any]:
+        probs = self.probabilities()
+        cal = self.calibration
         return {
+            "calibrated": cal is not None,
+            "calibration": None if cal is None else {
+                **cal.to_dict(),
+                **({"prior_same": cal.calibration.probability["prior_same"],
+                    "probability_map": cal.calibration.probability["method"]} if probs is not None else {})},
             "threshold": self.threshold,
             "decision": "same person iff cosine > threshold",
             "threshold_from": None if self.threshold_source is None else {
@@ -157,7 +234,9 @@ class VerifyResult:
                 "folds": self.threshold_source.folds},
             "pairs": [{"a": p.a, "b": p.b, "cosine": p.cosine,
                        "decision": None if p.same is None else ("same person" if p.same else "different people"),
-                       **({"expected_same": p.expected} if p.expected is not None else {})} for p in self.pairs],
+                       **({"probability_same": probs[i]} if probs is not None else {}),
+                       **({"expected_same": p.expected} if p.expected is not None else {})}
+                      for i, p in enumerate(self.pairs)],
             "faces": {k: {"faces": v.faces, "box": v.box, "score": v.score} for k, v in self.faces.items()},
             "model": self.model,
         }
