@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from facever.cli._options import AMP, Benchmark, Flip, Select, batch_size_option, device_option, flip_option
+from facever.cli.embed import BGR_HELP, MEAN_HELP, STD_HELP
 
 
 def check(
@@ -17,6 +18,9 @@ def check(
     pairs: Path = typer.Option(..., "--pairs", help="Labelled pairs (`facever pairs` output, LFW's pairs.txt; "
                                "--protocol for FGLFW/CALFW/CPLFW lists)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="facenet:* / arcface:* only: the state dict."),
+    mean: Optional[str] = typer.Option(None, "--mean", help=MEAN_HELP),
+    std: Optional[str] = typer.Option(None, "--std", help=STD_HELP),
+    bgr: Optional[bool] = typer.Option(None, "--bgr/--rgb", help=BGR_HELP),
     protocol: Benchmark = typer.Option(Benchmark.lfw, "--protocol", "-p", help="Which format --pairs is in."),
     ext: str = typer.Option(".jpg", "--ext", help="lfw: image extension of the pairs (e.g. .png)."),
     align: bool = typer.Option(False, "--align", help="The images are raw photos: align them at the model's size."),
@@ -54,7 +58,9 @@ def check(
         from facever.workflows.check import check_model
 
         proto = read_protocol(protocol.value, pairs, ext=ext)
-        emb_model = load_embedding_model(model, weights=weights, device=device)
+        from facever.cli.embed import parse_preprocessing
+
+        emb_model = load_embedding_model(model, weights=weights, device=device, **parse_preprocessing(mean, std, bgr))
         aligner = None
         if align:
             from facever.data_prep.align import FaceAligner

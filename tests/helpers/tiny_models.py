@@ -70,3 +70,50 @@ def direct_forward(module, crops: list[np.ndarray], mean, std) -> np.ndarray:
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     with torch.no_grad():
         return module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+
+
+# -- a model trained on the other channel order (for `facever check`) ----------------------------------
+
+CHANNEL_SIZE = (20, 16)
+CHANNEL_ARCH = {"input_size": list(CHANNEL_SIZE), "width": 4, "embedding_dim": 16}
+
+
+def blue_identity_images(rng: np.random.Generator, people: int, per_person: int) -> list[list[np.ndarray]]:
+    """RGB uint8 images whose identity is a fixed pattern in the BLUE channel; red is fresh noise in every
+    image and green a nuisance. A model reading the first channel it is fed only learns these people
+    when fed BGR."""
+    out = []
+    for _ in range(people):
+        pattern = rng.uniform(0, 255, CHANNEL_SIZE)
+        images = []
+        for _ in range(per_person):
+            img = np.stack([rng.uniform(0, 255, CHANNEL_SIZE), 128 + rng.normal(0, 30, CHANNEL_SIZE),
+                            pattern + rng.normal(0, 20, CHANNEL_SIZE)], axis=-1)
+            images.append(np.clip(img, 0, 255).astype(np.uint8))
+        out.append(images)
+    return out
+
+
+def train_bgr_model(path: Path, *, steps: int = 120, seed: int = 0) -> Path:
+    """A tiny sphere20 trained (softmax, Adam) on `blue_identity_images` fed in BGR order, saved as a facever
+    model.pt, which declares RGB: the wrong channel order, as a model trained in OpenCV's order and
+    exported as if RGB."""
+    from facever.models import create_model
+    from facever.models.bundle import save_model_bundle
+
+    torch.manual_seed(seed)
+    people = blue_identity_images(np.random.default_rng(seed), 16, 8)
+    pixels = torch.from_numpy(np.stack([im for p in people for im in p])).float()
+    labels = torch.tensor([i for i, p in enumerate(people) for _ in p])
+    x = ((pixels.flip(-1) / 255.0 - 0.5) / 0.5).permute(0, 3, 1, 2).contiguous()  # BGR
+    net = create_model("sphere20", **CHANNEL_ARCH)
+    head = torch.nn.Linear(16, len(people))
+    opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=3e-3)
+    for _ in range(steps):
+        idx = torch.randint(0, len(labels), (64,))
+        loss = torch.nn.functional.cross_entropy(head(net(x[idx])), labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return save_model_bundle(path, net.eval(), arch="sphere20", arch_kwargs=CHANNEL_ARCH, input_size=CHANNEL_SIZE,
+                             mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), embedding_dim=16)
