@@ -166,3 +166,40 @@ def test_check_refuses_missing_images_and_one_class_pairs(test_people, tmp_path)
     one = runner.invoke(app, ["check", str(model), "--images", str(bgr_model["faces"]), "--pairs", str(same),
                               "--device", "cpu"])
     assert one.exit_code == 2 and "same-person and different-person pairs" in one.output
+
+
+@pytest.mark.slow  # an IResNet-18 at 112x112, 8 passes over 18 images: ~25 s on 2 cores
+def test_check_scores_arcface_torch_weights_as_declared(tmp_path):
+    """An arcface_torch state dict (random weights) through `arcface:r18`: the declared row's AUC is the AUC
+    of cosines computed by hand with arcface_torch's preprocessing, (x/255 - 0.5) / 0.5 in RGB."""
+    import torch
+
+    from facever.models.arcface import ARCFACE_LAYERS, build_arcface_iresnet, facever_to_arcface_key
+    from facever.verification import roc
+    from tests.helpers.tiny_models import direct_forward, make_lfw_tree, make_pairs_file, read_rgb
+
+    torch.manual_seed(0)
+    net = build_arcface_iresnet("r18").eval()
+    with torch.no_grad():
+        for name, t in net.state_dict().items():
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape) + 0.5)
+    weights = tmp_path / "backbone.pth"
+    torch.save({facever_to_arcface_key(k, ARCFACE_LAYERS["r18"]): v for k, v in net.state_dict().items()}, weights)
+    make_lfw_tree(tmp_path / "faces", size=(112, 112))
+    pairs = make_pairs_file(tmp_path / "pairs.txt")
+    result = runner.invoke(app, ["check", "arcface:r18", "--weights", str(weights), "--images", str(tmp_path / "faces"),
+                                 "--pairs", str(pairs), "--ext", ".png", "--device", "cpu", "--no-amp", "--flip", "none",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {v["variant"]: v for v in json.loads(result.stdout)["variants"]}
+    assert "norm:insightface" not in rows and "norm:facenet" not in rows  # declared: insightface's convention
+    from facever.protocols.lfw import read_lfw_pairs
+
+    proto = read_lfw_pairs(pairs, ext=".png")
+    items = proto.items()
+    e = direct_forward(net, [read_rgb(tmp_path / "faces" / p) for p in items], (0.5,) * 3, (0.5,) * 3)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    idx = {p: i for i, p in enumerate(items)}
+    cos = np.array([e[idx[a]] @ e[idx[b]] for a, b in zip(proto.first, proto.second)])
+    assert rows["declared"]["auc"] == pytest.approx(roc.auc(*roc.roc_curve(cos, proto.labels)[:2]), abs=1e-9)
