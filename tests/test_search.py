@@ -26,10 +26,15 @@ def brute(gallery, probes, k):
 
 
 @pytest.mark.parametrize("k", [1, 3, 7])
-def test_blocked_search_equals_a_full_sort(k):
-    rng = np.random.default_rng(0)
+@pytest.mark.parametrize("gallery_block", [40, 97, 400])  # below and above the candidate bound's 64 chunks
+@pytest.mark.parametrize("ties", [False, True])
+def test_blocked_search_equals_a_full_sort(k, gallery_block, ties):
+    rng = np.random.default_rng(k)
     gallery, probes = _unit(rng, 1000), _unit(rng, 150)
-    s, r = search.numpy_top_k(gallery, probes, k, probe_block=64, gallery_block=97)
+    if ties:  # small integers: every product exact whatever the summation order, so scores tie exactly
+        gallery = rng.integers(0, 3, (1000, 32)).astype(np.float32)
+        probes = rng.integers(0, 3, (150, 32)).astype(np.float32)
+    s, r = search.numpy_top_k(gallery, probes, k, probe_block=64, gallery_block=gallery_block)
     ws, wr = brute(gallery, probes, k)
     np.testing.assert_array_equal(r, wr)
     np.testing.assert_allclose(s, ws, atol=1e-6)

@@ -261,6 +261,32 @@ def test_pairs_larger_than_the_data_say_how_many_are_needed(orl, tmp_path):
         make_identity_pairs({"solo": ["solo/1.pgm", "solo/2.pgm"]}, per_fold=1, folds=1)
 
 
+def test_pairs_with_more_different_person_pairs_for_calibration(orl, tmp_path):
+    """`--different-per-fold` (calibrating small FARs needs ~3/FAR impostor pairs): counts per fold, people still
+    disjoint, no pair twice, a path list even for LFW-named folders (LFW's header holds one N); the balanced
+    default is unchanged by the option's existence."""
+    people = identity_images(orl)
+    pairs = make_identity_pairs(people, folds=5, per_fold=20, different_per_fold=300, seed=2)
+    assert pairs.disjoint and pairs.format == "paths"
+    out = tmp_path / "calib.txt"
+    result = runner.invoke(app, ["pairs", str(orl), "--out", str(out), "--folds", "5", "--per-fold", "20",
+                                 "--different-per-fold", "300", "--seed", "2"])
+    assert result.exit_code == 0, result.output
+    assert "5 folds x (20 same + 300 different)" in result.stderr
+    assert out.read_text() == pairs.to_text()
+    proto = read_lfw_pairs(out)
+    for k in range(5):
+        labels = proto.labels[proto.folds == k]
+        assert labels.sum() == 20 and (~labels).sum() == 300
+    assert len({tuple(sorted(p)) for p in zip(proto.first, proto.second)}) == len(proto) == 1600
+    for a, b, same in zip(proto.first, proto.second, proto.labels):
+        assert (_person(a) == _person(b)) == bool(same)
+    balanced = make_identity_pairs(people, folds=5, per_fold=20, seed=2)
+    assert balanced.to_text() == make_identity_pairs(people, folds=5, per_fold=20, different_per_fold=20, seed=2).to_text()
+    with pytest.raises(FaceverError, match="only 3 distinct different-person pairs exist; 1 folds x 5 need 5"):
+        make_identity_pairs({"a": ["a/1", "a/2", "a/3"], "b": ["b/1"]}, folds=1, per_fold=1, different_per_fold=5)
+
+
 def test_path_lists_refuse_paths_leaving_the_images_folder(tmp_path):
     from facever.core.errors import InputFileError
 

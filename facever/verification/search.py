@@ -39,21 +39,37 @@ def _check(gallery: np.ndarray, probes: np.ndarray, k: int) -> tuple[np.ndarray,
 
 
 def _sorted_top(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of `scores` (P x M, with gallery rows `rows` P x M), the k best by (score desc, row asc)."""
-    if scores.shape[1] > k:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top_s = np.take_along_axis(scores, part, axis=1)
-        top_r = np.take_along_axis(rows, part, axis=1)
-        # argpartition picks any of the scores tied with the k-th best; where such a tie crosses the
-        # boundary, choose among them by row (rare with real scores: those rows only take the slow way).
-        kth = top_s.min(axis=1, keepdims=True)
-        crossing = np.flatnonzero((scores >= kth).sum(axis=1) > k)
-        for i in crossing:
-            order = np.lexsort((rows[i], -scores[i]))[:k]
-            top_s[i], top_r[i] = scores[i, order], rows[i, order]
-        scores, rows = top_s, top_r
+    """Per row of the small `scores` (P x M, gallery rows `rows`), the k best by (score desc, row asc)."""
     order = np.lexsort((rows, -scores), axis=1)[:, :k]
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+
+# Chunks per row for the candidate bound of `_block_top`: the k-th largest of the chunks' maxima.
+_CHUNKS = 64
+
+
+def _block_top(sims: np.ndarray, k: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of each row of a block of scores (P x M), with gallery rows `offset + column`.
+
+    A full partition of every row costs more than the matrix product; instead, each row's maximum over
+    each of `_CHUNKS` column chunks is taken, and the k-th largest of those maxima is a score that at
+    least k entries reach (k different chunks). Only the entries at or above it, usually a few more than
+    k, are sorted. Ties at the bound are all kept, so the row rule for ties holds exactly.
+    """
+    n_p, m = sims.shape
+    cols = np.arange(offset, offset + m, dtype=np.int64)
+    if m <= max(k, _CHUNKS):
+        return _sorted_top(sims, np.broadcast_to(cols, sims.shape), k)
+    width = m // _CHUNKS
+    maxima = sims[:, :width * _CHUNKS].reshape(n_p, _CHUNKS, width).max(axis=2)
+    bound = np.partition(maxima, _CHUNKS - k, axis=1)[:, _CHUNKS - k:_CHUNKS - k + 1]
+    r, c = np.nonzero(sims >= bound)
+    vals = sims[r, c]
+    order = np.lexsort((c, -vals, r))  # by probe, then score desc, then column
+    r, c, vals = r[order], c[order], vals[order]
+    first = np.searchsorted(r, np.arange(n_p))
+    take = first[:, None] + np.arange(k)  # every row has at least k candidates
+    return vals[take], cols[c[take]]
 
 
 def numpy_top_k(gallery: np.ndarray, probes: np.ndarray, k: int, *, probe_block: int = PROBE_BLOCK,
@@ -69,9 +85,7 @@ def numpy_top_k(gallery: np.ndarray, probes: np.ndarray, k: int, *, probe_block:
         best_s = np.full((block.shape[0], 0), -np.inf, dtype=np.float32)
         best_r = np.zeros((block.shape[0], 0), dtype=np.int64)
         for g0 in range(0, n_g, gallery_block):
-            sims = block @ gallery[g0:g0 + gallery_block].T
-            rows = np.broadcast_to(np.arange(g0, g0 + sims.shape[1], dtype=np.int64), sims.shape)
-            s, r = _sorted_top(sims, rows, k)
+            s, r = _block_top(block @ gallery[g0:g0 + gallery_block].T, k, g0)
             best_s, best_r = _sorted_top(np.concatenate([best_s, s], axis=1), np.concatenate([best_r, r], axis=1), k)
         out_s[p0:p0 + block.shape[0]] = best_s
         out_r[p0:p0 + block.shape[0]] = best_r
