@@ -235,3 +235,20 @@ def test_verify_with_a_calibration_file_of_another_model_warns(crops_and_model, 
     unknown = runner.invoke(app, ["verify", str(a), str(b), "--model", str(d["model"]), "--aligned", "--far", "0.02",
                                   "--calibration", str(out), "--device", "cpu", "--no-amp"])
     assert unknown.exit_code == 2 and "no calibrated point for FAR 0.02; this calibration has: 0.01" in unknown.output
+
+
+def test_verify_uses_the_calibrations_flip_unless_told_otherwise(crops_and_model, tmp_path):
+    d = crops_and_model
+    out = tmp_path / "sum.json"
+    made = _calibrate("--pairs", d["pairs"], "--model", d["model"], "--images", d["faces"], "--far", "0.01",
+                      "--out", out, "--device", "cpu", "--no-amp", "--flip", "sum")
+    assert made.exit_code == 0, made.output
+    a, b = d["faces"] / "q03/0.png", d["faces"] / "q03/1.png"
+    base = ["verify", str(a), str(b), "--model", str(d["model"]), "--aligned", "--far", "0.01", "--calibration",
+            str(out), "--device", "cpu", "--no-amp", "--json"]
+    default = runner.invoke(app, base)
+    assert default.exit_code == 0, default.output
+    assert json.loads(default.stdout)["model"]["flip"] == "sum" and "flip" not in default.stderr
+    told = runner.invoke(app, base + ["--flip", "none"])
+    assert json.loads(told.stdout)["model"]["flip"] == "none"
+    assert "the calibration was made with flip sum, this run uses flip none" in told.stderr
