@@ -192,7 +192,8 @@ def calibrated_threshold(model, far: float, *, calibration: str | Path | None = 
         cal, source = model.calibration, f"attached to {model.model_id}"
     else:
         raise FaceverError(f"{model.model_id} carries no calibration: calibrate it on pairs of your people "
-                           "(`facever calibrate ... --attach`) or give its calibration.json as `calibration`",
+                           "(`facever calibrate`, attached to the model file) or give its calibration.json as "
+                           "`calibration`",
                            options=("calibration",))
     made_with = cal.model.get("flip")
     if flip is not None and made_with and made_with != flip:
