@@ -153,7 +153,7 @@ def test_attach_export_and_verify_at_the_calibrated_far(crops_and_model, tmp_pat
     d = crops_and_model
     model = tmp_path / "model.pt"
     shutil.copy(d["model"], model)
-    common = ["--device", "cpu", "--no-amp", "--flip", "none"]
+    common = ["--device", "cpu", "--amp", "off", "--flip", "none"]
     result = _calibrate("--pairs", d["pairs"], "--model", model, "--images", d["faces"], "--far", "0.01",
                         "--attach", "--out", tmp_path / "calibration.json", *common)
     assert result.exit_code == 0, result.output
@@ -207,7 +207,7 @@ def test_attach_export_and_verify_at_the_calibrated_far(crops_and_model, tmp_pat
 def test_verify_without_calibration_says_so(crops_and_model):
     d = crops_and_model
     a, b = d["faces"] / "q01/0.png", d["faces"] / "q01/1.png"
-    common = ["--model", str(d["model"]), "--aligned", "--device", "cpu", "--no-amp"]
+    common = ["--model", str(d["model"]), "--aligned", "--device", "cpu", "--amp", "off"]
     hand = runner.invoke(app, ["verify", str(a), str(b), "--threshold", "0.3", *common])
     assert hand.exit_code == 0 and "uncalibrated" in hand.stderr
     as_json = json.loads(runner.invoke(app, ["verify", str(a), str(b), "--threshold", "0.3", "--json", *common]).stdout)
@@ -222,18 +222,18 @@ def test_verify_with_a_calibration_file_of_another_model_warns(crops_and_model, 
     d = crops_and_model
     out = tmp_path / "c.json"
     result = _calibrate("--pairs", d["pairs"], "--model", d["model"], "--images", d["faces"], "--far", "0.01",
-                        "--out", out, "--device", "cpu", "--no-amp", "--flip", "none")
+                        "--out", out, "--device", "cpu", "--amp", "off", "--flip", "none")
     assert result.exit_code == 0, result.output
     from tests.helpers.benchmark_data import tiny_model
 
     other = tiny_model(tmp_path / "other.pt", input_size=SIZE, seed=5)
     a, b = d["faces"] / "q01/0.png", d["faces"] / "q01/1.png"
     warned = runner.invoke(app, ["verify", str(a), str(b), "--model", str(other), "--aligned", "--far", "0.01",
-                                 "--calibration", str(out), "--device", "cpu", "--no-amp"])
+                                 "--calibration", str(out), "--device", "cpu", "--amp", "off"])
     assert warned.exit_code == 0, warned.output
     assert "was made with another model" in warned.stderr
     unknown = runner.invoke(app, ["verify", str(a), str(b), "--model", str(d["model"]), "--aligned", "--far", "0.02",
-                                  "--calibration", str(out), "--device", "cpu", "--no-amp"])
+                                  "--calibration", str(out), "--device", "cpu", "--amp", "off"])
     assert unknown.exit_code == 2 and "no calibrated point for FAR 0.02; this calibration has: 0.01" in unknown.output
 
 
@@ -241,11 +241,11 @@ def test_verify_uses_the_calibrations_flip_unless_told_otherwise(crops_and_model
     d = crops_and_model
     out = tmp_path / "sum.json"
     made = _calibrate("--pairs", d["pairs"], "--model", d["model"], "--images", d["faces"], "--far", "0.01",
-                      "--out", out, "--device", "cpu", "--no-amp", "--flip", "sum")
+                      "--out", out, "--device", "cpu", "--amp", "off", "--flip", "sum")
     assert made.exit_code == 0, made.output
     a, b = d["faces"] / "q03/0.png", d["faces"] / "q03/1.png"
     base = ["verify", str(a), str(b), "--model", str(d["model"]), "--aligned", "--far", "0.01", "--calibration",
-            str(out), "--device", "cpu", "--no-amp", "--json"]
+            str(out), "--device", "cpu", "--amp", "off", "--json"]
     default = runner.invoke(app, base)
     assert default.exit_code == 0, default.output
     assert json.loads(default.stdout)["model"]["flip"] == "sum" and "flip" not in default.stderr

@@ -123,7 +123,7 @@ def bgr_model(test_people):
 
 def _check(model, d, *extra):
     return runner.invoke(app, ["check", str(model), "--images", str(d["faces"]), "--pairs", str(d["pairs"]),
-                               "--device", "cpu", "--no-amp", "--flip", "none", *extra])
+                               "--device", "cpu", "--amp", "off", "--flip", "none", *extra])
 
 
 @pytest.mark.slow
@@ -189,7 +189,7 @@ def test_check_scores_arcface_torch_weights_as_declared(tmp_path):
     make_lfw_tree(tmp_path / "faces", size=(112, 112))
     pairs = make_pairs_file(tmp_path / "pairs.txt")
     result = runner.invoke(app, ["check", "arcface:r18", "--weights", str(weights), "--images", str(tmp_path / "faces"),
-                                 "--pairs", str(pairs), "--ext", ".png", "--device", "cpu", "--no-amp", "--flip", "none",
+                                 "--pairs", str(pairs), "--ext", ".png", "--device", "cpu", "--amp", "off", "--flip", "none",
                                  "--json"])
     assert result.exit_code == 0, result.output
     rows = {v["variant"]: v for v in json.loads(result.stdout)["variants"]}

@@ -20,7 +20,7 @@ from tests.helpers.tiny_models import direct_forward
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = (28, 24)
-COMMON = ["--aligned", "--device", "cpu", "--no-amp", "--flip", "none"]
+COMMON = ["--aligned", "--device", "cpu", "--amp", "off", "--flip", "none"]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from facever.cli._options import AMP, Benchmark, Flip, allow_missing_option, batch_size_option, device_option, flip_option
+from facever.cli._options import AMP, Amp, Benchmark, Flip, allow_missing_option, batch_size_option, device_option, flip_option
 from facever.core.settings import CALIBRATION_CONFIDENCE, DEFAULT_FARS
 
 FAR_HELP = "Target false-accept rates, comma-separated."
@@ -44,7 +44,7 @@ def calibrate(
     flip: Flip = flip_option(when="With --model: "),
     batch_size: int = batch_size_option(when="With --model: "),
     device: str = device_option(when="With --model: "),
-    amp: Optional[bool] = AMP,
+    amp: Amp = AMP,
     allow_missing: bool = allow_missing_option(),
     json_output: bool = typer.Option(False, "--json", help="Print calibration.json's content instead of the table."),
 ) -> None:
@@ -88,11 +88,11 @@ def calibrate(
             from facever.embedding.protocol_embeddings import benchmark_embeddings
 
             emb, source = benchmark_embeddings("bin", proto, model, flip=flip.value, batch_size=batch_size,
-                                               device=device, amp=amp), f"<{model} on {pairs}>"
+                                               device=device, amp=amp.value), f"<{model} on {pairs}>"
         else:
             emb, source = protocol_embeddings(proto, embeddings=embeddings, model=model, images=images, out=None,
                                               what=str(pairs), weights=weights, flip=flip.value, batch_size=batch_size,
-                                              device=device, amp=amp, allow_missing=allow_missing)
+                                              device=device, amp=amp.value, allow_missing=allow_missing)
         run = calibrate_embeddings(proto, emb, fars=parse_fars(far), confidence=confidence, probability=probability,
                                    allow_missing=allow_missing, source=str(pairs), embeddings_source=source)
         data = run.calibration.to_dict()

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from facever.cli._options import AMP, Benchmark, Flip, Select, batch_size_option, device_option, flip_option
+from facever.cli._options import AMP, Amp, Benchmark, Flip, Select, batch_size_option, device_option, flip_option
 from facever.cli.embed import BGR_HELP, MEAN_HELP, STD_HELP
 
 
@@ -28,7 +28,7 @@ def check(
     flip: Flip = flip_option(),
     batch_size: int = batch_size_option(),
     device: str = device_option(),
-    amp: Optional[bool] = AMP,
+    amp: Amp = AMP,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result as JSON to this file."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON instead of the table."),
 ) -> None:
@@ -68,7 +68,7 @@ def check(
             aligner = FaceAligner(size=tuple(emb_model.input_size), select=select.value, device=device)
         with progress_bar("checking", total=None) as advance:
             result = check_model(emb_model, proto, images, flip=flip.value, align=aligner, batch_size=batch_size,
-                                 device=device, amp=amp, progress=advance)
+                                 device=device, amp=amp.value, progress=advance)
         if out is not None:
             from facever.verification.report import write_json
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from facever.cli._options import AMP, Flip, SearchBackend, Select, batch_size_option, device_option, flip_option
+from facever.cli._options import AMP, Amp, Flip, SearchBackend, Select, batch_size_option, device_option, flip_option
 from facever.core.settings import DEFAULT_TOP_K
 
 MODEL_HELP = ("A facever model (RUN/model.pt), arcface:r50 / facenet:vggface2 with --weights, a .onnx graph or an "
@@ -35,7 +35,7 @@ def enroll(
     flip: Flip = flip_option(),
     batch_size: int = batch_size_option(),
     device: str = device_option(),
-    amp: Optional[bool] = AMP,
+    amp: Amp = AMP,
 ) -> None:
     """Enrol people for `facever identify`: one template per person, the mean of the normalised embeddings
     of their photos (as IJB templates are pooled).
@@ -57,7 +57,7 @@ def enroll(
         emb_model = load_embedding_model(model, weights=weights, device=device)
         with progress_bar("enrolling", total=None) as advance:
             result = enroll_people(emb_model, galleries, align=_aligner(aligned, emb_model, select, min_face, device),
-                                   flip=flip.value, batch_size=batch_size, device=device, amp=amp, progress=advance)
+                                   flip=flip.value, batch_size=batch_size, device=device, amp=amp.value, progress=advance)
         for name, reasons in result.failed_people.items():
             warn(f"{name}: not enrolled, none of their {len(reasons)} images could be used ("
                  + "; ".join(reasons[:3]) + (" ..." if len(reasons) > 3 else "") + ")")
@@ -93,7 +93,7 @@ def identify(
     flip: Flip = flip_option(help="Flip mode (default: the gallery's)."),
     batch_size: int = batch_size_option(),
     device: str = device_option(),
-    amp: Optional[bool] = AMP,
+    amp: Amp = AMP,
     json_output: bool = typer.Option(False, "--json", help="Print the answers as JSON."),
 ) -> None:
     """Who is in each photo? The best --top people of the gallery with their cosine, and with --far (or
@@ -142,7 +142,7 @@ def identify(
         with progress_bar("identifying", total=sum(len(r) for _, r in groups)) as advance:
             result = identify_photos(emb_model, g, groups, k=top, threshold=threshold, backend=backend.value,
                                      align=_aligner(aligned, emb_model, select, min_face, device), flip=run_flip,
-                                     batch_size=batch_size, device=device, amp=amp, progress=advance)
+                                     batch_size=batch_size, device=device, amp=amp.value, progress=advance)
         if calibrated is not None:
             result.settings["calibration"] = calibrated.to_dict()
         if out is not None:

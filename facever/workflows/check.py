@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from facever.core.errors import FaceverError
-from facever.core.settings import FLIP_MODES
+from facever.core.settings import DEFAULT_AMP, DEFAULT_DEVICE, DEFAULT_FLIP, EMBED_BATCH_SIZE, FLIP_MODES
 
 # (key, label, mean, std) on the 0..1 scale: x = (pixels / 255 - mean) / std.
 CONVENTIONS = (
@@ -204,11 +204,11 @@ def check_model(
     protocol,
     images: str | Path,
     *,
-    flip: str = "concat",
+    flip: str = DEFAULT_FLIP,
     align=None,
-    batch_size: int = 64,
-    device="cpu",
-    amp: bool | None = None,
+    batch_size: int = EMBED_BATCH_SIZE,
+    device=DEFAULT_DEVICE,
+    amp: str = DEFAULT_AMP,
     bootstrap: int = BOOTSTRAP,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,

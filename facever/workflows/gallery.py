@@ -32,7 +32,9 @@ import numpy as np
 
 from facever.core.embeddings_file import load_embeddings, save_embeddings
 from facever.core.errors import FaceverError, InputFileError
-from facever.core.settings import DEFAULT_SEARCH_BACKEND, DEFAULT_TOP_K
+from facever.core.settings import (
+    DEFAULT_AMP, DEFAULT_DEVICE, DEFAULT_FLIP, DEFAULT_SEARCH_BACKEND, DEFAULT_TOP_K, EMBED_BATCH_SIZE,
+)
 
 GALLERY_KIND = "facever-gallery"
 TEMPLATE_RULE = "mean of the L2-normalised embeddings of the person's images, L2-normalised (IJB template pooling)"
@@ -102,10 +104,10 @@ def enroll(
     roots: Sequence[str | Path],
     *,
     align=None,
-    flip: str = "none",
-    batch_size: int = 64,
-    device="cpu",
-    amp: bool | None = None,
+    flip: str = DEFAULT_FLIP,
+    batch_size: int = EMBED_BATCH_SIZE,
+    device=DEFAULT_DEVICE,
+    amp: str = DEFAULT_AMP,
     cache: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
@@ -231,10 +233,10 @@ def identify(
     threshold: float | None = None,
     align=None,
     backend: str = DEFAULT_SEARCH_BACKEND,
-    flip: str = "none",
-    batch_size: int = 64,
-    device="cpu",
-    amp: bool | None = None,
+    flip: str = DEFAULT_FLIP,
+    batch_size: int = EMBED_BATCH_SIZE,
+    device=DEFAULT_DEVICE,
+    amp: str = DEFAULT_AMP,
     progress: Callable[[int], None] | None = None,
 ) -> IdentifyResult:
     """The best `k` gallery people for each photo (`photos`: `(root, relative paths)` groups), and the
