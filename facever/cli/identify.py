@@ -51,13 +51,19 @@ def enroll(
     from facever.core.locks import file_lock
 
     with user_errors(), library_warnings(), file_lock(out):
-        from facever.embedding.loading import load_embedding_model
-        from facever.workflows.gallery import enroll as enroll_people, save_gallery
+        import shutil
 
+        from facever.embedding.loading import load_embedding_model
+        from facever.workflows.gallery import enroll as enroll_people, gallery_people, save_gallery
+
+        people = gallery_people(galleries)
         emb_model = load_embedding_model(model, weights=weights, device=device)
-        with progress_bar("enrolling", total=None) as advance:
-            result = enroll_people(emb_model, galleries, align=_aligner(aligned, emb_model, select, min_face, device),
-                                   flip=flip.value, batch_size=batch_size, device=device, amp=amp.value, progress=advance)
+        # Embeddings are kept next to OUT while enrolling, so an interrupted run resumes where it stopped.
+        partial = out.parent / f".{out.stem}.partial"
+        with progress_bar("enrolling", total=sum(len(rels) for _, _, rels in people)) as advance:
+            result = enroll_people(emb_model, galleries, people=people, cache=partial, flip=flip.value,
+                                   align=_aligner(aligned, emb_model, select, min_face, device), batch_size=batch_size,
+                                   device=device, amp=amp.value, progress=advance)
         for name, reasons in result.failed_people.items():
             warn(f"{name}: not enrolled, none of their {len(reasons)} images could be used ("
                  + "; ".join(reasons[:3]) + (" ..." if len(reasons) > 3 else "") + ")")
@@ -66,6 +72,7 @@ def enroll(
         if len(result.bad_images) > 20:
             warn(f"... and {len(result.bad_images) - 20} more images left out")
         save_gallery(out, result.gallery)
+        shutil.rmtree(partial, ignore_errors=True)
     g = result.gallery
     info(f"wrote {out}: {len(g)} people from {int(g.images.sum())} images ({emb_model.model_id}, flip {flip.value})"
          + (f"; {len(result.failed_people)} people not enrolled" if result.failed_people else ""))
@@ -113,7 +120,13 @@ def identify(
         fail("--calibration applies with --far")
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         fail(f"--out {out}: write a .csv or a .json file")
-    with user_errors(), library_warnings():
+    import contextlib
+
+    from facever.core.locks import file_lock
+
+    with user_errors(), library_warnings(), file_lock(out) if out is not None else contextlib.nullcontext():
+        import shutil
+
         from facever.cli._options import explicit_parameters
         from facever.data_prep.align_dataset import collect_sources
         from facever.workflows.gallery import identify as identify_photos, load_gallery, model_spec_of
@@ -139,16 +152,19 @@ def identify(
         else:
             info("no threshold (--far F or --threshold T): listing the best people without a decision")
         groups = [(root, [rel for _, rel in items]) for root, items in map(collect_sources, photos)]
+        partial = out.parent / f".{out.stem}.partial" if out is not None else None  # resumes a long run
         with progress_bar("identifying", total=sum(len(r) for _, r in groups)) as advance:
             result = identify_photos(emb_model, g, groups, k=top, threshold=threshold, backend=backend.value,
                                      align=_aligner(aligned, emb_model, select, min_face, device), flip=run_flip,
-                                     batch_size=batch_size, device=device, amp=amp.value, progress=advance)
+                                     batch_size=batch_size, device=device, amp=amp.value, cache=partial,
+                                     progress=advance)
         if calibrated is not None:
             result.settings["calibration"] = calibrated.to_dict()
         if out is not None:
             from facever.workflows.gallery import write_answers
 
             write_answers(out, result)
+            shutil.rmtree(partial, ignore_errors=True)
             info(f"wrote {out}")
     _print_answers(result, json_output)
 

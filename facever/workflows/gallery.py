@@ -109,17 +109,17 @@ def enroll(
     device=DEFAULT_DEVICE,
     amp: str = DEFAULT_AMP,
     cache: str | Path | None = None,
+    people: Sequence[tuple[Path, str, list[str]]] | None = None,
     progress: Callable[[int], None] | None = None,
-    on_total: Callable[[int], None] | None = None,
 ) -> EnrollResult:
-    """Templates of the people in the identity folders `roots` (module doc). `on_total(n)` is told the number
-    of images before any is embedded. Raises FaceverError when nobody can be enrolled."""
+    """Templates of the people in the identity folders `roots` (module doc), or of `people` when given
+    (`gallery_people(roots)`, e.g. to count the images first). With `cache` (a folder) embeddings are kept
+    there as they are made, so an interrupted enrolment resumes. Raises FaceverError when nobody can be
+    enrolled."""
     from facever.embedding.cache import embed_items_cached
     from facever.embedding.extract import NoImageEmbeddedError
 
-    people = gallery_people(roots)
-    if on_total is not None:
-        on_total(sum(len(rels) for _, _, rels in people))
+    people = list(people) if people is not None else gallery_people(roots)
     by_root: dict[Path, list[int]] = {}
     for i, (root, _, _) in enumerate(people):
         by_root.setdefault(root, []).append(i)
@@ -237,10 +237,12 @@ def identify(
     batch_size: int = EMBED_BATCH_SIZE,
     device=DEFAULT_DEVICE,
     amp: str = DEFAULT_AMP,
+    cache: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> IdentifyResult:
     """The best `k` gallery people for each photo (`photos`: `(root, relative paths)` groups), and the
-    decision at `threshold` (module doc). Photos that cannot be embedded get an `error`, not a match."""
+    decision at `threshold` (module doc). Photos that cannot be embedded get an `error`, not a match.
+    With `cache` (a folder) the photos' embeddings are kept there, so an interrupted run resumes."""
     from facever.embedding.cache import embed_items_cached
     from facever.embedding.extract import NoImageEmbeddedError
     from facever.verification.scores import l2_normalize
@@ -257,7 +259,7 @@ def identify(
         names = {rel: str(root / rel) for rel in rels}
         order += [names[r] for r in rels]
         try:
-            emb, bad, _ = embed_items_cached(model, root, list(rels), cache=None, flip=flip, batch_size=batch_size,
+            emb, bad, _ = embed_items_cached(model, root, list(rels), cache=cache, flip=flip, batch_size=batch_size,
                                              device=device, amp=amp, align=align, skip_bad=True, progress=progress)
             found.update((names[p], row) for p, row in zip(emb.paths, emb.embeddings))
         except NoImageEmbeddedError as exc:
