@@ -241,14 +241,19 @@ def test_verify_uses_the_calibrations_flip_unless_told_otherwise(crops_and_model
     d = crops_and_model
     out = tmp_path / "sum.json"
     made = _calibrate("--pairs", d["pairs"], "--model", d["model"], "--images", d["faces"], "--far", "0.01",
-                      "--out", out, "--device", "cpu", "--amp", "off", "--flip", "sum")
+                      "--out", out, "--device", "cpu", "--amp", "off", "--flip", "sum", "--probability")
     assert made.exit_code == 0, made.output
     a, b = d["faces"] / "q03/0.png", d["faces"] / "q03/1.png"
     base = ["verify", str(a), str(b), "--model", str(d["model"]), "--aligned", "--far", "0.01", "--calibration",
             str(out), "--device", "cpu", "--amp", "off", "--json"]
     default = runner.invoke(app, base)
     assert default.exit_code == 0, default.output
-    assert json.loads(default.stdout)["model"]["flip"] == "sum" and "flip" not in default.stderr
+    answer = json.loads(default.stdout)
+    assert answer["model"]["flip"] == "sum" and "flip" not in default.stderr
+    # the probability map of the calibration, at the pair's cosine, with the prior it assumes
+    mapping = cal.read_calibration(out).probability_map()
+    assert answer["pairs"][0]["probability_same"] == pytest.approx(float(mapping(answer["pairs"][0]["cosine"])))
+    assert answer["calibration"]["prior_same"] == 0.5
     told = runner.invoke(app, base + ["--flip", "none"])
     assert json.loads(told.stdout)["model"]["flip"] == "none"
     assert "the calibration was made with flip sum, this run uses flip none" in told.stderr

@@ -203,3 +203,23 @@ def test_check_scores_arcface_torch_weights_as_declared(tmp_path):
     idx = {p: i for i, p in enumerate(items)}
     cos = np.array([e[idx[a]] @ e[idx[b]] for a, b in zip(proto.first, proto.second)])
     assert rows["declared"]["auc"] == pytest.approx(roc.auc(*roc.roc_curve(cos, proto.labels)[:2]), abs=1e-9)
+
+
+def test_check_aligns_raw_photos(faces_dir, tmp_path):
+    """--align: real photos (bbt crops, 150x150) detected and aligned at the model's size before every variant."""
+    from tests.helpers.benchmark_data import tiny_model
+
+    people = {name: sorted((faces_dir / "bbt" / name).glob("*.png"))[:3] for name in ("amy", "howard", "penny")}
+    lines = ["# facever pairs: path_a path_b same fold"]
+    for name, photos in people.items():
+        lines += [f"{name}/{photos[0].name}\t{name}/{photos[i].name}\t1\t1" for i in (1, 2)]
+    names = list(people)
+    lines += [f"{a}/{people[a][0].name}\t{b}/{people[b][1].name}\t0\t1" for a, b in zip(names, names[1:] + names[:1])]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    model = tiny_model(tmp_path / "m.pt", input_size=(112, 96))
+    result = runner.invoke(app, ["check", str(model), "--images", str(faces_dir / "bbt"), "--pairs",
+                                 str(tmp_path / "pairs.txt"), "--align", "--device", "cpu", "--amp", "off", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["pairs"] == 9 and data["same"] == 6
+    assert [v["variant"] for v in data["variants"]][:2] == ["declared", "channels"]

@@ -264,12 +264,16 @@ def read_crops(root: Path, items: Sequence[str], size: tuple[int, int], *, align
         raise FaceverError(f"{len(missing)} of {len(items)} images of the pairs are missing under {root}: "
                            + ", ".join(missing[:5]))
     out = np.empty((len(items), *size, 3), dtype=np.uint8)
-    for i, rel in enumerate(items):
-        rgb = read_image_rgb(root / rel)
+    step = 32  # photos decoded and aligned at a time (the detector runs batched)
+    for start in range(0, len(items), step):
+        names = items[start:start + step]
+        photos = [read_image_rgb(root / rel) for rel in names]
         if align is not None:
-            faces = align.align(rgb)
-            if not faces.crops:
-                raise FaceverError(f"{root / rel}: {faces.error or 'no face found'}")
-            rgb = np.asarray(faces.crops[0], dtype=np.uint8)
-        out[i] = fit_to_input(rgb, size)
+            aligned = align.align_batch(photos)
+            for rel, faces in zip(names, aligned):
+                if not faces.crops:
+                    raise FaceverError(f"{root / rel}: {faces.error or 'no face found'}")
+            photos = [np.asarray(faces.crops[0], dtype=np.uint8) for faces in aligned]
+        for i, rgb in enumerate(photos, start=start):
+            out[i] = fit_to_input(rgb, size)
     return out
