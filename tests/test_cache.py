@@ -73,15 +73,18 @@ def test_an_image_changed_in_place_is_embedded_again(tiny):
     np.testing.assert_array_equal(second.embeddings[others], first.embeddings[others])
 
 
-@pytest.mark.parametrize("change", [{"amp": True}, {"flip": "sum"}, {"flip": "concat"}])
+@pytest.mark.parametrize("change", [{"amp": "bf16"}, {"flip": "sum"}, {"flip": "none"}])
 def test_another_precision_or_flip_is_not_reused(tiny, change):
-    first, _, _ = _run(tiny)
+    first, _, _ = _run(tiny)  # the default flip, concat: f(x) then f(mirror x)
     other, reused, plan = _run(tiny, **change)
     assert reused == 0 and plan["todo"] == 12
     if other.dim == first.dim:
         assert not np.allclose(other.embeddings, first.embeddings, atol=1e-4)
-    else:  # concat: f(x) then f(mirror x)
-        assert other.dim == 2 * first.dim and not np.allclose(other.embeddings[:, first.dim:], first.embeddings, atol=1e-4)
+    else:  # computed afresh from concat's halves f(x), f(mirror x): none is the first, sum both added
+        plain, mirrored = first.embeddings[:, :other.dim], first.embeddings[:, other.dim:]
+        want = plain if change["flip"] == "none" else plain + mirrored
+        assert 2 * other.dim == first.dim and other.metadata["flip"] == change["flip"]
+        np.testing.assert_allclose(other.embeddings, want, rtol=1e-5, atol=1e-5)
     # and the first settings are still there, untouched
     again, reused, _ = _run(tiny)
     assert reused == 12
