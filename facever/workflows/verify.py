@@ -31,6 +31,7 @@ import numpy as np
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.progress import Hooks
 from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, DEFAULT_SELECT, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
+from facever.core.text_files import read_text
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,7 @@ def read_pairs_table(path: str | Path) -> tuple[list[tuple[str, str]], list[bool
     from facever.protocols.pair_lists import looks_like_path_list, read_path_pairs
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise FaceverError(f"{path}: pairs file not found") from None
-    except UnicodeDecodeError:
-        raise InputFileError(path, "not a text file (cannot decode as UTF-8)") from None
+    text = read_text(path, what="pairs file")
     if looks_like_path_list(text):
         proto = read_path_pairs(path, text)
         return list(zip(proto.first, proto.second)), [bool(v) for v in proto.labels]
