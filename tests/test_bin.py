@@ -342,6 +342,15 @@ def test_ensemble_on_a_bin_with_two_models(tmp_path, faces_dir):
     assert report["protocol"] == "orl.bin" and report["names"] == ["a", "b"]
     assert report["ensemble"]["pairs"]["total"] == 20 and len(report["ensemble"]["folds"]) == 10
     assert (out / "roc.png").is_file()
+    # Each model is embedded as eval-bin embeds it (one workflow): same rows, same numbers.
+    single = _run(["eval-bin", path, "--model", m1, "--device", "cpu", "--out", tmp_path / "single"])
+    assert single.exit_code == 0, single.output
+    np.testing.assert_array_equal(np.load(out / "embeddings_a.npz")["embeddings"],
+                                  np.load(tmp_path / "single" / "embeddings.npz")["embeddings"])
+    assert json.loads((tmp_path / "single" / "report.json").read_text())["accuracy"] == report["models"]["a"]["accuracy"]
+    # ... and through the one cache: a second run embeds nothing again.
+    again = _run(["ensemble", m1, m2, "--protocol", "bin", "--pairs", path, "--device", "cpu", "--out", out])
+    assert again.exit_code == 0 and again.output.count("40 reused") == 2, again.output
 
 
 def test_bf16_embedding_of_a_bin_runs_on_the_cpu(tmp_path, faces_dir):
