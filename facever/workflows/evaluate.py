@@ -609,7 +609,8 @@ def evaluate(bench: PairBenchmark | IJBBenchmark, source: Source, *, embed: Embe
     hooks = hooks or Hooks()
     out = Path(out) if out is not None else None
     if isinstance(bench, IJBBenchmark):
-        return _evaluate_ijb(bench, source, embed=embed, out=out, cache=cache, crops=crops, hooks=hooks)
+        return _evaluate_ijb(bench, source, embed=embed, scoring=scoring, out=out, cache=cache, crops=crops,
+                             hooks=hooks)
     from facever.verification.evaluate import evaluate_protocol
     from facever.verification.report import write_report
 
@@ -622,7 +623,10 @@ def evaluate(bench: PairBenchmark | IJBBenchmark, source: Source, *, embed: Embe
     return PairEvaluation(result, bench.title(used.label, result.settings), written)
 
 
-def _evaluate_ijb(bench: IJBBenchmark, source: Source, *, embed, out, cache, crops, hooks) -> IJBEvaluation:
+def _evaluate_ijb(bench: IJBBenchmark, source: Source, *, embed: EmbedSettings, scoring: ScoringSettings,  # noqa: ARG001
+                  out, cache, crops, hooks) -> IJBEvaluation:
+    """`evaluate` on an IJB set: every test mode of `bench`, 1:N for the first when asked. `scoring`'s pair
+    options do not apply to templates (the CLI does not offer them here)."""
     from facever.verification.ijb import evaluate_ijb, evaluate_search, ijb_template_features
     from facever.verification.report import write_ijb_report
 
@@ -730,7 +734,7 @@ def evaluate_ensemble(bench: PairBenchmark | IJBBenchmark, sources: Sequence[Sou
     check_model_names(names)
     sources = [dataclasses.replace(s, name=n) for s, n in zip(sources, names)]
     if isinstance(bench, IJBBenchmark):
-        return _ensemble_ijb(bench, sources, names, weights, embed=embed, out=out, hooks=hooks)
+        return _ensemble_ijb(bench, sources, names, weights, embed=embed, scoring=scoring, out=out, hooks=hooks)
     from facever.embedding.ensemble import evaluate_ensemble as engine_ensemble
     from facever.verification.report import write_ensemble_report
 
@@ -764,7 +768,8 @@ def _save_fused(path: Path, per_model: Sequence[Embedded], result, fusion: str, 
     return fused, path
 
 
-def _ensemble_ijb(bench: IJBBenchmark, sources: Sequence[Source], names, weights, *, embed, out, hooks):
+def _ensemble_ijb(bench: IJBBenchmark, sources: Sequence[Source], names, weights, *, embed: EmbedSettings,
+                  scoring: ScoringSettings, out, hooks):  # noqa: ARG001 - scoring: as in _evaluate_ijb
     """IJB-B/C: per-image embeddings of each source, fused at the template level (one test mode)."""
     from facever.embedding.ensemble import evaluate_ensemble_ijb
     from facever.verification.report import write_ensemble_report
