@@ -1,9 +1,10 @@
 """The one embedding cache: image embeddings kept on disk, keyed by content, reused only when nothing changed.
 
-Used by `facever embed` (its resume), every `eval-*` with a model, `ensemble --images`, YTF frames and
-`facever reproduce`. A row is reused only when all of these match:
+Used by `facever embed` (its resume), every `eval-*` and `ensemble` with a model (through
+`facever.workflows.evaluate`: image files, YTF frames, IJB crops and a `.bin`'s images held in memory,
+`facever.embedding.sources`) and `facever reproduce`. A row is reused only when all of these match:
 
-- the image's bytes: a content digest (BLAKE2b-128) and size of the file, read at lookup time, and the
+- the image's bytes: a content digest (BLAKE2b-128) and size of the bytes, read at lookup time, and the
   digest of the very bytes the decoding worker embedded when the row was stored (a file rewritten in
   place, same name, even with its old mtime, is embedded again; a renamed or copied file is reused);
 - the settings (`cache_settings`): the model file's sha256 and its preprocessing (input size, mean,
