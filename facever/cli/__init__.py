@@ -40,51 +40,59 @@ def _root(
     """Face verification toolkit."""
 
 
+def _command(name: str, function) -> None:
+    """Register `function` as `facever NAME`, its option groups (`facever.cli._options.OptionGroup`:
+    shared options taken as one settings object) expanded into their options."""
+    from facever.cli._options import expand_option_groups
+
+    app.command(name)(expand_option_groups(function))
+
+
 def _register() -> None:
     # Order here is the order in `facever --help`: the data flow align -> train -> embed -> verify -> ensemble.
     from facever.cli import align, data, eval_lfw
 
-    app.command("align")(align.align)
+    _command("align", align.align)
     from facever.cli import train
 
-    app.command("train")(train.train)
+    _command("train", train.train)
     from facever.cli import embed
 
-    app.command("embed")(embed.embed)
+    _command("embed", embed.embed)
     from facever.cli import export, pairs, verify
 
-    app.command("verify")(verify.verify)
+    _command("verify", verify.verify)
     from facever.cli import calibrate, check, identify
 
-    app.command("calibrate")(calibrate.calibrate)
-    app.command("enroll")(identify.enroll)
-    app.command("identify")(identify.identify)
-    app.command("check")(check.check)
-    app.command("pairs")(pairs.pairs)
-    app.command("export")(export.export)
+    _command("calibrate", calibrate.calibrate)
+    _command("enroll", identify.enroll)
+    _command("identify", identify.identify)
+    _command("check", check.check)
+    _command("pairs", pairs.pairs)
+    _command("export", export.export)
     app.add_typer(data.app, name="data")
     from facever.cli import models
 
     app.add_typer(models.app, name="models")
-    app.command("eval-lfw")(eval_lfw.eval_lfw)
+    _command("eval-lfw", eval_lfw.eval_lfw)
     from facever.cli import eval_bin, eval_fglfw, eval_ijb, eval_ytf
 
-    app.command("eval-fglfw")(eval_fglfw.eval_fglfw)
-    app.command("eval-ytf")(eval_ytf.eval_ytf)
-    app.command("eval-bin")(eval_bin.eval_bin)
-    app.command("eval-ijb")(eval_ijb.eval_ijb)
+    _command("eval-fglfw", eval_fglfw.eval_fglfw)
+    _command("eval-ytf", eval_ytf.eval_ytf)
+    _command("eval-bin", eval_bin.eval_bin)
+    _command("eval-ijb", eval_ijb.eval_ijb)
 
     from facever.cli import ensemble
 
-    app.command("ensemble")(ensemble.ensemble)
+    _command("ensemble", ensemble.ensemble)
     from facever.cli import demo
 
-    app.command("demo")(demo.demo)
+    _command("demo", demo.demo)
     from facever.cli import compare, recipes, reproduce
 
-    app.command("recipes")(recipes.recipes)
-    app.command("reproduce")(reproduce.reproduce)
-    app.command("compare")(compare.compare)
+    _command("recipes", recipes.recipes)
+    _command("reproduce", reproduce.reproduce)
+    _command("compare", compare.compare)
 
 
 _register()

@@ -89,6 +89,14 @@ def info(message: str) -> None:
     _to_logs(message)
 
 
+def report_bad_images(bad, *, limit: int = 20) -> None:
+    """List images that produced no embedding (`BadImage`s: path, reason) on stderr: the first `limit`, then a count."""
+    for item in bad[:limit]:
+        warn(f"{item.path}: {item.reason}")
+    if len(bad) > limit:
+        warn(f"... and {len(bad) - limit} more images without an embedding")
+
+
 def _one_line(message: str) -> str:
     return " ".join(str(message).splitlines())
 

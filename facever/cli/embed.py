@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from facever.cli._options import AMP, Amp, Flip, Select, batch_size_option, device_option, flip_option
+from facever.cli._options import AMP, WEIGHTS_HELP, Amp, Flip, Select, batch_size_option, device_option, flip_option
 
 
 MODEL_HELP = (
@@ -18,7 +18,6 @@ MODEL_HELP = (
     "with --weights backbone.pth (InsightFace arcface_torch); a .onnx graph (onnxruntime); or a TorchScript "
     "file from `facever export`."
 )
-WEIGHTS_HELP = "facenet:* / arcface:* only: the state dict, e.g. backbone.pth or 20180402-114759-vggface2.pt."
 MEAN_HELP = ("ONNX/TorchScript models: per-channel mean on 0..255 pixels, one value or R,G,B "
              "(default: the file's facever metadata, else InsightFace's 127.5).")
 STD_HELP = "ONNX/TorchScript models: per-channel std on 0..255 pixels, one value or R,G,B (default as --mean: 127.5)."
@@ -43,16 +42,6 @@ def parse_preprocessing(mean: str | None, std: str | None, bgr: bool | None) -> 
     if bgr is not None:
         out["color"] = "BGR" if bgr else "RGB"
     return out
-
-
-def report_bad_images(bad, *, limit: int = 20) -> None:
-    """List images that produced no embedding on stderr (the first `limit`, then a count)."""
-    from facever.cli._console import warn
-
-    for item in bad[:limit]:
-        warn(f"{item.path}: {item.reason}")
-    if len(bad) > limit:
-        warn(f"... and {len(bad) - limit} more images without an embedding")
 
 
 def embed(
@@ -107,7 +96,7 @@ def embed(
 
         facever embed w600k_r50.onnx lfw_112/ --out lfw_w600k.npz
     """
-    from facever.cli._console import info, library_warnings, progress_bar, user_errors
+    from facever.cli._console import info, library_warnings, progress_bar, report_bad_images, user_errors
 
     from facever.core.locks import file_lock
 

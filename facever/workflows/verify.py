@@ -20,6 +20,7 @@ paths start from `root` (by default the pairs file's folder).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -30,7 +31,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from facever.core.errors import FaceverError, InputFileError
-from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
+from facever.core.progress import Hooks
+from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, DEFAULT_SELECT, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
+from facever.core.text_files import read_text
 
 
 @dataclass(frozen=True)
@@ -94,12 +97,7 @@ def read_pairs_table(path: str | Path) -> tuple[list[tuple[str, str]], list[bool
     from facever.protocols.pair_lists import looks_like_path_list, read_path_pairs
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise FaceverError(f"{path}: pairs file not found") from None
-    except UnicodeDecodeError:
-        raise InputFileError(path, "not a text file (cannot decode as UTF-8)") from None
+    text = read_text(path, what="pairs file")
     if looks_like_path_list(text):
         proto = read_path_pairs(path, text)
         return list(zip(proto.first, proto.second)), [bool(v) for v in proto.labels]
@@ -210,6 +208,7 @@ class VerifyResult:
     model: dict[str, Any] = field(default_factory=dict)
     threshold_source: ReportThreshold | None = None
     calibration: CalibratedThreshold | None = None
+    calibrated_fars: list[float] = field(default_factory=list)  # the model's calibrated targets, if any
 
     def probabilities(self) -> list[float] | None:
         """P(same person | cosine) of each pair from the calibration's probability map, or None without one."""
@@ -321,3 +320,84 @@ def verify_pairs(
     ]
     return VerifyResult(pairs=results, threshold=threshold, faces=choices,
                         model={**model.metadata(), **loop.settings(), "aligned_here": aligner is not None})
+
+
+def verify(
+    model: str,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    *,
+    pairs_file: str | Path | None = None,
+    images: str | Path | None = None,
+    threshold: float | None = None,
+    threshold_from: str | Path | None = None,
+    far: float | None = None,
+    calibration: str | Path | None = None,
+    flip_given: bool = True,
+    aligned: bool = False,
+    select: str = DEFAULT_SELECT,
+    min_face: int = 20,
+    preprocessing: dict[str, Any] | None = None,
+    embed=None,
+    hooks: Hooks | None = None,
+) -> VerifyResult:
+    """`facever verify` end to end: the photos of `pairs` (or of `pairs_file`, relative to `images`,
+    default its folder) scored with `model` and decided against `threshold` or the mean fold threshold
+    of the report `threshold_from` (a warning when that report was made with another model or flip), or at
+    the threshold calibrated for false-accept rate `far` (`calibrated_threshold`: from the calibration file
+    `calibration`, else the model's attached one). With `flip_given` False (the caller did not choose the
+    flip mode), the calibration's flip mode is used.
+
+    `aligned`: the photos are crops already (fitted to the model's input); otherwise MTCNN finds the
+    `select` face of each (`min_face` pixels at least) and aligns it as `facever align` does.
+    `embed`: the `EmbedSettings` of the evaluation workflow (flip, batch size, device, amp, weights);
+    `preprocessing`: mean/std/color overrides for graphs that do not state theirs.
+    """
+    from facever.core.devices import resolve_device
+    from facever.workflows.evaluate import EmbedSettings, load_model
+
+    embed = embed or EmbedSettings()
+    hooks = hooks or Hooks()
+    if (pairs is None) == (pairs_file is None):
+        raise FaceverError("give either pairs of photos or a pairs file", options=("pairs",))
+    if sum(v is not None for v in (threshold, threshold_from, far)) > 1:
+        raise FaceverError("give one of `threshold`, `threshold_from` and `far`", options=("threshold", "threshold_from", "far"))
+    if calibration is not None and far is None:
+        raise FaceverError("`calibration` applies with `far`", options=("calibration", "far"))
+    source = threshold_from_report(threshold_from) if threshold_from is not None else None
+    if source is not None:
+        threshold = source.threshold
+    expected = None
+    root = None
+    if pairs_file is not None:
+        pairs, expected = read_pairs_table(pairs_file)
+        root = Path(images) if images is not None else Path(pairs_file).parent
+    device = resolve_device(embed.device)
+    emb_model = load_model(model, dataclasses.replace(embed, device=device), **(preprocessing or {}))
+    calibrated = None
+    if far is not None:
+        calibrated, problems = calibrated_threshold(emb_model, far, calibration=calibration,
+                                                    flip=embed.flip if flip_given else None)
+        made_with = calibrated.calibration.model.get("flip")
+        if made_with and not flip_given:
+            embed = dataclasses.replace(embed, flip=made_with)  # the embeddings the calibration measured
+        threshold = calibrated.threshold
+        for problem in problems:
+            hooks.warning(problem)
+    if source is not None:
+        if source.model_sha256 and source.model_sha256 != emb_model.fingerprint:
+            hooks.warning(f"{source.source} was made with another model ({source.model}); its threshold may not fit "
+                          f"{emb_model.model_id}")
+        if source.flip and source.flip != embed.flip:
+            hooks.warning(f"{source.source} was made with flip {source.flip}, this run uses flip {embed.flip}")
+    aligner = None
+    if not aligned:
+        from facever.data_prep.align import FaceAligner
+
+        aligner = FaceAligner(size=tuple(emb_model.input_size), select=select, min_face=min_face, device=embed.device)
+    result = verify_pairs(emb_model, pairs, root=root, threshold=threshold, aligner=aligner, flip=embed.flip,
+                          device=device, amp=embed.amp, batch_size=embed.batch_size, expected=expected)
+    result.threshold_source = source
+    result.calibration = calibrated
+    attached = getattr(emb_model, "calibration", None)
+    result.calibrated_fars = [p.far_target for p in attached.points] if attached is not None else []
+    return result
