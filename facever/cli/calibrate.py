@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from facever.cli._options import AMP, Amp, Benchmark, Flip, allow_missing_option, batch_size_option, device_option, flip_option
+from facever.cli._options import Benchmark, allow_missing_option, model_options
 from facever.core.settings import CALIBRATION_CONFIDENCE, DEFAULT_FARS
+
+if TYPE_CHECKING:
+    from facever.workflows.evaluate import EmbedSettings
 
 FAR_HELP = "Target false-accept rates, comma-separated."
 
@@ -29,10 +32,9 @@ def calibrate(
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", "-e", help="Embeddings file of the pairs' images."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Or embed now with this model (needs --images)."),
     images: Optional[Path] = typer.Option(None, "--images", help="With --model: the folder the pairs' paths start from."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="With --model facenet:* or arcface:*: the state dict."),
     protocol: Benchmark = typer.Option(Benchmark.lfw, "--protocol", "-p", help="Which format --pairs is in "
                                        "(lfw also reads `facever pairs` lists)."),
-    ext: str = typer.Option(".jpg", "--ext", help="lfw: image extension of the pairs (e.g. .png)."),
+    ext: Optional[str] = typer.Option(None, "--ext", help="lfw: image extension of the pairs (default .jpg)."),
     far: str = typer.Option(",".join(f"{f:g}" for f in DEFAULT_FARS), "--far", help=FAR_HELP),
     confidence: float = typer.Option(CALIBRATION_CONFIDENCE, "--confidence", min=0.5, max=0.9999,
                                      help="Confidence of the one-sided bound on each threshold's FAR."),
@@ -41,10 +43,7 @@ def calibrate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="calibration.json to write."),
     attach: bool = typer.Option(False, "--attach", help="Store the calibration in the --model file (model.pt or "
                                 ".onnx); `facever export` carries it on."),
-    flip: Flip = flip_option(when="With --model: "),
-    batch_size: int = batch_size_option(when="With --model: "),
-    device: str = device_option(when="With --model: "),
-    amp: Amp = AMP,
+    embedding: "EmbedSettings" = model_options(when="With --model: "),
     allow_missing: bool = allow_missing_option(),
     json_output: bool = typer.Option(False, "--json", help="Print calibration.json's content instead of the table."),
 ) -> None:
@@ -57,7 +56,7 @@ def calibrate(
 
     Examples:
 
-        facever pairs photos_aligned/calib --out calib_pairs.txt --per-fold 300
+        facever pairs photos_aligned/calib --out calib_pairs.txt --per-fold 300 --different-per-fold 3000
 
         facever calibrate --pairs calib_pairs.txt --model runs/a/model.pt --images photos_aligned/calib --attach --out calibration.json
 
@@ -66,11 +65,13 @@ def calibrate(
     import json
 
     from facever.cli._console import fail, info, user_errors, warn
-    from facever.cli._evaluation import require_embeddings_or_model
+    from facever.cli._evaluation import console_hooks, require_embeddings_or_model
 
-    require_embeddings_or_model(embeddings, model, data=images if protocol != Benchmark.bin else pairs,
-                                data_option="--images", data_help="DIR (the folder the pairs' images are in)")
-    if protocol in (Benchmark.ytf, Benchmark.ijbc, Benchmark.ijbb):
+    bin_file = protocol.value == "bin"
+    require_embeddings_or_model(embeddings, model, data=pairs if bin_file else images,
+                                data_option=None if bin_file else "--images",
+                                data_help="DIR (the folder the pairs' images are in)")
+    if protocol.value not in ("lfw", "fglfw", "calfw", "cplfw", "bin"):
         fail(f"--protocol {protocol.value}: calibrate takes image pairs (lfw, fglfw, calfw, cplfw, bin)")
     if out is None and not attach:
         fail("give --out calibration.json, --attach, or both")
@@ -79,22 +80,13 @@ def calibrate(
     from facever.core.locks import file_lock
 
     with user_errors(), file_lock(out or Path(model)):
-        from facever.cli._evaluation import protocol_embeddings
-        from facever.cli.ensemble import read_protocol
-        from facever.workflows.calibrate import calibrate_embeddings
+        from facever.workflows.calibrate import calibrate as calibrate_pairs
+        from facever.workflows.evaluate import Source, open_benchmark
 
-        proto = read_protocol(protocol.value, pairs, ext=ext)
-        if protocol == Benchmark.bin and model is not None:
-            from facever.embedding.protocol_embeddings import benchmark_embeddings
-
-            emb, source = benchmark_embeddings("bin", proto, model, flip=flip.value, batch_size=batch_size,
-                                               device=device, amp=amp.value), f"<{model} on {pairs}>"
-        else:
-            emb, source = protocol_embeddings(proto, embeddings=embeddings, model=model, images=images, out=None,
-                                              what=str(pairs), weights=weights, flip=flip.value, batch_size=batch_size,
-                                              device=device, amp=amp.value, allow_missing=allow_missing)
-        run = calibrate_embeddings(proto, emb, fars=parse_fars(far), confidence=confidence, probability=probability,
-                                   allow_missing=allow_missing, source=str(pairs), embeddings_source=source)
+        bench = open_benchmark(protocol.value, pairs, data=None if bin_file else images, ext=ext)
+        source = Source(embeddings=embeddings) if embeddings is not None else Source(model=model)
+        run = calibrate_pairs(bench, source, embed=embedding, fars=parse_fars(far), confidence=confidence,
+                              probability=probability, allow_missing=allow_missing, hooks=console_hooks())
         data = run.calibration.to_dict()
         if out is not None:
             from facever.verification.report import write_json

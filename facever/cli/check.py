@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from facever.cli._options import AMP, Amp, Benchmark, Flip, Select, batch_size_option, device_option, flip_option
+from facever.cli._options import Benchmark, Select, model_options
 from facever.cli.embed import BGR_HELP, MEAN_HELP, STD_HELP
+from facever.core.settings import DEFAULT_SELECT
+
+if TYPE_CHECKING:
+    from facever.workflows.evaluate import EmbedSettings
 
 
 def check(
-    model: str = typer.Argument(..., help="A facever model (RUN/model.pt), facenet:vggface2 / arcface:r50 with "
-                                "--weights, a .onnx graph or an exported TorchScript file.", show_default=False),
+    model: str = typer.Argument(..., help="A pretrained model by name, a facever model (RUN/model.pt), facenet:vggface2 "
+                                "/ arcface:r50 with --weights, a .onnx graph or an exported TorchScript file.",
+                                show_default=False),
     images: Path = typer.Option(..., "--images", help="The folder the pairs' image paths start from."),
     pairs: Path = typer.Option(..., "--pairs", help="Labelled pairs (`facever pairs` output, LFW's pairs.txt; "
                                "--protocol for FGLFW/CALFW/CPLFW lists)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="facenet:* / arcface:* only: the state dict."),
     mean: Optional[str] = typer.Option(None, "--mean", help=MEAN_HELP),
     std: Optional[str] = typer.Option(None, "--std", help=STD_HELP),
     bgr: Optional[bool] = typer.Option(None, "--bgr/--rgb", help=BGR_HELP),
     protocol: Benchmark = typer.Option(Benchmark.lfw, "--protocol", "-p", help="Which format --pairs is in."),
-    ext: str = typer.Option(".jpg", "--ext", help="lfw: image extension of the pairs (e.g. .png)."),
+    ext: Optional[str] = typer.Option(None, "--ext", help="lfw: image extension of the pairs (default .jpg)."),
     align: bool = typer.Option(False, "--align", help="The images are raw photos: align them at the model's size."),
-    select: Select = typer.Option(Select.largest, "--select", help="With --align: which face of a photo."),
-    flip: Flip = flip_option(),
-    batch_size: int = batch_size_option(),
-    device: str = device_option(),
-    amp: Amp = AMP,
+    select: Select = typer.Option(Select(DEFAULT_SELECT), "--select", help="With --align: which face of a photo."),
+    embedding: "EmbedSettings" = model_options(help={"flip": "The flip mode of the declared row (the others are "
+                                                              "variants)."}),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result as JSON to this file."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON instead of the table."),
 ) -> None:
@@ -48,27 +50,19 @@ def check(
     """
     import json
 
-    from facever.cli._console import fail, info, library_warnings, print_table, progress_bar, user_errors
+    from facever.cli._console import fail, info, library_warnings, print_table, user_errors
+    from facever.cli._evaluation import console_hooks
 
-    if protocol in (Benchmark.ytf, Benchmark.bin, Benchmark.ijbc, Benchmark.ijbb):
+    if protocol.value not in ("lfw", "fglfw", "calfw", "cplfw"):
         fail(f"--protocol {protocol.value}: check takes image pairs in a folder (lfw, fglfw, calfw, cplfw)")
     with user_errors(), library_warnings():
-        from facever.cli.ensemble import read_protocol
-        from facever.embedding.loading import load_embedding_model
-        from facever.workflows.check import check_model
-
-        proto = read_protocol(protocol.value, pairs, ext=ext)
         from facever.cli.embed import parse_preprocessing
+        from facever.workflows.check import check as check_model
+        from facever.workflows.evaluate import open_benchmark
 
-        emb_model = load_embedding_model(model, weights=weights, device=device, **parse_preprocessing(mean, std, bgr))
-        aligner = None
-        if align:
-            from facever.data_prep.align import FaceAligner
-
-            aligner = FaceAligner(size=tuple(emb_model.input_size), select=select.value, device=device)
-        with progress_bar("checking", total=None) as advance:
-            result = check_model(emb_model, proto, images, flip=flip.value, align=aligner, batch_size=batch_size,
-                                 device=device, amp=amp.value, progress=advance)
+        bench = open_benchmark(protocol.value, pairs, data=images, ext=ext)
+        result = check_model(model, bench, embed=embedding, preprocessing=parse_preprocessing(mean, std, bgr),
+                             align=align, select=select.value, hooks=console_hooks())
         if out is not None:
             from facever.verification.report import write_json
 
@@ -80,7 +74,6 @@ def check(
                 [[r.variant.label, f"{r.auc:.4f}", f"{100 * r.eer:.2f}%",
                   "-" if r.variant.key == "declared" else f"{r.delta:+.4f} ({r.delta_low:+.4f} to {r.delta_high:+.4f})",
                   "YES" if r.clearly_better else "no"] for r in result.results])
-    info(f"{result.pairs} pairs ({result.same} same-person) scored with {emb_model.model_id}")
     for finding in result.findings or ["the declared preprocessing separates these pairs as well as every variant "
                                        "(no variant is clearly better)"]:
         info(finding)

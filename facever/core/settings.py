@@ -77,6 +77,8 @@ YTF_LAYOUTS = ("auto", "frames", "aligned")
 
 SELECT_METHODS = ("largest", "center")
 DEFAULT_SELECT = "largest"
+#: The smallest face, in pixels, MTCNN looks for when a command aligns photos.
+DEFAULT_MIN_FACE = 20
 OUTPUT_FORMATS = ("jpg", "png")
 ON_MISS = ("skip", "center-crop")
 

@@ -1,6 +1,8 @@
 """`facever calibrate`: a model's embeddings of labelled pairs in, thresholds a user can deploy out.
 
-The pairs are scored as every facever report scores them (`score_protocol`: the cosine of the
+The embeddings come through the one evaluation path (`workflows.evaluate.benchmark_embeddings`: an
+embeddings file, or a model run over the pairs' images through the one cached embedding loop); the
+pairs are scored as every facever report scores them (`score_protocol`: the cosine of the
 L2-normalised embeddings, after checking every embedding is finite and non-zero); then, for each target
 FAR, the lowest threshold whose exact false-accept bound is within the target
 (`verification.calibration.thresholds_at_far`); optionally a score-to-probability map, the better of
@@ -137,3 +139,25 @@ def calibrate_embeddings(
              "protocol": protocol.name, "folds": int(np.unique(scored.folds).size), "dropped": scored.dropped}
     return calibrate_scores(scored.out_of_fold, scored.labels, scored.folds, fars=fars, confidence=confidence,
                             probability=probability, pairs=pairs, model=embeddings.metadata)
+
+
+def calibrate(
+    bench,
+    source,
+    *,
+    embed=None,
+    fars: Sequence[float] = DEFAULT_FARS,
+    confidence: float = CALIBRATION_CONFIDENCE,
+    probability: bool = False,
+    allow_missing: bool = False,
+    hooks=None,
+) -> CalibrationRun:
+    """`facever calibrate` end to end: `bench` (`workflows.evaluate.open_benchmark`: labelled pairs and the
+    data they name) scored with `source` (`workflows.evaluate.Source`: an embeddings file or a model, run
+    with the `EmbedSettings` `embed`), then calibrated (`calibrate_embeddings`)."""
+    from facever.workflows.evaluate import benchmark_embeddings
+
+    used = benchmark_embeddings(bench, source, embed=embed, allow_missing=allow_missing, hooks=hooks)
+    return calibrate_embeddings(bench.protocol, used.embeddings, fars=fars, confidence=confidence,
+                                probability=probability, allow_missing=allow_missing, source=str(bench.path),
+                                embeddings_source=used.label)

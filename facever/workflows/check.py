@@ -33,7 +33,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from facever.core.errors import FaceverError
-from facever.core.settings import DEFAULT_AMP, DEFAULT_DEVICE, DEFAULT_FLIP, EMBED_BATCH_SIZE, FLIP_MODES
+from facever.core.settings import (
+    DEFAULT_AMP, DEFAULT_DEVICE, DEFAULT_FLIP, DEFAULT_MIN_FACE, DEFAULT_SELECT, EMBED_BATCH_SIZE, FLIP_MODES,
+)
 
 # (key, label, mean, std) on the 0..1 scale: x = (pixels / 255 - mean) / std.
 CONVENTIONS = (
@@ -211,7 +213,6 @@ def check_model(
     amp: str = DEFAULT_AMP,
     bootstrap: int = BOOTSTRAP,
     progress: Callable[[int], None] | None = None,
-    on_total: Callable[[int], None] | None = None,
 ) -> CheckResult:
     """Score `protocol`'s pairs of images under `images` with `model` as declared and with each variant."""
     from facever.embedding.extract import array_batches, embed_pixels
@@ -227,8 +228,6 @@ def check_model(
     crops = read_crops(Path(images), items, size, align=align)
     plan = variants(model, flip)
     runs = [v for v in plan if v.kind != "flip"]
-    if on_total is not None:
-        on_total(len(items) * len(runs))
     index = {p: i for i, p in enumerate(items)}
     a = np.array([index[p] for p in protocol.first])
     b = np.array([index[p] for p in protocol.second])
@@ -249,6 +248,36 @@ def check_model(
     return CheckResult(results=results, pairs=int(labels.size), same=int(labels.sum()),
                        settings={"model": model.model_id, "declared": model.preprocessing, "flip": flip,
                                  "images": str(images), "margin": MARGIN, "bootstrap": bootstrap})
+
+
+def check(model: str, bench, *, embed=None, preprocessing: dict[str, Any] | None = None, align: bool = False,
+          select: str = DEFAULT_SELECT, min_face: int = DEFAULT_MIN_FACE, bootstrap: int = BOOTSTRAP,
+          hooks=None) -> CheckResult:
+    """`facever check`: the model `model` (any `load_embedding_model` spec, `preprocessing` overriding what an
+    ONNX/TorchScript file declares) on the pairs of `bench` (`workflows.evaluate.open_benchmark`, an image
+    benchmark with its folder), with the `EmbedSettings` `embed` (its flip is the declared row's). Raw
+    photos are aligned first when `align` (MTCNN, the `select` face of at least `min_face` pixels)."""
+    from facever.core.progress import Hooks
+    from facever.workflows.evaluate import EmbedSettings, load_model
+
+    embed = embed or EmbedSettings()
+    hooks = hooks or Hooks()
+    if bench.kind != "images" or bench.data is None:
+        raise FaceverError(f"the check embeds image pairs from a folder; {bench.name} pairs with their images "
+                           "folder are needed", options=("images",))
+    net = load_model(model, embed, **(preprocessing or {}))
+    aligner = None
+    if align:
+        from facever.data_prep.align import FaceAligner
+
+        aligner = FaceAligner(size=tuple(net.input_size), select=select, min_face=min_face, device=embed.device)
+    total = len(bench.protocol.items()) * (len(variants(net, embed.flip)) - len(FLIP_MODES) + 1)
+    with hooks.progress("checking", total) as advance:
+        result = check_model(net, bench.protocol, bench.data, flip=embed.flip, align=aligner,
+                             batch_size=embed.batch_size, device=embed.device, amp=embed.amp, bootstrap=bootstrap,
+                             progress=advance)
+    hooks.message(f"{result.pairs} pairs ({result.same} same-person) scored with {net.model_id}")
+    return result
 
 
 def read_crops(root: Path, items: Sequence[str], size: tuple[int, int], *, align=None) -> np.ndarray:

@@ -33,7 +33,8 @@ import numpy as np
 from facever.core.embeddings_file import load_embeddings, save_embeddings
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.settings import (
-    DEFAULT_AMP, DEFAULT_DEVICE, DEFAULT_FLIP, DEFAULT_SEARCH_BACKEND, DEFAULT_TOP_K, EMBED_BATCH_SIZE,
+    DEFAULT_AMP, DEFAULT_DEVICE, DEFAULT_FLIP, DEFAULT_MIN_FACE, DEFAULT_SEARCH_BACKEND, DEFAULT_SELECT, DEFAULT_TOP_K,
+    EMBED_BATCH_SIZE,
 )
 
 GALLERY_KIND = "facever-gallery"
@@ -322,3 +323,124 @@ def write_answers(path: str | Path, result: IdentifyResult) -> Path:
         writer.writerow([r.photo, r.decision or "", r.error or ""] + cells + [""] * (2 * k - len(cells)))
     write_text_atomic(path, buf.getvalue())
     return path
+
+
+# -- the commands, end to end ------------------------------------------------------------------------------
+
+
+def _aligner(aligned: bool, model, select: str, min_face: int, device):
+    if aligned:
+        return None
+    from facever.data_prep.align import FaceAligner
+
+    return FaceAligner(size=tuple(model.input_size), select=select, min_face=min_face, device=device)
+
+
+def enroll_gallery(model: str, roots: Sequence[str | Path], out: str | Path, *, embed=None, aligned: bool = False,
+                   select: str = DEFAULT_SELECT, min_face: int = DEFAULT_MIN_FACE, hooks=None) -> EnrollResult:
+    """`facever enroll`: the people of `roots` enrolled with the model `model` (any `load_embedding_model`
+    spec, with the `EmbedSettings` `embed`) into the gallery file `out`. Photos are aligned (MTCNN, the
+    `select` face of at least `min_face` pixels) unless `aligned`. Embeddings are kept in a hidden folder
+    next to `out` until the gallery is written, so an interrupted enrolment resumes. `hooks` hears about
+    progress, the images left out and the people not enrolled."""
+    import shutil
+
+    from facever.core.progress import Hooks
+    from facever.workflows.evaluate import EmbedSettings, load_model
+
+    embed = embed or EmbedSettings()
+    hooks = hooks or Hooks()
+    out = Path(out)
+    people = gallery_people(roots)
+    net = load_model(model, embed)
+    partial = out.parent / f".{out.stem}.partial"
+    with hooks.progress("enrolling", sum(len(rels) for _, _, rels in people)) as advance:
+        result = enroll(net, roots, people=people, cache=partial, align=_aligner(aligned, net, select, min_face,
+                        embed.device), flip=embed.flip, batch_size=embed.batch_size, device=embed.device,
+                        amp=embed.amp, progress=advance)
+    for name, reasons in result.failed_people.items():
+        hooks.warning(f"{name}: not enrolled, none of their {len(reasons)} images could be used ("
+                      + "; ".join(reasons[:3]) + (" ..." if len(reasons) > 3 else "") + ")")
+    for reason in result.bad_images[:20]:
+        hooks.warning(f"left out {reason}")
+    if len(result.bad_images) > 20:
+        hooks.warning(f"... and {len(result.bad_images) - 20} more images left out")
+    save_gallery(out, result.gallery)
+    shutil.rmtree(partial, ignore_errors=True)
+    g = result.gallery
+    hooks.message(f"wrote {out}: {len(g)} people from {int(g.images.sum())} images ({net.model_id}, flip {embed.flip})"
+                  + (f"; {len(result.failed_people)} people not enrolled" if result.failed_people else ""))
+    return result
+
+
+def identify_photos(
+    gallery: str | Path,
+    photos: Sequence[str | Path],
+    *,
+    model: str | None = None,
+    embed=None,
+    flip_given: bool = True,
+    far: float | None = None,
+    calibration: str | Path | None = None,
+    threshold: float | None = None,
+    k: int = DEFAULT_TOP_K,
+    backend: str = DEFAULT_SEARCH_BACKEND,
+    aligned: bool = False,
+    select: str = DEFAULT_SELECT,
+    min_face: int = DEFAULT_MIN_FACE,
+    out: str | Path | None = None,
+    hooks=None,
+) -> IdentifyResult:
+    """`facever identify`: `photos` (files, folders or lists of photos) searched in the gallery file `gallery`
+    with `model` (default: the one the gallery names) and decided at `threshold`, or at the threshold
+    calibrated for false-accept rate `far` (`calibration` file, else the model's own; its bound and the
+    union bound over the gallery go to `hooks.message`). Without `flip_given`, the gallery's flip mode is
+    used. With `out` (.csv or .json) the answers are written there, resuming an interrupted run from a
+    hidden cache next to it."""
+    import dataclasses
+    import shutil
+
+    from facever.core.progress import Hooks
+    from facever.data_prep.align_dataset import collect_sources
+    from facever.verification.search import open_set_fpir_bound
+    from facever.workflows.evaluate import EmbedSettings, load_model
+    from facever.workflows.verify import calibrated_threshold
+
+    embed = embed or EmbedSettings()
+    hooks = hooks or Hooks()
+    if far is not None and threshold is not None:
+        raise FaceverError("give either `far` or `threshold`, not both", options=("far", "threshold"))
+    if calibration is not None and far is None:
+        raise FaceverError("`calibration` applies with `far`", options=("calibration", "far"))
+    if out is not None and Path(out).suffix.lower() not in (".csv", ".json"):
+        raise FaceverError(f"{out}: answers are written to a .csv or a .json file", options=("out",))
+    g = load_gallery(gallery)
+    if not flip_given and g.metadata.get("flip"):
+        embed = dataclasses.replace(embed, flip=g.metadata["flip"])
+    net = load_model(model or model_spec_of(g, gallery), embed)
+    calibrated = None
+    if far is not None:
+        calibrated, problems = calibrated_threshold(net, far, calibration=calibration, flip=embed.flip)
+        threshold = calibrated.threshold
+        for problem in problems:
+            hooks.warning(problem)
+        hooks.message(calibrated.describe())
+        hooks.message(f"a person not enrolled is matched to one of the {len(g)} people with probability <= "
+                      f"{open_set_fpir_bound(calibrated.point.far_bound, len(g)):.3g} (union bound over the gallery)")
+    elif threshold is not None:
+        hooks.message(f"threshold {threshold:g} given by hand (uncalibrated: no bound on false matches)")
+    else:
+        hooks.message("no threshold (`far` or `threshold`): listing the best people without a decision")
+    groups = [(root, [rel for _, rel in items]) for root, items in map(collect_sources, photos)]
+    partial = Path(out).parent / f".{Path(out).stem}.partial" if out is not None else None
+    with hooks.progress("identifying", sum(len(r) for _, r in groups)) as advance:
+        result = identify(net, g, groups, k=k, threshold=threshold, backend=backend, flip=embed.flip,
+                          align=_aligner(aligned, net, select, min_face, embed.device), batch_size=embed.batch_size,
+                          device=embed.device, amp=embed.amp, cache=partial, progress=advance)
+    if calibrated is not None:
+        result.settings["calibration"] = calibrated.to_dict()
+    if out is not None:
+        write_answers(out, result)
+        shutil.rmtree(partial, ignore_errors=True)
+        hooks.message(f"wrote {out}")
+    return result
