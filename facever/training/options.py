@@ -114,9 +114,10 @@ def make_train_config(options: Mapping[str, Any], *, where: str = "configuration
 
 def name_the_source(error: FaceverError, sources: Mapping[str, str] | None) -> FaceverError:
     """A refused value's error (from `TrainConfig`'s checks) prefixed with the config file or recipe
-    it came from, its keys left as the file writes them. Values typed on the command line keep the
-    error as it is, for the command to name its own flags."""
-    given_by = [sources.get(name) for name in error.options] if sources else []
-    if not given_by or any(source in (None, "command line") for source in given_by):
+    that gave the settings it names (those left at their defaults aside), its keys left as the file
+    writes them. Values typed on the command line keep the error as it is, for the command to name
+    its own flags."""
+    given_by = [sources[name] for name in error.options if name in sources] if sources else []
+    if not given_by or "command line" in given_by:
         return error
     return FaceverError(f"{'; '.join(dict.fromkeys(given_by))}: {error}")
