@@ -52,7 +52,7 @@ from facever.training.checkpoint import (
     save_shard,
 )
 from facever.training.config import TrainConfig
-from facever.models import MAX_PARAMETERS, build_on_meta, create_model
+from facever.models import MAX_PARAMETERS, build_on_meta, create_model, list_models
 from facever.models.bundle import save_model_bundle
 from facever.training.data import (
     DeviceBatches,
@@ -411,7 +411,8 @@ def check_model_size(config: TrainConfig, *, num_classes: int, world_size: int =
     try:
         shell = build_on_meta(config.arch, **config.arch_kwargs)
     except FaceverError as exc:  # an unknown name, a size the builder refuses: the settings that made it
-        raise FaceverError(str(exc), options=("arch", *config.arch_kwargs)) from None
+        named = ("arch",) if config.arch not in list_models() else ("arch", *config.arch_kwargs)
+        raise FaceverError(str(exc), options=named) from None
     classes = -(-num_classes // world_size) if config.classifier == "sharded" else num_classes
     count = sum(p.numel() for p in shell.parameters()) + classes * int(shell.embedding_dim)
     if count > MAX_PARAMETERS:
