@@ -438,8 +438,9 @@ class DownloadProgress:
         if self.quiet:
             if "download" in self._plain:
                 self._plain.pop("download").close()
-            self._plain["download"] = PlainProgress(self.label, total / 1e6 if total else None, unit="MB")
-            self._plain["download"].advance(already / 1e6)
+            # Bytes a resumed download already had are counted, not timed: the rate is this run's.
+            self._plain["download"] = PlainProgress(self.label, total / 1e6 if total else None, unit="MB",
+                                                    done=already / 1e6)
             return
         if "download" not in self._bars:
             from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn

@@ -110,7 +110,7 @@ ProgressFactory = Callable[..., ContextManager[Callable[..., None]]]
 
 
 @contextlib.contextmanager
-def _no_progress(description: str, total: int | None, unit: str = "img"):  # noqa: ARG001
+def _no_progress(description: str, total: int | None, unit: str = "img", done: int = 0):  # noqa: ARG001
     yield lambda n=1, **kw: None
 
 
@@ -454,10 +454,9 @@ class Reproduction:
             bars: dict[str, Any] = {}
 
             def progress(step_info) -> None:
-                if "bar" not in bars:
-                    bars["bar"] = stack.enter_context(self.progress(f"train {model}", step_info.total_steps, unit="step"))
-                    if step_info.step > 1:
-                        bars["bar"](step_info.step - 1)
+                if "bar" not in bars:  # a resumed run's earlier steps are counted, not timed
+                    bars["bar"] = stack.enter_context(self.progress(f"train {model}", step_info.total_steps, unit="step",
+                                                                    done=step_info.step - 1))
                 bars["bar"](1)
 
             result = train(config, run_dir, resume=resume, progress=progress, on_message=self.say,
