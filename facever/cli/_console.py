@@ -103,7 +103,7 @@ def _one_line(message: str) -> str:
 
 
 # Library parameters whose command-line option has another name.
-_FLAG_NAMES = {"out_dir": "out", "config": "config_file"}
+_FLAG_NAMES = {"out_dir": "out", "config": "config_file", "max_detect_side": "max_side", "format": "fmt"}
 
 
 def with_flags(message: str, options) -> str:
@@ -129,6 +129,13 @@ def with_flags(message: str, options) -> str:
         if flag:
             message = message.replace(f"`{name}`", flag)
     return message
+
+
+def say(message: str) -> None:
+    """`info` for a library message: the settings it names in backticks written as this command's flags."""
+    import re
+
+    info(with_flags(message, re.findall(r"`(\w+)`", message)))
 
 
 @contextlib.contextmanager

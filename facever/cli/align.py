@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
 
 from facever.cli._options import OnMiss, OutputFormat, Select, device_option
-
-
-def _default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def align(
@@ -77,53 +72,25 @@ def align(
 
     Images not aligned normally (centre-cropped, skipped, failed) are listed in DST/align_report.csv.
     """
-    from facever.cli._console import info, out_console, progress_bar, user_errors, warn
+    from facever.cli._console import out_console, progress_bar, say, user_errors, warn
 
-    import contextlib
-
-    from facever.core.locks import folder_lock
-
-    with user_errors(), contextlib.ExitStack() as stack:
-        from facever.data_prep.align_dataset import AlignConfig, check_output_folder, plan_alignment, run_alignment
-        from facever.core.sizes import parse_size
+    with user_errors():
         from facever.core.errors import FaceverError
-
-        check_output_folder(src, dst)
-        stack.enter_context(folder_lock(dst))  # one writer per DST, held until the crops are written
+        from facever.core.sizes import parse_size
+        from facever.data_prep.align_dataset import AlignConfig
+        from facever.workflows.align import align as align_dataset
+        from facever.workflows.align import default_workers
 
         try:
             crop_size = parse_size(size)
         except ValueError as exc:
             raise FaceverError(f"--size: {exc}") from None
         config = AlignConfig(
-            size=crop_size,
-            select=select.value,
-            all_faces=all_faces,
-            min_face=min_face,
-            device=device,
-            batch_size=batch_size,
-            workers=_default_workers() if workers is None else workers,
-            format=fmt.value,
-            on_miss=on_miss.value,
-            overwrite=overwrite,
-            max_detect_side=max_side,
+            size=crop_size, select=select.value, all_faces=all_faces, min_face=min_face, device=device,
+            batch_size=batch_size, workers=default_workers() if workers is None else workers, format=fmt.value,
+            on_miss=on_miss.value, overwrite=overwrite, max_detect_side=max_side,
         )
-        if min_face < 12:
-            raise FaceverError(f"--min-face {min_face}: must be at least 12 pixels")
-        if max_side < 64:
-            raise FaceverError(f"--max-side {max_side}: must be at least 64")
-        from facever.core.devices import resolve_device
-
-        resolved = resolve_device(device)  # a missing GPU fails here, before any work
-        plan = plan_alignment(src, dst, config=config)
-        if not plan.items:
-            raise FaceverError(f"{src}: no images found")
-        if plan.already_done:
-            info(f"{plan.already_done} of {len(plan.items)} images already aligned in {dst} (resuming; "
-                 "--overwrite redoes them)")
-        info(f"aligning {len(plan.todo)} images to {crop_size[0]}x{crop_size[1]} on {resolved}")
-        with progress_bar("align", total=len(plan.todo)) as advance:
-            summary = run_alignment(plan, progress=advance)
+        summary = align_dataset(src, dst, config, say=say, progress=progress_bar)
 
     if json_out:
         typer.echo(json.dumps(summary.to_dict(), indent=2))

@@ -262,6 +262,13 @@ class Reproduction:
         for what, path in (("casia", s.casia), ("lfw", s.lfw), ("ytf", s.ytf)):
             if not Path(path).exists():
                 raise FaceverError(f"{path}: not found (`{what}`)", options=(what,))
+        from facever.training.data import is_recordio
+
+        for what, path, holds in (("lfw", s.lfw, "the LFW images, Name/Name_0001.jpg"),
+                                  ("ytf", s.ytf, "frame_images_DB/ or aligned_images_DB/"),
+                                  ("casia", s.casia, "identity folders, or train.rec")):
+            if not Path(path).is_dir() and not (what == "casia" and is_recordio(Path(path))):
+                raise FaceverError(f"{path}: not a folder (`{what}` is the folder holding {holds})", options=(what,))
         out = Path(os.path.realpath(self.out))
         for what, path in (("casia", s.casia), ("lfw", s.lfw), ("ytf", s.ytf)):
             data = Path(os.path.realpath(path))
@@ -350,28 +357,17 @@ class Reproduction:
         return None
 
     def _align(self, what: str, src: Path, dst: Path, *, select: str = "largest", on_miss: str = "skip") -> dict[str, Any]:
-        """`facever align SRC DST` in a child process.
+        """`facever align SRC DST` at the model's input size, in a child process of its own
+        (`facever.workflows.align.align_in_child` says why); rerunning resumes."""
+        from facever.data_prep.align_dataset import AlignConfig
+        from facever.workflows.align import align_in_child, default_workers
 
-        A child, because a process that has run the aligner (MTCNN, OpenCV and writer threads) can
-        deadlock later when it forks DataLoader workers for embedding; the child exits clean.
-        """
-        import subprocess
-        import sys
-
-        h, w = self.input_size()
-        command = [sys.executable, "-m", "facever", "align", str(src), str(dst), "--size", f"{h}x{w}",
-                   "--select", select, "--on-miss", on_miss, "--device", self.settings.device, "--json"]
-        if self.settings.workers is not None:
-            command += ["--workers", str(self.settings.workers)]
-        self.say(f"{what}: aligning into {dst} (facever align; rerunning resumes)")
-        proc = subprocess.run(command, stdout=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            raise FaceverError(f"aligning {what} ({src}) failed with exit status {proc.returncode} (message above); "
-                               "rerun to continue")
-        try:
-            summary = json.loads(proc.stdout)
-        except ValueError:
-            summary = {"output": proc.stdout[-2000:]}
+        workers = self.settings.workers if self.settings.workers is not None else default_workers()
+        config = AlignConfig(size=self.input_size(), select=select, on_miss=on_miss, device=self.settings.device,
+                             workers=workers)
+        self.say(f"{what}: aligning into {dst} (as facever align; rerunning resumes)")
+        summary = align_in_child(src, dst, config, say=self.say, progress=self.progress,
+                                 stop_requested=self.stop_requested, description=f"align {what}")
         return {"path": str(dst), "aligned_here": True, "summary": summary}
 
     def _image_list(self, path: Path, files: Sequence[Path]) -> Path:
