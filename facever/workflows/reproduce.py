@@ -203,6 +203,33 @@ def epoch_overrides(epochs: int, *, recipe: str = DEFAULT_RECIPE, config_file: s
     return overrides
 
 
+def reproduce_settings(
+    *,
+    casia: str | Path,
+    lfw: str | Path,
+    ytf: str | Path,
+    fglfw: str | Path | None = None,
+    lfw_pairs: str | Path | None = None,
+    ytf_splits: str | Path | None = None,
+    recipe: str = DEFAULT_RECIPE,
+    config_file: str | Path | None = None,
+    epochs: int | None = None,
+    **options: Any,
+) -> ReproduceSettings:
+    """The settings of a reproduction from its inputs (made absolute) and options (`ReproduceSettings`'
+    fields); `epochs` shortens the recipe, keeping its step schedule inside the shorter run
+    (`epoch_overrides`)."""
+    def absolute(path):
+        return None if path is None else str(Path(path).resolve())
+
+    overrides = epoch_overrides(epochs, recipe=recipe, config_file=config_file) if epochs is not None else {}
+    return ReproduceSettings(
+        casia=absolute(casia), lfw=absolute(lfw), ytf=absolute(ytf), fglfw=absolute(fglfw),
+        lfw_pairs=absolute(lfw_pairs), ytf_splits=absolute(ytf_splits), recipe=recipe,
+        config_file=absolute(config_file), overrides=overrides, **options,
+    )
+
+
 class Reproduction:
     """One reproduction run into `out_dir` (see the module docstring). Use `run()`."""
 
