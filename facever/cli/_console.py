@@ -376,15 +376,18 @@ class TrainingProgress:
         self.bars["scan"].advance(n)
 
     def step(self, info) -> None:
-        if "train" not in self.bars:
-            self._close("scan")  # the scan is over: its count is final
-            # A resumed run starts at its checkpoint's step: those steps are done, not part of this rate.
-            self.bars["train"] = open_progress(self.description, info.total_steps, unit="step", done=info.step - 1)
         status = None
         if info.loss is not None:
             status = (f"epoch {info.epoch + 1} loss {info.loss:.3f} lr {info.lr:.3g} "
                       f"{format_rate(info.images_per_second)}")
-        self.bars["train"].advance(1, status=status)
+        if "train" in self.bars:
+            self.bars["train"].advance(1, status=status)
+            return
+        self._close("scan")  # the scan is over: its count is final
+        # The bar starts after this step: the steps done so far (all of them for a resumed run, which
+        # starts at its checkpoint's step) are counted, not timed, so the rate is this run's.
+        self.bars["train"] = open_progress(self.description, info.total_steps, unit="step", done=info.step)
+        self.bars["train"].advance(0, status=status)
 
     def close(self) -> None:
         self._close("scan")

@@ -99,9 +99,9 @@ def epochs_for(settings: DemoSettings, train_images: int) -> int:
 class DemoEvent:
     """What the progress callback receives.
 
-    A stage starts with `done=0` and its `total` (None when unknown) and a `message` (and, for a resumed
-    training, `done_before`: the steps its checkpoint had done); then each call reports `done` items
-    just finished. Stages: data, pairs, train:<model>, embed:<model>, evaluate. `message`-only events
+    A stage starts with `done=0` and its `total` (None when unknown) and a `message` (and, for training,
+    `done_before`: the steps done when its first progress arrives, a resumed run's included, counted but
+    not timed); then each call reports `done` items just finished. Stages: data, pairs, train:<model>, embed:<model>, evaluate. `message`-only events
     (done=0, total=None) are notes, e.g. a reused model.
     """
 
@@ -392,7 +392,8 @@ def _train_one(name: str, config, split: _Split, run_dir: Path, emit, stop_reque
             emit(DemoEvent(stage, done=0, total=info.total_steps, message=(
                 f"training {name}: {config.arch} (width {config.width}, {config.embedding_dim}-d) at "
                 f"{config.input_size[0]}x{config.input_size[1]}, {config.epochs} epochs, {info.total_steps} steps"
-                + (f", resuming at step {info.step - 1}" if resume else "")), done_before=info.step - 1))
+                + (f", resuming at step {info.step - 1}" if resume else "")), done_before=info.step))
+            return  # its bar starts after this step: the steps so far are counted, not timed
         emit(DemoEvent(stage, done=1, loss=info.loss))
 
     def on_message(text: str) -> None:

@@ -477,10 +477,11 @@ class Reproduction:
             bars: dict[str, Any] = {}
 
             def progress(step_info) -> None:
-                if "bar" not in bars:  # a resumed run's earlier steps are counted, not timed
+                if "bar" in bars:
+                    bars["bar"](1)
+                else:  # the bar starts after this step: steps so far (a resumed run's too) counted, not timed
                     bars["bar"] = stack.enter_context(self.progress(f"train {model}", step_info.total_steps, unit="step",
-                                                                    done=step_info.step - 1))
-                bars["bar"](1)
+                                                                    done=step_info.step))
 
             result = train(config, run_dir, resume=resume, progress=progress, on_message=self.say,
                            stop_requested=self.stop_requested)
