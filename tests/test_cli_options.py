@@ -103,4 +103,4 @@ def test_every_training_setting_is_an_option_of_train_with_its_default_shown():
         else:
             assert getattr(param.default, "value", param.default) == default, name
     assert params["batch_size"].opts == ["--batch-size", "-b"] and params["workers"].opts == ["--workers", "-j"]
-    assert params["head"].metavar == "[" + "|".join(HEADS) + "]"
+    assert params["head"].metavar == "[" + "|".join(settings.HEADS) + "]"
