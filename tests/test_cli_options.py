@@ -146,3 +146,30 @@ def test_an_option_group_is_one_settings_object(tmp_path):
 
     with pytest.raises(TypeError, match="'weights' of group 'embedding' clashes"):
         o.expand_option_groups(clash)
+
+
+def test_every_training_setting_is_an_option_of_train_with_its_default_shown():
+    """`facever train`'s settings are built from TrainConfig and its help table: a field added with a help
+    line is an option (type, choices and default from the field); a field without one is config-file only,
+    and the list of those is this one."""
+    import dataclasses
+
+    from facever.cli import build_command
+    from facever.training.config import OPTION_HELP, TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(OPTION_HELP) <= set(fields)
+    assert set(fields) - set(OPTION_HELP) == {"data", "lr_gamma"}
+    params = {p.name: p for p in build_command().commands["train"].params}
+    for name in OPTION_HELP:
+        field, param = fields[name], params[name]
+        assert param.opts[0] == "--" + name.replace("_", "-") or param.secondary_opts, name
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        if isinstance(default, bool):
+            assert param.default is None and param.secondary_opts == ["--no-" + name.replace("_", "-")], name
+        elif isinstance(default, tuple):
+            assert tuple(float(v) for v in param.default.split(",")) == default, name
+        else:
+            assert getattr(param.default, "value", param.default) == default, name
+    assert params["batch_size"].opts == ["--batch-size", "-b"] and params["workers"].opts == ["--workers", "-j"]
+    assert params["head"].metavar == "[" + "|".join(settings.HEADS) + "]"

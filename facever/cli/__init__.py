@@ -1,7 +1,8 @@
 """The `facever` command line: one module per command, assembled here explicitly.
 
-Command modules import only typer and the standard library at module level, so `facever --help`
-never imports torch; each command imports the library it needs when it runs.
+Command modules import only typer, the standard library and torch-free library modules (settings,
+the training settings' table) at module level, so `facever --help` never imports torch; each command
+imports the library it needs when it runs.
 """
 
 from __future__ import annotations

@@ -23,32 +23,33 @@ from facever.core import settings
 # Each Enum is made from the library's vocabulary in facever.core.settings: the CLI never restates one.
 
 
-def _choices(name: str, values: tuple[str, ...], doc: str = "") -> type[Enum]:
+def choice_enum(name: str, values: tuple[str, ...], doc: str = "") -> type[Enum]:
+    """The Enum typer offers for a vocabulary of the library (members are its values)."""
     members = [(value.replace("-", "_"), value) for value in values]
     enum = Enum(name, members, type=str, module=__name__)  # type: ignore[misc]
     enum.__doc__ = doc or f"One of {', '.join(values)} (facever.core.settings)."
     return enum
 
 
-Flip = _choices("Flip", settings.FLIP_MODES)
-Select = _choices("Select", settings.SELECT_METHODS)
-OutputFormat = _choices("OutputFormat", settings.OUTPUT_FORMATS)
-OnMiss = _choices("OnMiss", settings.ON_MISS)
-ThresholdMode = _choices("ThresholdMode", settings.THRESHOLD_MODES)
-Metric = _choices("Metric", settings.METRICS)
-Benchmark = _choices("Benchmark", settings.BENCHMARKS, "Every benchmark a pair list (or splits file, or .bin) can be.")
-Variant = _choices("Variant", settings.FGLFW_VARIANTS, "The LFW-photo pair lists of `eval-fglfw`.")
-IJBSet = _choices("IJBSet", settings.IJB_SETS)
-Layout = _choices("Layout", settings.YTF_LAYOUTS, "Which YouTube Faces frames: auto, frame_images_DB or aligned_images_DB.")
-Fusion = _choices("Fusion", settings.FUSIONS)
-ExportFormat = _choices("ExportFormat", settings.EXPORT_FORMATS)
-Head = _choices("Head", settings.HEADS)
-Noise = _choices("Noise", settings.NOISE_MODES)
-Classifier = _choices("Classifier", settings.CLASSIFIERS)
-Schedule = _choices("Schedule", settings.SCHEDULES)
-Amp = _choices("Amp", settings.AMP_MODES)
-Cache = _choices("Cache", settings.CACHE_MODES)
-SearchBackend = _choices("SearchBackend", settings.SEARCH_BACKENDS)
+Flip = choice_enum("Flip", settings.FLIP_MODES)
+Select = choice_enum("Select", settings.SELECT_METHODS)
+OutputFormat = choice_enum("OutputFormat", settings.OUTPUT_FORMATS)
+OnMiss = choice_enum("OnMiss", settings.ON_MISS)
+ThresholdMode = choice_enum("ThresholdMode", settings.THRESHOLD_MODES)
+Metric = choice_enum("Metric", settings.METRICS)
+Benchmark = choice_enum("Benchmark", settings.BENCHMARKS, "Every benchmark a pair list (or splits file, or .bin) can be.")
+Variant = choice_enum("Variant", settings.FGLFW_VARIANTS, "The LFW-photo pair lists of `eval-fglfw`.")
+IJBSet = choice_enum("IJBSet", settings.IJB_SETS)
+Layout = choice_enum("Layout", settings.YTF_LAYOUTS, "Which YouTube Faces frames: auto, frame_images_DB or aligned_images_DB.")
+Fusion = choice_enum("Fusion", settings.FUSIONS)
+ExportFormat = choice_enum("ExportFormat", settings.EXPORT_FORMATS)
+Head = choice_enum("Head", settings.HEADS)
+Noise = choice_enum("Noise", settings.NOISE_MODES)
+Classifier = choice_enum("Classifier", settings.CLASSIFIERS)
+Schedule = choice_enum("Schedule", settings.SCHEDULES)
+Amp = choice_enum("Amp", settings.AMP_MODES)
+Cache = choice_enum("Cache", settings.CACHE_MODES)
+SearchBackend = choice_enum("SearchBackend", settings.SEARCH_BACKENDS)
 
 
 # -- options several commands share ------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -96,67 +95,23 @@ def embed(
 
         facever embed w600k_r50.onnx lfw_112/ --out lfw_w600k.npz
     """
-    from facever.cli._console import info, library_warnings, progress_bar, report_bad_images, user_errors
+    from facever.cli._console import info, library_warnings, progress_bar, report_bad_images, say, user_errors, warn
+    from facever.workflows.embed import EmbedHooks, embed_to_file
 
-    from facever.core.locks import file_lock
-
-    with user_errors(), library_warnings(), file_lock(out):
-        from facever.data_prep.align_dataset import collect_sources
-        from facever.embedding.cache import embed_items_cached
-        from facever.embedding.extract import BadImagesError
-        from facever.embedding.loading import load_embedding_model
-        from facever.core.embeddings_file import save_embeddings
+    with user_errors(), library_warnings():
         from facever.core.errors import FaceverError
+        from facever.core.sizes import parse_size
 
-        root, sources = collect_sources(images)
-        if not sources:
-            raise FaceverError(f"{images}: no images found")
-        rel_paths = [rel for _, rel in sources]
-        emb_model = load_embedding_model(model, weights=weights, device=device,
-                                         **parse_preprocessing(mean, std, bgr))
-        aligner = None
-        if align:
-            from facever.data_prep.align import FaceAligner
-            from facever.core.sizes import parse_size
-
-            try:
-                crop = parse_size(size) if size else tuple(emb_model.input_size)
-            except ValueError as exc:
-                raise FaceverError(f"--size: {exc}") from None
-            aligner = FaceAligner(size=crop, select=select.value, min_face=min_face, device=device)
-        elif size:
-            raise FaceverError("--size applies with --align only (aligned crops are resized to the model's input)")
-        if aligner is None:
-            from facever.data_prep.alignment_record import alignment_difference, read_alignment_record
-            from facever.cli._console import warn
-
-            trained_on = emb_model.extra.get("training_crops") or {}
-            differs = alignment_difference(read_alignment_record(root), trained_on.get("alignment"),
-                                           emb_model.input_size)
-            if differs:
-                warn(f"{root}: {differs}")
-        # Progress is kept in a hidden cache folder next to OUT (the one embedding cache, keyed by each image's
-        # bytes and the settings), so an interrupted run resumes where it stopped and never reuses a stale row.
-        partial = out.parent / f".{out.stem}.partial"
-        info(f"embedding {len(rel_paths)} images from {root} with {emb_model.model_id} ({emb_model.preprocessing})")
         try:
-            with progress_bar("embedding", total=len(rel_paths)) as advance:
-                result, bad, reused = embed_items_cached(
-                    emb_model, root, rel_paths, cache=partial, flip=flip.value, batch_size=batch_size,
-                    workers=workers, device=device, amp=amp.value, align=aligner, skip_bad=skip_bad, progress=advance,
-                    on_plan=lambda done, todo: advance(done),
-                )
-        except BadImagesError as exc:
-            report_bad_images(exc.bad)
-            raise FaceverError(f"{exc}; use --skip-bad to leave them out (the others are kept for the rerun)") from None
-        if reused:
-            info(f"resumed: {reused} embeddings from an interrupted run ({partial})")
-        if bad:
-            report_bad_images(bad)
-            info(f"left out {len(bad)} images (--skip-bad)")
-        metadata = {**result.metadata, "images_source": str(Path(images).resolve()),
-                    "bad": [{"path": b.path, "reason": b.reason} for b in bad]}
-        metadata.pop("cache", None)
-        save_embeddings(out, result.paths, result.embeddings, metadata)
-        shutil.rmtree(partial, ignore_errors=True)
-        info(f"wrote {out}: {len(result)} embeddings of dimension {result.dim} (flip {flip.value})")
+            crop = parse_size(size) if size else None
+        except ValueError as exc:
+            raise FaceverError(f"--size: {exc}") from None
+        done = embed_to_file(
+            model, images, out, weights=weights, preprocessing=parse_preprocessing(mean, std, bgr), flip=flip.value,
+            align=align, size=crop, select=select.value, min_face=min_face, batch_size=batch_size, workers=workers,
+            device=device, amp=amp.value, skip_bad=skip_bad,
+            hooks=EmbedHooks(say=say, warn=warn, progress=progress_bar, bad_images=report_bad_images),
+        )
+    if done.bad:
+        info(f"left out {len(done.bad)} images (--skip-bad)")
+    info(f"wrote {out}: {done.count} embeddings of dimension {done.dim} (flip {flip.value})")

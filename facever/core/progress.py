@@ -3,8 +3,9 @@
 A workflow takes one `Hooks`; the command line passes its console (`facever.cli._evaluation.console_hooks`),
 a library user passes nothing (messages go to `logging`, progress nowhere) or their own callbacks.
 
-`progress(description, total, unit="img")` is a context manager yielding `advance(n=1)`, the shape of the
-CLI's `progress_bar`: one bar per stage, closed when the stage ends, however it ends.
+`progress(description, total, unit="img", done=0)` is a context manager yielding `advance(n=1)`, the shape of
+the CLI's `progress_bar`: one bar per stage, closed when the stage ends, however it ends; `done` is work
+finished before (a resumed run's), counted but not timed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ ProgressFactory = Callable[..., ContextManager[Callable[..., None]]]
 
 
 @contextlib.contextmanager
-def no_progress(description: str, total: int | None, unit: str = "img") -> Iterator[Callable[..., None]]:  # noqa: ARG001
+def no_progress(description: str, total: int | None, unit: str = "img",  # noqa: ARG001
+                done: int = 0) -> Iterator[Callable[..., None]]:  # noqa: ARG001
     """A progress factory that shows nothing."""
     yield lambda n=1, **kw: None
 

@@ -200,6 +200,33 @@ def epoch_overrides(epochs: int, *, recipe: str = DEFAULT_RECIPE, config_file: s
     return overrides
 
 
+def reproduce_settings(
+    *,
+    casia: str | Path,
+    lfw: str | Path,
+    ytf: str | Path,
+    fglfw: str | Path | None = None,
+    lfw_pairs: str | Path | None = None,
+    ytf_splits: str | Path | None = None,
+    recipe: str = DEFAULT_RECIPE,
+    config_file: str | Path | None = None,
+    epochs: int | None = None,
+    **options: Any,
+) -> ReproduceSettings:
+    """The settings of a reproduction from its inputs (made absolute) and options (`ReproduceSettings`'
+    fields); `epochs` shortens the recipe, keeping its step schedule inside the shorter run
+    (`epoch_overrides`)."""
+    def absolute(path):
+        return None if path is None else str(Path(path).resolve())
+
+    overrides = epoch_overrides(epochs, recipe=recipe, config_file=config_file) if epochs is not None else {}
+    return ReproduceSettings(
+        casia=absolute(casia), lfw=absolute(lfw), ytf=absolute(ytf), fglfw=absolute(fglfw),
+        lfw_pairs=absolute(lfw_pairs), ytf_splits=absolute(ytf_splits), recipe=recipe,
+        config_file=absolute(config_file), overrides=overrides, **options,
+    )
+
+
 class Reproduction:
     """One reproduction run into `out_dir` (see the module docstring). Use `run()`."""
 
@@ -259,6 +286,13 @@ class Reproduction:
         for what, path in (("casia", s.casia), ("lfw", s.lfw), ("ytf", s.ytf)):
             if not Path(path).exists():
                 raise FaceverError(f"{path}: not found (`{what}`)", options=(what,))
+        from facever.training.data import is_recordio
+
+        for what, path, holds in (("lfw", s.lfw, "the LFW images, Name/Name_0001.jpg"),
+                                  ("ytf", s.ytf, "frame_images_DB/ or aligned_images_DB/"),
+                                  ("casia", s.casia, "identity folders, or train.rec")):
+            if not Path(path).is_dir() and not (what == "casia" and is_recordio(Path(path))):
+                raise FaceverError(f"{path}: not a folder (`{what}` is the folder holding {holds})", options=(what,))
         out = Path(os.path.realpath(self.out))
         for what, path in (("casia", s.casia), ("lfw", s.lfw), ("ytf", s.ytf)):
             data = Path(os.path.realpath(path))
@@ -347,28 +381,17 @@ class Reproduction:
         return None
 
     def _align(self, what: str, src: Path, dst: Path, *, select: str = "largest", on_miss: str = "skip") -> dict[str, Any]:
-        """`facever align SRC DST` in a child process.
+        """`facever align SRC DST` at the model's input size, in a child process of its own
+        (`facever.workflows.align.align_in_child` says why); rerunning resumes."""
+        from facever.data_prep.align_dataset import AlignConfig
+        from facever.workflows.align import align_in_child, default_workers
 
-        A child, because a process that has run the aligner (MTCNN, OpenCV and writer threads) can
-        deadlock later when it forks DataLoader workers for embedding; the child exits clean.
-        """
-        import subprocess
-        import sys
-
-        h, w = self.input_size()
-        command = [sys.executable, "-m", "facever", "align", str(src), str(dst), "--size", f"{h}x{w}",
-                   "--select", select, "--on-miss", on_miss, "--device", self.settings.device, "--json"]
-        if self.settings.workers is not None:
-            command += ["--workers", str(self.settings.workers)]
-        self.say(f"{what}: aligning into {dst} (facever align; rerunning resumes)")
-        proc = subprocess.run(command, stdout=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            raise FaceverError(f"aligning {what} ({src}) failed with exit status {proc.returncode} (message above); "
-                               "rerun to continue")
-        try:
-            summary = json.loads(proc.stdout)
-        except ValueError:
-            summary = {"output": proc.stdout[-2000:]}
+        workers = self.settings.workers if self.settings.workers is not None else default_workers()
+        config = AlignConfig(size=self.input_size(), select=select, on_miss=on_miss, device=self.settings.device,
+                             workers=workers)
+        self.say(f"{what}: aligning into {dst} (as facever align; rerunning resumes)")
+        summary = align_in_child(src, dst, config, say=self.say, progress=self.progress,
+                                 stop_requested=self.stop_requested, description=f"align {what}")
         return {"path": str(dst), "aligned_here": True, "summary": summary}
 
     def _image_list(self, path: Path, files: Sequence[Path]) -> Path:
@@ -451,11 +474,11 @@ class Reproduction:
             bars: dict[str, Any] = {}
 
             def progress(step_info) -> None:
-                if "bar" not in bars:
-                    bars["bar"] = stack.enter_context(self.progress(f"train {model}", step_info.total_steps, unit="step"))
-                    if step_info.step > 1:
-                        bars["bar"](step_info.step - 1)
-                bars["bar"](1)
+                if "bar" in bars:
+                    bars["bar"](1)
+                else:  # the bar starts after this step: steps so far (a resumed run's too) counted, not timed
+                    bars["bar"] = stack.enter_context(self.progress(f"train {model}", step_info.total_steps, unit="step",
+                                                                    done=step_info.step))
 
             result = train(config, run_dir, resume=resume, progress=progress, on_message=self.say,
                            stop_requested=self.stop_requested)
