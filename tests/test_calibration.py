@@ -307,3 +307,5 @@ def test_damaged_calibration_files_are_refused(tmp_path, edit, match):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(InputFileError, match="not a JSON calibration"):
         cal.read_calibration(tmp_path / "bad.json")
+    with pytest.raises(InputFileError, match="none.json: calibration file not found"):
+        cal.read_calibration(tmp_path / "none.json")

@@ -522,13 +522,13 @@ class Calibration:
 
 def read_calibration(path: str | Path) -> Calibration:
     """A calibration.json (or a folder holding one)."""
+    from facever.core.text_files import read_text
+
     path = Path(path)
     if path.is_dir():
         path = path / "calibration.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FaceverError(f"{path}: no such calibration file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(read_text(path, what="calibration file"))
+    except json.JSONDecodeError as exc:
         raise InputFileError(path, f"not a JSON calibration ({exc})") from None
     return Calibration.from_dict(data, source=path)
