@@ -257,3 +257,34 @@ def test_verify_uses_the_calibrations_flip_unless_told_otherwise(crops_and_model
     told = runner.invoke(app, base + ["--flip", "none"])
     assert json.loads(told.stdout)["model"]["flip"] == "none"
     assert "the calibration was made with flip sum, this run uses flip none" in told.stderr
+
+
+def test_calibrating_a_bin_equals_the_same_pairs_from_the_folder(crops_and_model, tmp_path):
+    """The same pairs as an InsightFace .bin (PNG: the same pixels) and as a path list over the folder: the
+    same calibration (the .bin's images go through the one cached loop too)."""
+    from facever.protocols.insightface_bin import write_bin
+
+    d = crops_and_model
+    rng = np.random.default_rng(5)
+    pairs = [(f"q{i:02d}/0.png", f"q{i:02d}/{1 + i % 4}.png", True) for i in range(40)]
+    while len(pairs) < 340:
+        i, j = rng.choice(40, 2, replace=False)
+        pair = (f"q{i:02d}/{rng.integers(5)}.png", f"q{j:02d}/{rng.integers(5)}.png", False)
+        if pair not in pairs:
+            pairs.append(pair)
+    order = rng.permutation(len(pairs))
+    pairs = [pairs[k] for k in order]
+    blobs = [(d["faces"] / p).read_bytes() for a, b, _ in pairs for p in (a, b)]
+    write_bin(tmp_path / "own.bin", blobs, [same for _, _, same in pairs])
+    # the .bin's folds: 10 contiguous blocks of its pairs (insightface); the same folds in the path list
+    (tmp_path / "own.txt").write_text("# facever pairs: path_a path_b same fold\n" + "".join(
+        f"{a}\t{b}\t{int(same)}\t{1 + k // 34}\n" for k, (a, b, same) in enumerate(pairs)))
+    common = ["--model", str(d["model"]), "--far", "0.01", "--device", "cpu", "--amp", "off", "--flip", "none", "--json"]
+    from_bin = _calibrate("--pairs", tmp_path / "own.bin", "--protocol", "bin", "--out", tmp_path / "b.json", *common)
+    assert from_bin.exit_code == 0, from_bin.output
+    from_folder = _calibrate("--pairs", tmp_path / "own.txt", "--images", d["faces"], "--out", tmp_path / "f.json",
+                             *common)
+    assert from_folder.exit_code == 0, from_folder.output
+    (b,), (f,) = json.loads(from_bin.stdout)["points"], json.loads(from_folder.stdout)["points"]
+    assert (b["false_accepts"], b["true_accepts"], b["impostor_pairs"]) == (f["false_accepts"], f["true_accepts"], 300)
+    assert b["threshold"] == pytest.approx(f["threshold"], abs=1e-5)
