@@ -61,12 +61,15 @@ def ref_conservative(scores, labels, far):
 
 
 def ref_insightface(scores, labels, far):
-    """insightface's IJB script, as written there (sklearn's roc_curve, then the nearest FAR)."""
+    """insightface's IJB script (`ijb_11.py`, `arcface_torch/eval_ijbc.py`), its lines kept: sklearn's
+    roc_curve, the arrays reversed, then the first nearest FAR. Returns `(tar, far reached)`."""
     from sklearn.metrics import roc_curve
 
     fpr, tpr, _ = roc_curve(labels, scores)
+    fpr = np.flipud(fpr)
+    tpr = np.flipud(tpr)  # select largest tpr at same fpr
     _, min_index = min(list(zip(abs(fpr - far), range(len(fpr)))))
-    return float(tpr[min_index])
+    return float(tpr[min_index]), float(fpr[min_index])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -163,7 +166,7 @@ def test_tar_at_far_both_definitions_against_brute_force():
             key = f"{far:g}"
             assert both["conservative"][key]["tar"] == pytest.approx(ref_conservative(scores, labels, far), abs=1e-12)
             assert both["conservative"][key]["far"] <= far
-            assert both["insightface"][key]["tar"] == pytest.approx(ref_insightface(scores, labels, far), abs=1e-12)
+            assert (both["insightface"][key]["tar"], both["insightface"][key]["far"]) == ref_insightface(scores, labels, far)
 
 
 def test_the_two_definitions_on_a_hand_computed_curve():
@@ -173,8 +176,8 @@ def test_the_two_definitions_on_a_hand_computed_curve():
     scores = np.array([0.95, 0.8, 0.1, 0.05] + [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.0])
     fpr, tpr, corners = ijb.roc_with_corners(scores, labels)
     both = ijb.tar_at_far_both(fpr, tpr, (0.05, 0.14, 0.16), corners=corners)
-    # 0.05: FAR 0 and 0.1 are equally near; the first point, (0, 0), wins.
-    assert both["insightface"]["0.05"] == {"tar": 0.0, "far": 0.0}
+    # 0.05: FAR 0 and 0.1 are equally near; on the reversed arrays the first is the higher FAR.
+    assert both["insightface"]["0.05"] == {"tar": 0.25, "far": 0.1}
     assert both["conservative"]["0.05"] == {"tar": 0.25, "far": 0.0}
     assert both["insightface"]["0.14"] == {"tar": 0.25, "far": 0.1}
     # 0.16: the nearest point lies above the target (FAR 0.2) and the tie lifts it above the conservative TAR.

@@ -14,7 +14,8 @@ Pure functions on arrays; `evaluate_ijb` joins an `IJBMeta` (the reader's output
   are averaged, the media features summed, and the sum L2-normalised.
 - **Pair score**: the cosine of the two template features (their dot product).
 - **TAR at FAR**, two definitions, both reported: `insightface` takes the ROC point whose FAR is the
-  nearest to the target (first such point, the lowest TAR among ties), which may lie *above* the
+  nearest to the target as insightface's script does (on the reversed ROC arrays, the first nearest:
+  the highest TAR of a vertical step, the higher of two equally near FARs), which may lie *above* the
   target; `conservative` takes the highest TAR among points whose FAR does not exceed the target.
   The ROC is `facever.verification.roc`'s (same iff score >= threshold, one point per distinct score);
   insightface's search runs over its corners only, as sklearn's `roc_curve` (which that script calls)
@@ -310,12 +311,20 @@ def roc_with_corners(scores: np.ndarray, labels: np.ndarray):
 
 
 def tar_at_nearest_far(fpr: np.ndarray, tpr: np.ndarray, far: float, *, corners: np.ndarray | None = None):
-    """insightface's TAR@FAR: `(tpr, fpr)` of the first ROC point (among `corners`, see `roc_with_corners`)
-    whose FAR is nearest `far`."""
+    """insightface's TAR@FAR (`ijb_11.py`, `arcface_torch/eval_ijbc.py`): `(tpr, fpr)` of the ROC point
+    nearest `far`, found as the script finds it.
+
+    The script reverses scikit-learn's ROC arrays (`np.flipud(fpr)`, `np.flipud(tpr)`: "select largest
+    tpr at same fpr") and takes the first index of the smallest `abs(fpr - far)`. So among points at the
+    nearest FAR (a vertical step of the curve) it gets the **highest** TAR, and of two FARs equally near
+    the target, the higher one. `corners` (`roc_with_corners`) restricts the search to the points
+    scikit-learn keeps, as in the script.
+    """
     fpr = np.asarray(fpr, dtype=np.float64)
     tpr = np.asarray(tpr, dtype=np.float64)
     if corners is not None:
         fpr, tpr = fpr[corners], tpr[corners]
+    fpr, tpr = fpr[::-1], tpr[::-1]
     i = int(np.argmin(np.abs(fpr - far)))
     return float(tpr[i]), float(fpr[i])
 
@@ -392,7 +401,8 @@ class IJBResult:
             "auc": self.auc,
             "tar_at_far": self.tar_at_far,
             "tar_at_far_definitions": {
-                "insightface": "TAR of the first ROC point whose FAR is nearest the target (may exceed it)",
+                "insightface": "TAR of the ROC point nearest the target FAR, first on the reversed ROC as insightface's "
+                               "script: the highest TAR at that FAR (the FAR may exceed the target)",
                 "conservative": "highest TAR among ROC points whose FAR does not exceed the target",
             },
             "pairs": {"total": self.n_pairs, "same": self.n_same, "different": self.n_pairs - self.n_same},

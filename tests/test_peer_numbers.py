@@ -1,0 +1,182 @@
+"""Where facever names a peer's number, it is that peer's number: each test runs a transcription of the
+peer's own lines (insightface's IJB scripts, facenet's / insightface's calculate_val, SphereFace's
+evaluation.m, ...) on inputs built so that a difference would show (vertical ROC steps, ties at the
+target, targets below 1 / impostors and above every FAR, runs of equal FARs, small sets), and
+requires the same number to float precision."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facever.verification import ijb, tenfold
+
+DATA = Path(__file__).parent / "data"
+
+
+# ---------------------------------------------------------------------------------------------------
+# IJB TAR@FAR: insightface's ijb_11.py / arcface_torch/eval_ijbc.py
+
+
+def insightface_ijb_row(label, score, x_labels):
+    """ijb_11.py's table row (Step 5), its lines kept: roc_curve, np.flipud of both arrays, then the
+    first index of the smallest |fpr - x|. Returns [(tpr, fpr)] per target."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(label, score)
+    fpr = np.flipud(fpr)
+    tpr = np.flipud(tpr)  # select largest tpr at same fpr
+    row = []
+    for fpr_iter in np.arange(len(x_labels)):
+        _, min_index = min(list(zip(abs(fpr - x_labels[fpr_iter]), range(len(fpr)))))
+        row.append((float(tpr[min_index]), float(fpr[min_index])))
+    return row
+
+
+def _ijb_cases():
+    rng = np.random.default_rng(7)
+    # 1. a vertical step at FAR 0: the best scores are all same pairs (any target below 1/impostors).
+    labels = np.r_[np.ones(40, bool), np.zeros(200, bool)]
+    scores = np.r_[rng.uniform(0.8, 1.0, 40), rng.uniform(0.0, 0.85, 200)]
+    yield "step at FAR 0", labels, scores, (1e-6, 1e-4, 1e-3, 1 / 200, 0.01, 0.1)
+    # 2. ties between same and different pairs (diagonal steps) and targets exactly at a FAR level.
+    labels = rng.random(300) < 0.3
+    scores = np.round(rng.normal(size=300) + 1.2 * labels, 1)
+    n_neg = int((~labels).sum())
+    yield "ties", labels, scores, (1 / n_neg, 2 / n_neg, 0.05, 0.1, 0.5)
+    # 3. a target halfway between two FAR levels (two points equally near) and above every FAR.
+    labels = np.array([True] * 4 + [False] * 10)
+    scores = np.array([0.95, 0.8, 0.1, 0.05] + [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.0])
+    yield "halfway and above", labels, scores, (0.05, 0.15, 1.0, 2.0)
+    # 4. random small sets, many ties, the script's own targets.
+    for trial in range(25):
+        n = int(rng.integers(30, 500))
+        labels = rng.random(n) < rng.uniform(0.05, 0.6)
+        labels[:2] = [True, False]
+        scores = rng.normal(size=n) + labels * rng.uniform(0, 3)
+        if trial % 2:
+            scores = np.round(scores, 1)
+        yield f"random {trial}", labels, scores, (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+
+@pytest.mark.parametrize("case", list(_ijb_cases()), ids=lambda c: c[0])
+def test_ijb_insightface_tar_at_far_is_the_scripts_number(case):
+    _, labels, scores, targets = case
+    fpr, tpr, corners = ijb.roc_with_corners(scores, labels)
+    got = ijb.tar_at_far_both(fpr, tpr, targets, corners=corners)["insightface"]
+    expected = insightface_ijb_row(labels.astype(int), scores, list(targets))
+    assert [(got[f"{t:g}"]["tar"], got[f"{t:g}"]["far"]) for t in targets] == expected
+
+
+def test_ijb_insightface_rule_takes_the_top_of_the_far0_step():
+    # The script prints the top of the FAR-0 step below 1/impostors; the first point in increasing
+    # order (facever before) printed 0.00%.
+    labels = np.r_[np.ones(5, bool), np.zeros(1000, bool)]
+    scores = np.r_[np.linspace(0.9, 0.99, 5), np.linspace(0.0, 0.95, 1000)]
+    fpr, tpr, corners = ijb.roc_with_corners(scores, labels)
+    got = ijb.tar_at_far_both(fpr, tpr, (1e-6,), corners=corners)
+    assert got["insightface"]["1e-06"] == {"tar": 0.4, "far": 0.0}  # 2 of 5 same pairs above every impostor
+    assert got["conservative"]["1e-06"] == {"tar": 0.4, "far": 0.0}
+
+
+# ---------------------------------------------------------------------------------------------------
+# VAL@FAR: facenet's / insightface's calculate_val under SciPy <= 1.8
+
+
+def test_scipy18_slinear_equals_scipy_1_8_on_repeated_x():
+    fixture = json.loads((DATA / "scipy18_slinear.json").read_text())
+    assert fixture["scipy"].startswith("1.8")
+    n = 0
+    for case in fixture["cases"]:
+        for q, v in zip(case["queries"], case["values"]):
+            assert tenfold.scipy18_slinear(case["x"], case["y"], q) == v, (case["x"], case["y"], q)
+            n += 1
+    assert n > 200
+
+
+def test_scipy18_slinear_hand_cases():
+    x = [0, 0, 0, 0.1, 0.1, 0.2, 0.2, 0.2]
+    y = [0, 1, 2, 3, 4, 5, 6, 7]
+    f = lambda q: tenfold.scipy18_slinear(x, y, q)  # noqa: E731
+    assert f(0.0) == 2.0  # a level: its last point
+    assert f(0.05) == 2.5  # last point of the level below to first point of the level above
+    assert f(0.1) == 4.0
+    assert f(0.15) == 4.5
+    assert f(0.2) == 0.0  # the top level repeated: SciPy 1.8's zero-length knot interval
+    assert tenfold.scipy18_slinear([0, 0.1, 0.2], [0, 1, 2], 0.2) == 2.0  # the top level once: its y
+    with pytest.raises(ValueError, match="outside the interpolation range"):
+        f(0.25)
+
+
+@pytest.mark.parametrize("name", ["bin-305", "small-600", "lfw-like-6000"])
+def test_val_at_far_equals_facenet_calculate_val_under_scipy_1_8(name):
+    """The numbers facenet's calculate_val printed with SciPy 1.8.1 and scikit-learn's KFold
+    (tests/data/make_scipy18_slinear.py), on squared distances with ties and runs of equal FARs."""
+    fixture = json.loads((DATA / "scipy18_slinear.json").read_text())
+    case = next(s for s in fixture["calculate_val"] if s["name"] == name)
+    dist = np.array(case["dist"])
+    labels = np.array(case["labels"], bool)
+    folds = tenfold.kfold_blocks(dist.size, 10)
+    for target, (val, val_std, far) in case["val"].items():
+        got = tenfold.facenet_val_at_far(dist, labels, folds, far_target=float(target))
+        assert (got["val_mean"], got["val_std"], got["far_mean"]) == pytest.approx((val, val_std, far), abs=1e-15)
+
+
+def calculate_val_reference(thresholds, dist, actual_issame, far_target, folds):
+    """facenet's calculate_val, its lines kept (folds given instead of KFold; interp1d is SciPy 1.8's,
+    transcribed in `tenfold.scipy18_slinear` and checked against SciPy 1.8.1 above)."""
+
+    def calculate_val_far(threshold, dist, actual_issame):
+        predict_issame = np.less(dist, threshold)
+        true_accept = np.sum(np.logical_and(predict_issame, actual_issame))
+        false_accept = np.sum(np.logical_and(predict_issame, np.logical_not(actual_issame)))
+        n_same = np.sum(actual_issame)
+        n_diff = np.sum(np.logical_not(actual_issame))
+        return float(true_accept) / float(n_same), float(false_accept) / float(n_diff)
+
+    val, far = [], []
+    for fold in np.unique(folds):
+        train_set, test_set = folds != fold, folds == fold
+        far_train = np.zeros(len(thresholds))
+        for threshold_idx, threshold in enumerate(thresholds):
+            _, far_train[threshold_idx] = calculate_val_far(threshold, dist[train_set], actual_issame[train_set])
+        if np.max(far_train) >= far_target:
+            threshold = tenfold.scipy18_slinear(far_train, thresholds, far_target)
+        else:
+            threshold = 0.0
+        v, f = calculate_val_far(threshold, dist[test_set], actual_issame[test_set])
+        val.append(v)
+        far.append(f)
+    return np.mean(val), np.std(val), np.mean(far)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_val_at_far_against_the_transcription_small_sets_and_levels(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(150, 400))
+    labels = rng.random(n) < 0.5
+    dist = np.round(np.clip(rng.normal(1.5, 0.3, n) - 0.6 * labels, 0, 3.99), 2)  # grid-aligned ties
+    folds = tenfold.kfold_blocks(n, 10)
+    n_neg_train = (~labels).sum() - np.bincount(folds, weights=~labels).max()
+    thresholds = np.arange(0, 4, 0.001)
+    # 1e-3 below the first level; a target equal to a level (k / training negatives of fold 0); 0.5.
+    level = 3 / ((~labels)[folds != 0].sum())
+    for target in (1e-3, 1e-2, level, 0.5, 1.0):
+        got = tenfold.facenet_val_at_far(dist, labels, folds, far_target=target)
+        ref = calculate_val_reference(thresholds, dist, labels, target, folds)
+        assert (got["val_mean"], got["val_std"], got["far_mean"]) == pytest.approx(ref, abs=1e-15), target
+    assert n_neg_train > 0
+
+
+def test_kfold_blocks_are_sklearns_kfold():
+    from sklearn.model_selection import KFold
+
+    for n in (20, 305, 6000, 6001, 7):
+        k = min(10, n)
+        expected = np.empty(n, int)
+        for i, (_, test) in enumerate(KFold(n_splits=k, shuffle=False).split(np.arange(n))):
+            expected[test] = i
+        assert np.array_equal(tenfold.kfold_blocks(n, k), expected)
