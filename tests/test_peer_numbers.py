@@ -125,32 +125,27 @@ def test_val_at_far_equals_facenet_calculate_val_under_scipy_1_8(name):
         assert (got["val_mean"], got["val_std"], got["far_mean"]) == pytest.approx((val, val_std, far), abs=1e-15)
 
 
-def calculate_val_reference(thresholds, dist, actual_issame, far_target, folds):
-    """facenet's calculate_val, its lines kept (folds given instead of KFold; interp1d is SciPy 1.8's,
-    transcribed in `tenfold.scipy18_slinear` and checked against SciPy 1.8.1 above)."""
+def calculate_val_reference(thresholds, dist, issame, far_target, folds):
+    """facenet's calculate_val (src/facenet.py), every line that decides the number: per fold the
+    training FAR at each threshold (same iff dist < t, false accepts over different pairs); the
+    threshold from interp1d(far_train, thresholds, kind='slinear') when max(far_train) >= target, else
+    0.0; VAL and FAR on the test fold; mean, population std, mean. interp1d is SciPy 1.8's, transcribed
+    in `tenfold.scipy18_slinear` and checked against SciPy 1.8.1 above; folds given (KFold blocks)."""
 
-    def calculate_val_far(threshold, dist, actual_issame):
-        predict_issame = np.less(dist, threshold)
-        true_accept = np.sum(np.logical_and(predict_issame, actual_issame))
-        false_accept = np.sum(np.logical_and(predict_issame, np.logical_not(actual_issame)))
-        n_same = np.sum(actual_issame)
-        n_diff = np.sum(np.logical_not(actual_issame))
-        return float(true_accept) / float(n_same), float(false_accept) / float(n_diff)
+    def rates(t, d, same):
+        accepted = d < t
+        return (np.count_nonzero(accepted & same) / np.count_nonzero(same),
+                np.count_nonzero(accepted & ~same) / np.count_nonzero(~same))
 
-    val, far = [], []
+    vals, fars = [], []
     for fold in np.unique(folds):
-        train_set, test_set = folds != fold, folds == fold
-        far_train = np.zeros(len(thresholds))
-        for threshold_idx, threshold in enumerate(thresholds):
-            _, far_train[threshold_idx] = calculate_val_far(threshold, dist[train_set], actual_issame[train_set])
-        if np.max(far_train) >= far_target:
-            threshold = tenfold.scipy18_slinear(far_train, thresholds, far_target)
-        else:
-            threshold = 0.0
-        v, f = calculate_val_far(threshold, dist[test_set], actual_issame[test_set])
-        val.append(v)
-        far.append(f)
-    return np.mean(val), np.std(val), np.mean(far)
+        train, test = folds != fold, folds == fold
+        far_train = np.array([rates(t, dist[train], issame[train])[1] for t in thresholds])
+        t = tenfold.scipy18_slinear(far_train, thresholds, far_target) if far_train.max() >= far_target else 0.0
+        v, f = rates(t, dist[test], issame[test])
+        vals.append(v)
+        fars.append(f)
+    return np.mean(vals), np.std(vals), np.mean(fars)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -180,3 +175,113 @@ def test_kfold_blocks_are_sklearns_kfold():
         for i, (_, test) in enumerate(KFold(n_splits=k, shuffle=False).split(np.arange(n))):
             expected[test] = i
         assert np.array_equal(tenfold.kfold_blocks(n, k), expected)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Conventions: the whole printed table of insightface's verification.py, facenet's validate_on_lfw.py,
+# SphereFace's evaluation.m
+
+
+def _fixture_set(name):
+    from facever.core.embeddings_file import Embeddings
+    from facever.protocols.pair_protocol import PairProtocol
+
+    meta = json.loads((DATA / "peer_references.json").read_text())
+    arrays = np.load(DATA / "peer_references.npz")
+    first, second = arrays[f"{name}_first"], arrays[f"{name}_second"]
+    labels = arrays[f"{name}_labels"]
+    n = labels.size
+    paths = [f"a/{i}.jpg" for i in range(n)] + [f"b/{i}.jpg" for i in range(n)]
+    emb = Embeddings(paths, np.concatenate([first, second]), metadata={"flip": "concat"})
+    protocol = PairProtocol("pairs", paths[:n], paths[n:], labels, tenfold.kfold_blocks(n, 10))
+    expected = next(s for s in meta["sets"] if s["name"] == name)
+    return protocol, emb, expected
+
+
+SETS = ["small-300", "ties-400", "lfw-like-1200"]
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_insightface_convention_prints_verification_py_numbers(name):
+    """Against insightface's own evaluate() (recognition/arcface_torch/eval/verification.py) run under
+    SciPy 1.8.1 and scikit-learn 1.1.3 on the same embeddings (tests/data/make_peer_references.py)."""
+    from facever.verification.evaluate import evaluate_protocol
+
+    protocol, emb, expected = _fixture_set(name)
+    result = evaluate_protocol(protocol, emb, convention="insightface")
+    peer = result.peer
+    for key in ("accuracy_mean", "accuracy_std", "val", "val_std", "far", "xnorm"):
+        assert peer[key] == pytest.approx(expected["insightface"][key], abs=1e-12), key
+    assert peer["lines"][-1] == (f"Accuracy-Flip: {expected['insightface']['accuracy_mean']:1.5f}+-"
+                                 f"{expected['insightface']['accuracy_std']:1.5f}")
+    assert result.to_dict()["settings"]["convention"]["name"] == "insightface"
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_facenet_convention_prints_validate_on_lfw_numbers(name):
+    """Against facenet's own lfw.evaluate / calculate_roc / calculate_val with --distance_metric 1
+    --use_flipped_images --subtract_mean, and validate_on_lfw.py's AUC and EER lines, under SciPy 1.8.1."""
+    from facever.verification.evaluate import evaluate_protocol
+
+    protocol, emb, expected = _fixture_set(name)
+    peer = evaluate_protocol(protocol, emb, convention="facenet").peer
+    for key in ("accuracy_mean", "accuracy_std", "val", "val_std", "far", "auc", "eer"):
+        assert peer[key] == pytest.approx(expected["facenet"][key], abs=1e-12), key
+
+
+def sphereface_reference(first, second, labels, folds):
+    """SphereFace's test/code/evaluation.m, its 10-fold loop, getThreshold and getAccuracy in numpy
+    (MATLAB columns are rows here): per fold mu = mean of the training folds' left and right features,
+    subtract, divide each by its norm, scores = sum(L .* R); thresholds (-10000:10000)/10000, the mean of
+    those with the highest accuracy; accuracy = (#same > t + #different < t) / #pairs."""
+    fl, fr = first.astype(np.float64), second.astype(np.float64)
+    accs = []
+    for i in np.unique(folds):
+        val, test = folds != i, folds == i
+        mu = np.concatenate([fl[val], fr[val]]).mean(axis=0)
+        L, R = fl - mu, fr - mu
+        L = L / np.sqrt((L ** 2).sum(axis=1, keepdims=True))
+        R = R / np.sqrt((R ** 2).sum(axis=1, keepdims=True))
+        scores = (L * R).sum(axis=1)
+
+        def accuracy(s, flags, t):
+            return ((s[flags] > t).sum() + (s[~flags] < t).sum()) / s.size
+
+        thresholds = np.arange(-10000, 10001) / 10000
+        acc = np.array([accuracy(scores[val], labels[val], t) for t in thresholds])
+        best = thresholds[acc == acc.max()].mean()
+        accs.append(accuracy(scores[test], labels[test], best))
+    return np.array(accs)
+
+
+@pytest.mark.parametrize("name", SETS[:2])
+def test_sphereface_convention_prints_evaluation_m_numbers(name):
+    from facever.verification.evaluate import evaluate_protocol
+
+    protocol, emb, _ = _fixture_set(name)
+    n = len(protocol)
+    first, second = emb.embeddings[:n], emb.embeddings[n:]
+    result = evaluate_protocol(protocol, emb, convention="sphereface")
+    expected = sphereface_reference(first, second, protocol.labels, protocol.folds)
+    np.testing.assert_allclose(result.peer["fold_accuracies"], expected, rtol=0, atol=1e-12)
+    assert result.peer["lines"][-1] == f"AVE\t{np.mean(expected) * 100:2.2f}%"
+
+
+def test_facever_convention_is_the_engine_and_peer_conventions_refuse_their_own_settings():
+    from facever.core.errors import FaceverError
+    from facever.core.embeddings_file import Embeddings
+    from facever.verification.evaluate import evaluate_protocol
+
+    protocol, emb, _ = _fixture_set("small-300")
+    default = evaluate_protocol(protocol, emb)
+    same = evaluate_protocol(protocol, emb, convention="facever")
+    assert default.to_dict() == same.to_dict()
+    assert default.to_dict()["settings"]["convention"]["name"] == "facever"
+    assert default.peer is None
+    with pytest.raises(FaceverError, match="the facenet convention sets metric"):
+        evaluate_protocol(protocol, emb, convention="facenet", metric="l2")
+    plain = Embeddings(emb.paths, emb.embeddings[:, :8], metadata={"flip": "none"})
+    with pytest.raises(FaceverError, match="embed with flip concat"):
+        evaluate_protocol(protocol, plain, convention="insightface")
+    with pytest.raises(ValueError, match="convention must be one of"):
+        evaluate_protocol(protocol, emb, convention="deepface")

@@ -223,24 +223,35 @@ def facenet_val_at_far(distances, labels, folds, *, far_target: float = 1e-3) ->
     the scripts do. Then VAL (true accept rate) and FAR on the test fold; a test fold with no same (or
     no different) pair counts 0 where the scripts would divide by zero.
 
+    `distances` may be (K, N): row k scores the pairs when fold k (k-th smallest id) is tested (mean
+    subtraction), as `kfold_accuracy` takes them.
+
     Returns `{"far_target", "val_mean", "val_std", "far_mean", "thresholds"}` (std over folds, ddof=0;
     `thresholds` per fold in ascending fold id).
     """
-    distances, labels = _as_arrays(distances, labels)
+    distances = np.asarray(distances, dtype=np.float64)
+    by_fold = distances.ndim == 2
+    _, labels = _as_arrays(distances[0] if by_fold else distances, labels)
     folds = np.asarray(folds)
     vals, fars, thresholds = [], [], []
     grid = FACENET_VAL_GRID
-    # Training negatives below each threshold = all negatives below it - the test fold's: one search
-    # over all pairs plus a small one per fold, instead of sorting the training set ten times.
     negatives = ~labels
-    below_all = np.searchsorted(np.sort(distances[negatives]), grid, side="left")
-    for fold in np.unique(folds):
+    if not by_fold:
+        # Training negatives below each threshold = all negatives below it - the test fold's: one search
+        # over all pairs plus a small one per fold, instead of sorting the training set ten times.
+        below_all = np.searchsorted(np.sort(distances[negatives]), grid, side="left")
+    for i, fold in enumerate(np.unique(folds)):
         test = folds == fold
-        fold_neg = np.sort(distances[test & negatives])
-        n_train_neg = int(negatives.sum()) - fold_neg.size
-        far_train = (below_all - np.searchsorted(fold_neg, grid, side="left")) / max(n_train_neg, 1)
+        d = distances[i] if by_fold else distances
+        if by_fold:
+            far_train = np.searchsorted(np.sort(d[~test & negatives]), grid, side="left") / max(
+                int(np.sum(~test & negatives)), 1)
+        else:
+            fold_neg = np.sort(d[test & negatives])
+            n_train_neg = int(negatives.sum()) - fold_neg.size
+            far_train = (below_all - np.searchsorted(fold_neg, grid, side="left")) / max(n_train_neg, 1)
         threshold = scipy18_slinear(far_train, grid, far_target) if far_train.max() >= far_target else 0.0
-        d_test, y_test = distances[test], labels[test]
+        d_test, y_test = d[test], labels[test]
         pred = d_test < threshold
         n_same, n_diff = int(y_test.sum()), int((~y_test).sum())
         vals.append(np.sum(pred & y_test) / n_same if n_same else 0.0)

@@ -4,7 +4,7 @@ tests/test_peer_numbers.py to check facever's transcription against.
 
 Run it under an old SciPy, in a throw-away environment (SciPy >= 1.9 raises on repeated x):
     python3.10 -m venv /tmp/oldscipy && /tmp/oldscipy/bin/pip install "scipy==1.8.1" "numpy<1.23"
-    /tmp/oldscipy/bin/python tests/data/make_scipy18_slinear.py
+    /tmp/oldscipy/bin/python tests/data/make_scipy18_slinear.py FACENET_SRC
 """
 
 import json
@@ -29,41 +29,25 @@ out = {"scipy": scipy.__version__, "numpy": np.__version__, "cases": cases}
 Path(__file__).with_name("scipy18_slinear.json").write_text(json.dumps(out) + "\n")
 
 
-# facenet's calculate_val (src/facenet.py, davidsandberg/facenet at 096ed77), its lines kept, on given
-# squared distances instead of embeddings (`dist = distance(...)` is the only line replaced), with
-# SciPy 1.8's interp1d and scikit-learn's KFold: VAL@FAR as the script printed it.
-from sklearn.model_selection import KFold
+# facenet's own calculate_val (src/facenet.py, read at run time from FACENET_SRC, the first argument:
+# davidsandberg/facenet's src/ folder at 096ed77), run with SciPy 1.8's interp1d and scikit-learn's KFold
+# on one-dimensional "embeddings" sqrt(d) and 0, whose squared distances are the stored `dist`.
+import sys  # noqa: E402
+
+from scipy import interpolate  # noqa: E402
+from sklearn.model_selection import KFold  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from make_peer_references import load_functions  # noqa: E402
+
+facenet = load_functions(Path(sys.argv[1]) / "facenet.py", ["distance", "calculate_val", "calculate_val_far"],
+                         {"np": np, "math": __import__("math"), "KFold": KFold, "interpolate": interpolate})
 
 
-def calculate_val_far(threshold, dist, actual_issame):
-    predict_issame = np.less(dist, threshold)
-    true_accept = np.sum(np.logical_and(predict_issame, actual_issame))
-    false_accept = np.sum(np.logical_and(predict_issame, np.logical_not(actual_issame)))
-    n_same = np.sum(actual_issame)
-    n_diff = np.sum(np.logical_not(actual_issame))
-    val = float(true_accept) / float(n_same)
-    far = float(false_accept) / float(n_diff)
-    return val, far
-
-
-def calculate_val(thresholds, dist, actual_issame, far_target, nrof_folds=10):
-    nrof_pairs = len(actual_issame)
-    nrof_thresholds = len(thresholds)
-    k_fold = KFold(n_splits=nrof_folds, shuffle=False)
-    val = np.zeros(nrof_folds)
-    far = np.zeros(nrof_folds)
-    indices = np.arange(nrof_pairs)
-    for fold_idx, (train_set, test_set) in enumerate(k_fold.split(indices)):
-        far_train = np.zeros(nrof_thresholds)
-        for threshold_idx, threshold in enumerate(thresholds):
-            _, far_train[threshold_idx] = calculate_val_far(threshold, dist[train_set], actual_issame[train_set])
-        if np.max(far_train) >= far_target:
-            f = interp1d(far_train, thresholds, kind='slinear')
-            threshold = f(far_target)
-        else:
-            threshold = 0.0
-        val[fold_idx], far[fold_idx] = calculate_val_far(threshold, dist[test_set], actual_issame[test_set])
-    return np.mean(val), np.std(val), np.mean(far)
+def calculate_val(thresholds, dist, actual_issame, far_target):
+    e1 = np.sqrt(dist)[:, None]
+    e2 = np.zeros_like(e1)
+    return facenet["calculate_val"](thresholds, e1, e2, actual_issame, far_target, nrof_folds=10)
 
 
 sets = []
@@ -72,7 +56,8 @@ for name, n, gap in (("bin-305", 305, 0.5), ("small-600", 600, 0.7), ("lfw-like-
     labels[: n // 2] = True
     rng.shuffle(labels)
     dist = np.where(labels, rng.normal(1.7 - gap, 0.3, n), rng.normal(1.7, 0.2, n))
-    dist = np.round(np.clip(dist, 0.0, 3.9), 4)  # 4 decimals: ties between pairs, exact in JSON
+    dist = np.round(np.clip(dist, 0.0, 3.9), 4)  # 4 decimals: ties between pairs
+    dist = np.sum(np.square(np.sqrt(dist)[:, None] - 0.0), 1)  # what calculate_val's distance gives
     results = {}
     for target in (1e-3, 1e-2):
         v, s, f = calculate_val(np.arange(0, 4, 0.001), dist, labels, target)
