@@ -7,6 +7,7 @@ requires the same number to float precision."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -285,3 +286,77 @@ def test_facever_convention_is_the_engine_and_peer_conventions_refuse_their_own_
         evaluate_protocol(protocol, plain, convention="insightface")
     with pytest.raises(ValueError, match="convention must be one of"):
         evaluate_protocol(protocol, emb, convention="deepface")
+
+
+# ---------------------------------------------------------------------------------------------------
+# IJB 1:N as insightface's ijb_1n.py computes it
+
+
+def ijb_1n_reference(template_ids, feats, gallery_sets, probe_templates, probe_subjects):
+    """ijb_1n.py's numbers, each line that decides them: galleries concatenated; np.unique of the chosen
+    templates with return_index for their subject; gen_mask (exactly one gallery template per probe
+    subject); similarity = probes . gallery^T; top-k from argsort(-similarity) (stable here); then
+    ceil(q x far)-th largest non-mate similarity and recall = #(mate > th) / q."""
+    import heapq
+
+    row = {t: i for i, t in enumerate(template_ids)}
+    g_t = np.concatenate([g[0] for g in gallery_sets])
+    g_s = np.concatenate([g[1] for g in gallery_sets])
+    gu, gi = np.unique(g_t, return_index=True)
+    g_ids = g_s[gi]
+    pu, pi = np.unique(probe_templates, return_index=True)
+    p_ids = probe_subjects[pi]
+    mask = []
+    for qid in p_ids:
+        hits = [i for i, x in enumerate(g_ids) if x == qid]
+        assert len(hits) == 1
+        mask.append(hits[0])
+    gallery = np.array([feats[row[t]] for t in gu], dtype=np.float64)
+    query = np.array([feats[row[t]] for t in pu], dtype=np.float64)
+    sim = query @ gallery.T
+    order = np.argsort(-sim, axis=1, kind="stable")
+    q = query.shape[0]
+    out = {f"top{k}": sum(mask[i] in order[i, :k] for i in range(q)) / q for k in (1, 5, 10)}
+    pos_sims = np.array([sim[i, mask[i]] for i in range(q)])
+    neg = [sim[i, j] for i in range(q) for j in range(gallery.shape[0]) if j != mask[i]]
+    need = [math.ceil(q * f) for f in (0.01, 0.1)]
+    largest = heapq.nlargest(max(need), neg)
+    for f, k in zip((0.01, 0.1), need):
+        th = largest[k - 1]
+        out[f"{f:g}"] = (float(np.sum(pos_sims > th) / q), float(th))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ijb_insightface_one_to_n_is_ijb_1n_numbers(seed):
+    from facever.protocols.ijb import SearchSet
+
+    rng = np.random.default_rng(seed)
+    n_subjects, dim = 60, 12
+    centers = rng.normal(size=(n_subjects, dim))
+    # gallery: one template per subject, split into two galleries; probes: 1-4 templates per subject
+    g_ids = np.arange(n_subjects)
+    probe_subjects = rng.integers(0, n_subjects, 150)
+    template_ids = np.arange(1000, 1000 + n_subjects + probe_subjects.size)
+    subj = np.r_[g_ids, probe_subjects]
+    feats = centers[subj] + rng.uniform(0.6, 1.6) * rng.normal(size=(subj.size, dim))
+    if seed == 2:
+        feats = np.round(feats, 1)  # ties between non-mate similarities
+    feats = (feats / np.linalg.norm(feats, axis=1, keepdims=True)).astype(np.float32)
+    g1 = SearchSet(Path("g1.csv"), template_ids[:30], g_ids[:30])
+    g2 = SearchSet(Path("g2.csv"), template_ids[30:n_subjects], g_ids[30:])
+    # a probe template listed on several rows (the csv has one row per image): np.unique keeps one
+    probe_t = np.r_[template_ids[n_subjects:], template_ids[n_subjects:n_subjects + 5]]
+    probe_s = np.r_[probe_subjects, probe_subjects[:5]]
+    probes = SearchSet(Path("probe.csv"), probe_t, probe_s)
+    got = ijb.insightface_search(template_ids, feats, [("G1", g1), ("G2", g2)], probes)
+    ref = ijb_1n_reference(template_ids, feats, [(g1.templates, g1.subjects), (g2.templates, g2.subjects)],
+                           probe_t, probe_s)
+    for k in (1, 5, 10):
+        assert got[f"top{k}"] == ref[f"top{k}"]
+    for f in ("0.01", "0.1"):
+        assert (got["tpr_at_far"][f]["tpr"], got["tpr_at_far"][f]["threshold"]) == ref[f]
+    # two gallery templates of one subject: the script's gen_mask stops
+    g2_dup = SearchSet(Path("g2.csv"), np.r_[g2.templates, template_ids[n_subjects]], np.r_[g2.subjects, 0])
+    with pytest.raises(Exception, match="exactly one gallery template"):
+        ijb.insightface_search(template_ids, feats, [("G1", g1), ("G2", g2_dup)], probes)

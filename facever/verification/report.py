@@ -100,7 +100,7 @@ def write_ensemble_report(out_dir: str | Path, result, *, title: str | None = No
 def format_table(result) -> str:
     """Per-fold thresholds and accuracies, then the summary, as aligned plain text."""
     kf = result.kfold
-    unit = "cosine" if result.settings.get("metric", "cosine") == "cosine" else "sq. L2"
+    unit = {"cosine": "cosine", "l2": "sq. L2", "arccos": "arccos/pi"}.get(result.settings.get("metric") or "cosine", "score")
     lines = [f"{'fold':>4}  {'pairs':>5}  {'threshold (' + unit + ')':>20}  {'accuracy':>9}"]
     for f, s, t, a in zip(kf.fold_ids, kf.sizes, kf.thresholds, kf.accuracies):
         lines.append(f"{int(f) + 1:>4}  {int(s):>5}  {t:>20.6f}  {100 * a:>8.2f}%")
@@ -115,6 +115,12 @@ def format_table(result) -> str:
                  "(facenet's definition)")
     if result.dropped_pairs:
         lines.append(f"dropped    {result.dropped_pairs} pairs with missing images")
+    peer = getattr(result, "peer", None)
+    if peer:
+        conv = result.settings.get("convention", {})
+        lines.append("")
+        lines.append(f"as {conv.get('name', 'the peer')}'s script prints it ({conv.get('script', '')}):")
+        lines.extend("  " + line for line in peer["lines"])
     return "\n".join(lines)
 
 
