@@ -8,7 +8,10 @@ embeddings, the engine's `cosine` metric, and the decision is "same person" iff 
 as in every report facever writes.
 
 A threshold can come from a `report.json` of `facever eval-*`: the mean of its folds' thresholds
-(a squared-L2 threshold t is turned into the cosine 1 - t/2, exact for normalised embeddings).
+(a squared-L2 threshold t is turned into the cosine 1 - t/2, exact for normalised embeddings), and
+with it every setting the threshold was chosen under: the flip (`ReportThreshold.flip_for`: the
+report's unless the caller asks for another) and the convention's scoring (insightface's f(x) +
+f(mirror x)); thresholds of mean-subtracted scores are refused.
 
 Pairs files: a CSV/TSV with columns `a,b` (a header naming them, or the first two columns), or the
 path-based list `facever pairs` writes (its `same` column is kept as the expected answer). Relative
@@ -48,6 +51,19 @@ class ReportThreshold:
     model: str | None = None
     model_sha256: str | None = None
     flip: str | None = None
+    convention: str = "facever"
+
+    def flip_for(self, requested: str | None) -> tuple[str, str | None]:
+        """The flip to verify with: `requested` when given, else the report's (what its threshold was
+        chosen on), else the default; and a warning when `requested` overrides a different report flip."""
+        from facever.core.settings import DEFAULT_FLIP
+
+        if requested is None:
+            return self.flip or DEFAULT_FLIP, None
+        if self.flip and requested != self.flip:
+            return requested, (f"{self.source} chose its threshold on embeddings with flip {self.flip}; "
+                               f"this run uses flip {requested}, so the threshold may not fit")
+        return requested, None
 
     def describe(self) -> str:
         return (f"{self.threshold:.4f} = mean of {self.folds} fold thresholds of {self.protocol} "
@@ -80,13 +96,21 @@ def threshold_from_report(path: str | Path) -> ReportThreshold:
     mean = float(np.mean(thresholds))
     if metric == "l2":
         mean = 1.0 - mean / 2.0  # |a - b|^2 = 2 - 2 cos for unit vectors; same iff d < t <=> cos > 1 - t/2
+    elif metric == "arccos":
+        mean = math.cos(math.pi * mean)  # facenet's distance arccos(cos) / pi: same iff d < t <=> cos > cos(pi t)
     elif metric != "cosine":
         raise InputFileError(path, f"unknown metric {metric!r} in the report")
     emb_meta = settings.get("embeddings_metadata") or {}
+    convention = settings.get("convention") or {}
+    conv_name = str(convention.get("name", "facever")) if isinstance(convention, dict) else "facever"
+    # The flip the threshold was chosen on: the convention's (insightface scores f(x) + f(mirror x) from a
+    # concat file), else the embeddings file's.
+    conv_flip = convention.get("flip") if isinstance(convention, dict) else None
+    flip = conv_flip if conv_flip in ("none", "concat", "sum") else emb_meta.get("flip")
     return ReportThreshold(
         threshold=mean, protocol=str(data.get("protocol", "?")), accuracy=float(accuracy["mean"]),
         accuracy_std=float(accuracy.get("std", 0.0)), folds=len(thresholds), metric=metric, source=str(path),
-        model=emb_meta.get("model"), model_sha256=emb_meta.get("model_sha256"), flip=emb_meta.get("flip"),
+        model=emb_meta.get("model"), model_sha256=emb_meta.get("model_sha256"), flip=flip, convention=conv_name,
     )
 
 
