@@ -360,3 +360,19 @@ def test_ijb_insightface_one_to_n_is_ijb_1n_numbers(seed):
     g2_dup = SearchSet(Path("g2.csv"), np.r_[g2.templates, template_ids[n_subjects]], np.r_[g2.subjects, 0])
     with pytest.raises(Exception, match="exactly one gallery template"):
         ijb.insightface_search(template_ids, feats, [("G1", g1), ("G2", g2_dup)], probes)
+
+
+def test_conventions_refuse_benchmarks_their_scripts_do_not_define():
+    from facever.core.errors import FaceverError
+    from facever.core.settings import BENCHMARKS
+    from facever.verification.conventions import check_benchmark
+
+    for name in BENCHMARKS:
+        assert check_benchmark("facever", name).name == "facever"
+    for name in ("lfw", "fglfw", "calfw", "cplfw", "bin"):
+        for conv in ("insightface", "facenet", "sphereface"):
+            assert check_benchmark(conv, name).name == conv
+    assert check_benchmark("insightface", "ijbc").ijb_mode == "F1N1D1"
+    for conv, bench in (("facenet", "ytf"), ("insightface", "ytf"), ("facenet", "ijbc"), ("sphereface", "ijbb")):
+        with pytest.raises(FaceverError, match="has no"):
+            check_benchmark(conv, bench)

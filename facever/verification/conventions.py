@@ -31,7 +31,7 @@ import numpy as np
 
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError
-from facever.core.settings import CONVENTIONS, DEFAULT_CONVENTION, check_choice
+from facever.core.settings import CONVENTIONS, DEFAULT_CONVENTION, IJB_SETS, check_choice
 from facever.protocols.pair_protocol import PairProtocol
 from facever.verification import roc
 from facever.verification.tenfold import (
@@ -126,6 +126,21 @@ _CONVENTIONS = {
     ),
 }
 assert tuple(_CONVENTIONS) == CONVENTIONS
+
+
+def check_benchmark(convention: str | Convention | None, benchmark: str) -> Convention:
+    """The convention, when its script defines `benchmark` (a name of `settings.BENCHMARKS`); else FaceverError.
+
+    The pair-protocol scripts score any pairs list (LFW, FGLFW, CALFW/CPLFW, .bin sets); none of them
+    has a YouTube Faces protocol (video against video), and only insightface's has an IJB one.
+    """
+    conv = get_convention(convention)
+    if not conv.is_peer:
+        return conv
+    if benchmark == "ytf" or (benchmark in IJB_SETS and conv.ijb_mode is None):
+        raise FaceverError(f"the {conv.name} convention has no {benchmark} protocol ({conv.name}'s evaluation "
+                           f"scripts define none): use the facever convention", options=("convention",))
+    return conv
 
 
 def get_convention(name: str | Convention | None = None) -> Convention:
