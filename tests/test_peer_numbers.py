@@ -376,3 +376,16 @@ def test_conventions_refuse_benchmarks_their_scripts_do_not_define():
     for conv, bench in (("facenet", "ytf"), ("insightface", "ytf"), ("facenet", "ijbc"), ("sphereface", "ijbb")):
         with pytest.raises(FaceverError, match="has no"):
             check_benchmark(conv, bench)
+
+
+def test_ensemble_scores_each_model_by_the_convention_and_fuses_as_facever():
+    from facever.core.embeddings_file import Embeddings
+    from facever.embedding.ensemble import evaluate_ensemble
+    from facever.verification.evaluate import evaluate_protocol
+
+    protocol, emb, _ = _fixture_set("small-300")
+    other = Embeddings(emb.paths, emb.embeddings[:, ::-1].copy() + 1.0, metadata={"flip": "concat"})
+    ens = evaluate_ensemble(protocol, [emb, other], ["a", "b"], convention="insightface")
+    alone = evaluate_protocol(protocol, emb, convention="insightface")
+    assert ens.models["a"].peer == alone.peer
+    assert ens.ensemble.peer is None and ens.ensemble.settings["convention"]["name"] == "facever"
