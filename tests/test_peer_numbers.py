@@ -115,7 +115,7 @@ def test_scipy18_slinear_hand_cases():
 @pytest.mark.parametrize("name", ["bin-305", "small-600", "lfw-like-6000"])
 def test_val_at_far_equals_facenet_calculate_val_under_scipy_1_8(name):
     """The numbers facenet's calculate_val printed with SciPy 1.8.1 and scikit-learn's KFold
-    (tests/data/make_scipy18_slinear.py), on squared distances with ties and runs of equal FARs."""
+    (tests/data/make_peer_references.py), on squared distances with ties and runs of equal FARs."""
     fixture = json.loads((DATA / "scipy18_slinear.json").read_text())
     case = next(s for s in fixture["calculate_val"] if s["name"] == name)
     dist = np.array(case["dist"])

@@ -1,5 +1,6 @@
-"""Writes peer_references.json (and peer_references.npz): the numbers the peers' own evaluation code
-printed, run under the SciPy and scikit-learn they were written for, for tests/test_peer_numbers.py.
+"""Writes peer_references.json, peer_references.npz and scipy18_slinear.json: the numbers the peers' own
+evaluation code printed, run under the SciPy and scikit-learn they were written for, and what SciPy 1.8's
+interp1d(kind="slinear") returned on repeated x, for tests/test_peer_numbers.py.
 
 The peers' functions are read from their source files at run time (not copied here) and executed
 unchanged; only the model forward is replaced by stored embeddings. Run under an old SciPy in a
@@ -24,6 +25,7 @@ import scipy
 import sklearn
 import sklearn.preprocessing
 from scipy import interpolate
+from scipy.interpolate import interp1d
 from scipy.optimize import brentq
 from sklearn import metrics
 from sklearn.model_selection import KFold
@@ -42,8 +44,9 @@ def load_functions(path, names, namespace):
 
 
 def main(facenet_src, insightface_py):
+    global FACENET
     base = {"np": np, "math": math, "KFold": KFold, "interpolate": interpolate, "sklearn": sklearn}
-    facenet = load_functions(Path(facenet_src) / "facenet.py", ["distance", "calculate_roc", "calculate_accuracy",
+    facenet = FACENET = load_functions(Path(facenet_src) / "facenet.py", ["distance", "calculate_roc", "calculate_accuracy",
                                                                  "calculate_val", "calculate_val_far"], dict(base))
     lfw = load_functions(Path(facenet_src) / "lfw.py", ["evaluate"], {"np": np, "facenet": type("m", (), facenet)})
     insight = load_functions(insightface_py, ["LFold", "calculate_roc", "calculate_accuracy", "calculate_val",
@@ -94,5 +97,44 @@ def main(facenet_src, insightface_py):
     (HERE / "peer_references.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+def write_scipy18_slinear():
+    """scipy18_slinear.json: SciPy 1.8's interp1d(kind="slinear") on repeated x, and facenet's own
+    calculate_val on one-dimensional "embeddings" sqrt(d) and 0 (squared distances d), with SciPy 1.8."""
+    rng = np.random.default_rng(2022)
+    cases = []
+    for trial in range(60):
+        m = int(rng.integers(2, 30))
+        # FAR-like levels: k / n_negatives, each repeated over several thresholds; y increasing thresholds.
+        n_neg = int(rng.integers(1, 12))
+        x = np.sort(rng.integers(0, n_neg + 1, m)) / n_neg
+        y = np.round(np.sort(rng.random(m)) * 4, 3)
+        queries = sorted(set(np.unique(x).tolist()) | set(rng.uniform(x.min(), x.max(), 3).tolist()))
+        values = [float(interp1d(x, y, kind="slinear")(q)) for q in queries]
+        cases.append({"x": x.tolist(), "y": y.tolist(), "queries": queries, "values": values})
+    out = {"scipy": scipy.__version__, "numpy": np.__version__, "cases": cases}
+
+    def calculate_val(thresholds, dist, actual_issame, far_target):
+        e1 = np.sqrt(dist)[:, None]
+        e2 = np.zeros_like(e1)
+        return FACENET["calculate_val"](thresholds, e1, e2, actual_issame, far_target, nrof_folds=10)
+
+    sets = []
+    for name, n, gap in (("bin-305", 305, 0.5), ("small-600", 600, 0.7), ("lfw-like-6000", 6000, 0.8)):
+        labels = np.zeros(n, bool)
+        labels[: n // 2] = True
+        rng.shuffle(labels)
+        dist = np.where(labels, rng.normal(1.7 - gap, 0.3, n), rng.normal(1.7, 0.2, n))
+        dist = np.round(np.clip(dist, 0.0, 3.9), 4)  # 4 decimals: ties between pairs
+        dist = np.sum(np.square(np.sqrt(dist)[:, None] - 0.0), 1)  # what calculate_val's distance gives
+        results = {}
+        for target in (1e-3, 1e-2):
+            v, s, f = calculate_val(np.arange(0, 4, 0.001), dist, labels, target)
+            results[repr(target)] = [float(v), float(s), float(f)]
+        sets.append({"name": name, "dist": dist.tolist(), "labels": labels.astype(int).tolist(), "val": results})
+    out["calculate_val"] = sets
+    (HERE / "scipy18_slinear.json").write_text(json.dumps(out) + "\n")
+
+
 if __name__ == "__main__":
     main(*sys.argv[1:3])
+    write_scipy18_slinear()
