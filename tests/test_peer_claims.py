@@ -41,6 +41,7 @@ CLAIMS = [
     ("docs/eval-lfw.md", "the number that peer's evaluation script prints", "tests/test_peer_numbers.py::test_facenet_convention_prints_validate_on_lfw_numbers"),
     ("docs/ijb.md", "the way InsightFace's evaluation scripts do", "tests/test_ijb.py::test_evaluate_ijb_equals_the_reference_computation"),
     ("docs/ijb.md", "the TAR insightface's `ijb_11.py`", "tests/test_peer_numbers.py::test_ijb_insightface_tar_at_far_is_the_scripts_number"),
+    ("docs/ijb.md", "also the script's own, under `one_to_n.insightface`", "tests/test_peer_numbers.py::test_ijb_insightface_one_to_n_is_ijb_1n_numbers"),
     ("docs/ijb.md", "where the script prints 38.58%", "tests/test_peer_numbers.py::test_ijb_insightface_rule_takes_the_top_of_the_far0_step"),
 ]
 
