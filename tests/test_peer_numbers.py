@@ -284,7 +284,7 @@ def test_facever_convention_is_the_engine_and_peer_conventions_refuse_their_own_
     plain = Embeddings(emb.paths, emb.embeddings[:, :8], metadata={"flip": "none"})
     with pytest.raises(FaceverError, match="embed with flip concat"):
         evaluate_protocol(protocol, plain, convention="insightface")
-    with pytest.raises(ValueError, match="convention must be one of"):
+    with pytest.raises(ValueError, match="convention` must be one of"):
         evaluate_protocol(protocol, emb, convention="deepface")
 
 
