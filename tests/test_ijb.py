@@ -455,6 +455,39 @@ def test_cli_eval_ijb_from_embeddings_every_mode_and_one_to_n(ijb_set, tmp_path)
     assert (out / "roc.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_cli_eval_ijb_insightface_convention(ijb_set, tmp_path):
+    """--convention insightface: F1 N1 D1 first (the default mode replaced), insightface's 1:N beside NIST's,
+    the convention recorded; its numbers are the library's on the same features."""
+    root, facts = ijb_set
+    emb = _fake_embeddings(facts["names"]).embeddings
+    emb_file = save_embeddings(tmp_path / "e.npz", facts["names"], emb, {"flip": "concat"})
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["eval-ijb", str(root), "--embeddings", str(emb_file), "--convention", "insightface",
+                                 "--one-to-n", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["test_mode"]["label"] == "F1 N1 D1" and list(report["modes"]) == ["F1N1D1"]
+    assert report["settings"]["convention"]["name"] == "insightface"
+    one = report["one_to_n"]
+    assert set(one) >= {"galleries", "average", "insightface"} and "insightface" in result.stdout
+    meta = reader.read_ijb(root, "ijbc")
+    landmarks = reader.read_landmarks(meta.landmarks_path())
+    loaded = load_embeddings(emb_file)
+    feats = ijb.ijb_template_features(meta, loaded, ijb.TestMode.parse("F1N1D1"), landmarks=landmarks)
+    galleries, probe_path = reader.search_files(meta.folder, "ijbc")
+    expected = ijb.insightface_search(*feats, [(n, reader.read_search_set(p)) for n, p in galleries],
+                                      reader.read_search_set(probe_path))
+    assert one["insightface"] == json.loads(json.dumps(expected))
+    # mode all: F1N1D1 first, every other mode after it
+    result = runner.invoke(app, ["eval-ijb", str(root), "--embeddings", str(emb_file), "--convention", "insightface",
+                                 "--mode", "all", "--json"])
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(result.stdout)["modes"])[:2] == ["F1N1D1", "F1N0D0"]
+    # facenet's scripts have no IJB protocol
+    result = runner.invoke(app, ["eval-ijb", str(root), "--embeddings", str(emb_file), "--convention", "facenet"])
+    assert result.exit_code == 2 and "has no ijbc protocol" in result.output
+
+
 def test_cli_eval_ijb_errors(ijb_set, tmp_path):
     root, facts = ijb_set
     assert runner.invoke(app, ["eval-ijb", str(root)]).exit_code == 2
