@@ -117,6 +117,15 @@ def test_verify_threshold_from_report(model_112x96, photos, tmp_path):
     assert result.exit_code == 0, result.output
     assert "(threshold 0.3500)" in result.stdout
     assert "mean of 4 fold thresholds of lfw" in result.stderr and "91.25%" in result.stderr
+    # The report's flip (none) is taken without --flip; --flip given on purpose wins, with a warning.
+    taken = _verify(photos["a1"], photos["a2"], "--model", model_112x96, "--threshold-from", tmp_path, "--json")
+    assert taken.exit_code == 0, taken.output
+    data = json.loads(taken.stdout)
+    assert data["model"]["flip"] == "none" and data["threshold_from"]["flip"] == "none"
+    told = _verify(photos["a1"], photos["a2"], "--model", model_112x96, "--threshold-from", tmp_path, "--flip",
+                   "concat", "--json")
+    assert told.exit_code == 0 and json.loads(told.stdout)["model"]["flip"] == "concat"
+    assert "chose its threshold on embeddings with flip none" in told.stderr
 
     # A squared-L2 report: same iff d < t  <=>  cos > 1 - t/2 for unit vectors.
     report["settings"]["metric"] = "l2"

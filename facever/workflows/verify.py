@@ -176,7 +176,8 @@ class VerifyResult:
             "threshold_from": None if self.threshold_source is None else {
                 "report": self.threshold_source.source, "protocol": self.threshold_source.protocol,
                 "accuracy": self.threshold_source.accuracy, "metric": self.threshold_source.metric,
-                "folds": self.threshold_source.folds},
+                "folds": self.threshold_source.folds, "flip": self.threshold_source.flip,
+                "convention": self.threshold_source.convention},
             "pairs": [{"a": p.a, "b": p.b, "cosine": p.cosine,
                        "decision": None if p.same is None else ("same person" if p.same else "different people"),
                        **({"expected_same": p.expected} if p.expected is not None else {})} for p in self.pairs],
@@ -278,6 +279,7 @@ def verify(
     min_face: int = 20,
     preprocessing: dict[str, Any] | None = None,
     embed=None,
+    flip_given: bool = True,
     hooks: Hooks | None = None,
 ) -> VerifyResult:
     """`facever verify` end to end: the photos of `pairs` (or of `pairs_file`, relative to `images`,
@@ -287,7 +289,9 @@ def verify(
     `aligned`: the photos are crops already (fitted to the model's input); otherwise MTCNN finds the
     `select` face of each (`min_face` pixels at least) and aligns it as `facever align` does.
     `embed`: the `EmbedSettings` of the evaluation workflow (flip, batch size, device, amp, weights);
-    `preprocessing`: mean/std/color overrides for graphs that do not state theirs.
+    `preprocessing`: mean/std/color overrides for graphs that do not state theirs. With `threshold_from`,
+    the photos are embedded with the flip the report's threshold was chosen under, unless `flip_given`
+    (the caller chose `embed.flip` on purpose: then a warning when the two differ).
     """
     from facever.core.devices import resolve_device
     from facever.workflows.evaluate import EmbedSettings, load_model
@@ -301,6 +305,10 @@ def verify(
     source = threshold_from_report(threshold_from) if threshold_from is not None else None
     if source is not None:
         threshold = source.threshold
+        flip, warning = source.flip_for(embed.flip if flip_given else None)
+        if warning:
+            hooks.warning(warning)
+        embed = dataclasses.replace(embed, flip=flip)
     expected = None
     root = None
     if pairs_file is not None:
@@ -312,8 +320,6 @@ def verify(
         if source.model_sha256 and source.model_sha256 != emb_model.fingerprint:
             hooks.warning(f"{source.source} was made with another model ({source.model}); its threshold may not fit "
                           f"{emb_model.model_id}")
-        if source.flip and source.flip != embed.flip:
-            hooks.warning(f"{source.source} was made with flip {source.flip}, this run uses flip {embed.flip}")
     aligner = None
     if not aligned:
         from facever.data_prep.align import FaceAligner
