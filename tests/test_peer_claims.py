@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 CLAIM = re.compile(
-    r"\bequal to\b|\bequals\b|\bidentical\b|\bsame as\b|\bexactly\b|\breproduc\w*|"
+    r"\bequal to\b|\bequals\b|\bidentical\b|\bsame as\b|\bexactly\b|\breproduc\w*|\bwould print\b|"
     r"\bas (?:[\w'`./-]+ ){0,4}(?:computes?|computed|does|do|did|evaluates?|prints?|printed|reports?|scores?|"
     r"defines?|gives?)\b|\bthe way (?:[\w'`./-]+ ){0,5}(?:does|do|did)\b", re.I)
 PEER = re.compile(r"facenet|insightface|sphereface|arcface|scikit|sklearn|scipy|\bnist\b|matlab|deepface|"
@@ -30,6 +30,8 @@ CLAIMS = [
     ("docs/conventions.md", "facever reproduces it", "tests/test_peer_numbers.py::test_scipy18_slinear_hand_cases"),
     ("docs/conventions.md", "the scripts use threshold 0 (VAL 0)", "tests/test_peer_numbers.py::test_val_at_far_against_the_transcription_small_sets_and_levels"),
     ("docs/conventions.md", "facenet's script prints VAL 37.01%", "tests/test_peer_numbers.py::test_val_at_far_equals_facenet_calculate_val_under_scipy_1_8"),
+    ("README.md", "the number that peer's evaluation script would print", "tests/test_cli_eval_lfw.py::test_eval_lfw_and_ensemble_convention"),
+    ("facever/cli/_options.py", "SphereFace's evaluation script would print on these embeddings", "tests/test_peer_numbers.py::test_sphereface_convention_prints_evaluation_m_numbers"),
     ("docs/development.md", "scikit-learn's ROC and facenet's own loop", "tests/test_verification.py::test_roc_matches_sklearn"),
     ("docs/embed.md", "exactly what facenet-pytorch gives", "tests/test_embed.py::test_facenet_weights_load_and_match_facenet_pytorch"),
     ("docs/models.md", "as arcface_torch's own model gives it", "tests/test_model_io.py::test_arcface_torch_state_dict_embeds_like_arcface_torch"),
