@@ -85,8 +85,8 @@ def verify(
     if images is not None and pairs is None:
         fail("--images applies with --pairs only")
     with user_errors(), library_warnings():
-        from facever.cli.embed import parse_preprocessing
         from facever.cli._options import explicit_parameters
+        from facever.cli.embed import parse_preprocessing
         from facever.workflows.verify import verify as verify_photos
 
         given = explicit_parameters(["flip"])  # None outside a click command: then the flip counts as chosen
