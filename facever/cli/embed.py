@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from facever.cli._options import AMP, Amp, Flip, Select, batch_size_option, device_option, flip_option
+from facever.cli._options import AMP, TORCHSCRIPT_HELP, Amp, Flip, Select, batch_size_option, device_option, flip_option
 
 
 MODEL_HELP = (
@@ -16,7 +16,7 @@ MODEL_HELP = (
     "a facever model (RUN/model.pt or RUN/); facenet:vggface2 / facenet:casia-webface (facenet-pytorch's "
     "InceptionResnetV1; weights from --weights, its cache or its download); arcface:r18|r34|r50|r100|r200 "
     "with --weights backbone.pth (InsightFace arcface_torch); a .onnx graph (onnxruntime); or a TorchScript "
-    "file from `facever export`."
+    "file from `facever export` (model.torchscript). " + TORCHSCRIPT_HELP
 )
 WEIGHTS_HELP = "facenet:* / arcface:* only: the state dict, e.g. backbone.pth or 20180402-114759-vggface2.pt."
 MEAN_HELP = ("ONNX/TorchScript models: per-channel mean on 0..255 pixels, one value or R,G,B "

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from facever.cli._options import AMP, Amp, Flip, Select, device_option, flip_option
+from facever.cli._options import AMP, TORCHSCRIPT_HELP, Amp, Flip, Select, device_option, flip_option
 from facever.cli.embed import BGR_HELP, MEAN_HELP, STD_HELP, WEIGHTS_HELP
 
 
@@ -15,9 +15,7 @@ def verify(
     image_a: Optional[Path] = typer.Argument(None, help="First photo.", show_default=False),
     image_b: Optional[Path] = typer.Argument(None, help="Second photo.", show_default=False),
     model: str = typer.Option(
-        ..., "--model", "-m", help="A pretrained model by name (arcface-r50-webface600k, ...: `facever models list`; "
-        "pulled on first use), a facever model (RUN/model.pt), arcface:r50 / facenet:vggface2 with --weights, "
-        "a .onnx graph or an exported TorchScript file.",
+from facever.cli._options import AMP, TORCHSCRIPT_HELP, Amp, Flip, Select, device_option, flip_option
     ),
     weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     threshold: Optional[float] = typer.Option(

@@ -84,6 +84,12 @@ TRAIN_BATCH_SIZE = 256
 # -- models out ------------------------------------------------------------------------------------------
 
 EXPORT_FORMATS = ("onnx", "torchscript")
+#: The file names under which facever loads (and `facever export` writes) a TorchScript model.
+#: TorchScript is code: it is run only from a file named so, never because of what a file holds
+#: (facever.core.model_files).
+TORCHSCRIPT_SUFFIXES = (".torchscript", ".ts")
+#: The file name of an ONNX graph (read with onnxruntime, which runs no Python).
+ONNX_SUFFIX = ".onnx"
 
 # -- pretrained models by name (`--model arcface-r50-webface600k`, `facever models`) --------------------
 

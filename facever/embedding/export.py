@@ -8,7 +8,8 @@ facever `model.pt`, `arcface:r50=backbone.pth`, ...), writes
   preprocessing as `metadata_props` `facever.input_size`, `facever.mean`, `facever.std`,
   `facever.color`, `facever.crop`, `facever.embedding_dim`, `facever.arch`, `facever.source_sha256`
   (JSON values; mean/std on the 0..1 scale: `x = (pixels / 255 - mean) / std`);
-- TorchScript: a traced module with the same facts in the archive's `extra/facever.json`;
+- TorchScript: a traced module with the same facts in the archive's `extra/facever.json`, in a file
+  named `*.torchscript` or `*.ts` (the only names facever loads TorchScript from: it is code);
 
 then runs the written file (onnxruntime, or `torch.jit.load`) on a few inputs of several batch sizes
 and refuses to finish (no file left behind) if any output's cosine similarity with the PyTorch
@@ -28,6 +29,7 @@ import numpy as np
 
 from facever.core.atomic import atomic_path
 from facever.core.errors import FaceverError
+from facever.core.settings import ONNX_SUFFIX, TORCHSCRIPT_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ def export_model(
     if format not in FORMATS:
         raise FaceverError(f"unknown export format {format!r}; use one of: {', '.join(FORMATS)}")
     out = Path(out)
+    check_export_name(out, format)
     if format == "onnx":
         _require_onnx()  # before any work: say how to install what is missing
     model = load_embedding_model(spec, weights=weights, device="cpu")
@@ -128,6 +131,20 @@ def export_model(
     log.info("exported %s to %s (min cosine vs PyTorch %.7f)", model.model_id, out, worst)
     return ExportResult(path=out, format=format, min_cosine=worst, checked_inputs=sum(CHECK_BATCHES),
                         metadata=meta, opset=used_opset)
+
+
+def check_export_name(out: str | Path, format: str) -> None:
+    """The written file must carry its format's suffix: facever (and `facever embed OUT`) loads ONNX and
+    TorchScript by the file's name, and TorchScript, being code, only by its name (core.model_files)."""
+    if format == "onnx":
+        suffixes, what, why = (ONNX_SUFFIX,), "an ONNX", ""
+    else:
+        suffixes, what = TORCHSCRIPT_SUFFIXES, "a TorchScript"
+        why = " (TorchScript is code: facever runs it only from a file named so)"
+    if Path(out).suffix.lower() not in suffixes:
+        names = " or ".join(f"*{s}" for s in suffixes)
+        raise FaceverError(f"{out}: {what} file must be named {names}, the name facever loads it by{why}",
+                           options=("out",))
 
 
 def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

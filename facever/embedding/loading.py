@@ -15,10 +15,12 @@ Sources:
   arcface_torch IResNet state dict, mapped into facever's IResNet (`facever.models.arcface`);
 - `model.onnx`: any face-embedding ONNX graph, run with onnxruntime (`facever.embedding.onnx_model`);
   preprocessing from the graph's `facever.*` metadata (`facever export`) or InsightFace's default;
-- a TorchScript file from `facever export --format torchscript` (`*.torchscript` / `*.ts`, or any zip
-  with facever's `extra/facever.json`). TorchScript holds code: load only files you trust.
+- a TorchScript file from `facever export --format torchscript`, named `*.torchscript` or `*.ts`.
+  TorchScript is code: it is run only from a file named so, never because of what a file holds
+  (`facever.core.model_files`); load only TorchScript files you trust.
 
-Every other file is read with `torch.load(weights_only=True)`: a model file is data, never code.
+Every other file is read with `torch.load(weights_only=True)` (`load_tensor_file`): a model file is
+data, never code; a TorchScript archive named like a weights file (`model.pt`) is refused.
 `mean`, `std` and `color` override the preprocessing of ONNX and TorchScript models (other sources
 carry the preprocessing they were trained with).
 """
@@ -35,6 +37,8 @@ from typing import Any, Sequence
 from facever.core.checksums import file_digest
 from facever.core.errors import FaceverError, InputFileError
 from facever.data_prep import pretrained
+from facever.core.model_files import is_torchscript_name
+from facever.core.settings import ONNX_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +111,8 @@ def load_embedding_model(
         spec: a pretrained model's name (`arcface-r50-webface600k`: pulled into the cache on first use,
             see `facever.data_prep.pretrained`); a facever model file (`RUN/model.pt`) or its run folder; `facenet:vggface2` /
             `facenet:casia-webface` (optionally `=WEIGHTS_FILE`); `arcface:r50` (etc., optionally
-            `=WEIGHTS_FILE`); a `.onnx` graph; a TorchScript file written by `facever export`.
+            `=WEIGHTS_FILE`); a `.onnx` graph; a TorchScript file (`*.torchscript`, `*.ts`: code, run
+            only from a file named so) written by `facever export`.
         weights: for `facenet:*` and `arcface:*`, the state-dict file.
         device: where to put the module ("cpu", "cuda", "auto", or a `torch.device`).
         mean, std: 3 values each on the 0..1 scale (`x = (pixels/255 - mean) / std`), or None to keep
@@ -166,9 +171,9 @@ def _load_spec(text: str, *, weights, device) -> EmbeddingModel:
         if weights is not None:
             raise FaceverError(f"separate weights apply to facenet:* and arcface:* models only; {text} carries its own")
         path = Path(text)
-        if path.suffix.lower() == ".onnx":
+        if path.suffix.lower() == ONNX_SUFFIX:
             model = _load_onnx(path, device=device)
-        elif _is_torchscript(path):
+        elif is_torchscript_name(path):  # asked for by name only: TorchScript is code
             model = _load_torchscript(path)
         else:
             model = _load_facever(path)
@@ -352,20 +357,6 @@ def quiet_torchscript():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit")
         yield
-
-
-def _is_torchscript(path: Path) -> bool:
-    if path.suffix.lower() in (".torchscript", ".ts"):
-        return True
-    import zipfile
-
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(n.endswith(f"/extra/{TORCHSCRIPT_EXTRA}") for n in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
 
 
 def _load_torchscript(path: Path) -> EmbeddingModel:
