@@ -89,7 +89,7 @@ def align(
         from facever.core.errors import FaceverError
 
         check_output_folder(src, dst)
-        stack.enter_context(folder_lock(dst))  # one writer per DST, held until the crops are written
+        stack.enter_context(folder_lock(dst, kind="align"))  # one writer per DST, held until the crops are written
 
         try:
             crop_size = parse_size(size)

@@ -119,9 +119,13 @@ def embed(
         from facever.core.embeddings_file import save_embeddings
         from facever.core.errors import FaceverError
 
+        from facever.core.paths import check_output_is_not_an_input
+        from facever.embedding.loading import model_files
+
         root, sources = collect_sources(images)
         if not sources:
             raise FaceverError(f"{images}: no images found")
+        check_output_is_not_an_input(out, [*model_files(model, weights=weights), images, *(p for p, _ in sources)])
         rel_paths = [rel for _, rel in sources]
         emb_model = load_embedding_model(model, weights=weights, device=device,
                                          **parse_preprocessing(mean, std, bgr))

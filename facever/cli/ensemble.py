@@ -128,7 +128,7 @@ def ensemble(
 
     from facever.core.locks import folder_lock
 
-    with user_errors(), library_warnings(), folder_lock(out):
+    with user_errors(), library_warnings(), folder_lock(out, kind="evaluation"):
         from facever.embedding.ensemble import evaluate_ensemble
         from facever.core.embeddings_file import load_embeddings
         from facever.core.embeddings_file import save_embeddings as write_embeddings
@@ -136,7 +136,7 @@ def ensemble(
         from facever.verification.report import write_ensemble_report
 
         if save_embeddings is not None:
-            from facever.core.locks import check_output_is_not_an_input
+            from facever.core.paths import check_output_is_not_an_input
 
             check_output_is_not_an_input(save_embeddings, [s.split("=", 1)[-1] for s in sources] + [pairs])
         if len(sources) < 2:

@@ -70,7 +70,7 @@ def eval_fglfw(
                                 data_help="DIR (the folder the list's image paths start from)")
     from facever.core.locks import folder_lock
 
-    with user_errors(), folder_lock(out):
+    with user_errors(), folder_lock(out, kind="evaluation"):
         from facever.cli._evaluation import evaluate_and_report, protocol_embeddings
         from facever.protocols.fglfw import read_fglfw_pairs, read_token_pairs
 

@@ -89,7 +89,7 @@ def eval_ijb(
 
     from facever.core.locks import folder_lock
 
-    with user_errors(), library_warnings(), folder_lock(out):
+    with user_errors(), library_warnings(), folder_lock(out, kind="evaluation"):
         from facever.core.embeddings_file import load_embeddings
         from facever.protocols import ijb as reader
         from facever.verification.ijb import evaluate_ijb, evaluate_search, ijb_template_features

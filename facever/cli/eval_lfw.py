@@ -59,7 +59,7 @@ def eval_lfw(
                                 data_help="LFW_ALIGNED (the folder the pairs' images are in)")
     from facever.core.locks import folder_lock
 
-    with user_errors(), folder_lock(out):
+    with user_errors(), folder_lock(out, kind="evaluation"):
         from facever.protocols.lfw import read_lfw_pairs
         from facever.cli._evaluation import evaluate_and_report, protocol_embeddings
 

@@ -83,7 +83,7 @@ def eval_ytf(
 
     from facever.core.locks import folder_lock
 
-    with user_errors(), library_warnings(), folder_lock(out):
+    with user_errors(), library_warnings(), folder_lock(out, kind="evaluation"):
         from facever.cli._evaluation import evaluate_and_report, load_model
         from facever.cli._console import progress_bar
         from facever.protocols import ytf

@@ -43,10 +43,11 @@ def export(
     from facever.core.locks import file_lock
 
     with user_errors(), library_warnings(), file_lock(out):
-        from facever.core.locks import check_output_is_not_an_input
+        from facever.core.paths import check_output_is_not_an_input
         from facever.embedding.export import export_model
+        from facever.embedding.loading import model_files
 
-        check_output_is_not_an_input(out, [model.split("=", 1)[-1]] + ([weights] if weights else []))
+        check_output_is_not_an_input(out, model_files(model, weights=weights))
 
         result = export_model(model, out, format=format.value, weights=weights, opset=opset)
         typer.echo(json.dumps({

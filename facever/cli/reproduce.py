@@ -60,7 +60,7 @@ def reproduce(
     from facever.core.locks import folder_lock
 
     overrides: dict = {}
-    with user_errors(), folder_lock(out):
+    with user_errors(), folder_lock(out, kind="reproduce"):
         from facever.workflows.reproduce import ReproduceSettings, Reproduction, StageEvent
 
         if epochs is not None:

@@ -136,7 +136,7 @@ def train(
     from facever.core.locks import folder_lock
 
     # Rank 0 holds OUT for the whole job: a second `train --out OUT` is refused instead of interleaving.
-    with user_errors(), folder_lock(out if rank == 0 else None):
+    with user_errors(), folder_lock(out if rank == 0 else None, kind=None):  # train applies its own run-folder rule
         from facever.core.errors import FaceverError
         from facever.training.checkpoint import load_checkpoint
         from facever.training.config import TrainConfig

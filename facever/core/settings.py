@@ -81,6 +81,20 @@ CACHE_MODES = ("none", "memmap", "device")
 #: Batch size per process of a training run.
 TRAIN_BATCH_SIZE = 256
 
+# -- output folders --------------------------------------------------------------------------------------
+
+#: The kinds of folder facever writes, each with the files that show a folder is facever's output of
+#: that kind when it was written before facever marked its folders (facever.core.output_folders).
+OUTPUT_KINDS = {
+    "align": ("alignment.json", "align_report.csv"),
+    "evaluation": ("report.json", "embedding_cache", "frame_cache"),
+    "ijb-crops": (),
+    "train": ("config.toml", "checkpoint.pt", "model.pt"),
+    "compare": ("compare.json", "compare.md"),
+    "demo": (".facever-demo",),
+    "reproduce": (),
+}
+
 # -- models out ------------------------------------------------------------------------------------------
 
 EXPORT_FORMATS = ("onnx", "torchscript")

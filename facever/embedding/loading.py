@@ -180,6 +180,18 @@ def _load_spec(text: str, *, weights, device) -> EmbeddingModel:
     return model
 
 
+def model_files(spec: str | os.PathLike, *, weights: str | os.PathLike | None = None) -> list[Path]:
+    """The files loading `spec` reads (the model file, a run folder's model.pt, inline or separate
+    weights): what an output must never overwrite (`facever.core.paths.check_output_is_not_an_input`)."""
+    text = str(spec)
+    files = [Path(weights)] if weights is not None else []
+    if text.startswith(("facenet:", "arcface:")):
+        inline = text.partition("=")[2]
+        return files + ([Path(inline)] if inline else [])
+    path = Path(text)
+    return files + [path / "model.pt" if path.is_dir() else path]
+
+
 def _with_preprocessing(model: EmbeddingModel, **overrides) -> EmbeddingModel:
     import dataclasses
 

@@ -7,6 +7,7 @@ from typing import Callable
 
 from facever.core.embeddings_file import Embeddings, load_embeddings
 from facever.core.errors import FaceverError
+from facever.core.locks import folder_lock
 from facever.embedding.bin_images import embed_bin_images
 from facever.embedding.extract import embed_images
 from facever.embedding.loading import load_embedding_model
@@ -70,8 +71,10 @@ def ijb_crops(meta, landmarks, size: tuple[int, int], crops_dir: str | Path, *,
         first_row.setdefault(n, i)
     where = [meta.media.where(first_row[n]) for n in names]
     rows = landmarks.rows(names, where=where.__getitem__)
-    return crop_from_landmarks(meta.images_dir, names, landmarks.points[rows], crops_dir, tuple(size), where=where,
-                               progress=progress)
+    # A crops folder is an output folder like any other: new, empty, or facever's own crops.
+    with folder_lock(crops_dir, kind="ijb-crops"):
+        return crop_from_landmarks(meta.images_dir, names, landmarks.points[rows], crops_dir, tuple(size),
+                                   where=where, progress=progress)
 
 
 def ijb_embeddings(

@@ -31,6 +31,7 @@ import numpy as np
 
 from facever.protocols.pair_protocol import PairProtocol
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.paths import name_problem
 
 FGLFW_PAIRS_PER_FOLD = 600
 from facever.core.settings import FGLFW_VARIANTS as VARIANTS  # the pair lists `read_variant_pairs` reads
@@ -83,8 +84,10 @@ def person_of(image: str) -> str | None:
 
 def _check_image_name(path: Path, line: int, image: str) -> None:
     p = PurePosixPath(image)
-    if p.is_absolute() or ".." in p.parts or "\\" in image:
-        raise InputFileError(path, f"image path {image!r} must be relative, without '..'", line=line)
+    problem = name_problem(image)
+    if problem is not None:
+        raise InputFileError(path, f"image path {image!r} must be relative, inside the images folder (it {problem})",
+                             line=line)
     if not p.suffix:
         raise InputFileError(path, f"image path {image!r} has no extension", line=line)
     if person_of(image) is None:

@@ -21,6 +21,7 @@ import numpy as np
 from facever.protocols.pair_lists import looks_like_path_list, read_path_pairs
 from facever.protocols.pair_protocol import PairProtocol
 from facever.core.errors import InputFileError
+from facever.core.paths import name_problem
 
 
 def lfw_image_path(name: str, number: int, ext: str = ".jpg") -> str:
@@ -44,10 +45,11 @@ def _parse_number(path: Path, lineno: int, token: str) -> int:
 
 
 def _check_name(path: Path, lineno: int, name: str) -> str:
-    # A name becomes a folder under the images root: it must stay one plain folder name.
-    if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name or name.startswith("~"):
-        raise InputFileError(path, f"name {name!r} is not a person's name (a path would leave the images folder)",
-                             line=lineno)
+    # A name becomes one folder under the images root: a plain relative name (core.paths), one part.
+    problem = name_problem(name) or ("holds a /" if "/" in name else None)
+    if problem is not None:
+        raise InputFileError(path, f"name {name!r} is not a person's name (it {problem}; names must stay inside "
+                             "the images folder)", line=lineno)
     return name
 
 

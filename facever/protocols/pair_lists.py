@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from facever.core.errors import FaceverError
+from facever.core.paths import name_problem
 
 
 @dataclass(frozen=True)
@@ -339,8 +340,10 @@ def read_path_pairs(path, text: str | None = None):
             raise InputFileError(path, f"expected 'path_a path_b same(0/1) fold(1..K)', got {line!r}", line=lineno)
         for item in fields[:2]:
             # Paths are relative to the images folder and must stay inside it (as LFW names must).
-            if item.startswith(("/", "~", "\\")) or ".." in item.replace("\\", "/").split("/") or ":" in item:
-                raise InputFileError(path, f"{item!r} is not a path inside the images folder", line=lineno)
+            problem = name_problem(item)
+            if problem is not None:
+                raise InputFileError(path, f"{item!r} is not a path inside the images folder (it {problem})",
+                                     line=lineno)
         first.append(fields[0])
         second.append(fields[1])
         labels.append(fields[2] == "1")

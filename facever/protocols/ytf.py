@@ -24,6 +24,7 @@ from facever.core.images import IMAGE_EXTENSIONS
 from facever.protocols.pair_protocol import PairProtocol
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.paths import name_problem
 
 FRAMES_DB = "frame_images_DB"
 ALIGNED_DB = "aligned_images_DB"
@@ -40,8 +41,10 @@ def natural_key(name: str) -> tuple:
 
 
 def _check_video_id(path: Path, line: int, video: str) -> None:
-    parts = video.split("/")
-    if len(parts) != 2 or not all(parts) or any(p in (".", "..") for p in parts) or "\\" in video:
+    problem = name_problem(video)
+    if problem is not None:
+        raise InputFileError(path, f"video {video!r} is not of the form Name/video (it {problem})", line=line)
+    if len(video.split("/")) != 2:
         raise InputFileError(path, f"video {video!r} is not of the form Name/video", line=line)
 
 
