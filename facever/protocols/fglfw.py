@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from facever.protocols.pair_protocol import PairProtocol
+from facever.protocols.pair_protocol import PairProtocol, checked
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.paths import name_problem
 
@@ -146,7 +146,7 @@ def read_fglfw_pairs(
                 "the list's block structure is inconsistent with its labels",
                 line=line_numbers[start],
             )
-    return PairProtocol(name, first, second, labels_arr, folds, source=path, line_numbers=line_numbers)
+    return checked(PairProtocol(name, first, second, labels_arr, folds, source=path, line_numbers=line_numbers))
 
 
 def read_token_pairs(path: str | Path, *, ext: str | None = None, name: str = "calfw") -> PairProtocol:
@@ -204,7 +204,7 @@ def read_token_pairs(path: str | Path, *, ext: str | None = None, name: str = "c
     folds = np.empty(len(tokens), dtype=np.int64)
     folds[labels] = tokens_arr[labels] - 1
     folds[neg_rows] = np.arange(neg_rows.size) // (neg_rows.size // k)
-    return PairProtocol(name, first, second, labels, folds, source=path, line_numbers=line_numbers)
+    return checked(PairProtocol(name, first, second, labels, folds, source=path, line_numbers=line_numbers))
 
 
 def read_variant_pairs(path: str | Path, *, protocol: str = "fglfw", ext: str | None = None, **kwargs) -> PairProtocol:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from facever.protocols.pair_lists import looks_like_path_list, read_path_pairs
-from facever.protocols.pair_protocol import PairProtocol
+from facever.protocols.pair_protocol import PairProtocol, checked
 from facever.core.errors import InputFileError
 from facever.core.paths import name_problem
 
@@ -153,7 +153,7 @@ def read_lfw_pairs(path: str | Path, *, ext: str = ".jpg", n_folds: int = 10) ->
                     path, f"fold {k + 1} of {n_folds} holds only {kind} pairs (add the header line 'sets pairs-per-set')",
                     line=line_numbers[k * (n // n_folds)],
                 )
-    return PairProtocol(
+    return checked(PairProtocol(
         name="lfw", first=first, second=second, labels=labels_arr, folds=folds,
         source=path, line_numbers=line_numbers,
-    )
+    ))

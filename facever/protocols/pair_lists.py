@@ -320,7 +320,7 @@ def read_path_pairs(path, text: str | None = None):
     import numpy as np
 
     from facever.core.errors import InputFileError
-    from facever.protocols.pair_protocol import PairProtocol
+    from facever.protocols.pair_protocol import PairProtocol, checked
 
     path = Path(path)
     if text is None:
@@ -353,7 +353,7 @@ def read_path_pairs(path, text: str | None = None):
         raise InputFileError(path, "no pairs found")
     numbers = sorted(set(folds))
     index = {f: i for i, f in enumerate(numbers)}
-    return PairProtocol(
+    return checked(PairProtocol(
         name="pairs", first=first, second=second, labels=np.array(labels),
         folds=np.array([index[f] for f in folds]), source=path, line_numbers=lines,
-    )
+    ))

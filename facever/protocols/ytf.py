@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from facever.core.images import IMAGE_EXTENSIONS
-from facever.protocols.pair_protocol import PairProtocol
+from facever.protocols.pair_protocol import PairProtocol, checked
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.paths import name_problem
@@ -104,7 +104,7 @@ def read_ytf_splits(path: str | Path) -> PairProtocol:
         raise InputFileError(path, "no pairs in the splits file")
     if len(set(folds)) < 2:
         raise InputFileError(path, f"all pairs are in one split; the protocol needs several (YTF has {YTF_SPLITS})")
-    return PairProtocol("ytf", first, second, labels, folds, source=path, line_numbers=line_numbers)
+    return checked(PairProtocol("ytf", first, second, labels, folds, source=path, line_numbers=line_numbers))
 
 
 @dataclass(frozen=True)

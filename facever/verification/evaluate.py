@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from facever import __version__
-from facever.protocols.pair_protocol import PairProtocol
+from facever.protocols.pair_protocol import PairProtocol, check_folds
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError
 from facever.verification import roc
@@ -117,6 +117,7 @@ def score_protocol(
     embeddings_source: str = "the embeddings",
 ) -> ProtocolScores:
     """Look up both items of every pair, validate their embeddings, and score the pairs."""
+    check_folds(protocol)
     rows1 = embeddings.rows(protocol.first)
     rows2 = embeddings.rows(protocol.second)
     missing = (rows1 < 0) | (rows2 < 0)
