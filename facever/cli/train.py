@@ -101,8 +101,6 @@ def train(
 
         facever train --config runs/paper/config.toml --out runs/paper-again
     """
-    import os
-
     from facever.cli._console import (
         console_log, format_rate, info, library_warnings, open_progress, stop_on_signal, user_errors, warn,
     )
@@ -132,7 +130,10 @@ def train(
             options, data, config_file=config_file, recipe=recipe, out=out, resume=resume,
             explicit=explicit_parameters(options),
         )
-    rank = int(os.environ.get("RANK", "0"))
+    from facever.core.environment import env_int
+
+    with user_errors():
+        rank = env_int("RANK", 0, low=0)
     from facever.core.locks import folder_lock
 
     # Rank 0 holds OUT for the whole job: a second `train --out OUT` is refused instead of interleaving.

@@ -120,6 +120,13 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def bound_workers(requested: int, *, tasks: int) -> int:
+    """Worker processes to start for `tasks` units of work (batches, images) when `requested` were asked
+    for: never more than the CPUs available nor than the tasks (a thousand workers for ten images only
+    spend a minute starting up), and 0 (work in this process) stays 0."""
+    return max(0, min(int(requested), available_cpus(), int(tasks)))
+
+
 def default_loader_workers(cap: int = 4) -> int:
     """Data-loading worker processes by default: `cap`, but never more than the CPUs available
     (more workers than CPUs only compete with the training process; torch warns about it)."""

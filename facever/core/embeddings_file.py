@@ -130,7 +130,7 @@ def load_embeddings(path: str | Path) -> Embeddings:
         metadata = json.loads(meta_raw)
         if not isinstance(metadata, dict):
             raise ValueError("not an object")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply for the parser
         raise InputFileError(path, "`metadata` is not a JSON object") from None
     version = metadata.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:

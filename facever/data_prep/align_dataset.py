@@ -324,6 +324,7 @@ def _decoded(paths: Sequence[Path], workers: int) -> Iterator[tuple[int, np.ndar
         return
     from torch.utils.data import DataLoader
 
+    from facever.core.devices import bound_workers
     from facever.core.opencv_guard import opencv
 
     opencv()  # shut OpenCV's pool down before the workers fork (facever.core.opencv_guard)
@@ -331,7 +332,7 @@ def _decoded(paths: Sequence[Path], workers: int) -> Iterator[tuple[int, np.ndar
         dataset,
         batch_size=None,
         shuffle=False,
-        num_workers=min(workers, len(paths)),
+        num_workers=bound_workers(workers, tasks=len(paths)),
         collate_fn=_identity,
         prefetch_factor=4,
         persistent_workers=False,

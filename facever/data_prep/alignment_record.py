@@ -62,7 +62,7 @@ def read_alignment_record(folder: str | Path) -> dict[str, Any] | None:
         if candidate.is_file():
             try:
                 record = json.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):  # unreadable, not JSON, nested too deeply
                 return None
             if isinstance(record, dict) and record.get("format") == FORMAT and _points(record) is not None:
                 return record

@@ -34,7 +34,7 @@ import numpy as np
 from facever.core.checksums import content_key
 from facever.core.opencv_guard import opencv
 from facever.core.images import ImageDecodeError, decode_image_bytes_rgb, read_file_bytes
-from facever.core.devices import amp_dtype, cudnn_autotune, device_scope, resolve_amp
+from facever.core.devices import amp_dtype, bound_workers, cudnn_autotune, device_scope, resolve_amp
 from facever.core.crop import CROP_POLICY, fit_to_input
 from facever.embedding.preprocess import aspect_ratio_differs, normalize_batch
 from facever.core.embeddings_file import Embeddings
@@ -363,7 +363,7 @@ def embed_images(
     if workers is None:
         # One batch or less: starting worker processes costs more than decoding in this one.
         workers = 0 if len(rel_paths) <= batch_size else default_workers(dev.type)
-    workers = int(workers)
+    workers = bound_workers(workers, tasks=-(-len(rel_paths) // batch_size))  # one batch is a worker's task
     size = tuple(int(v) for v in model.input_size)
     if fuse_bn is None:
         fuse_bn = len(rel_paths) >= FUSE_MIN_IMAGES

@@ -39,6 +39,7 @@ from facever.core.errors import FaceverError, InputFileError
 from facever.data_prep import pretrained
 from facever.core.model_files import is_torchscript_name
 from facever.core.settings import ONNX_SUFFIX
+from facever.core.sizes import size_problem
 
 log = logging.getLogger(__name__)
 
@@ -394,6 +395,8 @@ def _load_torchscript(path: Path) -> EmbeddingModel:
     except (KeyError, TypeError, ValueError) as exc:
         raise InputFileError(path, f"TorchScript file without facever's preprocessing ({TORCHSCRIPT_EXTRA}: "
                                    f"{type(exc).__name__}: {exc}); export it with facever") from None
+    if size_problem(h, w) is not None:
+        raise InputFileError(path, f"{TORCHSCRIPT_EXTRA}: input_size {size_problem(h, w)}")
     module.eval()
     return EmbeddingModel(
         module=module,

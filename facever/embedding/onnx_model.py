@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.sizes import size_problem
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class OnnxModule:
             raise InputFileError(self.path, f"output {out.name!r} has shape {list(out.shape)}; expected N x D embeddings")
         self.input_name, self.output_name = spec.name, out.name
         self.input_size = (int(shape[2]), int(shape[3]))
+        problem = size_problem(*self.input_size)
+        if problem is not None:  # refused before any batch of that size is allocated
+            raise InputFileError(self.path, f"input {spec.name!r} declares images of {problem}")
         # A fixed batch dimension (an int) must be respected; a name or None is dynamic.
         self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         self.embedding_dim = out.shape[1] if isinstance(out.shape[1], int) else None

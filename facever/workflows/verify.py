@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.json_files import read_json_file
 from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
 
 
@@ -56,12 +56,9 @@ def threshold_from_report(path: str | Path) -> ReportThreshold:
     path = Path(path)
     if path.is_dir():
         path = path / "report.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FaceverError(f"{path}: no such report") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputFileError(path, f"not a JSON report ({exc})") from None
+    if not path.is_file():
+        raise FaceverError(f"{path}: no such report")
+    data = read_json_file(path)
     try:
         folds = data["folds"]
         thresholds = [float(f["threshold"]) for f in folds]
