@@ -25,26 +25,6 @@ STD_HELP = "ONNX/TorchScript models: per-channel std on 0..255 pixels, one value
 BGR_HELP = "ONNX/TorchScript models: feed channels in BGR order (default: the file's metadata, else RGB)."
 
 
-def parse_preprocessing(mean: str | None, std: str | None, bgr: bool | None) -> dict:
-    """--mean/--std (0..255 scale, `127.5` or `123.7,116.3,103.5`) and --bgr as load_embedding_model's overrides."""
-    from facever.core.errors import FaceverError
-
-    out: dict = {}
-    for flag, text in (("mean", mean), ("std", std)):
-        if text is None:
-            continue
-        try:
-            values = [float(v) / 255.0 for v in text.split(",")]
-        except ValueError:
-            raise FaceverError(f"--{flag} {text!r}: expected a number or three comma-separated numbers") from None
-        if len(values) not in (1, 3):
-            raise FaceverError(f"--{flag} {text!r}: expected one value or three (R,G,B)")
-        out[flag] = values * 3 if len(values) == 1 else values
-    if bgr is not None:
-        out["color"] = "BGR" if bgr else "RGB"
-    return out
-
-
 def report_bad_images(bad, *, limit: int = 20) -> None:
     """List images that produced no embedding on stderr (the first `limit`, then a count)."""
     from facever.cli._console import warn
@@ -115,7 +95,7 @@ def embed(
         from facever.data_prep.align_dataset import collect_sources
         from facever.embedding.cache import embed_items_cached
         from facever.embedding.extract import BadImagesError
-        from facever.embedding.loading import load_embedding_model
+        from facever.embedding.loading import load_embedding_model, preprocessing_overrides
         from facever.core.embeddings_file import save_embeddings
         from facever.core.errors import FaceverError
 
@@ -128,7 +108,7 @@ def embed(
         check_output_is_not_an_input(out, [*model_files(model, weights=weights), images, *(p for p, _ in sources)])
         rel_paths = [rel for _, rel in sources]
         emb_model = load_embedding_model(model, weights=weights, device=device,
-                                         **parse_preprocessing(mean, std, bgr))
+                                         **preprocessing_overrides(mean, std, bgr))
         aligner = None
         if align:
             from facever.data_prep.align import FaceAligner

@@ -19,7 +19,7 @@ from facever.cli._options import AMP, TORCHSCRIPT_HELP, Amp, Flip, Select, devic
     ),
     weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     threshold: Optional[float] = typer.Option(
-        None, "--threshold", "-t", help="Cosine similarity above which two faces are the same person."
+        None, "--threshold", "-t", help="Cosine similarity (-1..1) above which two faces are the same person."
     ),
     threshold_from: Optional[Path] = typer.Option(
         None, "--threshold-from", help="report.json of `facever eval-*` with the same model: use the mean of its "
@@ -71,11 +71,11 @@ from facever.cli._options import AMP, TORCHSCRIPT_HELP, Amp, Flip, Select, devic
     if images is not None and pairs is None:
         fail("--images applies with --pairs only")
     with user_errors(), library_warnings():
-        from facever.cli.embed import parse_preprocessing
         from facever.core.devices import resolve_device
-        from facever.embedding.loading import load_embedding_model
-        from facever.workflows.verify import read_pairs_table, threshold_from_report, verify_pairs
+        from facever.embedding.loading import load_embedding_model, preprocessing_overrides
+        from facever.workflows.verify import check_threshold, read_pairs_table, threshold_from_report, verify_pairs
 
+        check_threshold(threshold)  # before any model is loaded
         source = None
         if threshold_from is not None:
             source = threshold_from_report(threshold_from)
@@ -86,7 +86,7 @@ from facever.cli._options import AMP, TORCHSCRIPT_HELP, Amp, Flip, Select, devic
         else:
             pair_list, expected, root = [(str(image_a), str(image_b))], None, None
         dev = resolve_device(device)
-        emb_model = load_embedding_model(model, weights=weights, device=dev, **parse_preprocessing(mean, std, bgr))
+        emb_model = load_embedding_model(model, weights=weights, device=dev, **preprocessing_overrides(mean, std, bgr))
         if source is not None:
             if source.model_sha256 and source.model_sha256 != emb_model.fingerprint:
                 warn(f"{source.source} was made with another model ({source.model}); its threshold may not fit "

@@ -193,6 +193,39 @@ def model_files(spec: str | os.PathLike, *, weights: str | os.PathLike | None = 
     return files + [path / "model.pt" if path.is_dir() else path]
 
 
+def preprocessing_overrides(mean: str | None, std: str | None, bgr: bool | None) -> dict[str, Any]:
+    """`load_embedding_model`'s `mean`/`std`/`color` from text on the 0..255 pixel scale (`127.5` or
+    `123.7,116.3,103.5`) and a BGR flag, checked on that scale, so a message quotes what was typed."""
+    out: dict[str, Any] = {}
+    for key, text in (("mean", mean), ("std", std)):
+        if text is None:
+            continue
+        try:
+            values = [float(v) for v in str(text).split(",")]
+        except ValueError:
+            raise FaceverError(f"`{key}` {text!r}: expected a number or three comma-separated numbers",
+                               options=(key,)) from None
+        if len(values) not in (1, 3):
+            raise FaceverError(f"`{key}` {text!r}: expected one value or three (R,G,B)", options=(key,))
+        problem = _stat_problem(key, values)
+        if problem:
+            raise FaceverError(f"`{key}` {text!r}: {problem} (on the 0..255 pixel scale)", options=(key,))
+        out[key] = [v / 255.0 for v in (values * 3 if len(values) == 1 else values)]
+    if bgr is not None:
+        out["color"] = "BGR" if bgr else "RGB"
+    return out
+
+
+def _stat_problem(key: str, values: Sequence[float]) -> str | None:
+    import math
+
+    if not all(math.isfinite(v) for v in values):
+        return "every value must be a finite number"
+    if key == "std" and not all(v > 0 for v in values):
+        return "every value must be above 0"
+    return None
+
+
 def _with_preprocessing(model: EmbeddingModel, **overrides) -> EmbeddingModel:
     import dataclasses
 
@@ -202,8 +235,9 @@ def _with_preprocessing(model: EmbeddingModel, **overrides) -> EmbeddingModel:
             v = tuple(float(x) for x in overrides[key])
             if len(v) == 1:
                 v = v * 3
-            if len(v) != 3 or (key == "std" and not all(x > 0 for x in v)):
-                raise FaceverError(f"{key} must be one or three numbers{' > 0' if key == 'std' else ''}, got {overrides[key]}")
+            problem = "expected one or three numbers" if len(v) != 3 else _stat_problem(key, v)
+            if problem:
+                raise FaceverError(f"`{key}` {list(overrides[key])} (0..1 scale): {problem}", options=(key,))
             values[key] = v
     if "color" in overrides:
         c = str(overrides["color"]).upper()

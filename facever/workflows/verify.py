@@ -84,6 +84,26 @@ def threshold_from_report(path: str | Path) -> ReportThreshold:
     )
 
 
+def check_threshold(threshold: float | None) -> float | None:
+    """A cosine threshold that can decide something: finite, within the cosine's range -1..1.
+
+    `same person iff cosine > threshold`: NaN would call every pair "different people" without a word,
+    and a value above 1 (a distance threshold, a percentage) likewise; below -1, every pair is "same".
+    """
+    if threshold is None:
+        return None
+    t = float(threshold)
+    if not math.isfinite(t):
+        raise FaceverError(f"`threshold` {threshold}: not a number; give a cosine similarity between -1 and 1",
+                           options=("threshold",))
+    if not -1.0 <= t <= 1.0:
+        verdict = "different people" if t > 1 else "the same person"
+        raise FaceverError(f"`threshold` {threshold}: a cosine similarity lies between -1 and 1, so every pair would be "
+                           f"called {verdict} (a distance or a percentage? give the cosine, e.g. 0.3)",
+                           options=("threshold",))
+    return t
+
+
 def read_pairs_table(path: str | Path) -> tuple[list[tuple[str, str]], list[bool | None]]:
     """The pairs of a CSV/TSV (`a,b` columns) or of `facever pairs`' path list: (pairs, expected same or None)."""
     from facever.protocols.pair_lists import looks_like_path_list, read_path_pairs
@@ -203,12 +223,13 @@ def verify_pairs(
 
     Raises FaceverError naming a missing or undecodable photo, or a photo without a face.
     """
-    from facever.embedding.extract import ForwardLoop
+    from facever.embedding.extract import ForwardLoop, check_model_rows
     from facever.verification.scores import pair_scores
 
     check_choice("flip", flip, FLIP_MODES)
     if not pairs:
         raise FaceverError("no pairs to verify")
+    threshold = check_threshold(threshold)
     base = Path(root) if root is not None else Path(".")
     names = list(dict.fromkeys(name for pair in pairs for name in pair))
     paths = [Path(n) if Path(n).is_absolute() else base / n for n in names]
@@ -225,7 +246,7 @@ def verify_pairs(
             crops, chosen = _crop_photos(paths[start:start + batch_size], names[start:start + batch_size], size,
                                          aligner=aligner)
             choices.update(chosen)
-            rows.append(loop(np.stack(crops)).cpu().numpy())
+            rows.append(check_model_rows(loop(np.stack(crops)).cpu().numpy(), model.model_id))
     emb = np.concatenate(rows)
     index = {name: i for i, name in enumerate(names)}
     idx_a = np.array([index[a] for a, _ in pairs])
