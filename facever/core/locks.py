@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Iterator
 
 from facever.core.errors import FaceverError
-from facever.core.output_folders import LOCK_NAME, claim_output_folder, release_output_folder
+from facever.core.output_folders import (
+    LOCK_NAME, check_folder_path, claim_output_folder, make_folder, release_output_folder,
+)
 log = logging.getLogger(__name__)
 
 
@@ -67,14 +69,9 @@ def folder_lock(folder: str | Path | None, *, kind: str | None) -> Iterator[Path
     if folder is None:
         yield None
         return
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise FaceverError(f"{folder}: exists and is not a folder; choose another output folder")
+    folder = check_folder_path(folder)
     created = not folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise FaceverError(f"{folder}: cannot write there (a parent of it is a file); choose another output folder") from None
+    make_folder(folder)
     claimed = False
     try:
         with _flock(folder / LOCK_NAME, folder, partials=".*.partial-*"):

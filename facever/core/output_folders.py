@@ -37,6 +37,27 @@ def _housekeeping(name: str) -> bool:
     return name in (LOCK_NAME, MARKER) or name.startswith(MARKER + ".") or (name.startswith(".") and ".partial" in name)
 
 
+def check_folder_path(path: str | Path, *, what: str = "output folder") -> Path:
+    """`path` when it is a folder or can become one; FaceverError naming it otherwise (a file there, or a
+    file among its parents), instead of "File exists" or "Not a directory" from deep inside a write."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FaceverError(f"{path}: exists and is not a folder; give a folder as the {what}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FaceverError(f"{path}: cannot write there ({parent} is a file); choose another {what}")
+            break
+    return path
+
+
+def make_folder(path: str | Path, *, what: str = "output folder") -> Path:
+    """Create the folder `path` (and its parents) after `check_folder_path`."""
+    path = check_folder_path(path, what=what)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _marker_kind(folder: Path) -> str | None:
     try:
         data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
