@@ -113,7 +113,7 @@ def test_missing_model(images):
 
 def test_nan_weights_refused_by_eval_lfw_too(images, tmp_path):
     save_tiny_model(images / "model.pt", state_dict=_nan_first)
-    (images / "pairs.txt").write_text("2\t1\n" + "Ann 1 2\nAnn 1 Bob 1\n" * 2)
+    (images / "pairs.txt").write_text("2\t1\nAnn 1 2\nAnn 1 Bob 1\nBob 1 2\nAnn 2 Bob 2\n")
     refused(["eval-lfw", "--pairs", images / "pairs.txt", "--model", images / "model.pt", "--images", images / "imgs",
              "--out", images / "out"], r"NaN", images)
 
@@ -169,7 +169,7 @@ def test_code_named_model_pt_is_not_run_by_verify(images, code_archive):
 
 def test_code_named_model_pt_is_not_run_by_eval_lfw(images, code_archive):
     model, victim = code_archive
-    (images / "pairs.txt").write_text("2\t1\n" + "Ann 1 2\nAnn 1 Bob 1\n" * 2)
+    (images / "pairs.txt").write_text("2\t1\nAnn 1 2\nAnn 1 Bob 1\nBob 1 2\nAnn 2 Bob 2\n")
     refused(["eval-lfw", "--pairs", images / "pairs.txt", "--model", model, "--images", images / "imgs",
              "--out", images / "out", "--device", "cpu"], TS_REFUSED, images)
     assert victim.read_text() == "precious"
