@@ -92,7 +92,7 @@ OUTPUT_KINDS = {
     "train": ("config.toml", "checkpoint.pt", "model.pt"),
     "compare": ("compare.json", "compare.md"),
     "demo": (".facever-demo",),
-    "reproduce": (),
+    "reproduce": ("reproduce.json", "stages"),
 }
 
 # -- models out ------------------------------------------------------------------------------------------
