@@ -15,7 +15,9 @@ def verify(
     image_a: Optional[Path] = typer.Argument(None, help="First photo.", show_default=False),
     image_b: Optional[Path] = typer.Argument(None, help="Second photo.", show_default=False),
     model: str = typer.Option(
-from facever.cli._options import AMP, TORCHSCRIPT_HELP, Amp, Flip, Select, device_option, flip_option
+        ..., "--model", "-m", help="A pretrained model by name (arcface-r50-webface600k, ...: `facever models list`; "
+        "pulled on first use), a facever model (RUN/model.pt), arcface:r50 / facenet:vggface2 with --weights, "
+        "a .onnx graph or an exported TorchScript file (model.torchscript). " + TORCHSCRIPT_HELP,
     ),
     weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     threshold: Optional[float] = typer.Option(

@@ -20,6 +20,7 @@ import numpy as np
 
 from facever.core.atomic import atomic_path
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.json_files import parse_json
 
 FORMAT_VERSION = 1
 
@@ -142,10 +143,10 @@ def load_embeddings(path: str | Path) -> Embeddings:
         dup = next(p for i, p in enumerate(paths) if p in paths[:i])
         raise InputFileError(path, f"duplicate path {dup!r}")
     try:
-        metadata = json.loads(meta_raw)
+        metadata = parse_json(meta_raw, path)  # InputFileError (a ValueError) when not JSON or nested too deeply
         if not isinstance(metadata, dict):
             raise ValueError("not an object")
-    except (ValueError, RecursionError):  # RecursionError: nested too deeply for the parser
+    except ValueError:
         raise InputFileError(path, "`metadata` is not a JSON object") from None
     version = metadata.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:

@@ -36,6 +36,7 @@ from typing import Any, Sequence
 
 from facever.core.checksums import file_digest
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.json_files import parse_json
 from facever.data_prep import pretrained
 from facever.core.model_files import is_torchscript_name
 from facever.core.settings import ONNX_SUFFIX
@@ -407,8 +408,6 @@ def quiet_torchscript():
 
 
 def _load_torchscript(path: Path) -> EmbeddingModel:
-    import json
-
     import torch
 
     if not path.is_file():
@@ -421,7 +420,7 @@ def _load_torchscript(path: Path) -> EmbeddingModel:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputFileError(path, f"not a readable TorchScript file ({reason[:200]})") from None
     try:
-        meta = json.loads(extra_files[TORCHSCRIPT_EXTRA] or "{}")
+        meta = parse_json(extra_files[TORCHSCRIPT_EXTRA] or "{}", path)
         h, w = (int(v) for v in meta["input_size"])
         mean = tuple(float(v) for v in meta["mean"])
         std = tuple(float(v) for v in meta["std"])

@@ -15,7 +15,6 @@ InsightFace's (RGB, `(x - 127.5) / 127.5` on 0..255 pixels); the caller may over
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.json_files import parse_json
 from facever.core.sizes import size_problem
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class OnnxModule:
         for key, value in self.metadata.items():
             if key.startswith(METADATA_PREFIX):
                 try:
-                    meta[key[len(METADATA_PREFIX):]] = json.loads(value)
-                except json.JSONDecodeError:
+                    meta[key[len(METADATA_PREFIX):]] = parse_json(value, self.path)
+                except InputFileError:  # not JSON (or nested too deeply): kept as text, checked by its reader
                     meta[key[len(METADATA_PREFIX):]] = value
         return meta
