@@ -258,8 +258,8 @@ def test_eval_bin_with_model_crops_arcface_images_to_the_model(tmp_path, faces_d
 
     from facever.core.embeddings_file import load_embeddings
     from facever.embedding.loading import load_embedding_model
-    from facever.embedding.preprocess import preprocess_crops
     from tests.helpers.benchmark_data import tiny_model
+    from tests.helpers.references import plain_model_input
 
     path, _ = _orl_bin(tmp_path / "orl.bin", faces_dir)
     model = tiny_model(tmp_path / "model.pt", input_size=(112, 96))
@@ -278,7 +278,7 @@ def test_eval_bin_with_model_crops_arcface_images_to_the_model(tmp_path, faces_d
     bins, _ = load_bin(path)
     crop = BinImages(bins)[5][:, 8:104]
     with torch.inference_mode():
-        want = net.module(preprocess_crops([crop], net)).numpy()[0]
+        want = net.module(plain_model_input([crop], net)).numpy()[0]
     np.testing.assert_allclose(saved["embeddings"][5], want, rtol=1e-4, atol=1e-5)
     assert load_embeddings(out / "embeddings.npz").metadata["amp"] == "off"
     # --amp bf16 asks for bf16 on any CPU; the embeddings say so and stay within bf16's precision.
@@ -314,15 +314,17 @@ def test_eval_bin_refuses_a_malicious_file(tmp_path):
     assert not marker.exists()
 
 
-def test_benchmark_dispatch_reads_and_embeds_a_bin(tmp_path, faces_dir):
-    from facever.embedding.protocol_embeddings import benchmark_embeddings
-    from facever.protocols.catalog import read_benchmark
+def test_the_workflow_reads_and_embeds_a_bin(tmp_path, faces_dir):
+    from facever.workflows.evaluate import EmbedSettings, Source, benchmark_embeddings, open_benchmark
     from tests.helpers.benchmark_data import tiny_model
 
     path, owners = _orl_bin(tmp_path / "orl.bin", faces_dir)
-    proto = read_benchmark("bin", path)
+    bench = open_benchmark("bin", path)
+    proto = bench.protocol
     assert proto.name == "orl.bin" and len(proto) == 20 and proto.source == path
-    emb = benchmark_embeddings("bin", proto, str(tiny_model(tmp_path / "m.pt")), batch_size=16, flip="none")
+    used = benchmark_embeddings(bench, Source(model=str(tiny_model(tmp_path / "m.pt"))),
+                                embed=EmbedSettings(flip="none", batch_size=16, device="cpu"))
+    emb = used.embeddings
     assert emb.paths == [f"{i:06d}" for i in range(40)] and emb.dim == 16
     assert emb.metadata["source_image_size"] == [112, 112] and emb.metadata["crop_size"] == [112, 96]
 
@@ -340,20 +342,32 @@ def test_ensemble_on_a_bin_with_two_models(tmp_path, faces_dir):
     assert report["protocol"] == "orl.bin" and report["names"] == ["a", "b"]
     assert report["ensemble"]["pairs"]["total"] == 20 and len(report["ensemble"]["folds"]) == 10
     assert (out / "roc.png").is_file()
+    # Each model is embedded as eval-bin embeds it (one workflow): same rows, same numbers.
+    single = _run(["eval-bin", path, "--model", m1, "--device", "cpu", "--out", tmp_path / "single"])
+    assert single.exit_code == 0, single.output
+    np.testing.assert_array_equal(np.load(out / "embeddings_a.npz")["embeddings"],
+                                  np.load(tmp_path / "single" / "embeddings.npz")["embeddings"])
+    assert json.loads((tmp_path / "single" / "report.json").read_text())["accuracy"] == report["models"]["a"]["accuracy"]
+    # ... and through the one cache: a second run embeds nothing again.
+    again = _run(["ensemble", m1, m2, "--protocol", "bin", "--pairs", path, "--device", "cpu", "--out", out])
+    assert again.exit_code == 0 and again.output.count("40 reused") == 2, again.output
 
 
 def test_bf16_embedding_of_a_bin_runs_on_the_cpu(tmp_path, faces_dir):
     """The bf16 branch of `.bin` embedding (the default on GPUs) is chosen by `amp`, not by the device."""
-    from facever.embedding.bin_images import embed_bin_images
+    from facever.embedding.cache import embed_items_cached
     from facever.embedding.loading import load_embedding_model
+    from facever.embedding.sources import ImageBytes
+    from facever.protocols.insightface_bin import image_names
     from tests.helpers.benchmark_data import tiny_model
 
     path, _ = _orl_bin(tmp_path / "orl.bin", faces_dir)
     bins, _ = load_bin(path)
     model = load_embedding_model(tiny_model(tmp_path / "model.pt", input_size=(112, 96)), device="cpu")
-    images = BinImages(bins[:8], source=path)
-    fp32 = embed_bin_images(model, images, device="cpu", amp="off")
-    bf16 = embed_bin_images(model, images, device="cpu", amp="bf16")
+    names = image_names(8)
+    images = ImageBytes(bins[:8], names, source=path)
+    fp32, _, _ = embed_items_cached(model, images, names, cache=None, device="cpu", amp="off")
+    bf16, _, _ = embed_items_cached(model, images, names, cache=None, device="cpu", amp="bf16")
     assert fp32.metadata["amp"] == "off" and bf16.metadata["amp"] == "bf16"
     assert bf16.paths == fp32.paths and bf16.embeddings.dtype == np.float32
     assert not np.array_equal(bf16.embeddings, fp32.embeddings)  # bf16 really ran

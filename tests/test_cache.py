@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facever.embedding.cache import EmbeddingCache, cache_settings, embed_items_cached, file_key
+from facever.embedding.cache import EmbeddingCache, cache_settings, embed_items_cached
+from facever.embedding.sources import file_key
 from facever.embedding.extract import embed_images
 from facever.embedding.loading import load_embedding_model
 from tests.helpers.benchmark_data import tiny_model
@@ -154,22 +155,57 @@ def test_eval_lfw_after_images_change_in_place_prints_what_a_clean_run_prints(tm
     assert cached["auc"] != before["auc"]  # the images did change the number
 
 
-def test_bin_images_are_cached_by_their_bytes(tiny):
-    from facever.embedding.bin_images import embed_bin_images
-    from facever.protocols.insightface_bin import BinImages
+def _embed_bin(tiny, blobs, **kw):
+    """Images held in memory (a `.bin`'s) through the one cached loop, named as `bin_protocol` names them."""
+    from facever.embedding.sources import ImageBytes
+    from facever.protocols.insightface_bin import image_names
 
+    names = image_names(len(blobs))
+    emb, bad, reused = embed_items_cached(tiny["model"], ImageBytes(blobs, names, source="set.bin"), names,
+                                          workers=0, amp="off", **kw)
+    assert emb.paths == names and emb.metadata["reused"] == reused
+    return emb
+
+
+def test_bin_images_are_cached_by_their_bytes(tiny):
     blobs = [(tiny["root"] / r).read_bytes() for r in tiny["rels"]]
-    first = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp="off")
+    first = _embed_bin(tiny, blobs, cache=tiny["cache"])
     assert first.metadata["reused"] == 0
-    direct = embed_bin_images(tiny["model"], BinImages(blobs), amp="off")
+    direct = _embed_bin(tiny, blobs, cache=None)
     np.testing.assert_array_equal(first.embeddings, direct.embeddings)
-    again = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp="off")
+    again = _embed_bin(tiny, blobs, cache=tiny["cache"])
     assert again.metadata["reused"] == 12
     np.testing.assert_array_equal(again.embeddings, first.embeddings)
     # Another .bin where image 3 holds image 7's bytes: nothing to embed, its row comes by content.
     blobs[3] = blobs[7]
-    changed = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp="off")
+    changed = _embed_bin(tiny, blobs, cache=tiny["cache"])
     assert changed.metadata["reused"] == 12
     np.testing.assert_array_equal(changed.embeddings[3], first.embeddings[7])
-    flipped = embed_bin_images(tiny["model"], BinImages(blobs), cache=tiny["cache"], amp="off", flip="sum")
+    flipped = _embed_bin(tiny, blobs, cache=tiny["cache"], flip="sum")
     assert flipped.metadata["reused"] == 0
+
+
+def test_images_in_memory_and_on_disk_are_one_cache(tiny):
+    """The same bytes in a `.bin` and in a file are the same cache row (one key: the content), and give the
+    same embedding as `embed_images` on the files."""
+    blobs = [(tiny["root"] / r).read_bytes() for r in tiny["rels"]]
+    files, _, _ = embed_items_cached(tiny["model"], tiny["root"], tiny["rels"], cache=tiny["cache"], workers=0,
+                                     amp="off")
+    from_bin = _embed_bin(tiny, blobs, cache=tiny["cache"])
+    assert from_bin.metadata["reused"] == 12
+    np.testing.assert_array_equal(from_bin.embeddings, files.embeddings)
+    uncached, _ = embed_images(tiny["model"], tiny["root"], tiny["rels"], workers=0, amp="off")
+    np.testing.assert_array_equal(files.embeddings, uncached.embeddings)
+
+
+def test_a_refused_request_without_keep_partial_writes_nothing(tiny):
+    from facever.embedding.extract import BadImagesError
+
+    blobs = [(tiny["root"] / r).read_bytes() for r in tiny["rels"]]
+    blobs[5] = b"junk"
+    with pytest.raises(BadImagesError, match=r"000005 \(not an image"):
+        _embed_bin(tiny, blobs, cache=tiny["cache"], keep_partial=False)
+    assert not tiny["cache"].exists()
+    with pytest.raises(BadImagesError):  # the default keeps the good rows for the rerun
+        _embed_bin(tiny, blobs, cache=tiny["cache"])
+    assert sorted(p.name for p in tiny["cache"].rglob("shard-*.npz")) == ["shard-00000.npz"]

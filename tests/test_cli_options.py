@@ -77,3 +77,98 @@ def test_every_enum_in_the_cli_lives_in_options():
             if isinstance(node, ast.ClassDef) and any("Enum" in ast.unparse(b) for b in node.bases):
                 stray.append(f"{path.name}:{node.lineno} {node.name}")
     assert not stray, f"CLI choices defined outside cli/_options.py: {stray}"
+
+
+# -- shared options: declared once, the same on every command, defaults from facever.core.settings ---------
+
+SCORING_COMMANDS = ["eval-lfw", "eval-fglfw", "eval-ytf", "eval-bin", "ensemble"]
+EMBEDDING_COMMANDS = ["embed", "verify", "eval-lfw", "eval-fglfw", "eval-ytf", "eval-bin", "eval-ijb", "ensemble"]
+
+
+def _options_of(name: str) -> dict:
+    from facever.cli import build_command
+
+    command = build_command().commands[name]
+    return {opt: p for p in command.params for opt in getattr(p, "opts", []) if opt.startswith("--")}
+
+
+@pytest.mark.parametrize("name", EMBEDDING_COMMANDS)
+def test_every_command_that_embeds_has_the_model_options_with_settings_defaults(name):
+    from facever.core import settings
+
+    options = _options_of(name)
+    assert options["--flip"].default.value == settings.DEFAULT_FLIP
+    assert options["--device"].default == settings.DEFAULT_DEVICE
+    assert "--amp" in options
+    assert options["--batch-size"].default == settings.EMBED_BATCH_SIZE
+
+
+@pytest.mark.parametrize("name", SCORING_COMMANDS)
+def test_every_pair_scoring_command_has_the_scoring_options(name):
+    from facever.core import settings
+
+    options = _options_of(name)
+    assert options["--thresholds"].default.value == settings.DEFAULT_THRESHOLDS
+    assert options["--metric"].default is None and options["--subtract-mean"].default is False
+    assert ("--allow-missing" in options) == (name != "eval-bin")  # a .bin has every image or is refused
+
+
+def test_an_option_group_is_one_settings_object(tmp_path):
+    """A command declares a group as one parameter; its options appear on the command line, typed and
+    checked, and the command receives one settings object; `skip` leaves options out."""
+    import typer
+    from typer.testing import CliRunner
+
+    from facever.workflows.evaluate import EmbedSettings, ScoringSettings
+
+    got = {}
+
+    def command(name: str = typer.Option("x", "--name"), embedding=o.model_options(skip=("weights",)),
+                scoring=o.scoring_options(skip=("allow_missing",))) -> None:
+        got.update(name=name, embedding=embedding, scoring=scoring)
+
+    app = typer.Typer()
+    app.command("run")(o.expand_option_groups(command))
+    app.command("other")(lambda: None)
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "--flip", "sum", "-b", "7", "--thresholds", "grid", "--metric", "l2",
+                                 "--name", "y"])
+    assert result.exit_code == 0, result.output
+    assert got["name"] == "y"
+    assert got["embedding"] == EmbedSettings(flip="sum", batch_size=7)
+    assert got["scoring"] == ScoringSettings(thresholds="grid", metric="l2")
+    for refused in (["--weights", "w.pt"], ["--allow-missing"], ["--flip", "sideways"], ["-b", "0"]):
+        assert runner.invoke(app, ["run", *refused]).exit_code == 2, refused
+
+    def clash(weights: str = typer.Option("1,1", "--weights"), embedding=o.model_options()) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="'weights' of group 'embedding' clashes"):
+        o.expand_option_groups(clash)
+
+
+def test_every_training_setting_is_an_option_of_train_with_its_default_shown():
+    """`facever train`'s settings are built from TrainConfig and its help table: a field added with a help
+    line is an option (type, choices and default from the field); a field without one is config-file only,
+    and the list of those is this one."""
+    import dataclasses
+
+    from facever.cli import build_command
+    from facever.training.config import OPTION_HELP, TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(OPTION_HELP) <= set(fields)
+    assert set(fields) - set(OPTION_HELP) == {"data", "lr_gamma"}
+    params = {p.name: p for p in build_command().commands["train"].params}
+    for name in OPTION_HELP:
+        field, param = fields[name], params[name]
+        assert param.opts[0] == "--" + name.replace("_", "-") or param.secondary_opts, name
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        if isinstance(default, bool):
+            assert param.default is None and param.secondary_opts == ["--no-" + name.replace("_", "-")], name
+        elif isinstance(default, tuple):
+            assert tuple(float(v) for v in param.default.split(",")) == default, name
+        else:
+            assert getattr(param.default, "value", param.default) == default, name
+    assert params["batch_size"].opts == ["--batch-size", "-b"] and params["workers"].opts == ["--workers", "-j"]
+    assert params["head"].metavar == "[" + "|".join(settings.HEADS) + "]"

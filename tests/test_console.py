@@ -107,6 +107,21 @@ def test_plain_progress_gives_eta_from_the_rate():
     assert lines == ["align: 25/100 (25%), 2.5 img/s, elapsed 10s, done"]
 
 
+def test_work_done_before_a_resume_is_counted_but_not_timed():
+    """A run resumed at step 100 of 120 that does 20 steps in 10 s runs at 2 step/s, not 12."""
+    now = [0.0]
+    lines: list[str] = []
+    bar = PlainProgress("training", 120, unit="step", interval=1000, write=lines.append, clock=lambda: now[0],
+                        done=100)
+    now[0] = 5.0
+    bar.advance(10)
+    assert bar.line() == "training: 110/120 (92%), 2 step/s, elapsed 5s, eta 5s"
+    now[0] = 10.0
+    bar.advance(10)
+    bar.close()
+    assert lines == ["training: 120/120 (100%), 2 step/s, elapsed 10s, done"]
+
+
 # ------------------------------------------------------------------------------ commands in logs and pipes
 
 
@@ -142,6 +157,31 @@ def test_train_in_a_log_prints_steady_progress_and_training_log_matches_the_cons
     assert all(stamp.match(line) for line in logged), logged[:3]
     assert [stamp.sub("", line) for line in logged] == [t for _, t in lines]
     assert "trained 120 steps" in logged[-1]
+
+
+def test_a_resumed_train_shows_one_rate_in_steps_and_images(tmp_path):
+    """Resumed at step 100 of 120, the progress line's step rate times the batch is its image rate (the
+    steps done before the resume are not this run's work), within the time checkpoints take."""
+    from facever.training.config import TrainConfig
+    from facever.training.loop import train
+
+    data = _identity_folder(tmp_path / "data", people=4, per_person=10)
+    run = tmp_path / "run"
+    args = ["train", str(data), "--out", str(run), *TINY_TRAIN, "--epochs", "6", "-b", "2", "--lr", "0.01",
+            "--checkpoint-every", "0", "--log-every", "20"]
+    config = TrainConfig(data=str(data.resolve()), arch="sphere20", input_size=(20, 16), width=4, embedding_dim=8,
+                         device="cpu", workers=0, epochs=6, batch_size=2, lr=0.01, checkpoint_every=0)
+    stopped = train(config, run, stop_requested=lambda: True, progress=None, log_every=20)
+    assert stopped.interrupted and stopped.steps == 1
+    train(config, run, resume=True, stop_requested=(lambda seen=[]: seen.append(1) or len(seen) >= 99), log_every=20)
+    code, lines, _ = run_timed(args)  # the identical command: continues at step 100
+    assert code == 0, lines
+    final = progress_lines(lines, "training")[-1][1]
+    match = re.search(r"120/120 \(100%\), ([\d.,]+) step/s.* ([\d.,]+) img/s", final)
+    assert match, final
+    steps, images = (float(v.replace(",", "")) for v in match.groups())
+    # Before the fix the step rate counted 120 steps in the time of 20: six times the image rate / 2.
+    assert 0.5 < 2 * steps / images < 2.0, final
 
 
 def test_train_warns_about_small_epochs_and_keeps_one_copy_of_identical_weights(tmp_path):

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from facever.cli import app
 from facever.embedding.extract import BadImagesError, NoImageEmbeddedError, embed_images, forward_with_flip
 from facever.embedding.loading import FACENET_WEIGHTS, load_embedding_model
-from facever.embedding.preprocess import normalize_batch, preprocess_crops
+from facever.embedding.preprocess import normalize_batch
 from facever.core.embeddings_file import load_embeddings
 from facever.core.errors import FaceverError, InputFileError
-from tests.helpers.references import hand_verification
+from tests.helpers.references import hand_verification, plain_model_input
 from tests.helpers.tiny_models import (
     PEOPLE, TINY_SIZE, direct_forward, make_lfw_tree, make_pairs_file, read_rgb, train_tiny_model,
 )
@@ -206,8 +206,8 @@ def test_other_sizes_are_fitted_and_an_aspect_change_is_warned_once(tiny, tmp_pa
     stretch = [r for r in caplog.records if "aspect ratio differs" in r.getMessage()]
     assert len(stretch) == 1 and "square1.png" in stretch[0].getMessage()
     assert emb.metadata["resized_images"] == 3 and emb.metadata["aspect_mismatch_images"] == 2
-    # preprocess_crops fits crops the same way the pipeline does (the crop policy).
-    x = preprocess_crops([read_rgb(tmp_path / "double.png")], model)
+    # The pipeline fits crops by the crop policy: the same as the model's input written out by hand.
+    x = plain_model_input([read_rgb(tmp_path / "double.png")], model)
     with torch.no_grad():
         np.testing.assert_allclose(model.module(x).numpy(), emb.embeddings[:1], rtol=1e-4, atol=1e-5)
 

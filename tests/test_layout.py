@@ -212,3 +212,24 @@ def test_no_import_cycle_between_modules():
     """No two modules import each other, directly or round a circle, inside a package or across packages;
     function-local imports count (they would only hide the circle). A package's __init__ counts as a module."""
     assert _cycles(_module_graph()) == []
+
+
+def test_the_library_never_runs_the_command_line():
+    """No hidden arrow up to the CLI through a process: a library module that ran `python -m facever ...`
+    depended on the CLI (and on which `facever` the working directory shadows). Work in a child process
+    goes through multiprocessing (see facever/workflows/align.py)."""
+    offenders = []
+    for path in _modules():
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in ("cli", "__main__.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.List, ast.Tuple)):
+                words = [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+                if any(a == "-m" and b == "facever" for a, b in zip(words, words[1:])):
+                    offenders.append(f"{rel}:{node.lineno}")
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                if "subprocess" in names:
+                    offenders.append(f"{rel}:{node.lineno} imports subprocess")
+    assert not offenders, offenders

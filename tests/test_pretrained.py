@@ -457,7 +457,7 @@ def test_facenet_by_name_is_facenet_pytorchs_model_with_that_file(server, facene
     import torch
 
     from facever.embedding.loading import load_embedding_model
-    from facever.embedding.preprocess import preprocess_crops
+    from tests.helpers.references import plain_model_input
 
     path, data = facenet_file
     serve(server, {"20180408-102900-casia-webface.pt": data})
@@ -468,7 +468,7 @@ def test_facenet_by_name_is_facenet_pytorchs_model_with_that_file(server, facene
         contract.input_size, contract.mean, contract.std, contract.color)
     crops = np.random.default_rng(0).integers(0, 256, (2, 160, 160, 3), dtype=np.uint8)
     with torch.no_grad():
-        x = preprocess_crops(crops, by_name)
+        x = plain_model_input(crops, by_name)
         np.testing.assert_array_equal(by_name.module(x).numpy(), by_weights.module(x).numpy())
     assert by_name.fingerprint == by_weights.fingerprint == sha256(data)
     # `facenet:casia-webface` without weights is the same pull: the same cached, pinned file.

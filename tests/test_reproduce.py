@@ -65,6 +65,60 @@ def test_bad_inputs_fail_before_any_work_naming_the_file(tmp_path):
     assert result.exit_code == 2 and "nothing: not found (--casia)" in result.output
 
 
+def test_lfw_or_ytf_given_a_file_is_named_before_any_work(tmp_path):
+    (tmp_path / "casia").mkdir()
+    (tmp_path / "ytf").mkdir()
+    (tmp_path / "lfw.tgz").write_bytes(b"an archive, not the folder")
+    result = runner.invoke(app, ["reproduce", "--casia", str(tmp_path / "casia"), "--lfw", str(tmp_path / "lfw.tgz"),
+                                 "--ytf", str(tmp_path / "ytf"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and not (tmp_path / "out").exists()
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'lfw.tgz'}: not a folder (--lfw is the folder holding the LFW images, Name/Name_0001.jpg)"]
+    result = runner.invoke(app, ["reproduce", "--casia", str(tmp_path / "casia"), "--lfw", str(tmp_path / "ytf"),
+                                 "--ytf", str(tmp_path / "lfw.tgz"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "lfw.tgz: not a folder (--ytf is the folder holding frame_images_DB/" in result.output
+
+
+@pytest.mark.slow  # loads the detector three times (~20 s)
+def test_the_alignment_stage_runs_in_a_child_process_as_facever_align_does(faces_dir, tmp_path, monkeypatch):
+    """The stage's child (spawned: no detector or OpenCV state left in this process) gives the crops
+    `facever align` gives, reports its progress here, stops when asked and resumes; a folder named
+    `facever` in the working directory does not stand in for the package (it did for `python -m facever`)."""
+    import contextlib
+
+    from facever.data_prep.align_dataset import AlignConfig
+    from facever.workflows.align import align, align_in_child
+
+    src = tmp_path / "photos" / "Anthony_Hopkins"
+    src.mkdir(parents=True)
+    for photo in sorted((faces_dir / "lfw_sample" / "Anthony_Hopkins").glob("*.jpg"))[:2]:
+        (src / photo.name).write_bytes(photo.read_bytes())
+    (tmp_path / "facever").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = AlignConfig(size=(28, 24), select="center", device="cpu", workers=0, max_detect_side=480)
+    counted: list = []
+
+    @contextlib.contextmanager
+    def progress(description, total, unit="img", done=0):
+        counted.append((description, total))
+        yield lambda n=1, **kw: counted.append(n)
+
+    with pytest.raises(KeyboardInterrupt):  # asked to stop at once: nothing is lost, a rerun resumes
+        align_in_child(src.parent, tmp_path / "child", config, stop_requested=lambda: True)
+    said: list[str] = []
+    summary = align_in_child(src.parent, tmp_path / "child", config, say=said.append, progress=progress,
+                             description="align LFW")
+    here = align(src.parent, tmp_path / "here", config)
+    assert summary == {**here.to_dict(), "elapsed_s": summary["elapsed_s"], "images_per_s": summary["images_per_s"],
+                       "already_done": summary["already_done"], "report": summary["report"], "dst": summary["dst"]}
+    assert summary["aligned"] + summary["already_done"] == 2 and summary["dst"] == str(tmp_path / "child")
+    assert counted[0] == ("align LFW", 2 - summary["already_done"]) and sum(counted[1:]) == counted[0][1]
+    assert said and said[-1].startswith(f"aligning {counted[0][1]} images to 28x24 on cpu")
+    crops = sorted(p.relative_to(tmp_path / "here") for p in (tmp_path / "here").rglob("*.jpg"))
+    assert len(crops) == 2
+    assert [(tmp_path / "child" / c).read_bytes() for c in crops] == [(tmp_path / "here" / c).read_bytes() for c in crops]
+
+
 @pytest.fixture(scope="module")
 def datasets(faces_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("repro")

@@ -3,6 +3,7 @@ the CLI end to end, and the real learning check on ORL faces (slow)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -455,6 +456,43 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(data, tmp_path):
     # ... and the CLI refuses an option that would change it.
     refused = CliRunner().invoke(app, ["train", str(data), "--out", str(out), "--resume", "--lr", "0.2"])
     assert refused.exit_code == 2 and "lr: checkpoint 0.1, now 0.2" in refused.output
+
+
+def test_running_the_identical_command_again_continues_the_run_exactly(data, tmp_path, monkeypatch):
+    """README: "long commands resume when run again". Stopped at step 3 of 8, the same command again ends
+    with the weights of the uninterrupted run; a changed setting is refused naming it; a finished run run
+    again is reported and left as it is."""
+    from facever.cli import _console
+
+    args = ["train", str(data), *TINY_CLI, "--epochs", "2", "-b", "4", "--lr", "0.05", "--device", "cpu",
+            "--workers", "0", "--checkpoint-every", "0"]
+    assert CliRunner().invoke(app, [*args, "--out", str(tmp_path / "full")]).exit_code == 0
+    split = tmp_path / "split"
+    polls: list[int] = []
+
+    @contextlib.contextmanager
+    def stop_at_step_3(message):  # Ctrl-C after the third step (the loop polls once per step)
+        yield lambda: polls.append(1) or len(polls) >= 3
+
+    monkeypatch.setattr(_console, "stop_on_signal", stop_at_step_3)
+    first = CliRunner().invoke(app, [*args, "--out", str(split)])
+    assert first.exit_code == 130 and "run the same command again to continue" in first.output, first.output
+    monkeypatch.undo()
+    assert torch.load(split / "checkpoint.pt", weights_only=True)["step"] == 3
+
+    changed = CliRunner().invoke(app, [*args, "--lr", "0.2", "--out", str(split)])
+    assert changed.exit_code == 2 and "cannot resume with a different configuration (lr: checkpoint 0.05, now 0.2)" \
+        in changed.output
+    again = CliRunner().invoke(app, [*args, "--out", str(split)])
+    assert again.exit_code == 0 and "resuming at step 3 of 8" in again.output, again.output
+    full, resumed = _bundle_state(tmp_path / "full" / "model.pt"), _bundle_state(split / "model.pt")
+    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
+
+    before = (split / "model.pt").read_bytes(), (split / "metrics.jsonl").read_bytes()
+    done = CliRunner().invoke(app, [*args, "--out", str(split), "--json"])
+    assert done.exit_code == 0 and "this run finished before (step 8)" in done.stderr
+    assert json.loads(done.stdout)["steps"] == 8 and json.loads(done.stdout)["num_images"] == 16
+    assert ((split / "model.pt").read_bytes(), (split / "metrics.jsonl").read_bytes()) == before
 
 
 # ------------------------------------------------------------------------------ the real learning check

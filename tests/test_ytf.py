@@ -285,17 +285,17 @@ def test_eval_ytf_with_model_caches_frames(tmp_path, faces_dir):
     np.testing.assert_allclose(np.load(fresh / "video_embeddings.npz")["embeddings"], all_frames_videos, rtol=1e-4, atol=1e-5)
 
 
-def test_benchmark_dispatch_turns_frame_embeddings_into_video_embeddings(tmp_path, faces_dir):
-    from facever.embedding.protocol_embeddings import benchmark_embeddings
-    from facever.protocols.catalog import read_benchmark
+def test_the_workflow_turns_frame_embeddings_into_video_embeddings(tmp_path, faces_dir):
+    from facever.workflows.evaluate import Source, benchmark_embeddings, open_benchmark
     from tests.helpers.benchmark_data import identity_embeddings
 
     frames = build_ytf_tree(tmp_path / "YTF", faces_dir, layout="aligned", n_people=4)
-    proto = read_benchmark("ytf", _splits_file(tmp_path / "splits.txt"))
+    bench = open_benchmark("ytf", _splits_file(tmp_path / "splits.txt"), frames=1)
+    proto = bench.protocol
     items = {f: f.split("/")[0] for fl in frames.values() for f in fl}
     paths, emb = identity_embeddings(items)
     save_embeddings(tmp_path / "frames.npz", paths, emb)
-    videos = benchmark_embeddings("ytf", proto, str(tmp_path / "frames.npz"), frames=1)
+    videos = benchmark_embeddings(bench, Source.parse(tmp_path / "frames.npz")).embeddings
     assert sorted(videos.paths) == sorted(proto.items()) and videos.metadata["frames"] == 1
     middle = emb[paths.index(frames["Orl_S3/0"][1])]
     np.testing.assert_allclose(videos.embeddings[videos.paths.index("Orl_S3/0")], middle / np.linalg.norm(middle), rtol=1e-5)

@@ -1,7 +1,8 @@
 """The `facever` command line: one module per command, assembled here explicitly.
 
-Command modules import only typer and the standard library at module level, so `facever --help`
-never imports torch; each command imports the library it needs when it runs.
+Command modules import only typer, the standard library and torch-free library modules (settings,
+the training settings' table) at module level, so `facever --help` never imports torch; each command
+imports the library it needs when it runs.
 """
 
 from __future__ import annotations
@@ -45,45 +46,53 @@ def _root(
         check_environment()
 
 
+def _command(name: str, function) -> None:
+    """Register `function` as `facever NAME`, its option groups (`facever.cli._options.OptionGroup`:
+    shared options taken as one settings object) expanded into their options."""
+    from facever.cli._options import expand_option_groups
+
+    app.command(name)(expand_option_groups(function))
+
+
 def _register() -> None:
     # Order here is the order in `facever --help`: the data flow align -> train -> embed -> verify -> ensemble.
     from facever.cli import align, data, eval_lfw
 
-    app.command("align")(align.align)
+    _command("align", align.align)
     from facever.cli import train
 
-    app.command("train")(train.train)
+    _command("train", train.train)
     from facever.cli import embed
 
-    app.command("embed")(embed.embed)
+    _command("embed", embed.embed)
     from facever.cli import export, pairs, verify
 
-    app.command("verify")(verify.verify)
-    app.command("pairs")(pairs.pairs)
-    app.command("export")(export.export)
+    _command("verify", verify.verify)
+    _command("pairs", pairs.pairs)
+    _command("export", export.export)
     app.add_typer(data.app, name="data")
     from facever.cli import models
 
     app.add_typer(models.app, name="models")
-    app.command("eval-lfw")(eval_lfw.eval_lfw)
+    _command("eval-lfw", eval_lfw.eval_lfw)
     from facever.cli import eval_bin, eval_fglfw, eval_ijb, eval_ytf
 
-    app.command("eval-fglfw")(eval_fglfw.eval_fglfw)
-    app.command("eval-ytf")(eval_ytf.eval_ytf)
-    app.command("eval-bin")(eval_bin.eval_bin)
-    app.command("eval-ijb")(eval_ijb.eval_ijb)
+    _command("eval-fglfw", eval_fglfw.eval_fglfw)
+    _command("eval-ytf", eval_ytf.eval_ytf)
+    _command("eval-bin", eval_bin.eval_bin)
+    _command("eval-ijb", eval_ijb.eval_ijb)
 
     from facever.cli import ensemble
 
-    app.command("ensemble")(ensemble.ensemble)
+    _command("ensemble", ensemble.ensemble)
     from facever.cli import demo
 
-    app.command("demo")(demo.demo)
+    _command("demo", demo.demo)
     from facever.cli import compare, recipes, reproduce
 
-    app.command("recipes")(recipes.recipes)
-    app.command("reproduce")(reproduce.reproduce)
-    app.command("compare")(compare.compare)
+    _command("recipes", recipes.recipes)
+    _command("reproduce", reproduce.reproduce)
+    _command("compare", compare.compare)
 
 
 _register()

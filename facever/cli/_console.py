@@ -29,6 +29,15 @@ def _to_logs(text: str) -> None:
 
 
 @contextlib.contextmanager
+def log_on_request() -> Iterator:
+    """Yields `log_to(path)`, which the library calls once it is ready to write (a training run, after
+    every check has passed): from then on, until this block ends, console lines also go to `path` as
+    `console_log` writes them. Errors printed before the block ends are logged too."""
+    with contextlib.ExitStack() as stack:
+        yield lambda path: stack.enter_context(console_log(path))
+
+
+@contextlib.contextmanager
 def console_log(path) -> Iterator[None]:
     """Copy every message, warning, error and plain progress line printed on stderr meanwhile into `path`
     (appended, each line prefixed with an ISO timestamp). On a terminal, where progress is a bar, the
@@ -89,12 +98,20 @@ def info(message: str) -> None:
     _to_logs(message)
 
 
+def report_bad_images(bad, *, limit: int = 20) -> None:
+    """List images that produced no embedding (`BadImage`s: path, reason) on stderr: the first `limit`, then a count."""
+    for item in bad[:limit]:
+        warn(f"{item.path}: {item.reason}")
+    if len(bad) > limit:
+        warn(f"... and {len(bad) - limit} more images without an embedding")
+
+
 def _one_line(message: str) -> str:
     return " ".join(str(message).splitlines())
 
 
 # Library parameters whose command-line option has another name.
-_FLAG_NAMES = {"out_dir": "out", "config": "config_file"}
+_FLAG_NAMES = {"out_dir": "out", "config": "config_file", "max_detect_side": "max_side", "format": "fmt"}
 
 
 def with_flags(message: str, options) -> str:
@@ -120,6 +137,13 @@ def with_flags(message: str, options) -> str:
         if flag:
             message = message.replace(f"`{name}`", flag)
     return message
+
+
+def say(message: str) -> None:
+    """`info` for a library message: the settings it names in backticks written as this command's flags."""
+    import re
+
+    info(with_flags(message, re.findall(r"`(\w+)`", message)))
 
 
 @contextlib.contextmanager
@@ -181,7 +205,7 @@ class PlainProgress:
     """
 
     def __init__(self, description: str, total: int | None, unit: str = "img", *, interval: float | None = None,
-                 write=None, clock=None):
+                 write=None, clock=None, done: int = 0):
         import threading
         import time
 
@@ -193,7 +217,7 @@ class PlainProgress:
         self.interval = interval
         self.clock = clock or time.monotonic
         self.write = write or _plain_line
-        self.done = 0
+        self.done = self.done_before = done  # work done by an earlier run (a resume): counted, not timed
         self.status = ""
         self.start = self.last_advance = self.clock()
         self.closed = False
@@ -207,8 +231,9 @@ class PlainProgress:
         # While running, the rate counts the time so far (a stalled job shows it); the final line counts
         # time up to the last progress made (a finished scan's rate does not decay while the next stage
         # sets up), and so does its elapsed time.
-        elapsed = self.last_advance - self.start if final and self.done else now - self.start
-        rate = self.done / elapsed if elapsed > 0 and self.done else None
+        done_here = self.done - self.done_before
+        elapsed = self.last_advance - self.start if final and done_here else now - self.start
+        rate = done_here / elapsed if elapsed > 0 and done_here else None
         total = self.total if self.total is not None else (self.done if final else None)
         parts = [f"{_count(self.done)}/{_count(total) if total is not None else '?'}"]
         if total:
@@ -247,7 +272,7 @@ class PlainProgress:
 class _RichProgress:
     """The terminal bar (rich): rate with significant digits, ETA; `close()` completes a bar of unknown total."""
 
-    def __init__(self, description: str, total: int | None, unit: str = "img"):
+    def __init__(self, description: str, total: int | None, unit: str = "img", done: int = 0):
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -271,7 +296,8 @@ class _RichProgress:
             console=err_console, transient=False,
         )
         self.progress.start()
-        self.task = self.progress.add_task(description, total=total, status="")
+        # `completed` at the start is not a step of rich's speed estimate: the rate counts this run's work only.
+        self.task = self.progress.add_task(description, total=total, completed=done, status="")
         self.closed = False
 
     def advance(self, n: int = 1, status: str | None = None) -> None:
@@ -290,14 +316,16 @@ class _RichProgress:
         self.progress.stop()
 
 
-def open_progress(description: str, total: int | None, unit: str = "img"):
+def open_progress(description: str, total: int | None, unit: str = "img", *, done: int = 0):
     """A progress display with `advance(n=1, status=None)` and `close()`: a rich bar on a terminal,
-    plain timed lines (`PlainProgress`) when stderr is a log file or a pipe."""
+    plain timed lines (`PlainProgress`) when stderr is a log file or a pipe. `done`: work finished
+    before (a resumed run), shown in the count but not in the rate and ETA."""
     if not sys.stderr.isatty():
-        return PlainProgress(description, total, unit)
+        return PlainProgress(description, total, unit, done=done)
     if not _log_files:
-        return _RichProgress(description, total, unit)
-    return _Both(_RichProgress(description, total, unit), PlainProgress(description, total, unit, write=_to_logs))
+        return _RichProgress(description, total, unit, done=done)
+    return _Both(_RichProgress(description, total, unit, done=done),
+                 PlainProgress(description, total, unit, write=_to_logs, done=done))
 
 
 class _Both:
@@ -314,17 +342,55 @@ class _Both:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None, unit: str = "img") -> Iterator:
+def progress_bar(description: str, total: int | None, unit: str = "img", *, done: int = 0) -> Iterator:
     """Progress on stderr with rate and ETA, closed on the way out. Yields `advance(n=1, status=None)`.
 
     On a terminal: a rich bar. In a log or a pipe: a plain line every $FACEVER_PROGRESS_INTERVAL
     seconds (default 15) and one at the end, so a job under nohup or a cluster scheduler is never silent.
+    `done`: work finished before this run (a resume), counted but not timed.
     """
-    bar = open_progress(description, total, unit)
+    bar = open_progress(description, total, unit, done=done)
     try:
         yield bar.advance
     finally:
         bar.close()
+
+
+class TrainingProgress:
+    """A training run's progress: "checking images" while the data is scanned, then "training" in
+    steps with the last window's epoch, loss, learning rate and images/s. `scan` and `step` are the
+    hooks the training library calls; `close()` ends whichever bar is open."""
+
+    def __init__(self, description: str = "training"):
+        self.description = description
+        self.bars: dict = {}
+
+    def _close(self, name: str) -> None:
+        if name in self.bars:
+            self.bars.pop(name).close()
+
+    def scan(self, n: int) -> None:
+        if "scan" not in self.bars:
+            self.bars["scan"] = open_progress("checking images", None)
+        self.bars["scan"].advance(n)
+
+    def step(self, info) -> None:
+        status = None
+        if info.loss is not None:
+            status = (f"epoch {info.epoch + 1} loss {info.loss:.3f} lr {info.lr:.3g} "
+                      f"{format_rate(info.images_per_second)}")
+        if "train" in self.bars:
+            self.bars["train"].advance(1, status=status)
+            return
+        self._close("scan")  # the scan is over: its count is final
+        # The bar starts after this step: the steps done so far (all of them for a resumed run, which
+        # starts at its checkpoint's step) are counted, not timed, so the rate is this run's.
+        self.bars["train"] = open_progress(self.description, info.total_steps, unit="step", done=info.step)
+        self.bars["train"].advance(0, status=status)
+
+    def close(self) -> None:
+        self._close("scan")
+        self._close("train")
 
 
 @contextlib.contextmanager
@@ -381,8 +447,9 @@ class DownloadProgress:
         if self.quiet:
             if "download" in self._plain:
                 self._plain.pop("download").close()
-            self._plain["download"] = PlainProgress(self.label, total / 1e6 if total else None, unit="MB")
-            self._plain["download"].advance(already / 1e6)
+            # Bytes a resumed download already had are counted, not timed: the rate is this run's.
+            self._plain["download"] = PlainProgress(self.label, total / 1e6 if total else None, unit="MB",
+                                                    done=already / 1e6)
             return
         if "download" not in self._bars:
             from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn

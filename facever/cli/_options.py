@@ -8,8 +8,11 @@ with the library's own lists (`FLIP_MODES`, `HEADS`, ...).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from enum import Enum
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
 
 import typer
 
@@ -20,31 +23,32 @@ from facever.core import settings
 # Each Enum is made from the library's vocabulary in facever.core.settings: the CLI never restates one.
 
 
-def _choices(name: str, values: tuple[str, ...], doc: str = "") -> type[Enum]:
+def choice_enum(name: str, values: tuple[str, ...], doc: str = "") -> type[Enum]:
+    """The Enum typer offers for a vocabulary of the library (members are its values)."""
     members = [(value.replace("-", "_"), value) for value in values]
     enum = Enum(name, members, type=str, module=__name__)  # type: ignore[misc]
     enum.__doc__ = doc or f"One of {', '.join(values)} (facever.core.settings)."
     return enum
 
 
-Flip = _choices("Flip", settings.FLIP_MODES)
-Select = _choices("Select", settings.SELECT_METHODS)
-OutputFormat = _choices("OutputFormat", settings.OUTPUT_FORMATS)
-OnMiss = _choices("OnMiss", settings.ON_MISS)
-ThresholdMode = _choices("ThresholdMode", settings.THRESHOLD_MODES)
-Metric = _choices("Metric", settings.METRICS)
-Benchmark = _choices("Benchmark", settings.BENCHMARKS, "Every benchmark a pair list (or splits file, or .bin) can be.")
-Variant = _choices("Variant", settings.FGLFW_VARIANTS, "The LFW-photo pair lists of `eval-fglfw`.")
-IJBSet = _choices("IJBSet", settings.IJB_SETS)
-Layout = _choices("Layout", settings.YTF_LAYOUTS, "Which YouTube Faces frames: auto, frame_images_DB or aligned_images_DB.")
-Fusion = _choices("Fusion", settings.FUSIONS)
-ExportFormat = _choices("ExportFormat", settings.EXPORT_FORMATS)
-Head = _choices("Head", settings.HEADS)
-Noise = _choices("Noise", settings.NOISE_MODES)
-Classifier = _choices("Classifier", settings.CLASSIFIERS)
-Schedule = _choices("Schedule", settings.SCHEDULES)
-Amp = _choices("Amp", settings.AMP_MODES)
-Cache = _choices("Cache", settings.CACHE_MODES)
+Flip = choice_enum("Flip", settings.FLIP_MODES)
+Select = choice_enum("Select", settings.SELECT_METHODS)
+OutputFormat = choice_enum("OutputFormat", settings.OUTPUT_FORMATS)
+OnMiss = choice_enum("OnMiss", settings.ON_MISS)
+ThresholdMode = choice_enum("ThresholdMode", settings.THRESHOLD_MODES)
+Metric = choice_enum("Metric", settings.METRICS)
+Benchmark = choice_enum("Benchmark", settings.BENCHMARKS, "Every benchmark a pair list (or splits file, or .bin) can be.")
+Variant = choice_enum("Variant", settings.FGLFW_VARIANTS, "The LFW-photo pair lists of `eval-fglfw`.")
+IJBSet = choice_enum("IJBSet", settings.IJB_SETS)
+Layout = choice_enum("Layout", settings.YTF_LAYOUTS, "Which YouTube Faces frames: auto, frame_images_DB or aligned_images_DB.")
+Fusion = choice_enum("Fusion", settings.FUSIONS)
+ExportFormat = choice_enum("ExportFormat", settings.EXPORT_FORMATS)
+Head = choice_enum("Head", settings.HEADS)
+Noise = choice_enum("Noise", settings.NOISE_MODES)
+Classifier = choice_enum("Classifier", settings.CLASSIFIERS)
+Schedule = choice_enum("Schedule", settings.SCHEDULES)
+Amp = choice_enum("Amp", settings.AMP_MODES)
+Cache = choice_enum("Cache", settings.CACHE_MODES)
 
 
 #: What every command that takes a model says about TorchScript (facever.core.model_files).
@@ -59,6 +63,7 @@ FLIP_HELP = (
     "davidsandberg/facenet); sum = f(x) + f(flip x) (insightface)."
 )
 DEVICE_HELP = "cpu, cuda, cuda:N, or auto (CUDA when available)."
+WEIGHTS_HELP = "facenet:* / arcface:* only: the state dict, e.g. backbone.pth or 20180402-114759-vggface2.pt."
 
 
 def _prefixed(when: str, help: str) -> str:
@@ -76,11 +81,6 @@ def device_option(*, when: str = "", default: str | None = settings.DEFAULT_DEVI
 
 def batch_size_option(*, when: str = "", what: str = "images", default: int = settings.EMBED_BATCH_SIZE) -> Any:
     return typer.Option(default, "--batch-size", "-b", min=1, help=_prefixed(when, f"{what.capitalize()} per forward pass."))
-
-
-def model_weights_option() -> Any:
-    """`--weights` of the commands that embed with `--model`: the state dict of a facenet:* or arcface:* model."""
-    return typer.Option(None, "--weights", help="With --model facenet:* or arcface:*: the state dict file.")
 
 
 def allow_missing_option(help: str = "Drop pairs whose images have no embedding (folds stay as in the file).") -> Any:
@@ -102,6 +102,109 @@ JSON_OUTPUT = typer.Option(False, "--json", help="Print report.json's content on
 AMP_HELP = (f"Mixed precision: auto ({settings.AMP_AUTO_RULE}), bf16, fp16 or off (float32). Embeddings are float32 "
             "either way; bf16 on a CPU with AMX or AVX512-BF16 is faster.")
 AMP = typer.Option(Amp(settings.DEFAULT_AMP), "--amp", help=AMP_HELP)
+
+
+# -- option groups: one parameter of a command, several options on its command line -------------------
+
+
+class OptionGroup:
+    """Options that several commands share, taken by a command as ONE parameter holding one settings object.
+
+    A command declares `embedding: "EmbedSettings" = model_options(when="With --model: ")`; when the
+    command is registered (`expand_option_groups`, in `facever.cli._register`), that parameter becomes
+    the group's options (`--flip`, `--batch-size`, ...) on the command line, and the command receives
+    `EmbedSettings(flip=..., batch_size=..., ...)`. Adding an option to every command of a group is one
+    entry here (and a field of the settings class). `skip` leaves some of the group's options out of one
+    command (the settings class's default is used); `help` replaces an option's help there.
+    """
+
+    def __init__(self, options: dict[str, tuple[Any, Any]], build: Callable[[dict[str, Any]], Any]):
+        self.options = options  # parameter name -> (annotation, typer.Option)
+        self.build = build  # {name: value} -> the settings object
+
+    def values(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {name: _plain(kwargs.pop(name)) for name in self.options}
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def model_options(*, when: str = "", what: str = "images", skip: Iterable[str] = (),
+                  help: dict[str, str] | None = None) -> OptionGroup:
+    """How a model embeds (`facever.workflows.evaluate.EmbedSettings`): --flip, --batch-size, --device, --amp,
+    --weights. `when` prefixes their help ("With --model: "); `what` is what a batch holds."""
+    help = help or {}
+    options = {
+        "weights": (Optional[Path], typer.Option(None, "--weights", help=help.get("weights", _prefixed(when, WEIGHTS_HELP)))),
+        "flip": (Flip, flip_option(when=when, help=help.get("flip", FLIP_HELP))),
+        "batch_size": (int, batch_size_option(when=when, what=what)),
+        "device": (str, device_option(when=when)),
+        "amp": (Amp, AMP),
+    }
+
+    def build(values: dict[str, Any]):
+        from facever.workflows.evaluate import EmbedSettings
+
+        return EmbedSettings(**values)
+
+    return OptionGroup({k: v for k, v in options.items() if k not in set(skip)}, build)
+
+
+#: The scoring options that only pair protocols (k-fold accuracy) have; an IJB set skips them.
+PAIR_ONLY = ("thresholds", "metric", "subtract_mean", "allow_missing")
+
+
+def scoring_options(*, skip: Iterable[str] = (), help: dict[str, str] | None = None) -> OptionGroup:
+    """How pairs are scored (`facever.workflows.evaluate.ScoringSettings`): --thresholds, --metric,
+    --subtract-mean, --allow-missing."""
+    help = help or {}
+    options = {
+        "thresholds": (ThresholdMode, THRESHOLDS),
+        "metric": (Optional[Metric], METRIC),
+        "subtract_mean": (bool, SUBTRACT_MEAN),
+        "allow_missing": (bool, allow_missing_option(*([help["allow_missing"]] if "allow_missing" in help else []))),
+    }
+
+    def build(values: dict[str, Any]):
+        from facever.workflows.evaluate import ScoringSettings
+
+        return ScoringSettings(**values)
+
+    return OptionGroup({k: v for k, v in options.items() if k not in set(skip)}, build)
+
+
+def expand_option_groups(command: Callable) -> Callable:
+    """`command` with each parameter whose default is an `OptionGroup` replaced, in place, by the group's
+    options; the wrapper hands the command one settings object per group. Commands without groups are
+    returned as they are."""
+    signature = inspect.signature(command)
+    groups = {name: p.default for name, p in signature.parameters.items() if isinstance(p.default, OptionGroup)}
+    if not groups:
+        return command
+    params = []
+    for name, param in signature.parameters.items():
+        if name not in groups:
+            annotation = param.annotation
+            if isinstance(annotation, str):  # `from __future__ import annotations`: typer needs the type
+                annotation = eval(annotation, command.__globals__)  # noqa: S307 - the module's own annotation
+            params.append(param.replace(annotation=annotation))
+            continue
+        for option, (annotation, default) in groups[name].options.items():
+            if option in signature.parameters:
+                raise TypeError(f"{command.__name__}: option {option!r} of group {name!r} clashes with a parameter")
+            params.append(inspect.Parameter(option, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+                                            annotation=annotation))
+
+    @functools.wraps(command)
+    def expanded(**kwargs):
+        for name, group in groups.items():
+            kwargs[name] = group.build(group.values(kwargs))
+        return command(**kwargs)
+
+    expanded.__signature__ = signature.replace(parameters=params, return_annotation=None)
+    expanded.__annotations__ = {p.name: p.annotation for p in params}
+    return expanded
 
 
 def explicit_parameters(names: Iterable[str]) -> set[str] | None:

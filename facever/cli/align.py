@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
@@ -11,56 +10,32 @@ import typer
 from facever.cli._options import OnMiss, OutputFormat, Select, device_option
 
 
-def _default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
-
-
 def align(
-    src: Path = typer.Argument(
-        ...,
-        help="Folder of photos (identity folders at any depth, e.g. CASIA-WebFace or raw LFW), one image, "
-        "or a text file listing image paths (one per line, relative to the list's folder).",
-        show_default=False,
-    ),
+    src: Path = typer.Argument(..., show_default=False, help="Folder of photos (identity folders at any depth, e.g. "
+                               "CASIA-WebFace or raw LFW), one image, or a text file listing image paths (one per "
+                               "line, relative to the list's folder)."),
     dst: Path = typer.Argument(..., help="Output folder; mirrors SRC's relative paths.", show_default=False),
-    size: str = typer.Option(
-        "112x96", "--size", help="Crop size HxW: 112x96 (the paper's), 112x112 (ArcFace), or any, e.g. 160x160."
-    ),
-    select: Select = typer.Option(
-        Select.largest,
-        "--select",
-        help="Which face to keep when a photo holds several: the largest, or the one nearest the centre "
-        "weighted by size (use `center` for LFW's 250x250 photos).",
-    ),
-    all_faces: bool = typer.Option(
-        False, "--all", help="Write every face: photo.jpg -> photo_0.jpg, photo_1.jpg, ... in --select order."
-    ),
+    size: str = typer.Option("112x96", "--size", help="Crop size HxW: 112x96 (the paper's), 112x112 (ArcFace), or "
+                             "any, e.g. 160x160."),
+    select: Select = typer.Option(Select.largest, "--select", help="Which face to keep when a photo holds several: "
+                                  "the largest, or the one nearest the centre weighted by size (use `center` for "
+                                  "LFW's 250x250 photos)."),
+    all_faces: bool = typer.Option(False, "--all", help="Write every face: photo.jpg -> photo_0.jpg, photo_1.jpg, ... "
+                                   "in --select order."),
     min_face: int = typer.Option(20, "--min-face", help="Smallest face to look for, in pixels (>= 12)."),
     device: str = device_option(),
-    batch_size: int = typer.Option(
-        64, "--batch-size", help="Images per detector call (images of equal size are batched together)."
-    ),
-    workers: int = typer.Option(
-        None,
-        "--workers",
-        help="Processes decoding images (0: decode in the main process). Default: CPU count - 1, at most 8.",
-        show_default=False,
-    ),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per detector call (images of equal size are "
+                                   "batched together)."),
+    workers: int = typer.Option(None, "--workers", show_default=False, help="Processes decoding images (0: decode in "
+                                "the main process). Default: CPU count - 1, at most 8."),
     fmt: OutputFormat = typer.Option(OutputFormat.jpg, "--format", help="Output image format."),
-    on_miss: OnMiss = typer.Option(
-        OnMiss.skip,
-        "--on-miss",
-        help="When no face is found: skip the photo, or write a centre crop (LFW practice: every pair keeps "
-        "both images). Either way the photo is listed in DST/align_report.csv.",
-    ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Redo every image; by default existing crops are kept (resume)."
-    ),
-    max_side: int = typer.Option(
-        1280,
-        "--max-side",
-        help="Detect on a copy shrunk to this longer side (huge photos); crops still use the full pixels.",
-    ),
+    on_miss: OnMiss = typer.Option(OnMiss.skip, "--on-miss", help="When no face is found: skip the photo, or write a "
+                                   "centre crop (LFW practice: every pair keeps both images). Either way the photo "
+                                   "is listed in DST/align_report.csv."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo every image; by default existing crops are kept "
+                                   "(resume)."),
+    max_side: int = typer.Option(1280, "--max-side", help="Detect on a copy shrunk to this longer side (huge photos); "
+                                 "crops still use the full pixels."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
     """Align faces: MTCNN landmarks -> similarity transform -> crops on the 5-point template.
@@ -77,53 +52,25 @@ def align(
 
     Images not aligned normally (centre-cropped, skipped, failed) are listed in DST/align_report.csv.
     """
-    from facever.cli._console import info, out_console, progress_bar, user_errors, warn
+    from facever.cli._console import out_console, progress_bar, say, user_errors, warn
 
-    import contextlib
-
-    from facever.core.locks import folder_lock
-
-    with user_errors(), contextlib.ExitStack() as stack:
-        from facever.data_prep.align_dataset import AlignConfig, check_output_folder, plan_alignment, run_alignment
-        from facever.core.sizes import parse_size
+    with user_errors():
         from facever.core.errors import FaceverError
-
-        check_output_folder(src, dst)
-        stack.enter_context(folder_lock(dst, kind="align"))  # one writer per DST, held until the crops are written
+        from facever.core.sizes import parse_size
+        from facever.data_prep.align_dataset import AlignConfig
+        from facever.workflows.align import align as align_dataset
+        from facever.workflows.align import default_workers
 
         try:
             crop_size = parse_size(size)
         except ValueError as exc:
             raise FaceverError(f"--size: {exc}") from None
         config = AlignConfig(
-            size=crop_size,
-            select=select.value,
-            all_faces=all_faces,
-            min_face=min_face,
-            device=device,
-            batch_size=batch_size,
-            workers=_default_workers() if workers is None else workers,
-            format=fmt.value,
-            on_miss=on_miss.value,
-            overwrite=overwrite,
-            max_detect_side=max_side,
+            size=crop_size, select=select.value, all_faces=all_faces, min_face=min_face, device=device,
+            batch_size=batch_size, workers=default_workers() if workers is None else workers, format=fmt.value,
+            on_miss=on_miss.value, overwrite=overwrite, max_detect_side=max_side,
         )
-        if min_face < 12:
-            raise FaceverError(f"--min-face {min_face}: must be at least 12 pixels")
-        if max_side < 64:
-            raise FaceverError(f"--max-side {max_side}: must be at least 64")
-        from facever.core.devices import resolve_device
-
-        resolved = resolve_device(device)  # a missing GPU fails here, before any work
-        plan = plan_alignment(src, dst, config=config)
-        if not plan.items:
-            raise FaceverError(f"{src}: no images found")
-        if plan.already_done:
-            info(f"{plan.already_done} of {len(plan.items)} images already aligned in {dst} (resuming; "
-                 "--overwrite redoes them)")
-        info(f"aligning {len(plan.todo)} images to {crop_size[0]}x{crop_size[1]} on {resolved}")
-        with progress_bar("align", total=len(plan.todo)) as advance:
-            summary = run_alignment(plan, progress=advance)
+        summary = align_dataset(src, dst, config, say=say, progress=progress_bar)
 
     if json_out:
         typer.echo(json.dumps(summary.to_dict(), indent=2))

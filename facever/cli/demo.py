@@ -79,7 +79,8 @@ def _run(data, out, *, quick, seed, device, threads, start, stop_requested):
                 state.update(stage=event.stage, advance=None)
                 if event.total is not None:
                     unit = "step" if event.stage.startswith("train:") else "img"
-                    state["advance"] = bars.enter_context(progress_bar(event.stage, total=event.total, unit=unit))
+                    state["advance"] = bars.enter_context(progress_bar(event.stage, total=event.total, unit=unit,
+                                                                       done=event.done_before))
             if event.done and state["advance"] is not None:
                 status = f"loss {event.loss:.3f}" if event.loss is not None else None
                 state["advance"](event.done, status=status)

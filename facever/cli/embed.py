@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from facever.cli._options import AMP, TORCHSCRIPT_HELP, Amp, Flip, Select, batch_size_option, device_option, flip_option
+from facever.cli._options import AMP, TORCHSCRIPT_HELP, WEIGHTS_HELP, Amp, Flip, Select, batch_size_option, device_option, flip_option
 
 
 MODEL_HELP = (
@@ -18,21 +17,12 @@ MODEL_HELP = (
     "with --weights backbone.pth (InsightFace arcface_torch); a .onnx graph (onnxruntime); or a TorchScript "
     "file from `facever export` (model.torchscript). " + TORCHSCRIPT_HELP
 )
-WEIGHTS_HELP = "facenet:* / arcface:* only: the state dict, e.g. backbone.pth or 20180402-114759-vggface2.pt."
 MEAN_HELP = ("ONNX/TorchScript models: per-channel mean on 0..255 pixels, one value or R,G,B "
              "(default: the file's facever metadata, else InsightFace's 127.5).")
 STD_HELP = "ONNX/TorchScript models: per-channel std on 0..255 pixels, one value or R,G,B (default as --mean: 127.5)."
 BGR_HELP = "ONNX/TorchScript models: feed channels in BGR order (default: the file's metadata, else RGB)."
 
 
-def report_bad_images(bad, *, limit: int = 20) -> None:
-    """List images that produced no embedding on stderr (the first `limit`, then a count)."""
-    from facever.cli._console import warn
-
-    for item in bad[:limit]:
-        warn(f"{item.path}: {item.reason}")
-    if len(bad) > limit:
-        warn(f"... and {len(bad) - limit} more images without an embedding")
 
 
 def embed(
@@ -87,71 +77,24 @@ def embed(
 
         facever embed w600k_r50.onnx lfw_112/ --out lfw_w600k.npz
     """
-    from facever.cli._console import info, library_warnings, progress_bar, user_errors
+    from facever.cli._console import info, library_warnings, progress_bar, report_bad_images, say, user_errors, warn
+    from facever.workflows.embed import EmbedHooks, embed_to_file
 
-    from facever.core.locks import file_lock
-
-    with user_errors(), library_warnings(), file_lock(out):
-        from facever.data_prep.align_dataset import collect_sources
-        from facever.embedding.cache import embed_items_cached
-        from facever.embedding.extract import BadImagesError
-        from facever.embedding.loading import load_embedding_model, preprocessing_overrides
-        from facever.core.embeddings_file import save_embeddings
+    with user_errors(), library_warnings():
         from facever.core.errors import FaceverError
+        from facever.core.sizes import parse_size
+        from facever.embedding.loading import preprocessing_overrides
 
-        from facever.core.paths import check_output_is_not_an_input
-        from facever.embedding.loading import model_files
-
-        root, sources = collect_sources(images)
-        if not sources:
-            raise FaceverError(f"{images}: no images found")
-        check_output_is_not_an_input(out, [*model_files(model, weights=weights), images, *(p for p, _ in sources)])
-        rel_paths = [rel for _, rel in sources]
-        emb_model = load_embedding_model(model, weights=weights, device=device,
-                                         **preprocessing_overrides(mean, std, bgr))
-        aligner = None
-        if align:
-            from facever.data_prep.align import FaceAligner
-            from facever.core.sizes import parse_size
-
-            try:
-                crop = parse_size(size) if size else tuple(emb_model.input_size)
-            except ValueError as exc:
-                raise FaceverError(f"--size: {exc}") from None
-            aligner = FaceAligner(size=crop, select=select.value, min_face=min_face, device=device)
-        elif size:
-            raise FaceverError("--size applies with --align only (aligned crops are resized to the model's input)")
-        if aligner is None:
-            from facever.data_prep.alignment_record import alignment_difference, read_alignment_record
-            from facever.cli._console import warn
-
-            trained_on = emb_model.extra.get("training_crops") or {}
-            differs = alignment_difference(read_alignment_record(root), trained_on.get("alignment"),
-                                           emb_model.input_size)
-            if differs:
-                warn(f"{root}: {differs}")
-        # Progress is kept in a hidden cache folder next to OUT (the one embedding cache, keyed by each image's
-        # bytes and the settings), so an interrupted run resumes where it stopped and never reuses a stale row.
-        partial = out.parent / f".{out.stem}.partial"
-        info(f"embedding {len(rel_paths)} images from {root} with {emb_model.model_id} ({emb_model.preprocessing})")
         try:
-            with progress_bar("embedding", total=len(rel_paths)) as advance:
-                result, bad, reused = embed_items_cached(
-                    emb_model, root, rel_paths, cache=partial, flip=flip.value, batch_size=batch_size,
-                    workers=workers, device=device, amp=amp.value, align=aligner, skip_bad=skip_bad, progress=advance,
-                    on_plan=lambda done, todo: advance(done),
-                )
-        except BadImagesError as exc:
-            report_bad_images(exc.bad)
-            raise FaceverError(f"{exc}; use --skip-bad to leave them out (the others are kept for the rerun)") from None
-        if reused:
-            info(f"resumed: {reused} embeddings from an interrupted run ({partial})")
-        if bad:
-            report_bad_images(bad)
-            info(f"left out {len(bad)} images (--skip-bad)")
-        metadata = {**result.metadata, "images_source": str(Path(images).resolve()),
-                    "bad": [{"path": b.path, "reason": b.reason} for b in bad]}
-        metadata.pop("cache", None)
-        save_embeddings(out, result.paths, result.embeddings, metadata)
-        shutil.rmtree(partial, ignore_errors=True)
-        info(f"wrote {out}: {len(result)} embeddings of dimension {result.dim} (flip {flip.value})")
+            crop = parse_size(size) if size else None
+        except ValueError as exc:
+            raise FaceverError(f"--size: {exc}") from None
+        done = embed_to_file(
+            model, images, out, weights=weights, preprocessing=preprocessing_overrides(mean, std, bgr), flip=flip.value,
+            align=align, size=crop, select=select.value, min_face=min_face, batch_size=batch_size, workers=workers,
+            device=device, amp=amp.value, skip_bad=skip_bad,
+            hooks=EmbedHooks(say=say, warn=warn, progress=progress_bar, bad_images=report_bad_images),
+        )
+    if done.bad:
+        info(f"left out {len(done.bad)} images (--skip-bad)")
+    info(f"wrote {out}: {done.count} embeddings of dimension {done.dim} (flip {flip.value})")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from facever.cli._options import (
-    AMP, Amp, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Metric, ThresholdMode, Variant, allow_missing_option,
-    batch_size_option, device_option, model_weights_option, flip_option,
-)
+from facever.cli._options import JSON_OUTPUT, Variant, model_options, scoring_options
+
+if TYPE_CHECKING:
+    from facever.workflows.evaluate import EmbedSettings, ScoringSettings
 
 
 def eval_fglfw(
@@ -35,15 +35,8 @@ def eval_fglfw(
     pairs_per_fold: int = typer.Option(
         600, "--pairs-per-fold", help="FGLFW only: consecutive pairs per fold (600 = 300 same + 300 different)."
     ),
-    thresholds: ThresholdMode = THRESHOLDS,
-    metric: Optional[Metric] = METRIC,
-    subtract_mean: bool = SUBTRACT_MEAN,
-    allow_missing: bool = allow_missing_option(),
-    flip: Flip = flip_option(when="With --model: "),
-    weights: Optional[Path] = model_weights_option(),
-    device: str = device_option(when="With --model: "),
-    amp: Amp = AMP,
-    batch_size: int = batch_size_option(when="With --model: "),
+    scoring: "ScoringSettings" = scoring_options(),
+    embedding: "EmbedSettings" = model_options(when="With --model: "),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Folder for report.json and roc.png; with --model also embeddings.npz and embedding_cache/ "
         "(reused by the next run for every image whose bytes, model and settings are unchanged)."
@@ -63,36 +56,17 @@ def eval_fglfw(
 
         facever eval-fglfw --pairs pairs_CALFW.txt --protocol calfw --model runs/a/model.pt --images "calfw/aligned images"
     """
-    from facever.cli._console import user_errors
-    from facever.cli._evaluation import require_embeddings_or_model
+    from facever.cli._console import library_warnings, user_errors
+    from facever.cli._evaluation import console_hooks, print_evaluation, require_embeddings_or_model
+    from facever.core.locks import folder_lock
 
     require_embeddings_or_model(embeddings, model, data=images, data_option="--images",
                                 data_help="DIR (the folder the list's image paths start from)")
-    from facever.core.locks import folder_lock
+    with user_errors(), library_warnings(), folder_lock(out, kind="evaluation"):
+        from facever.workflows.evaluate import Source, evaluate, open_benchmark
 
-    with user_errors(), folder_lock(out, kind="evaluation"):
-        from facever.cli._evaluation import evaluate_and_report, protocol_embeddings
-        from facever.protocols.fglfw import read_fglfw_pairs, read_token_pairs
-
-        if protocol is Variant.fglfw:
-            proto = read_fglfw_pairs(pairs, ext=ext, pairs_per_fold=pairs_per_fold)
-        else:
-            proto = read_token_pairs(pairs, ext=ext, name=protocol.value)
-        settings = {"pairs_file": str(pairs), "ext": ext}
-        if protocol is Variant.fglfw:
-            settings["pairs_per_fold"] = pairs_per_fold
-        else:
-            settings["fold_rule"] = "positives: token - 1; negatives: file order cut into one equal block per fold"
-        emb, source = protocol_embeddings(
-            proto, embeddings=embeddings, model=model, images=images, out=out, what=str(pairs), weights=weights,
-            flip=flip.value, batch_size=batch_size, device=device, amp=amp.value, allow_missing=allow_missing,
-        )
-        settings["embeddings_file"] = source
-        if model is not None:
-            settings.update({"model": model, "images": str(images)})
-        evaluate_and_report(
-            proto, emb,
-            title=f"{protocol.value.upper()} {proto.n_folds}-fold verification: {len(proto)} pairs from {pairs}, {source}",
-            thresholds=thresholds.value, metric=metric.value if metric else None, subtract_mean=subtract_mean,
-            allow_missing=allow_missing, out=out, json_output=json_output, embeddings_source=source, settings=settings,
-        )
+        bench = open_benchmark(protocol.value, pairs, data=images, ext=ext,
+                               pairs_per_fold=pairs_per_fold if protocol is Variant.fglfw else None)
+        result = evaluate(bench, Source(embeddings, model), embed=embedding, scoring=scoring, out=out,
+                          hooks=console_hooks())
+        print_evaluation(result, json_output)

@@ -1,16 +1,16 @@
-"""`facever eval-lfw`: the LFW 10-fold verification protocol on an embeddings file."""
+"""`facever eval-lfw`: the LFW 10-fold verification protocol on an embeddings file (or a model run now)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from facever.cli._options import (
-    AMP, Amp, JSON_OUTPUT, METRIC, SUBTRACT_MEAN, THRESHOLDS, Flip, Metric, ThresholdMode, allow_missing_option,
-    batch_size_option, device_option, model_weights_option, flip_option,
-)
+from facever.cli._options import JSON_OUTPUT, model_options, scoring_options
+
+if TYPE_CHECKING:
+    from facever.workflows.evaluate import EmbedSettings, ScoringSettings
 
 
 def eval_lfw(
@@ -28,16 +28,9 @@ def eval_lfw(
     images: Optional[Path] = typer.Option(
         None, "--images", help="With --model: the aligned LFW folder (Name/Name_0001.jpg inside)."
     ),
-    weights: Optional[Path] = model_weights_option(),
-    flip: Flip = flip_option(when="With --model: "),
-    batch_size: int = batch_size_option(when="With --model: "),
-    device: str = device_option(when="With --model: "),
-    amp: Amp = AMP,
+    embedding: "EmbedSettings" = model_options(when="With --model: "),
     ext: str = typer.Option(".jpg", "--ext", help="Image extension the pairs refer to (e.g. .png for aligned crops)."),
-    thresholds: ThresholdMode = THRESHOLDS,
-    metric: Optional[Metric] = METRIC,
-    subtract_mean: bool = SUBTRACT_MEAN,
-    allow_missing: bool = allow_missing_option(),
+    scoring: "ScoringSettings" = scoring_options(),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.json and roc.png."),
     json_output: bool = JSON_OUTPUT,
 ) -> None:
@@ -50,29 +43,18 @@ def eval_lfw(
 
         facever eval-lfw --pairs pairs.txt --embeddings lfw_emb.npz --out results/lfw
 
-        facever eval-lfw --pairs pairs.txt --model runs/noisy/model.pt --images lfw_aligned/ --flip concat --out results/lfw
+        facever eval-lfw --pairs pairs.txt --model runs/noisy/model.pt --images lfw_aligned/ --out results/lfw
     """
-    from facever.cli._console import user_errors
-    from facever.cli._evaluation import require_embeddings_or_model
+    from facever.cli._console import library_warnings, user_errors
+    from facever.cli._evaluation import console_hooks, print_evaluation, require_embeddings_or_model
+    from facever.core.locks import folder_lock
 
     require_embeddings_or_model(embeddings, model, data=images, data_option="--images",
                                 data_help="LFW_ALIGNED (the folder the pairs' images are in)")
-    from facever.core.locks import folder_lock
+    with user_errors(), library_warnings(), folder_lock(out, kind="evaluation"):
+        from facever.workflows.evaluate import Source, evaluate, open_benchmark
 
-    with user_errors(), folder_lock(out, kind="evaluation"):
-        from facever.protocols.lfw import read_lfw_pairs
-        from facever.cli._evaluation import evaluate_and_report, protocol_embeddings
-
-        protocol = read_lfw_pairs(pairs, ext=ext)
-        emb, source = protocol_embeddings(
-            protocol, embeddings=embeddings, model=model, images=images, out=out, what=str(pairs), weights=weights,
-            flip=flip.value, batch_size=batch_size, device=device, amp=amp.value, allow_missing=allow_missing,
-        )
-        evaluate_and_report(
-            protocol, emb,
-            title=f"LFW {protocol.n_folds}-fold verification: {len(protocol)} pairs from {pairs}, embeddings {source}",
-            thresholds=thresholds.value, metric=metric.value if metric else None, subtract_mean=subtract_mean,
-            allow_missing=allow_missing, out=out, json_output=json_output, embeddings_source=source,
-            settings={"pairs_file": str(pairs), "embeddings_file": source},
-        )
-
+        bench = open_benchmark("lfw", pairs, data=images, ext=ext)
+        result = evaluate(bench, Source(embeddings, model), embed=embedding, scoring=scoring, out=out,
+                          hooks=console_hooks())
+        print_evaluation(result, json_output)

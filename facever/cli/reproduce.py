@@ -56,42 +56,20 @@ def reproduce(
     import sys
 
     from facever.cli._console import info, progress_bar, stop_on_signal, user_errors
-
     from facever.core.locks import folder_lock
 
-    overrides: dict = {}
     with user_errors(), folder_lock(out, kind="reproduce"):
-        from facever.workflows.reproduce import ReproduceSettings, Reproduction, StageEvent
+        from facever.workflows.reproduce import Reproduction, format_report_markdown, reproduce_settings
 
-        if epochs is not None:
-            from facever.workflows.reproduce import epoch_overrides
-
-            # Keep the step schedule meaningful in a shorter run: milestones past its end are dropped.
-            overrides = epoch_overrides(epochs, recipe=recipe, config_file=config_file)
-        settings = ReproduceSettings(
-            casia=str(casia.resolve()), lfw=str(lfw.resolve()), ytf=str(ytf.resolve()),
-            fglfw=str(fglfw.resolve()) if fglfw else None,
-            lfw_pairs=str(lfw_pairs.resolve()) if lfw_pairs else None,
-            ytf_splits=str(ytf_splits.resolve()) if ytf_splits else None,
-            recipe=recipe, config_file=str(config_file.resolve()) if config_file else None, overrides=overrides,
-            assume_aligned=assume_aligned, ytf_frames=ytf_frames, flip=flip.value, device=device,
-            batch_size=batch_size, workers=workers,
+        settings = reproduce_settings(
+            casia=casia, lfw=lfw, ytf=ytf, fglfw=fglfw, lfw_pairs=lfw_pairs, ytf_splits=ytf_splits, recipe=recipe,
+            config_file=config_file, epochs=epochs, assume_aligned=assume_aligned, ytf_frames=ytf_frames,
+            flip=flip.value, device=device, batch_size=batch_size, workers=workers,
         )
-
-        def on_stage(event: StageEvent) -> None:
-            prefix = f"[{event.index}/{event.total}] {event.name}"
-            if event.event == "skip":
-                info(f"{prefix}: done earlier, skipped")
-            elif event.event == "start":
-                info(f"{prefix} ...")
-            else:
-                minutes = (event.seconds or 0.0) / 60
-                info(f"{prefix}: done in {minutes:.1f} min")
-
         stopping = "stopping (training saves a checkpoint first; Ctrl-C again to abort at once); rerun to continue"
         try:
             with stop_on_signal(stopping) as stop_requested:
-                result = Reproduction(settings, out, on_stage=on_stage, on_message=info, progress=progress_bar,
+                result = Reproduction(settings, out, on_stage=_print_stage, on_message=info, progress=progress_bar,
                                       stop_requested=stop_requested).run()
         except KeyboardInterrupt:
             info(f"interrupted; rerun the same command to continue from {out}/stages/")
@@ -100,7 +78,18 @@ def reproduce(
     if json_output:
         sys.stdout.write(json.dumps(result.report, indent=2) + "\n")
     else:
-        from facever.workflows.reproduce import format_report_markdown
-
         typer.echo(format_report_markdown(result.report).split("\n## Training")[0].rstrip())
     info(f"ran {len(result.ran)} stage(s), skipped {len(result.skipped)}; report: {out / 'report.md'}")
+
+
+def _print_stage(event) -> None:
+    """One line per stage: skipped (done earlier), starting, or done with its time."""
+    from facever.cli._console import info
+
+    prefix = f"[{event.index}/{event.total}] {event.name}"
+    if event.event == "skip":
+        info(f"{prefix}: done earlier, skipped")
+    elif event.event == "start":
+        info(f"{prefix} ...")
+    else:
+        info(f"{prefix}: done in {(event.seconds or 0.0) / 60:.1f} min")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from facever.cli._options import AMP, TORCHSCRIPT_HELP, Amp, Flip, Select, device_option, flip_option
-from facever.cli.embed import BGR_HELP, MEAN_HELP, STD_HELP, WEIGHTS_HELP
+from facever.cli._options import TORCHSCRIPT_HELP, Select, model_options
+from facever.cli.embed import BGR_HELP, MEAN_HELP, STD_HELP
+
+if TYPE_CHECKING:
+    from facever.workflows.evaluate import EmbedSettings
 
 
 def verify(
@@ -19,7 +22,6 @@ def verify(
         "pulled on first use), a facever model (RUN/model.pt), arcface:r50 / facenet:vggface2 with --weights, "
         "a .onnx graph or an exported TorchScript file (model.torchscript). " + TORCHSCRIPT_HELP,
     ),
-    weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     threshold: Optional[float] = typer.Option(
         None, "--threshold", "-t", help="Cosine similarity (-1..1) above which two faces are the same person."
     ),
@@ -38,12 +40,10 @@ def verify(
     ),
     select: Select = typer.Option(Select.largest, "--select", help="Which face of a photo with several: largest or center."),
     min_face: int = typer.Option(20, "--min-face", help="Smallest face to look for, in pixels."),
-    flip: Flip = flip_option(),
     mean: Optional[str] = typer.Option(None, "--mean", help=MEAN_HELP),
     std: Optional[str] = typer.Option(None, "--std", help=STD_HELP),
     bgr: Optional[bool] = typer.Option(None, "--bgr/--rgb", help=BGR_HELP),
-    device: str = device_option(),
-    amp: Amp = AMP,
+    embedding: "EmbedSettings" = model_options(what="photos"),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON instead of text."),
 ) -> None:
     """Say whether two photos show the same person: align both, embed, compare.
@@ -62,7 +62,8 @@ def verify(
     """
     import json
 
-    from facever.cli._console import fail, info, library_warnings, user_errors, warn
+    from facever.cli._console import fail, info, library_warnings, user_errors
+    from facever.cli._evaluation import console_hooks
 
     if pairs is None and (image_a is None or image_b is None):
         fail("give two photos (IMG_A IMG_B) or --pairs FILE")
@@ -73,52 +74,37 @@ def verify(
     if images is not None and pairs is None:
         fail("--images applies with --pairs only")
     with user_errors(), library_warnings():
-        from facever.core.devices import resolve_device
-        from facever.embedding.loading import load_embedding_model, preprocessing_overrides
-        from facever.workflows.verify import check_threshold, read_pairs_table, threshold_from_report, verify_pairs
+        from facever.embedding.loading import preprocessing_overrides
+        from facever.workflows.verify import verify as verify_photos
 
-        check_threshold(threshold)  # before any model is loaded
-        source = None
-        if threshold_from is not None:
-            source = threshold_from_report(threshold_from)
-            threshold = source.threshold
-        if pairs is not None:
-            pair_list, expected = read_pairs_table(pairs)
-            root = images if images is not None else pairs.parent
-        else:
-            pair_list, expected, root = [(str(image_a), str(image_b))], None, None
-        dev = resolve_device(device)
-        emb_model = load_embedding_model(model, weights=weights, device=dev, **preprocessing_overrides(mean, std, bgr))
-        if source is not None:
-            if source.model_sha256 and source.model_sha256 != emb_model.fingerprint:
-                warn(f"{source.source} was made with another model ({source.model}); its threshold may not fit "
-                     f"{emb_model.model_id}")
-            if source.flip and source.flip != flip.value:
-                warn(f"{source.source} was made with --flip {source.flip}, this run uses --flip {flip.value}")
-        aligner = None
-        if not aligned:
-            from facever.data_prep.align import FaceAligner
-
-            aligner = FaceAligner(size=tuple(emb_model.input_size), select=select.value, min_face=min_face, device=device)
-        result = verify_pairs(emb_model, pair_list, root=root, threshold=threshold, aligner=aligner, flip=flip.value,
-                              device=dev, amp=amp.value, expected=expected)
-        result.threshold_source = source
-
+        result = verify_photos(
+            model, None if pairs is not None else [(str(image_a), str(image_b))], pairs_file=pairs, images=images,
+            threshold=threshold, threshold_from=threshold_from, aligned=aligned, select=select.value,
+            min_face=min_face, preprocessing=preprocessing_overrides(mean, std, bgr), embed=embedding,
+            hooks=console_hooks(),
+        )
     for name, choice in result.faces.items():
         if choice.faces > 1:
             box = ", ".join(f"{v:.0f}" for v in choice.box or [])
             info(f"{name}: {choice.faces} faces found; using the {select.value} one (box x1,y1,x2,y2 = {box})")
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
-        return
+    else:
+        _print_pairs(result, single=pairs is None)
+
+
+def _print_pairs(result, *, single: bool) -> None:
+    from facever.cli._console import info
+
+    source = result.threshold_source
     if source is not None:
         info(f"threshold {source.describe()}")
-    elif threshold is None:
+    elif result.threshold is None:
         info("no threshold given (--threshold T or --threshold-from report.json): printing the similarity only")
-    if pairs is None:
+    if single:
         p = result.pairs[0]
         verdict = "" if p.same is None else ("same person" if p.same else "different people")
-        typer.echo(f"cosine {p.cosine:.4f}" + (f"  {verdict} (threshold {threshold:.4f})" if verdict else ""))
+        typer.echo(f"cosine {p.cosine:.4f}" + (f"  {verdict} (threshold {result.threshold:.4f})" if verdict else ""))
         return
     wa = max(len(p.a) for p in result.pairs)
     wb = max(len(p.b) for p in result.pairs)

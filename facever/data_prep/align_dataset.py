@@ -71,6 +71,11 @@ class AlignConfig:
             raise FaceverError(f"`workers` {self.workers}: must be 0 (decode in this process) or more", options=('workers',))
         if self.batch_size < 1:
             raise FaceverError(f"`batch_size` {self.batch_size}: must be at least 1", options=('batch_size',))
+        if self.min_face < 12:
+            raise FaceverError(f"`min_face` {self.min_face}: must be at least 12 pixels", options=('min_face',))
+        if self.max_detect_side is not None and self.max_detect_side < 64:
+            raise FaceverError(f"`max_detect_side` {self.max_detect_side}: must be at least 64",
+                               options=('max_detect_side',))
         if not 1 <= self.jpeg_quality <= 100:
             raise FaceverError(f"JPEG quality {self.jpeg_quality}: must be in 1..100")
 

@@ -1,9 +1,10 @@
 """The one embedding cache: image embeddings kept on disk, keyed by content, reused only when nothing changed.
 
-Used by `facever embed` (its resume), every `eval-*` with a model, `ensemble --images`, YTF frames and
-`facever reproduce`. A row is reused only when all of these match:
+Used by `facever embed` (its resume), every `eval-*` and `ensemble` with a model (through
+`facever.workflows.evaluate`: image files, YTF frames, IJB crops and a `.bin`'s images held in memory,
+`facever.embedding.sources`) and `facever reproduce`. A row is reused only when all of these match:
 
-- the image's bytes: a content digest (BLAKE2b-128) and size of the file, read at lookup time, and the
+- the image's bytes: a content digest (BLAKE2b-128) and size of the bytes, read at lookup time, and the
   digest of the very bytes the decoding worker embedded when the row was stored (a file rewritten in
   place, same name, even with its old mtime, is embedded again; a renamed or copied file is reused);
 - the settings (`cache_settings`): the model file's sha256 and its preprocessing (input size, mean,
@@ -25,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,12 +33,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from facever.core.atomic import atomic_path, write_text_atomic
-from facever.core.checksums import content_key
 from facever.core.crop import CROP_POLICY
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.output_folders import check_folder_path, make_folder
 from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, EMBED_BATCH_SIZE
+from facever.embedding.extract import (
+    FUSE_MIN_IMAGES, BadImage, BadImagesError, NoImageEmbeddedError, aligner_settings, embed_images, model_amp,
+)
+from facever.embedding.preprocess import aspect_ratio_differs
+from facever.embedding.sources import ImageBytes, ImageFolder, image_source
 
 log = logging.getLogger(__name__)
 
@@ -48,31 +52,9 @@ CACHE_FORMAT = 1
 DEFAULT_CHUNK = 8192
 
 
-def file_key(path: str | os.PathLike) -> tuple[str, int] | None:
-    """(content key, mtime in ns) of a file, or None when it cannot be read (missing, not a regular file)."""
-    from facever.core.images import ImageDecodeError, read_file_bytes
-
-    try:
-        data, mtime = read_file_bytes(path)
-    except ImageDecodeError:
-        return None
-    return content_key(data), mtime
-
-
-def file_keys(root: str | os.PathLike, items: Sequence[str], *, threads: int = 8) -> list[tuple[str, int] | None]:
-    """`file_key` of `root / item` for every item (threads: hashing releases the GIL, reading waits on disk)."""
-    root = Path(root)
-    if len(items) < 64:
-        return [file_key(root / i) for i in items]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(lambda i: file_key(root / i), items, chunksize=256))
-
-
 def cache_settings(model, *, flip: str, amp: str, device_type: str, align=None) -> dict[str, Any]:
     """Everything besides the image that decides an embedding (JSON-ready); see the module doc.
     `amp` is the precision the model runs at ("bf16", "fp16", "off": `extract.model_amp`)."""
-    from facever.embedding.extract import aligner_settings
-
     return {
         "cache_format": CACHE_FORMAT,
         "model": getattr(model, "model_id", str(model)),
@@ -163,7 +145,7 @@ class EmbeddingCache:
 
 def embed_items_cached(
     model,
-    root: str | os.PathLike,
+    root: str | os.PathLike | ImageFolder | ImageBytes,
     items: Sequence[str],
     *,
     cache: str | os.PathLike | None,
@@ -175,10 +157,12 @@ def embed_items_cached(
     align=None,
     skip_bad: bool = False,
     chunk_size: int = DEFAULT_CHUNK,
+    keep_partial: bool = True,
     progress: Callable[[int], None] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
 ):
-    """Embeddings of `items` (relative paths under `root`), reusing and extending the cache folder `cache`.
+    """Embeddings of `items` (relative paths under `root`, or names of an image source such as a `.bin`'s
+    images in memory: `facever.embedding.sources`), reusing and extending the cache folder `cache`.
 
     Returns `(embeddings, bad, reused)`: the rows for `items` that could be embedded (in `items`
     order), the `BadImage`s left out, and how many rows came from the cache. `on_plan(reused,
@@ -186,20 +170,21 @@ def embed_items_cached(
     cache (None) everything is embedded. The metadata says how each row was made (`embed_images`'s)
     plus `reused` and `cache`.
 
-    Raises `BadImagesError` listing every bad image when `skip_bad` is False, after the good ones are
-    saved in `cache`, so rerunning with `skip_bad` costs no model time.
+    Raises `BadImagesError` listing every bad image when `skip_bad` is False. With `keep_partial` (the
+    default) each chunk of rows is saved in `cache` as soon as it is computed, so an interrupted run, or
+    one refused for bad images and rerun with `skip_bad`, costs no model time again; without it rows are
+    saved only once the whole request succeeded (for sources whose bad images cannot be skipped: a
+    refused run then writes nothing).
     """
     import torch
 
     from facever.core.devices import resolve_device
-    from facever.embedding.extract import (
-        FUSE_MIN_IMAGES, BadImage, BadImagesError, NoImageEmbeddedError, aligner_settings, embed_images, model_amp,
-    )
 
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     use_amp = model_amp(model, amp, dev)
+    source = image_source(root)
     items = list(dict.fromkeys(str(i) for i in items))
     if not items:
         raise FaceverError("no images to embed")
@@ -210,7 +195,7 @@ def embed_items_cached(
     found = CacheLookup({}, {}, {})
     keys: list[str | None] = [None] * len(items)
     if store is not None:
-        keys = [k[0] if k is not None else None for k in file_keys(root, items)]
+        keys = [k[0] if k is not None else None for k in source.keys(items)]
         found = store.lookup({k for k in keys if k is not None})
     reused_rows = {p: found.rows[k] for p, k in zip(items, keys) if k in found.rows}
     bad: list[BadImage] = [BadImage(p, found.bad[k]) for p, k in zip(items, keys) if k in found.bad]
@@ -219,6 +204,7 @@ def embed_items_cached(
         on_plan(len(items) - len(todo), len(todo))
 
     fresh_rows: dict[str, np.ndarray] = {}
+    shards: list[dict[str, Any]] = []  # rows not yet written (all of them without `keep_partial`)
     shapes = {p: found.shapes[k] for p, k in zip(items, keys) if k in found.shapes}
     meta: dict[str, Any] = {}
     # Fold batch norms by the size of the whole request, so a resumed run computes as the first did.
@@ -228,7 +214,7 @@ def embed_items_cached(
         digests: dict[str, tuple[str, int, tuple[int, int] | None]] = {}
         try:
             fresh, chunk_bad = embed_images(
-                model, root, chunk, flip=flip, batch_size=batch_size, workers=workers, device=dev, amp=use_amp,
+                model, source, chunk, flip=flip, batch_size=batch_size, workers=workers, device=dev, amp=use_amp,
                 fuse_bn=fuse_bn, align=align, skip_bad=True, progress=progress, content_keys=digests,
             )
         except NoImageEmbeddedError as exc:  # a chunk of bad images only: the next chunk may do better
@@ -241,18 +227,22 @@ def embed_items_cached(
             good = [p for p in (fresh.paths if fresh is not None else []) if p in digests]
             for p in good:
                 shapes[p] = digests[p][2]
-            store.add(
-                [digests[p][0] for p in good],
-                np.stack([fresh_rows[p] for p in good]) if good else np.zeros((0, 1), np.float32),
+            shards.append(dict(
+                keys=[digests[p][0] for p in good],
+                embeddings=np.stack([fresh_rows[p] for p in good]) if good else np.zeros((0, 1), np.float32),
                 paths=good, mtimes=[digests[p][1] for p in good], shapes=[digests[p][2] for p in good],
                 bad=[(digests[b.path][0], b.path, b.reason) for b in chunk_bad if b.path in digests],
-            )
+            ))
+            if keep_partial:
+                store.add(**shards.pop())
         else:
             shapes.update({p: digests[p][2] for p in digests if digests[p][2] is not None})
 
     bad = sorted(bad, key=lambda b: b.path)
     if bad and not skip_bad:
         raise BadImagesError(bad, len(items))
+    for shard in shards:
+        store.add(**shard)
     rows = {**reused_rows, **fresh_rows}
     kept = [p for p in items if p in rows]
     if not kept:
@@ -280,6 +270,4 @@ def embed_items_cached(
 
 
 def _aspect_differs(shape, size) -> bool:
-    from facever.embedding.preprocess import aspect_ratio_differs
-
     return aspect_ratio_differs(shape, size)

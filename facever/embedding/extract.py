@@ -26,17 +26,17 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from facever.core.checksums import content_key
 from facever.core.opencv_guard import opencv
-from facever.core.images import ImageDecodeError, decode_image_bytes_rgb, read_file_bytes
+from facever.core.images import ImageDecodeError, decode_image_bytes_rgb
 from facever.core.devices import amp_dtype, bound_workers, cudnn_autotune, device_scope, resolve_amp
 from facever.core.crop import CROP_POLICY, fit_to_input
 from facever.embedding.preprocess import aspect_ratio_differs, normalize_batch
+from facever.embedding.sources import ImageBytes, ImageFolder, image_source
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError
 from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
@@ -96,12 +96,12 @@ class NoImageEmbeddedError(BadImagesError):
 class _ImageDataset:
     """Item i -> (i, pixels or None, reason or None, original (h, w) or None, (content key, mtime) or None).
 
-    The content key (`facever.embedding.cache.content_key`) is the digest of the very bytes decoded, so
+    The content key (`facever.embedding.sources.content_key`) is the digest of the very bytes decoded, so
     a cache row is stored under the content it was computed from, even if the file changes meanwhile.
     """
 
-    def __init__(self, root: Path, rel_paths: Sequence[str], size: tuple[int, int] | None):
-        self.root = Path(root)
+    def __init__(self, source: ImageFolder | ImageBytes, rel_paths: Sequence[str], size: tuple[int, int] | None):
+        self.source = source
         self.rel_paths = list(rel_paths)
         self.size = size  # None: keep the full photo (the aligner crops it)
 
@@ -109,25 +109,26 @@ class _ImageDataset:
         return len(self.rel_paths)
 
     def __getitem__(self, i: int):
-        path = self.root / self.rel_paths[i]
+        item = self.rel_paths[i]
+        name = self.source.describe(item)
         try:
-            data, mtime = read_file_bytes(path)
+            data, mtime = self.source.read(item)
         except ImageDecodeError as exc:
-            return i, None, _reason(exc, path), None, None
+            return i, None, _reason(exc, name), None, None
         key = (content_key(data), mtime)
         try:
-            rgb = decode_image_bytes_rgb(data, name=str(path))
+            rgb = decode_image_bytes_rgb(data, name=name)
         except ImageDecodeError as exc:
-            return i, None, _reason(exc, path), None, key
+            return i, None, _reason(exc, name), None, key
         shape = rgb.shape[:2]
         if self.size is not None:
             rgb = fit_to_input(rgb, self.size)
         return i, rgb, None, shape, key
 
 
-def _reason(exc: Exception, path: Path) -> str:
+def _reason(exc: Exception, name: str) -> str:
     text = str(exc)
-    prefix = f"{path}: "
+    prefix = f"{name}: "
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
@@ -221,8 +222,8 @@ def check_model_rows(rows: np.ndarray, model_id: str) -> np.ndarray:
 class ForwardLoop:
     """The one forward loop: uint8 pixels in, embeddings out, with one rule for precision and flip.
 
-    Every path that turns images into embeddings (`embed_images` for files and YTF frames,
-    `embed_bin_images`, validation during training, `facever verify`) runs its batches through this,
+    Every path that turns images into embeddings (`embed_images` for files, YTF frames and `.bin`
+    images, validation during training, `facever verify`) runs its batches through this,
     so the same model on the same crops gives the same numbers everywhere:
 
     - the module in eval mode on `device`, `channels_last` (NHWC) unless off, batch norms folded into
@@ -306,8 +307,8 @@ def embed_pixels(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Embeddings (float32 N x D numpy) of decoded crops already at the model's input size.
 
-    `batches` is an iterable of uint8 `n x h x w x 3` arrays (the `.bin` reader's batches, validation's
-    images cut in `EMBED_BATCH_SIZE` slices). `fuse_bn=None` folds batch norms when `count` (the number of
+    `batches` is an iterable of uint8 `n x h x w x 3` arrays (validation's decoded pairs cut into
+    `batch_size` slices by `array_batches`). `fuse_bn=None` folds batch norms when `count` (the number of
     images, when known) reaches `FUSE_MIN_IMAGES`, the rule `embed_images` follows. Returns the rows and
     the loop's `settings()`.
     """
@@ -333,7 +334,7 @@ def array_batches(images: np.ndarray, batch_size: int = EMBED_BATCH_SIZE):
 
 def embed_images(
     model,
-    root: str | os.PathLike,
+    root: str | os.PathLike | ImageFolder | ImageBytes,
     rel_paths: Sequence[str],
     *,
     flip: str = DEFAULT_FLIP,
@@ -348,11 +349,12 @@ def embed_images(
     progress: Callable[[int], None] | None = None,
     content_keys: dict[str, tuple[str, int, tuple[int, int] | None]] | None = None,
 ) -> tuple[Embeddings, list[BadImage]]:
-    """Embed `root / p` for every relative path `p`; rows keep the order of `rel_paths`.
+    """Embed the image `p` of `root` for every name `p`; rows keep the order of `rel_paths`.
 
     Args:
         model: an `EmbeddingModel` (`load_embedding_model`).
-        root: folder the relative paths start from.
+        root: folder the relative paths start from, or an image source (`facever.embedding.sources`:
+            images in memory, e.g. a `.bin`'s).
         rel_paths: relative POSIX paths of aligned crops (or raw photos when `align` is given).
         flip: `none`, `concat` or `sum` (module doc: which tool does which).
         batch_size: images per forward pass (twice as many go through the network with flip).
@@ -403,7 +405,8 @@ def embed_images(
         fuse_bn = len(rel_paths) >= FUSE_MIN_IMAGES
     loop = ForwardLoop(model, device=dev, flip=flip, amp=amp, channels_last=channels_last, fuse_bn=fuse_bn)
 
-    dataset = _ImageDataset(Path(root), rel_paths, None if align is not None else size)
+    source = image_source(root)
+    dataset = _ImageDataset(source, rel_paths, None if align is not None else size)
     if workers > 0:
         opencv()  # shut OpenCV's pool down before the workers fork (facever.core.opencv_guard)
     loader = torch.utils.data.DataLoader(
@@ -424,7 +427,7 @@ def embed_images(
     bad: list[BadImage] = []
     pending: list[tuple[Any, Any]] = []  # (indices, device tensor): copied back in groups, not per batch
     stats = {"resized": 0, "aspect_mismatch": 0}
-    warned = False
+    warned = not source.warn_aspect
 
     def flush() -> None:
         nonlocal out

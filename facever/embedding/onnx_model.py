@@ -2,7 +2,7 @@
 
 `OnnxModule` is what `EmbeddingModel.module` holds for a `.onnx` file: called with a normalised
 `N x 3 x H x W` float tensor it returns the `N x D` float32 embeddings, so the one forward loop
-(`facever.embedding.extract`) and `preprocess_crops` drive it like any other model.
+(`facever.embedding.extract.ForwardLoop`) drives it like any other model.
 
 What a graph must look like (InsightFace's `w600k_r50.onnx`, `buffalo_l`'s recognition model, and what
 `facever export` writes): one image input `N x 3 x H x W` (H and W fixed; N fixed or dynamic) and one

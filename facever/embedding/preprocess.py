@@ -8,12 +8,7 @@ than float), `normalize_batch` runs on the model's device in one fused pass.
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Sequence
-
-import numpy as np
-
-log = logging.getLogger(__name__)
 
 # Relative difference of height/width ratios above which fitting an image to the model crops it visibly.
 ASPECT_TOLERANCE = 0.02
@@ -57,36 +52,3 @@ def _scale_shift(device, mean: tuple[float, ...], std: tuple[float, ...]):
         scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=device)
         shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=device)
     return scale, shift
-
-
-def preprocess_crops(crops: Sequence[np.ndarray] | np.ndarray, model, *, device=None):
-    """uint8 RGB crops (`H x W x 3` each) -> the normalised `N x 3 x h x w` float32 input of `model`.
-
-    Crops of another size are fitted to `model.input_size` with the crop policy (`fit_to_input`); a
-    warning is logged once per call when the aspect ratio differs. The result is contiguous NCHW.
-    """
-    import torch
-
-    from facever.core.crop import fit_to_input
-
-    size = tuple(model.input_size)
-    warned = False
-    fitted = []
-    for crop in crops:
-        crop = np.asarray(crop)
-        if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
-            raise ValueError(f"expected H x W x 3 uint8 RGB crops, got {crop.dtype} {crop.shape}")
-        if not warned and aspect_ratio_differs(crop.shape, size):
-            log.warning(
-                "crops of %dx%d (h x w): the aspect ratio differs from the model's %dx%d, so they are centre-cropped "
-                "to it, then resized (align to the model's size for best accuracy)",
-                crop.shape[0], crop.shape[1], size[0], size[1],
-            )
-            warned = True
-        fitted.append(fit_to_input(crop, size))
-    if not fitted:
-        return torch.zeros((0, 3, *size), dtype=torch.float32)
-    batch = torch.from_numpy(np.stack(fitted))
-    if device is not None:
-        batch = batch.to(device)
-    return normalize_batch(batch, mean=model.mean, std=model.std, color=model.color).contiguous()

@@ -5,7 +5,7 @@ below make the registry complete regardless of what the caller imported first). 
 so the CLI imports it inside command bodies only.
 """
 
-from facever.models.registry import create_model, list_models, model_options, register_model
+from facever.models.registry import MAX_PARAMETERS, build_on_meta, create_model, list_models, model_options, register_model
 
 # Imported for their registration side effect; order does not matter.
 from facever.models import inception_resnet as _inception_resnet  # noqa: E402,F401
@@ -15,4 +15,4 @@ from facever.models import sphere as _sphere  # noqa: E402,F401
 
 from facever.models.bundle import load_model_bundle, save_model_bundle  # noqa: E402
 
-__all__ = ["create_model", "list_models", "load_model_bundle", "model_options", "register_model", "save_model_bundle"]
+__all__ = ["MAX_PARAMETERS", "build_on_meta", "create_model", "list_models", "load_model_bundle", "model_options", "register_model", "save_model_bundle"]

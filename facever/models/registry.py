@@ -15,6 +15,10 @@ from facever.core.errors import FaceverError
 
 _MODELS: dict[str, Callable[..., Any]] = {}
 
+#: The most parameters a model facever builds may have: 15 times iresnet100's 65 million, 12 GB of
+#: float32 weights, gradients and momentum. Larger is a typo (`width = 100000`), refused before allocating.
+MAX_PARAMETERS = 1_000_000_000
+
 
 def register_model(fn: Callable[..., Any] | None = None, *, name: str | None = None):
     """Register a builder under `name` (default: the function name with `_` -> `-`).
@@ -66,3 +70,20 @@ def _builder(name: str) -> Callable[..., Any]:
         return _MODELS[name]
     except KeyError:
         raise FaceverError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+
+
+def build_on_meta(name: str, **overrides: Any):
+    """`create_model(name, **overrides)` on the meta device: the shapes, no memory. Sizes typed by
+    mistake are checked this way before a real build tries to allocate them. FaceverError (one line)
+    when it cannot be built."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return create_model(name, **overrides)
+    except FaceverError:
+        raise
+    except Exception as exc:  # sizes so large that torch cannot even describe the tensors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        given = ", ".join(f"{k}={v}" for k, v in overrides.items() if v is not None) or "its defaults"
+        raise FaceverError(f"{name}: cannot build it with {given} ({first[:200]})") from None

@@ -1,7 +1,8 @@
-"""Every benchmark by name: read its protocol, and get one model's embeddings for it.
+"""Every pair benchmark by name: read its protocol from its file.
 
-`facever ensemble --protocol lfw|fglfw|calfw|cplfw|ytf|bin` goes through here, so a new benchmark needs
-one entry, not a new ensemble command. What `--pairs` means per benchmark:
+The evaluation workflow (`facever.workflows.evaluate.open_benchmark`, behind every eval-* command and
+`facever ensemble --protocol NAME`) reads protocols here, so a new benchmark needs one entry here and
+one in the workflow, not a new command. What the protocol file is per benchmark:
 
 | name | `path` (the protocol file) | items | data (for a model) |
 |---|---|---|---|
@@ -17,17 +18,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from facever.protocols.pair_protocol import PairProtocol
-from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError
 
 from facever.core.settings import PAIR_BENCHMARKS as BENCHMARKS
 
 
-def read_benchmark(name: str, path: str | Path, *, ext: str | None = None) -> PairProtocol:
+def read_benchmark(name: str, path: str | Path, *, ext: str | None = None,
+                   pairs_per_fold: int | None = None) -> PairProtocol:
     """The `PairProtocol` of benchmark `name` read from its protocol file `path`.
 
     `ext` (image benchmarks only): LFW appends it to `Name_0001` (default .jpg); the FGLFW/CALFW/CPLFW
     readers replace the extension written in the list with it (default: keep the list's).
+    `pairs_per_fold`: FGLFW's consecutive pairs per fold (default 600).
     """
     path = Path(path)
     if name == "lfw":
@@ -37,7 +39,8 @@ def read_benchmark(name: str, path: str | Path, *, ext: str | None = None) -> Pa
     if name in ("fglfw", "calfw", "cplfw"):
         from facever.protocols.fglfw import read_variant_pairs
 
-        return read_variant_pairs(path, protocol=name, ext=ext)
+        extra = {"pairs_per_fold": pairs_per_fold} if name == "fglfw" and pairs_per_fold is not None else {}
+        return read_variant_pairs(path, protocol=name, ext=ext, **extra)
     if name == "ytf":
         from facever.protocols.ytf import read_ytf_splits
 
@@ -48,23 +51,6 @@ def read_benchmark(name: str, path: str | Path, *, ext: str | None = None) -> Pa
         _, issame = load_bin(path)
         return bin_protocol(issame, name=path.name, source=path)
     raise FaceverError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
-
-
-def for_protocol(name: str, protocol: PairProtocol, embeddings: Embeddings, *, frames: int | None = None) -> Embeddings:
-    """Embeddings keyed by the protocol's items: YTF frame embeddings (`Name/video/frame.jpg`) are turned
-    into video embeddings (`video_embeddings`, all frames or `frames` sampled); anything else is returned
-    as it is."""
-    if name != "ytf":
-        return embeddings
-    from facever.protocols.ytf import frames_from_embeddings, video_embeddings
-
-    items = protocol.items()
-    index = embeddings.index()
-    if all(v in index for v in items):
-        return embeddings  # already one embedding per video
-    videos = video_embeddings(embeddings, items, frames_from_embeddings(embeddings, items), frames=frames)
-    videos.metadata["frame_embeddings_metadata"] = embeddings.metadata
-    return videos
 
 
 def is_embeddings_file(source: str | Path) -> bool:

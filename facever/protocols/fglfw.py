@@ -32,6 +32,7 @@ import numpy as np
 from facever.protocols.pair_protocol import PairProtocol, checked
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.paths import name_problem
+from facever.core.text_files import read_text
 
 FGLFW_PAIRS_PER_FOLD = 600
 from facever.core.settings import FGLFW_VARIANTS as VARIANTS  # the pair lists `read_variant_pairs` reads
@@ -42,13 +43,7 @@ _PERSON_RE = re.compile(r"^(?P<person>.+?)_(?P<number>[0-9]+)$")
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
     """Non-empty lines with their 1-based numbers; a blank line inside the list is an error."""
-    if not path.is_file():
-        raise InputFileError(path, "pair list not found")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputFileError(path, f"not a text file ({exc.reason} at byte {exc.start})") from None
-    raw = text.splitlines()
+    raw = read_text(path, what="pair list").splitlines()
     # Trailing blank lines are an editor artefact; a blank line between pairs shifts every later pair.
     while raw and not raw[-1].strip():
         raw.pop()

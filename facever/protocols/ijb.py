@@ -29,6 +29,7 @@ import numpy as np
 
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.paths import check_name
+from facever.core.text_files import read_text
 
 from facever.core.settings import IJB_SETS as SETS
 IMAGES_DIR = "loose_crop"
@@ -55,12 +56,7 @@ def meta_file(folder: Path, set_name: str, name: str) -> Path:
 
 
 def _text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputFileError(path, f"not a text file ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise InputFileError(path, f"cannot read ({exc.strerror or exc})") from None
+    return read_text(path, what="meta file")
 
 
 def _int(path: Path, line: int, value: str, what: str) -> int:

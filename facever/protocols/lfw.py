@@ -22,6 +22,7 @@ from facever.protocols.pair_lists import looks_like_path_list, read_path_pairs
 from facever.protocols.pair_protocol import PairProtocol, checked
 from facever.core.errors import InputFileError
 from facever.core.paths import name_problem
+from facever.core.text_files import read_text
 
 
 def lfw_image_path(name: str, number: int, ext: str = ".jpg") -> str:
@@ -61,14 +62,7 @@ def read_lfw_pairs(path: str | Path, *, ext: str = ".jpg", n_folds: int = 10) ->
     A UTF-8 byte order mark is accepted.
     """
     path = Path(path)
-    if path.exists() and not path.is_file():
-        raise InputFileError(path, "not a regular file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputFileError(path, "pairs file not found") from None
-    except UnicodeDecodeError:
-        raise InputFileError(path, "not a text file (cannot decode as UTF-8)") from None
+    text = read_text(path, what="pairs file")
     if looks_like_path_list(text):  # `facever pairs` on a folder not named like LFW
         return read_path_pairs(path, text)
 

@@ -324,12 +324,9 @@ def read_path_pairs(path, text: str | None = None):
 
     path = Path(path)
     if text is None:
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise InputFileError(path, "pairs file not found") from None
-        except UnicodeDecodeError:
-            raise InputFileError(path, "not a text file (cannot decode as UTF-8)") from None
+        from facever.core.text_files import read_text
+
+        text = read_text(path, what="pairs file")
     first, second, labels, folds, lines = [], [], [], [], []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()

@@ -25,6 +25,7 @@ from facever.protocols.pair_protocol import PairProtocol, checked
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.paths import name_problem
+from facever.core.text_files import read_text
 
 FRAMES_DB = "frame_images_DB"
 ALIGNED_DB = "aligned_images_DB"
@@ -55,12 +56,7 @@ def read_ytf_splits(path: str | Path) -> PairProtocol:
     names, or a repeated (split, pair#).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "splits file not found")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputFileError(path, f"not a text file ({exc.reason} at byte {exc.start})") from None
+    text = read_text(path, what="splits file")
     first, second, labels, folds, line_numbers = [], [], [], [], []
     seen: dict[tuple[int, int], int] = {}
     for number, line in enumerate(text.splitlines(), start=1):

@@ -17,9 +17,10 @@ from typing import Any
 from facever.core.devices import default_loader_workers
 from facever.core.errors import FaceverError
 from facever.core.settings import (
-    AMP_MODES, CACHE_MODES, CLASSIFIERS, DEFAULT_ALPHA2, DEFAULT_AMP, DEFAULT_DEVICE, DEFAULT_HEAD, DEFAULT_NOISE,
+    AMP_AUTO_RULE, AMP_MODES, CACHE_MODES, CLASSIFIERS, DEFAULT_ALPHA2, DEFAULT_AMP, DEFAULT_DEVICE, DEFAULT_HEAD, DEFAULT_NOISE,
     HEADS, NOISE_MODES, SCHEDULES, TRAIN_BATCH_SIZE,
 )
+from facever.core.sizes import MAX_SIDE, MIN_SIDE
 
 # May differ between a run and its resume: they change speed or bookkeeping, not the batches or the
 # schedule. (compile and channels_last, and on a GPU also device and deterministic, change the last
@@ -128,7 +129,8 @@ class TrainConfig:
         check((self.val_pairs is None) == (self.val_images is None), "`val_pairs` and `val_images` go together")
         check(self.val_bin is None or self.val_pairs is None, "give `val_pairs`/`val_images` or `val_bin`, not both")
         if self.input_size is not None:
-            check(len(self.input_size) == 2 and min(self.input_size) >= 8, f"`input_size` must be HxW, got {self.input_size}")
+            check(len(self.input_size) == 2 and MIN_SIDE <= min(self.input_size) and max(self.input_size) <= MAX_SIDE,
+                  f"`input_size` must be HxW with {MIN_SIDE} <= H, W <= {MAX_SIDE}, got {self.input_size}")
 
     @property
     def arch_kwargs(self) -> dict[str, Any]:
@@ -170,6 +172,60 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+#: What each setting of a run does, in the order `facever train --help` lists them: the one text behind
+#: the command line's options (which add each field's default) and the docs. Other settings are named in
+#: backticks (the command line writes them as its flags). Fields not listed (`data`, `lr_gamma`) are set
+#: by DATA or config files only.
+OPTION_HELP: dict[str, str] = {
+    "arch": "Backbone: sphere20, iresnet50, iresnet100, mobilefacenet, inception-resnet-v1, ...",
+    "input_size": "Override the backbone's input HEIGHTxWIDTH, e.g. 56x48 for a quick model.",
+    "embedding_dim": "Override the embedding size (sphere20: 512).",
+    "width": "Override the backbone's base channel width (sphere20/mobilefacenet: 64).",
+    "head": "noisy-softmax (the paper) or softmax (the baseline).",
+    "alpha2": "Noise variance alpha^2 of Noisy Softmax (paper: 0.1 on faces).",
+    "cosine_scale": "Logits s*cos(theta) on normalised embeddings and class weights (NormFace), with Noisy "
+                    "Softmax's noise on them; 0 is off (the paper's logits).",
+    "noise": "batch: one xi per mini-batch (authors' code); sample: one per image.",
+    "classifier": "full: every process holds the whole classifier; sharded: under torchrun each process holds "
+                  "1/N of the classes (Partial FC style; for 100k+ identities).",
+    "sample_rate": "With `classifier` sharded: score all classes of the batch plus this share of the others per "
+                   "step (Partial FC); 1.0 is the full softmax.",
+    "epochs": "Passes over the data.",
+    "batch_size": "Images per step per process (torchrun: x processes).",
+    "lr": "Peak learning rate of SGD.",
+    "schedule": "step: x0.1 at `milestones`; cosine: cosine decay to 0.",
+    "milestones": "Epochs where the step schedule divides the LR by 10, e.g. 10,15,18.",
+    "warmup_epochs": "Linear warm-up length in epochs (fractions allowed).",
+    "momentum": "SGD momentum.",
+    "weight_decay": "SGD weight decay.",
+    "crop_scale": "Random crops keeping this much of the area or more (0.8: 80-100%), resized back; 1 is off.",
+    "jitter": "Random brightness and contrast factors in [1-J, 1+J]; 0 is off.",
+    "greyscale": "Probability of turning a training image grey.",
+    "seed": "Seeds weights, batch order, flips and noise.",
+    "device": "auto (CUDA if present), cpu, cuda, cuda:1. Under torchrun each process takes GPU LOCAL_RANK.",
+    "amp": f"Mixed precision of the backbone: auto ({AMP_AUTO_RULE}), bf16, fp16 (with loss scaling), off. The "
+           "head and loss stay float32.",
+    "channels_last": "NHWC memory format (faster convolutions on recent GPUs).",
+    "compile": "torch.compile the backbone (faster steps after a slow first one).",
+    "deterministic": "Deterministic GPU kernels (cuDNN autotuning off, cudnn.deterministic, "
+                     "torch.use_deterministic_algorithms): a resumed GPU run then ends bitwise equal to an "
+                     "uninterrupted one on the same GPU and software, a little slower. Changes nothing on a CPU.",
+    "workers": "DataLoader worker processes decoding images (by default at most the CPUs available).",
+    "cache": "none: decode every step; memmap: decode once into a uint8 .npy file; device: that file held "
+             "whole on the GPU.",
+    "cache_dir": "Where the decoded cache lives (default RUN/cache); reused by later runs on the same data.",
+    "min_images": "Drop identities with fewer images than this.",
+    "holdout_identities": "Keep this many identities out of training and validate on pairs among them.",
+    "val_pairs": "LFW-style pairs.txt for validation (with `val_images`).",
+    "val_images": "Folder of aligned crops the `val_pairs` refer to (Name/Name_0001.jpg).",
+    "val_ext": "Extension of the `val_images` files the pairs name (e.g. .png).",
+    "val_bin": "InsightFace verification .bin (lfw.bin, agedb_30.bin, ...) for validation.",
+    "val_every": "Validate every N steps (0: at each epoch's end).",
+    "checkpoint_every": "Write checkpoint.pt every N steps, besides each epoch's end.",
+    "strict": "Fail on any undecodable image instead of skipping and listing it.",
+}
 
 
 def resume_differences(saved: TrainConfig, current: TrainConfig) -> dict[str, tuple[Any, Any]]:

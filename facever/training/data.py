@@ -15,7 +15,8 @@ Crop size policy: every training crop must have the same size (mixed sizes are a
 examples: they mean unaligned or differently aligned photos). Crops already at the model's input size
 are used as they are; others are centre-cropped to the model's aspect ratio and resized, the same
 function `facever embed` uses (`facever.core.crop.fit_to_input`): a 112x112 ArcFace crop for a 112x96
-model just loses 8 columns on each side, which is exactly SphereFace's alignment (FORMATS.md).
+model just loses 8 columns on each side, which is exactly SphereFace's alignment (ArcFace's five-point
+template is SphereFace's 96x112 one shifted right by 8 pixels: `facever.data_prep.templates`).
 """
 
 from __future__ import annotations

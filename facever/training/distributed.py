@@ -89,6 +89,12 @@ class DistContext:
             dist.destroy_process_group(self.patient_group)
 
 
+def launched_rank() -> tuple[int, int]:
+    """(rank, world size) as torchrun set them for this process; (0, 1) outside torchrun. Read before
+    the process group exists, to decide who checks and writes the run folder."""
+    return env_int("RANK", 0, low=0), env_int("WORLD_SIZE", 1, low=1)
+
+
 def init_distributed(device: str = "auto") -> DistContext:
     """Read torchrun's environment and join the process group; a single process otherwise.
 

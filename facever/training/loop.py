@@ -52,7 +52,7 @@ from facever.training.checkpoint import (
     save_shard,
 )
 from facever.training.config import TrainConfig
-from facever.models import create_model
+from facever.models import MAX_PARAMETERS, build_on_meta, create_model, list_models
 from facever.models.bundle import save_model_bundle
 from facever.training.data import (
     DeviceBatches,
@@ -216,14 +216,17 @@ def train(
     on_message: Callable[[str], None] | None = None,
     stop_requested: Callable[[], bool] | None = None,
     log_every: int = 10,
+    training_set: TrainingSet | None = None,
 ) -> TrainResult:
     """Train the configured model and head; write checkpoints, metrics and model files to `out_dir`.
 
     `stop_requested()` is polled after each step (every `log_every` steps under DDP, where ranks
     must agree): when true the run writes a checkpoint and returns with `interrupted=True`.
     `on_message(text)` receives notable events (dropped images, resumed step, best model).
-    Raises FaceverError for bad data, a config that does not match the checkpoint, or when OUT
-    already holds a checkpoint and `resume` is False.
+    `training_set`: `config.data` already opened (`open_training_set` with the config's settings), to
+    spare a second scan. Raises FaceverError for bad data, a model too large to build, a config that
+    does not match the checkpoint, or when OUT already holds a checkpoint (or a finished model.pt)
+    and `resume` is False.
 
     The steps, in the order of torchvision's reference script: `setup_run` (data, model, optimiser,
     restored state), then `train_one_epoch` per epoch, whose `after_step` validates and writes
@@ -240,7 +243,8 @@ def train(
     try:
         # Fixed batch shapes: cuDNN autotuning on a GPU, unless deterministic kernels are asked for.
         with device_scope(ctx.device), compute_settings(ctx.device, deterministic=config.deterministic):
-            run = setup_run(config, out_dir, ctx, resume=resume, scan_progress=scan_progress, say=hooks.say)
+            run = setup_run(config, out_dir, ctx, resume=resume, scan_progress=scan_progress, say=hooks.say,
+                            training_set=training_set)
             if run.validation_pending:  # the interrupted run stopped before a validation it owed
                 validate(run, (run.step - 1) // run.steps_per_epoch, say=hooks.say)
                 run.validation_pending = False
@@ -334,6 +338,7 @@ def setup_run(
     resume: bool,
     scan_progress: Callable[[int], None] | None,
     say: Callable[[str], None],
+    training_set: TrainingSet | None = None,
 ) -> Run:
     """Data, model, head, optimiser and batches; with `resume`, the checkpoint's state restored.
 
@@ -345,12 +350,11 @@ def setup_run(
         say("note: fp16 autocast on CPU is slow and rarely useful; bf16 is the CPU choice")
 
     _seed_everything(config.seed)
-    tset = open_training_set(
-        config.data, min_images=config.min_images, holdout_identities=config.holdout_identities, seed=config.seed
-    )
+    tset = training_set or open_run_data(config)
     if ck is not None and list(ck["class_map"]) != list(tset.classes):
         raise FaceverError(f"{out_dir / CHECKPOINT_NAME}: the data's identities changed since the checkpoint "
                            "(class map differs)")
+    check_model_size(config, num_classes=len(tset.classes), world_size=ctx.world_size)
     backbone = create_model(config.arch, **config.arch_kwargs)
     input_size = (int(backbone.input_size[0]), int(backbone.input_size[1]))
     prep = prepare_data(config, out_dir, ctx, tset, input_size, scan_progress=scan_progress, say=say)
@@ -394,13 +398,53 @@ def setup_run(
     return run
 
 
+def open_run_data(config: TrainConfig) -> TrainingSet:
+    """The run's training data, opened with its identity settings (no image decoded yet)."""
+    return open_training_set(
+        config.data, min_images=config.min_images, holdout_identities=config.holdout_identities, seed=config.seed
+    )
+
+
+def check_model_size(config: TrainConfig, *, num_classes: int, world_size: int = 1) -> None:
+    """Refuse, before anything is allocated, a backbone plus classifier (one process's share) beyond
+    `MAX_PARAMETERS`: a width or embedding size typed by mistake, not a model anyone trains."""
+    try:
+        shell = build_on_meta(config.arch, **config.arch_kwargs)
+    except FaceverError as exc:  # an unknown name, a size the builder refuses: the settings that made it
+        named = ("arch",) if config.arch not in list_models() else ("arch", *config.arch_kwargs)
+        raise FaceverError(str(exc), options=named) from None
+    classes = -(-num_classes // world_size) if config.classifier == "sharded" else num_classes
+    count = sum(p.numel() for p in shell.parameters()) + classes * int(shell.embedding_dim)
+    if count > MAX_PARAMETERS:
+        raise FaceverError(
+            f"{config.arch} ({', '.join(f'{k} {v}' for k, v in config.arch_kwargs.items()) or 'its own sizes'}) with "
+            f"{classes} classes would hold {count / 1e9:,.1f} billion parameters per process, more than the "
+            f"{MAX_PARAMETERS / 1e9:g} billion facever builds; choose a smaller `width`, `embedding_dim` or `input_size`",
+            options=("width", "embedding_dim", "input_size"))
+
+
+def refuse_finished_model(out_dir: Path) -> None:
+    """A new run in `out_dir` would replace its model.pt: refused when there is one (a finished run whose
+    checkpoint.pt was deleted, or a model put there by hand)."""
+    if (out_dir / "model.pt").exists() or (out_dir / "model.pt").is_symlink():
+        raise FaceverError(f"{out_dir} holds a finished model (model.pt) and no checkpoint.pt to continue its run; "
+                           "a new run would replace it: choose another `out`", options=("out",))
+
+
 def open_checkpoint(config: TrainConfig, out_dir: Path, ctx: DistContext, *, resume: bool) -> dict[str, Any] | None:
-    """The checkpoint to resume from (checked against `config`), or None for a new run in `out_dir`."""
+    """The checkpoint to resume from (checked against `config`), or None for a new run in `out_dir`.
+
+    A new run never replaces a finished model (model.pt without the checkpoint that would continue its
+    run), and starts its metrics.jsonl afresh (lines left by a run that stopped before its first checkpoint)."""
     ck_path = out_dir / CHECKPOINT_NAME
     if ctx.is_main:
         if ck_path.exists() and not resume:
             raise FaceverError(f"{out_dir} already holds a training checkpoint; pass `resume` to continue it or choose another `out`", options=('resume', 'out'))
+        if not resume:
+            refuse_finished_model(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (out_dir / "metrics.jsonl").unlink(missing_ok=True)
     if not resume:
         return None
     ck = load_checkpoint(ck_path)

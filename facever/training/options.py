@@ -114,9 +114,18 @@ def make_train_config(options: Mapping[str, Any], *, where: str = "configuration
 
 def name_the_source(error: FaceverError, sources: Mapping[str, str] | None) -> FaceverError:
     """A refused value's error (from `TrainConfig`'s checks) prefixed with the config file or recipe
-    it came from, its keys left as the file writes them. Values typed on the command line keep the
-    error as it is, for the command to name its own flags."""
-    given_by = [sources.get(name) for name in error.options] if sources else []
-    if not given_by or any(source in (None, "command line") for source in given_by):
+    that gave the settings it names (those left at their defaults aside), its keys left as the file
+    writes them. Values typed on the command line keep the error as it is, for the command to name
+    its own flags; when both gave some, the file's are listed by name and the flags stay the command's."""
+    given_by: dict[str, list[str]] = {}
+    for name in error.options:
+        if sources and name in sources:
+            given_by.setdefault(sources[name], []).append(name)
+    files = [source for source in given_by if source != "command line"]
+    if not files:
         return error
-    return FaceverError(f"{'; '.join(dict.fromkeys(given_by))}: {error}")
+    if "command line" not in given_by:
+        return FaceverError(f"{'; '.join(files)}: {error}")
+    # Some from a file, some typed: say which file gave which, and let the command write its flags.
+    named = "; ".join(f"{source} ({', '.join(given_by[source])})" for source in files)
+    return FaceverError(f"{named}: {error}", options=error.options)

@@ -17,14 +17,21 @@ SCALARS = {
 }
 
 
+def check_tensorboard() -> None:
+    """FaceverError when the tensorboard package is missing (checked before a run writes anything)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise FaceverError("TensorBoard logging needs the tensorboard package: pip install tensorboard") from None
+
+
 class MetricsToTensorBoard:
     """`update()` adds the records appended to RUN/metrics.jsonl since the last call; `close()` flushes."""
 
     def __init__(self, run_dir: str | Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise FaceverError("TensorBoard logging needs the tensorboard package: pip install tensorboard") from None
+        check_tensorboard()
+        from torch.utils.tensorboard import SummaryWriter
+
         self.run_dir = Path(run_dir)
         self.metrics = self.run_dir / "metrics.jsonl"
         self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))

@@ -94,6 +94,21 @@ class TestMode:
 ALL_MODES = tuple(TestMode(f, n, d) for f in (True, False) for n in (False, True) for d in (False, True))
 
 
+def parse_test_modes(text: str) -> list[TestMode]:
+    """`F1N0D0`, a comma-separated list of modes (`F1N0D0,F1N1D1`, each kept once, in order), or `all` (the eight)."""
+    if text.strip().lower() == "all":
+        return list(ALL_MODES)
+    modes: list[TestMode] = []
+    for part in text.split(","):
+        try:
+            mode = TestMode.parse(part)
+        except ValueError as exc:
+            raise FaceverError(f"`mode`: {exc}", options=("mode",)) from None
+        if mode not in modes:
+            modes.append(mode)
+    return modes
+
+
 def image_features(
     raw: np.ndarray,
     *,

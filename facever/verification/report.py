@@ -118,6 +118,22 @@ def format_table(result) -> str:
     return "\n".join(lines)
 
 
+def format_comparison(result) -> str:
+    """An ensemble's table (`EnsembleResult`): one row per model and one for the ensemble, with accuracy
+    mean +- std, AUC and TAR at each FAR of the report."""
+    rows = result.results()
+    width = max(8, *(len(name) for name, _ in rows))
+    fars = list(rows[0][1].tar_at_far)
+    header = (f"{'model':<{width}}  {'accuracy':>17}  {'AUC':>6}  "
+              + "  ".join(f"{'TAR@' + format(float(f), 'g'):>10}" for f in fars))
+    lines = [header]
+    for name, res in rows:
+        acc = f"{100 * res.kfold.mean:.2f}% +- {100 * res.kfold.std:.2f}"
+        tars = "  ".join(f"{100 * res.tar_at_far[f]:>9.2f}%" for f in fars)
+        lines.append(f"{name:<{width}}  {acc:>17}  {res.auc:>6.4f}  {tars}")
+    return "\n".join(lines)
+
+
 def format_ijb_table(results, search=None, *, names=None) -> str:
     """IJB 1:1 results (one row pair per test mode: both TAR@FAR definitions) and, given, the 1:N table.
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.json_files import parse_json, read_json_file
+from facever.core.text_files import read_text
 
 # Shown even when equal across runs: what a reader wants to see next to the numbers.
 KEY_FIELDS = ("arch", "input_size", "head", "alpha2", "cosine_scale", "epochs", "batch_size", "lr", "schedule", "seed", "amp")
@@ -40,10 +41,7 @@ def read_metrics(run_dir: str | Path) -> Metrics:
     metrics = Metrics()
     if not path.is_file():
         return metrics
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputFileError(path, f"not a text file (byte {exc.start} is not UTF-8)") from None
+    text = read_text(path, what="metrics file")
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

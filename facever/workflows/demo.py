@@ -96,9 +96,10 @@ def epochs_for(settings: DemoSettings, train_images: int) -> int:
 class DemoEvent:
     """What the progress callback receives.
 
-    A stage starts with `done=0` and its `total` (None when unknown) and a `message`; then each
-    call reports `done` items just finished. Stages: data, pairs, train:<model>, embed:<model>,
-    evaluate. `message`-only events (done=0, total=None) are notes, e.g. a reused model.
+    A stage starts with `done=0` and its `total` (None when unknown) and a `message` (and, for training,
+    `done_before`: the steps done when its first progress arrives, a resumed run's included, counted but
+    not timed); then each call reports `done` items just finished. Stages: data, pairs, train:<model>, embed:<model>, evaluate. `message`-only events
+    (done=0, total=None) are notes, e.g. a reused model.
     """
 
     stage: str
@@ -106,6 +107,7 @@ class DemoEvent:
     total: int | None = None
     message: str | None = None
     loss: float | None = None
+    done_before: int = 0
 
 
 @dataclass
@@ -242,13 +244,23 @@ def _synthetic_data(out_dir: Path, settings: DemoSettings, seed: int, emit) -> _
     return split
 
 
-def _folder_data(data: Path, out_dir: Path, settings: DemoSettings, seed: int, emit) -> _Split:
-    import numpy as np
+@dataclass
+class _FolderScan:
+    """A real identity folder read and split (nothing written yet): `members`/`holdout` map each person
+    to their images, `safe` each person to their folder name in the copy."""
 
+    data: Path
+    members: dict[str, list[str]]
+    holdout: dict[str, list[str]]
+    files: list[tuple[str, int]]
+    safe: dict[str, str]
+    n_test: int
+    left_out: str
+
+
+def _scan_folder(data: Path, settings: DemoSettings, seed: int) -> _FolderScan:
+    """Read and split `data`, refusing what the demo cannot use, before anything is written."""
     from facever.data_prep.identity_folder import scan_identity_folder
-    from facever.core.images import ImageDecodeError, read_image_rgb
-    from facever.data_prep.synthetic_faces import encode_png
-    from facever.core.crop import fit_to_input
 
     data = Path(data)
     if not data.is_dir():
@@ -267,29 +279,40 @@ def _folder_data(data: Path, out_dir: Path, settings: DemoSettings, seed: int, e
         members.setdefault(folder.classes[cls], []).append(rel)
     files = [(rel, (data / rel).stat().st_size) for group in (members, folder.holdout)
              for name in sorted(group) for rel in sorted(group[name])]
-    recipe = {"source": str(data.resolve()), "seed": seed, "size": list(settings.input_size),
-              "test_identities": n_test, "files": _digest(files)}
     safe = {name: _safe_name(name) for name in list(members) + list(folder.holdout)}
     if len(set(safe.values())) != len(safe):
         raise FaceverError(f"{data}: two person folders differ only in whitespace; rename one")
+    return _FolderScan(data, members, folder.holdout, files, safe, n_test, left_out)
+
+
+def _folder_data(scan: _FolderScan, out_dir: Path, settings: DemoSettings, seed: int, emit) -> _Split:
+    import numpy as np
+
+    from facever.core.images import ImageDecodeError, read_image_rgb
+    from facever.data_prep.synthetic_faces import encode_png
+    from facever.core.crop import fit_to_input
+
+    data, members, safe, n_test, files = scan.data, scan.members, scan.safe, scan.n_test, scan.files
+    recipe = {"source": str(data.resolve()), "seed": seed, "size": list(settings.input_size),
+              "test_identities": n_test, "files": _digest(files)}
     name = _safe_name(data.resolve().name) or "data"
     root = out_dir / "data" / name
     split = _Split(name, root, {safe[n]: len(v) for n, v in members.items()},
-                   {safe[n]: len(v) for n, v in folder.holdout.items()}, False, recipe)
+                   {safe[n]: len(v) for n, v in scan.holdout.items()}, False, recipe)
     if _reusable(root, recipe) is not None:
         emit(DemoEvent("data", message=f"reusing the prepared copy of {data} in {root}"))
         return split
     total = len(files)
     emit(DemoEvent("data", total=total, message=(
         f"preparing {data}: {len(members)} people for training, {n_test} held out for testing, "
-        f"images resized to {settings.input_size[0]}x{settings.input_size[1]} px{left_out}")))
+        f"images resized to {settings.input_size[0]}x{settings.input_size[1]} px{scan.left_out}")))
     partial = Path(str(root) + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
     from facever.core.atomic import write_bytes_atomic
 
     sources: list[str] = []
-    for part, group in (("train", members), ("test", folder.holdout)):
+    for part, group in (("train", members), ("test", scan.holdout)):
         for person in sorted(group):
             for k, rel in enumerate(sorted(group[person]), start=1):
                 try:
@@ -366,9 +389,8 @@ def _train_one(name: str, config, split: _Split, run_dir: Path, emit, stop_reque
             emit(DemoEvent(stage, done=0, total=info.total_steps, message=(
                 f"training {name}: {config.arch} (width {config.width}, {config.embedding_dim}-d) at "
                 f"{config.input_size[0]}x{config.input_size[1]}, {config.epochs} epochs, {info.total_steps} steps"
-                + (f", resuming at step {info.step - 1}" if resume else ""))))
-            if info.step > 1:  # resumed: the steps done before count as done
-                emit(DemoEvent(stage, done=info.step - 1))
+                + (f", resuming at step {info.step - 1}" if resume else "")), done_before=info.step))
+            return  # its bar starts after this step: the steps so far are counted, not timed
         emit(DemoEvent(stage, done=1, loss=info.loss))
 
     def on_message(text: str) -> None:
@@ -452,11 +474,11 @@ def _run_demo(out_dir: Path, *, data, quick, seed, device, progress, settings, s
             progress(event)
 
     seconds: dict[str, float] = {}
-    _claim_out_dir(out_dir)
-
     t0 = time.perf_counter()
+    scan = None if synthetic else _scan_folder(Path(data), settings, seed)  # refused data: nothing written
+    _claim_out_dir(out_dir)
     split = (_synthetic_data(out_dir, settings, seed, emit) if synthetic
-             else _folder_data(Path(data), out_dir, settings, seed, emit))
+             else _folder_data(scan, out_dir, settings, seed, emit))
     seconds["data"] = time.perf_counter() - t0
 
     # Pairs: as many per fold as the test people allow, up to the setting.

@@ -32,16 +32,20 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Sequence
+from typing import Any, Callable, Sequence
 
 from facever.core.atomic import atomic_path, write_text_atomic
 from facever.core.errors import FaceverError
 from facever.core.output_folders import claim_output_folder, make_folder
 from facever.core.settings import DEFAULT_FLIP, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
+from facever.core.progress import ProgressFactory, no_progress
 
 log = logging.getLogger(__name__)
 
-# The paper's numbers (percent): Chen, Deng, Du, "Noisy Softmax", CVPR 2017 (FORMATS.md).
+# The paper's numbers (percent): Chen, Deng, Du, "Noisy Softmax: Improving the Generalization Ability of
+# DCNN via Postponing the Early Softmax Saturation", CVPR 2017, trained on CASIA-WebFace: one Noisy
+# Softmax model (alpha^2 = 0.1) LFW 99.18, YTF 94.88; the softmax baseline YTF 94.22; an ensemble of two
+# Noisy Softmax models LFW 99.31, FGLFW 94.43, YTF 95.37.
 PAPER_RESULTS: dict[str, dict[str, float]] = {
     "softmax": {"ytf": 94.22},
     "noisy-softmax": {"lfw": 99.18, "ytf": 94.88},
@@ -54,7 +58,8 @@ MODELS: dict[str, tuple[str, int]] = {"noisy-a": ("noisy-softmax", 0), "noisy-b"
                                       "softmax": ("softmax", 0)}
 NOISY = ("noisy-a", "noisy-b")
 # Crop sizes (h, w) that mean "already aligned" on the 5-point template: SphereFace's 112x96 and
-# ArcFace's 112x112 (which the model input pipeline crops to 112x96 exactly, FORMATS.md).
+# ArcFace's 112x112, whose template is SphereFace's shifted right by 8 pixels, so the model input
+# pipeline's centre crop to 112x96 gives SphereFace's alignment exactly (`facever.data_prep.templates`).
 ALIGNED_SIZES = ((112, 96), (112, 112))
 SIZE_SAMPLE = 64
 DEFAULT_RECIPE = "paper-casia-sphere20"
@@ -105,14 +110,6 @@ class StageEvent:
     total: int
     seconds: float | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
-
-
-ProgressFactory = Callable[..., ContextManager[Callable[..., None]]]
-
-
-@contextlib.contextmanager
-def _no_progress(description: str, total: int | None, unit: str = "img"):  # noqa: ARG001
-    yield lambda n=1, **kw: None
 
 
 @dataclass
@@ -204,6 +201,33 @@ def epoch_overrides(epochs: int, *, recipe: str = DEFAULT_RECIPE, config_file: s
     return overrides
 
 
+def reproduce_settings(
+    *,
+    casia: str | Path,
+    lfw: str | Path,
+    ytf: str | Path,
+    fglfw: str | Path | None = None,
+    lfw_pairs: str | Path | None = None,
+    ytf_splits: str | Path | None = None,
+    recipe: str = DEFAULT_RECIPE,
+    config_file: str | Path | None = None,
+    epochs: int | None = None,
+    **options: Any,
+) -> ReproduceSettings:
+    """The settings of a reproduction from its inputs (made absolute) and options (`ReproduceSettings`'
+    fields); `epochs` shortens the recipe, keeping its step schedule inside the shorter run
+    (`epoch_overrides`)."""
+    def absolute(path):
+        return None if path is None else str(Path(path).resolve())
+
+    overrides = epoch_overrides(epochs, recipe=recipe, config_file=config_file) if epochs is not None else {}
+    return ReproduceSettings(
+        casia=absolute(casia), lfw=absolute(lfw), ytf=absolute(ytf), fglfw=absolute(fglfw),
+        lfw_pairs=absolute(lfw_pairs), ytf_splits=absolute(ytf_splits), recipe=recipe,
+        config_file=absolute(config_file), overrides=overrides, **options,
+    )
+
+
 class Reproduction:
     """One reproduction run into `out_dir` (see the module docstring). Use `run()`."""
 
@@ -221,7 +245,7 @@ class Reproduction:
         self.out = Path(out_dir)
         self.on_stage = on_stage or (lambda event: None)
         self.say = on_message or (lambda text: log.info("%s", text))
-        self.progress = progress or _no_progress
+        self.progress = progress or no_progress
         self.stop_requested = stop_requested
         self.lfw_pairs = Path(settings.lfw_pairs) if settings.lfw_pairs else Path(settings.lfw) / "pairs.txt"
         self.ytf_splits = Path(settings.ytf_splits) if settings.ytf_splits else Path(settings.ytf) / "splits.txt"
@@ -263,6 +287,13 @@ class Reproduction:
         for what, path in (("casia", s.casia), ("lfw", s.lfw), ("ytf", s.ytf)):
             if not Path(path).exists():
                 raise FaceverError(f"{path}: not found (`{what}`)", options=(what,))
+        from facever.training.data import is_recordio
+
+        for what, path, holds in (("lfw", s.lfw, "the LFW images, Name/Name_0001.jpg"),
+                                  ("ytf", s.ytf, "frame_images_DB/ or aligned_images_DB/"),
+                                  ("casia", s.casia, "identity folders, or train.rec")):
+            if not Path(path).is_dir() and not (what == "casia" and is_recordio(Path(path))):
+                raise FaceverError(f"{path}: not a folder (`{what}` is the folder holding {holds})", options=(what,))
         out = Path(os.path.realpath(self.out))
         for what, path in (("casia", s.casia), ("lfw", s.lfw), ("ytf", s.ytf)):
             data = Path(os.path.realpath(path))
@@ -352,28 +383,17 @@ class Reproduction:
         return None
 
     def _align(self, what: str, src: Path, dst: Path, *, select: str = "largest", on_miss: str = "skip") -> dict[str, Any]:
-        """`facever align SRC DST` in a child process.
+        """`facever align SRC DST` at the model's input size, in a child process of its own
+        (`facever.workflows.align.align_in_child` says why); rerunning resumes."""
+        from facever.data_prep.align_dataset import AlignConfig
+        from facever.workflows.align import align_in_child, default_workers
 
-        A child, because a process that has run the aligner (MTCNN, OpenCV and writer threads) can
-        deadlock later when it forks DataLoader workers for embedding; the child exits clean.
-        """
-        import subprocess
-        import sys
-
-        h, w = self.input_size()
-        command = [sys.executable, "-m", "facever", "align", str(src), str(dst), "--size", f"{h}x{w}",
-                   "--select", select, "--on-miss", on_miss, "--device", self.settings.device, "--json"]
-        if self.settings.workers is not None:
-            command += ["--workers", str(self.settings.workers)]
-        self.say(f"{what}: aligning into {dst} (facever align; rerunning resumes)")
-        proc = subprocess.run(command, stdout=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            raise FaceverError(f"aligning {what} ({src}) failed with exit status {proc.returncode} (message above); "
-                               "rerun to continue")
-        try:
-            summary = json.loads(proc.stdout)
-        except ValueError:
-            summary = {"output": proc.stdout[-2000:]}
+        workers = self.settings.workers if self.settings.workers is not None else default_workers()
+        config = AlignConfig(size=self.input_size(), select=select, on_miss=on_miss, device=self.settings.device,
+                             workers=workers)
+        self.say(f"{what}: aligning into {dst} (as facever align; rerunning resumes)")
+        summary = align_in_child(src, dst, config, say=self.say, progress=self.progress,
+                                 stop_requested=self.stop_requested, description=f"align {what}")
         return {"path": str(dst), "aligned_here": True, "summary": summary}
 
     def _image_list(self, path: Path, files: Sequence[Path]) -> Path:
@@ -456,11 +476,11 @@ class Reproduction:
             bars: dict[str, Any] = {}
 
             def progress(step_info) -> None:
-                if "bar" not in bars:
-                    bars["bar"] = stack.enter_context(self.progress(f"train {model}", step_info.total_steps, unit="step"))
-                    if step_info.step > 1:
-                        bars["bar"](step_info.step - 1)
-                bars["bar"](1)
+                if "bar" in bars:
+                    bars["bar"](1)
+                else:  # the bar starts after this step: steps so far (a resumed run's too) counted, not timed
+                    bars["bar"] = stack.enter_context(self.progress(f"train {model}", step_info.total_steps, unit="step",
+                                                                    done=step_info.step))
 
             result = train(config, run_dir, resume=resume, progress=progress, on_message=self.say,
                            stop_requested=self.stop_requested)

@@ -18,6 +18,7 @@ paths start from `root` (by default the pairs file's folder).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 from dataclasses import dataclass, field
@@ -28,7 +29,9 @@ import numpy as np
 
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.json_files import read_json_file
-from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
+from facever.core.progress import Hooks
+from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, DEFAULT_SELECT, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
+from facever.core.text_files import read_text
 
 
 @dataclass(frozen=True)
@@ -109,12 +112,7 @@ def read_pairs_table(path: str | Path) -> tuple[list[tuple[str, str]], list[bool
     from facever.protocols.pair_lists import looks_like_path_list, read_path_pairs
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise FaceverError(f"{path}: pairs file not found") from None
-    except UnicodeDecodeError:
-        raise InputFileError(path, "not a text file (cannot decode as UTF-8)") from None
+    text = read_text(path, what="pairs file")
     if looks_like_path_list(text):
         proto = read_path_pairs(path, text)
         return list(zip(proto.first, proto.second)), [bool(v) for v in proto.labels]
@@ -259,3 +257,64 @@ def verify_pairs(
     ]
     return VerifyResult(pairs=results, threshold=threshold, faces=choices,
                         model={**model.metadata(), **loop.settings(), "aligned_here": aligner is not None})
+
+
+def verify(
+    model: str,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    *,
+    pairs_file: str | Path | None = None,
+    images: str | Path | None = None,
+    threshold: float | None = None,
+    threshold_from: str | Path | None = None,
+    aligned: bool = False,
+    select: str = DEFAULT_SELECT,
+    min_face: int = 20,
+    preprocessing: dict[str, Any] | None = None,
+    embed=None,
+    hooks: Hooks | None = None,
+) -> VerifyResult:
+    """`facever verify` end to end: the photos of `pairs` (or of `pairs_file`, relative to `images`,
+    default its folder) scored with `model` and decided against `threshold` or the mean fold threshold
+    of the report `threshold_from` (a warning when that report was made with another model or flip).
+
+    `aligned`: the photos are crops already (fitted to the model's input); otherwise MTCNN finds the
+    `select` face of each (`min_face` pixels at least) and aligns it as `facever align` does.
+    `embed`: the `EmbedSettings` of the evaluation workflow (flip, batch size, device, amp, weights);
+    `preprocessing`: mean/std/color overrides for graphs that do not state theirs.
+    """
+    from facever.core.devices import resolve_device
+    from facever.workflows.evaluate import EmbedSettings, load_model
+
+    embed = embed or EmbedSettings()
+    hooks = hooks or Hooks()
+    if (pairs is None) == (pairs_file is None):
+        raise FaceverError("give either pairs of photos or a pairs file", options=("pairs",))
+    if threshold is not None and threshold_from is not None:
+        raise FaceverError("give either `threshold` or `threshold_from`, not both", options=("threshold", "threshold_from"))
+    check_threshold(threshold)  # before any model is loaded
+    source = threshold_from_report(threshold_from) if threshold_from is not None else None
+    if source is not None:
+        threshold = source.threshold
+    expected = None
+    root = None
+    if pairs_file is not None:
+        pairs, expected = read_pairs_table(pairs_file)
+        root = Path(images) if images is not None else Path(pairs_file).parent
+    device = resolve_device(embed.device)
+    emb_model = load_model(model, dataclasses.replace(embed, device=device), **(preprocessing or {}))
+    if source is not None:
+        if source.model_sha256 and source.model_sha256 != emb_model.fingerprint:
+            hooks.warning(f"{source.source} was made with another model ({source.model}); its threshold may not fit "
+                          f"{emb_model.model_id}")
+        if source.flip and source.flip != embed.flip:
+            hooks.warning(f"{source.source} was made with flip {source.flip}, this run uses flip {embed.flip}")
+    aligner = None
+    if not aligned:
+        from facever.data_prep.align import FaceAligner
+
+        aligner = FaceAligner(size=tuple(emb_model.input_size), select=select, min_face=min_face, device=embed.device)
+    result = verify_pairs(emb_model, pairs, root=root, threshold=threshold, aligner=aligner, flip=embed.flip,
+                          device=device, amp=embed.amp, batch_size=embed.batch_size, expected=expected)
+    result.threshold_source = source
+    return result

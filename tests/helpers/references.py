@@ -84,3 +84,19 @@ def hand_verification(embeddings, protocol) -> tuple[float, float]:
     labels = np.asarray(protocol.labels, dtype=bool)
     _, accuracies = brute_kfold(scores, labels, np.asarray(protocol.folds))
     return float(np.mean(accuracies)), hand_auc(scores, labels)
+
+
+def plain_model_input(crops, model):
+    """A model's input written out by hand, independently of the pipeline: each uint8 RGB crop fitted to the
+    model's input with the crop policy (`fit_to_input`), then `(x / 255 - mean) / std` per channel in the
+    model's colour order, as contiguous NCHW float32."""
+    import torch
+
+    from facever.core.crop import fit_to_input
+
+    size = tuple(int(v) for v in model.input_size)
+    x = np.stack([fit_to_input(np.asarray(c, dtype=np.uint8), size) for c in crops]).astype(np.float64) / 255.0
+    if model.color.upper() == "BGR":
+        x = x[..., ::-1]
+    x = (x - np.asarray(model.mean, dtype=np.float64)) / np.asarray(model.std, dtype=np.float64)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32))
