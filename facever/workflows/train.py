@@ -170,6 +170,10 @@ def plan_run(request: TrainRequest, *, world_size: int = 1) -> _Plan:
     if _finished(plan, out):
         return plan
     check_validation_inputs(config)
+    if config.cache_dir and config.cache != "none":  # a file where the cache folder goes: refused before writing
+        from facever.core.output_folders import check_folder_path
+
+        check_folder_path(config.cache_dir, what="cache folder")
     if request.tensorboard:
         from facever.training.tensorboard import check_tensorboard
 
