@@ -117,6 +117,15 @@ def test_verify_threshold_from_report(model_112x96, photos, tmp_path):
     assert result.exit_code == 0, result.output
     assert "(threshold 0.3500)" in result.stdout
     assert "mean of 4 fold thresholds of lfw" in result.stderr and "91.25%" in result.stderr
+    # The report's flip (none) is taken without --flip; --flip given on purpose wins, with a warning.
+    taken = _verify(photos["a1"], photos["a2"], "--model", model_112x96, "--threshold-from", tmp_path, "--json")
+    assert taken.exit_code == 0, taken.output
+    data = json.loads(taken.stdout)
+    assert data["model"]["flip"] == "none" and data["threshold_from"]["flip"] == "none"
+    told = _verify(photos["a1"], photos["a2"], "--model", model_112x96, "--threshold-from", tmp_path, "--flip",
+                   "concat", "--json")
+    assert told.exit_code == 0 and json.loads(told.stdout)["model"]["flip"] == "concat"
+    assert "chose its threshold on embeddings with flip none" in told.stderr
 
     # A squared-L2 report: same iff d < t  <=>  cos > 1 - t/2 for unit vectors.
     report["settings"]["metric"] = "l2"
@@ -126,6 +135,36 @@ def test_verify_threshold_from_report(model_112x96, photos, tmp_path):
     (tmp_path / "mean.json").write_text(json.dumps(report))
     with pytest.raises(FaceverError, match="mean-subtracted"):
         threshold_from_report(tmp_path / "mean.json")
+
+
+def test_threshold_from_report_brings_the_settings_its_threshold_was_chosen_under(tmp_path):
+    """The report's flip (and a convention's scoring) is taken unless the caller asks for another."""
+    from facever.workflows.verify import threshold_from_report
+
+    folds = [{"fold": k, "accuracy": 0.9, "threshold": t, "train_accuracy": 0.9, "pairs": 10}
+             for k, t in enumerate([0.2, 0.4])]
+    report = {"protocol": "lfw", "accuracy": {"mean": 0.9, "std": 0.01}, "folds": folds,
+              "settings": {"metric": "cosine", "embeddings_metadata": {"flip": "sum"}}}
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    got = threshold_from_report(tmp_path / "r.json")
+    assert got.flip_for(None) == ("sum", None)
+    flip, warning = got.flip_for("concat")
+    assert flip == "concat" and "flip sum" in warning
+    assert got.flip_for("sum") == ("sum", None)
+    # insightface's convention scores f(x) + f(mirror x) of a concat file, squared L2: the threshold is a
+    # cosine of the summed embedding.
+    report["settings"] = {"metric": "l2", "embeddings_metadata": {"flip": "concat"},
+                          "convention": {"name": "insightface", "flip": "sum"}, "subtract_mean": False}
+    (tmp_path / "i.json").write_text(json.dumps(report))
+    got = threshold_from_report(tmp_path / "i.json")
+    assert got.flip_for(None) == ("sum", None) and got.convention == "insightface"
+    assert got.threshold == pytest.approx(1 - 0.3 / 2)
+    # no flip recorded at all: the default
+    report["settings"] = {"metric": "cosine"}
+    (tmp_path / "old.json").write_text(json.dumps(report))
+    from facever.core.settings import DEFAULT_FLIP
+
+    assert threshold_from_report(tmp_path / "old.json").flip_for(None) == (DEFAULT_FLIP, None)
 
 
 def test_verify_csv_agrees_with_single_pairs_and_reads_pairs_lists(model_112x96, photos, tmp_path):

@@ -74,14 +74,17 @@ def verify(
     if images is not None and pairs is None:
         fail("--images applies with --pairs only")
     with user_errors(), library_warnings():
+        from facever.cli._options import explicit_parameters
         from facever.embedding.loading import preprocessing_overrides
         from facever.workflows.verify import verify as verify_photos
+
+        given = explicit_parameters(["flip"])
 
         result = verify_photos(
             model, None if pairs is not None else [(str(image_a), str(image_b))], pairs_file=pairs, images=images,
             threshold=threshold, threshold_from=threshold_from, aligned=aligned, select=select.value,
             min_face=min_face, preprocessing=preprocessing_overrides(mean, std, bgr), embed=embedding,
-            hooks=console_hooks(),
+            flip_given=given is None or "flip" in given, hooks=console_hooks(),
         )
     for name, choice in result.faces.items():
         if choice.faces > 1:

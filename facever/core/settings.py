@@ -44,6 +44,12 @@ DEFAULT_METRIC = "cosine"
 #: exact: midpoints between training scores; grid: facenet/insightface's 0:4:0.01 grid of distances.
 THRESHOLD_MODES = ("exact", "grid")
 DEFAULT_THRESHOLDS = "exact"
+#: Whose numbers a report gives (facever.verification.conventions): facever's engine with the settings
+#: given, or the number insightface's / facenet's / SphereFace's evaluation script would print (their
+#: flip fusion, distance, mean subtraction, folds, threshold grid and tie rule, VAL rule; on IJB,
+#: insightface's test mode F1N1D1 and its 1:N numbers).
+CONVENTIONS = ("facever", "insightface", "facenet", "sphereface")
+DEFAULT_CONVENTION = "facever"
 #: How `facever ensemble` joins models: concatenated normalised embeddings, or the mean of the scores.
 FUSIONS = ("concat", "score-mean")
 DEFAULT_FUSION = "concat"

@@ -100,7 +100,7 @@ def write_ensemble_report(out_dir: str | Path, result, *, title: str | None = No
 def format_table(result) -> str:
     """Per-fold thresholds and accuracies, then the summary, as aligned plain text."""
     kf = result.kfold
-    unit = "cosine" if result.settings.get("metric", "cosine") == "cosine" else "sq. L2"
+    unit = {"cosine": "cosine", "l2": "sq. L2", "arccos": "arccos/pi"}.get(result.settings.get("metric") or "cosine", "score")
     lines = [f"{'fold':>4}  {'pairs':>5}  {'threshold (' + unit + ')':>20}  {'accuracy':>9}"]
     for f, s, t, a in zip(kf.fold_ids, kf.sizes, kf.thresholds, kf.accuracies):
         lines.append(f"{int(f) + 1:>4}  {int(s):>5}  {t:>20.6f}  {100 * a:>8.2f}%")
@@ -115,6 +115,12 @@ def format_table(result) -> str:
                  "(facenet's definition)")
     if result.dropped_pairs:
         lines.append(f"dropped    {result.dropped_pairs} pairs with missing images")
+    peer = getattr(result, "peer", None)
+    if peer:
+        conv = result.settings.get("convention", {})
+        lines.append("")
+        lines.append(f"as {conv.get('name', 'the peer')}'s script prints it ({conv.get('script', '')}):")
+        lines.extend("  " + line for line in peer["lines"])
     return "\n".join(lines)
 
 
@@ -137,7 +143,8 @@ def format_comparison(result) -> str:
 def format_ijb_table(results, search=None, *, names=None) -> str:
     """IJB 1:1 results (one row pair per test mode: both TAR@FAR definitions) and, given, the 1:N table.
 
-    `results`: `IJBResult`s; `search`: `(per-gallery SearchResults, average dict)` or None; `names`:
+    `results`: `IJBResult`s; `search`: `(per-gallery SearchResults, average dict[, insightface's 1:N dict])`
+    or None; `names`:
     a row label per result instead of its test mode (ensembles: the model names).
     """
     fars = list(results[0].tar_at_far["insightface"])
@@ -152,7 +159,7 @@ def format_ijb_table(results, search=None, *, names=None) -> str:
             lines.append(f"{first}  {definition:<12}{tars}")
     lines.append("insightface: the ROC point whose FAR is nearest the target; conservative: the best TAR at FAR <= target")
     if search is not None:
-        per_gallery, average = search
+        per_gallery, average, *peer = search
         first = per_gallery[0]
         ranks = list(first.cmc)
         fpirs = list(first.tpir_at_fpir)
@@ -165,6 +172,12 @@ def format_ijb_table(results, search=None, *, names=None) -> str:
                          + f"   {r.mated_probes} / {r.non_mated_probes}")
         lines.append(f"{'average':<14}" + "  ".join(f"{100 * average['cmc'][f'rank{k}']:>6.2f}%" for k in ranks) + "  "
                      + "  ".join(f"{100 * average['tpir_at_fpir'][f]['tpir']:>9.2f}%" for f in fpirs))
+        if peer and peer[0] is not None:
+            ins = peer[0]
+            lines.append(f"{'insightface':<14}" + "  ".join(f"{100 * ins[f'top{k}']:>6.2f}%" for k in ranks) + "  "
+                         + "  ".join(f"{100 * v['tpr']:>9.2f}%" for v in ins["tpr_at_far"].values())
+                         + f"   {ins['probes']} probes, galleries joined (ijb_1n.py: top-k and TPR at its \"FAR\", "
+                         "not NIST's rank and FPIR)")
     return "\n".join(lines)
 
 
@@ -199,9 +212,11 @@ def ijb_report_data(results, *, search=None, extra: dict | None = None) -> dict:
     data["modes"] = {r.mode.key: {"test_mode": r.mode.label, "auc": r.auc, "tar_at_far": r.tar_at_far}
                      for r in results}
     if search is not None:
-        per_gallery, average = search
+        per_gallery, average, *peer = search
         data["one_to_n"] = {"test_mode": results[0].mode.label, "galleries": [r.to_dict() for r in per_gallery],
                             "average": average}
+        if peer and peer[0] is not None:
+            data["one_to_n"]["insightface"] = peer[0]
     if extra:
         data["settings"].update(extra)
     return data

@@ -43,8 +43,8 @@ from typing import Any, Sequence
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.progress import Hooks
 from facever.core.settings import (
-    AMP_MODES, DEFAULT_AMP, DEFAULT_DEVICE, DEFAULT_FLIP, DEFAULT_FUSION, DEFAULT_THRESHOLDS, EMBED_BATCH_SIZE,
-    FLIP_MODES, FUSIONS, METRICS, PAIR_BENCHMARKS, THRESHOLD_MODES, check_choice,
+    AMP_MODES, CONVENTIONS, DEFAULT_AMP, DEFAULT_CONVENTION, DEFAULT_DEVICE, DEFAULT_FLIP, DEFAULT_FUSION,
+    DEFAULT_THRESHOLDS, EMBED_BATCH_SIZE, FLIP_MODES, FUSIONS, METRICS, PAIR_BENCHMARKS, THRESHOLD_MODES, check_choice,
 )
 
 # -- settings --------------------------------------------------------------------------------------------
@@ -76,23 +76,27 @@ class ScoringSettings:
     """How a protocol's pairs are scored (`facever.verification.evaluate.evaluate_protocol`'s options).
 
     `metric` None: cosine with exact thresholds, squared L2 with grid thresholds (facenet's). IJB sets
-    take none of these today (their test modes are their own), but every scoring command takes this.
+    take only `convention` (their test modes are their own). `convention`: whose number the report gives
+    (`facever.verification.conventions`): facever's engine with these options, or a peer script's, which
+    sets metric, thresholds and mean subtraction itself (and on IJB the test mode and 1:N numbers).
     """
 
     thresholds: str = DEFAULT_THRESHOLDS
     metric: str | None = None
     subtract_mean: bool = False
     allow_missing: bool = False
+    convention: str = DEFAULT_CONVENTION
 
     def __post_init__(self) -> None:
         check_choice("thresholds", self.thresholds, THRESHOLD_MODES)
         if self.metric is not None:
             check_choice("metric", self.metric, METRICS)
+        check_choice("convention", self.convention, CONVENTIONS)
 
     def engine_options(self) -> dict[str, Any]:
         """Keyword arguments of `evaluate_protocol` (and `evaluate_ensemble`)."""
         return {"metric": self.metric, "thresholds": self.thresholds, "subtract_mean": self.subtract_mean,
-                "allow_missing": self.allow_missing}
+                "allow_missing": self.allow_missing, "convention": self.convention}
 
 
 @dataclass(frozen=True)
@@ -616,9 +620,11 @@ def evaluate(bench: PairBenchmark | IJBBenchmark, source: Source, *, embed: Embe
     if isinstance(bench, IJBBenchmark):
         return _evaluate_ijb(bench, source, embed=embed, scoring=scoring, out=out, cache=cache, crops=crops,
                              hooks=hooks)
+    from facever.verification.conventions import check_benchmark
     from facever.verification.evaluate import evaluate_protocol
     from facever.verification.report import write_report
 
+    check_benchmark(scoring.convention, bench.name)  # before any model time
     used = benchmark_embeddings(bench, source, embed=embed, allow_missing=scoring.allow_missing, out=out, cache=cache,
                                 hooks=hooks)
     result = evaluate_protocol(bench.protocol, used.embeddings, embeddings_source=used.label,
@@ -628,13 +634,37 @@ def evaluate(bench: PairBenchmark | IJBBenchmark, source: Source, *, embed: Embe
     return PairEvaluation(result, bench.title(used.label, result.settings), written)
 
 
+def _ijb_convention(bench: IJBBenchmark, scoring: ScoringSettings):
+    """`(bench, convention)`: under a peer's convention its test mode is scored first (it replaces the
+    default F1N0D0; modes asked for with `modes` follow it)."""
+    from facever.verification.conventions import check_benchmark
+    from facever.verification.ijb import TestMode
+
+    conv = check_benchmark(scoring.convention, bench.set_name)
+    if conv.is_peer:
+        first = TestMode.parse(conv.ijb_mode)
+        default = [TestMode.parse(get_ijb_default_mode())]
+        rest = [] if bench.modes == default else [m for m in bench.modes if m != first]
+        bench = dataclasses.replace(bench, modes=[first, *rest])
+    return bench, conv
+
+
+def get_ijb_default_mode() -> str:
+    """facever's own IJB test mode (the facever convention's)."""
+    from facever.verification.conventions import get_convention
+
+    return get_convention("facever").ijb_mode
+
+
 def _evaluate_ijb(bench: IJBBenchmark, source: Source, *, embed: EmbedSettings, scoring: ScoringSettings,  # noqa: ARG001
                   out, cache, crops, hooks) -> IJBEvaluation:
     """`evaluate` on an IJB set: every test mode of `bench`, 1:N for the first when asked. `scoring`'s pair
-    options do not apply to templates (the CLI does not offer them here)."""
-    from facever.verification.ijb import evaluate_ijb, evaluate_search, ijb_template_features
+    options do not apply to templates (the CLI does not offer them here); its convention does
+    (`_ijb_convention`: insightface's test mode first, and its 1:N numbers beside NIST's)."""
+    from facever.verification.ijb import evaluate_ijb, evaluate_search, ijb_template_features, insightface_search
     from facever.verification.report import write_ijb_report
 
+    bench, conv = _ijb_convention(bench, scoring)
     landmarks = bench.landmarks if bench.needs_landmarks(source) else None  # named before any model loads
     used = benchmark_embeddings(bench, source, embed=embed, out=out, cache=cache, crops=crops, hooks=hooks)
     emb, meta = used.embeddings, bench.meta
@@ -645,9 +675,12 @@ def _evaluate_ijb(bench: IJBBenchmark, source: Source, *, embed: EmbedSettings, 
         results.append(evaluate_ijb(meta, emb, mode, template_feats=feats))
         if k == 0 and bench.search_sets is not None:
             search = evaluate_search(*feats, *bench.search_sets)
+            if "insightface" in conv.ijb_one_to_n:
+                search = (*search, insightface_search(*feats, *bench.search_sets))
         hooks.message(f"{mode.label}: scored in {time.perf_counter() - t0:.1f}s")
     for r in results:
-        r.settings.update({"embeddings_source": used.label, "embeddings_metadata": emb.metadata})
+        r.settings.update({"embeddings_source": used.label, "embeddings_metadata": emb.metadata,
+                           "convention": conv.to_dict()})
     written = {}
     if out is not None:
         written = write_ijb_report(out, results, t1=meta.pairs.t1, t2=meta.pairs.t2, search=search)
@@ -743,7 +776,10 @@ def evaluate_ensemble(bench: PairBenchmark | IJBBenchmark, sources: Sequence[Sou
     if isinstance(bench, IJBBenchmark):
         return _ensemble_ijb(bench, sources, names, weights, embed=embed, scoring=scoring, out=out, hooks=hooks)
     from facever.embedding.ensemble import evaluate_ensemble as engine_ensemble
+    from facever.verification.conventions import check_benchmark
     from facever.verification.report import write_ensemble_report
+
+    check_benchmark(scoring.convention, bench.name)
 
     per_model = [benchmark_embeddings(bench, s, embed=embed, allow_missing=scoring.allow_missing, out=out, hooks=hooks)
                  for s in sources]
@@ -776,11 +812,14 @@ def _save_fused(path: Path, per_model: Sequence[Embedded], result, fusion: str, 
 
 
 def _ensemble_ijb(bench: IJBBenchmark, sources: Sequence[Source], names, weights, *, embed: EmbedSettings,
-                  scoring: ScoringSettings, out, hooks):  # noqa: ARG001 - scoring: as in _evaluate_ijb
+                  scoring: ScoringSettings, out, hooks):
     """IJB-B/C: per-image embeddings of each source, fused at the template level (one test mode)."""
     from facever.embedding.ensemble import evaluate_ensemble_ijb
     from facever.verification.report import write_ensemble_report
 
+    bench, conv = _ijb_convention(bench, scoring)
+    if conv.is_peer:
+        bench = dataclasses.replace(bench, modes=bench.modes[:1])
     if len(bench.modes) != 1:
         raise FaceverError("`mode`: give one test mode for an ensemble", options=("mode",))
     mode = bench.modes[0]
@@ -790,6 +829,8 @@ def _ensemble_ijb(bench: IJBBenchmark, sources: Sequence[Source], names, weights
                                    landmarks=landmarks)
     for name, src in zip(names, sources):
         result.models[name].settings["source"] = src.text
+    for _, res in result.results():
+        res.settings["convention"] = conv.to_dict()
     written = {}
     if out is not None:
         written = write_ensemble_report(out, result, title=f"{bench.set_name.upper()} ROC: models and ensemble",

@@ -8,7 +8,10 @@ embeddings, the engine's `cosine` metric, and the decision is "same person" iff 
 as in every report facever writes.
 
 A threshold can come from a `report.json` of `facever eval-*`: the mean of its folds' thresholds
-(a squared-L2 threshold t is turned into the cosine 1 - t/2, exact for normalised embeddings).
+(a squared-L2 threshold t is turned into the cosine 1 - t/2, exact for normalised embeddings), and
+with it every setting the threshold was chosen under: the flip (`ReportThreshold.flip_for`: the
+report's unless the caller asks for another) and the convention's scoring (insightface's f(x) +
+f(mirror x)); thresholds of mean-subtracted scores are refused.
 
 Pairs files: a CSV/TSV with columns `a,b` (a header naming them, or the first two columns), or the
 path-based list `facever pairs` writes (its `same` column is kept as the expected answer). Relative
@@ -48,6 +51,19 @@ class ReportThreshold:
     model: str | None = None
     model_sha256: str | None = None
     flip: str | None = None
+    convention: str = "facever"
+
+    def flip_for(self, requested: str | None) -> tuple[str, str | None]:
+        """The flip to verify with: `requested` when given, else the report's (what its threshold was
+        chosen on), else the default; and a warning when `requested` overrides a different report flip."""
+        from facever.core.settings import DEFAULT_FLIP
+
+        if requested is None:
+            return self.flip or DEFAULT_FLIP, None
+        if self.flip and requested != self.flip:
+            return requested, (f"{self.source} chose its threshold on embeddings with flip {self.flip}; "
+                               f"this run uses flip {requested}, so the threshold may not fit")
+        return requested, None
 
     def describe(self) -> str:
         return (f"{self.threshold:.4f} = mean of {self.folds} fold thresholds of {self.protocol} "
@@ -77,13 +93,21 @@ def threshold_from_report(path: str | Path) -> ReportThreshold:
     mean = float(np.mean(thresholds))
     if metric == "l2":
         mean = 1.0 - mean / 2.0  # |a - b|^2 = 2 - 2 cos for unit vectors; same iff d < t <=> cos > 1 - t/2
+    elif metric == "arccos":
+        mean = math.cos(math.pi * mean)  # facenet's distance arccos(cos) / pi: same iff d < t <=> cos > cos(pi t)
     elif metric != "cosine":
         raise InputFileError(path, f"unknown metric {metric!r} in the report")
     emb_meta = settings.get("embeddings_metadata") or {}
+    convention = settings.get("convention") or {}
+    conv_name = str(convention.get("name", "facever")) if isinstance(convention, dict) else "facever"
+    # The flip the threshold was chosen on: the convention's (insightface scores f(x) + f(mirror x) from a
+    # concat file), else the embeddings file's.
+    conv_flip = convention.get("flip") if isinstance(convention, dict) else None
+    flip = conv_flip if conv_flip in ("none", "concat", "sum") else emb_meta.get("flip")
     return ReportThreshold(
         threshold=mean, protocol=str(data.get("protocol", "?")), accuracy=float(accuracy["mean"]),
         accuracy_std=float(accuracy.get("std", 0.0)), folds=len(thresholds), metric=metric, source=str(path),
-        model=emb_meta.get("model"), model_sha256=emb_meta.get("model_sha256"), flip=emb_meta.get("flip"),
+        model=emb_meta.get("model"), model_sha256=emb_meta.get("model_sha256"), flip=flip, convention=conv_name,
     )
 
 
@@ -169,7 +193,8 @@ class VerifyResult:
             "threshold_from": None if self.threshold_source is None else {
                 "report": self.threshold_source.source, "protocol": self.threshold_source.protocol,
                 "accuracy": self.threshold_source.accuracy, "metric": self.threshold_source.metric,
-                "folds": self.threshold_source.folds},
+                "folds": self.threshold_source.folds, "flip": self.threshold_source.flip,
+                "convention": self.threshold_source.convention},
             "pairs": [{"a": p.a, "b": p.b, "cosine": p.cosine,
                        "decision": None if p.same is None else ("same person" if p.same else "different people"),
                        **({"expected_same": p.expected} if p.expected is not None else {})} for p in self.pairs],
@@ -272,6 +297,7 @@ def verify(
     min_face: int = 20,
     preprocessing: dict[str, Any] | None = None,
     embed=None,
+    flip_given: bool = True,
     hooks: Hooks | None = None,
 ) -> VerifyResult:
     """`facever verify` end to end: the photos of `pairs` (or of `pairs_file`, relative to `images`,
@@ -281,7 +307,9 @@ def verify(
     `aligned`: the photos are crops already (fitted to the model's input); otherwise MTCNN finds the
     `select` face of each (`min_face` pixels at least) and aligns it as `facever align` does.
     `embed`: the `EmbedSettings` of the evaluation workflow (flip, batch size, device, amp, weights);
-    `preprocessing`: mean/std/color overrides for graphs that do not state theirs.
+    `preprocessing`: mean/std/color overrides for graphs that do not state theirs. With `threshold_from`,
+    the photos are embedded with the flip the report's threshold was chosen under, unless `flip_given`
+    (the caller chose `embed.flip` on purpose: then a warning when the two differ).
     """
     from facever.core.devices import resolve_device
     from facever.workflows.evaluate import EmbedSettings, load_model
@@ -296,6 +324,10 @@ def verify(
     source = threshold_from_report(threshold_from) if threshold_from is not None else None
     if source is not None:
         threshold = source.threshold
+        flip, warning = source.flip_for(embed.flip if flip_given else None)
+        if warning:
+            hooks.warning(warning)
+        embed = dataclasses.replace(embed, flip=flip)
     expected = None
     root = None
     if pairs_file is not None:
@@ -307,8 +339,6 @@ def verify(
         if source.model_sha256 and source.model_sha256 != emb_model.fingerprint:
             hooks.warning(f"{source.source} was made with another model ({source.model}); its threshold may not fit "
                           f"{emb_model.model_id}")
-        if source.flip and source.flip != embed.flip:
-            hooks.warning(f"{source.source} was made with flip {source.flip}, this run uses flip {embed.flip}")
     aligner = None
     if not aligned:
         from facever.data_prep.align import FaceAligner
