@@ -106,7 +106,7 @@ def test_calibrate_refusals_write_nothing(embedded, tmp_path):
 
     same_only = tmp_path / "same.txt"
     same_only.write_text("# facever pairs: path_a path_b same fold\n" + "".join(
-        f"p{i:03d}/0.png\tp{i:03d}/1.png\t1\t1\n" for i in range(50)))
+        f"p{i:03d}/0.png\tp{i:03d}/1.png\t1\t{1 + i % 2}\n" for i in range(50)))
     one_class = _calibrate("--pairs", same_only, "-e", root / "emb.npz", "--out", tmp_path / "c.json")
     assert one_class.exit_code == 2 and "0 different" in one_class.output
 
@@ -267,10 +267,12 @@ def test_calibrating_a_bin_equals_the_same_pairs_from_the_folder(crops_and_model
     d = crops_and_model
     rng = np.random.default_rng(5)
     pairs = [(f"q{i:02d}/0.png", f"q{i:02d}/{1 + i % 4}.png", True) for i in range(40)]
+    seen = set()
     while len(pairs) < 340:
         i, j = rng.choice(40, 2, replace=False)
         pair = (f"q{i:02d}/{rng.integers(5)}.png", f"q{j:02d}/{rng.integers(5)}.png", False)
-        if pair not in pairs:
+        if frozenset(pair[:2]) not in seen:  # each unordered pair once (readers refuse a repeat)
+            seen.add(frozenset(pair[:2]))
             pairs.append(pair)
     order = rng.permutation(len(pairs))
     pairs = [pairs[k] for k in order]
@@ -288,3 +290,11 @@ def test_calibrating_a_bin_equals_the_same_pairs_from_the_folder(crops_and_model
     (b,), (f,) = json.loads(from_bin.stdout)["points"], json.loads(from_folder.stdout)["points"]
     assert (b["false_accepts"], b["true_accepts"], b["impostor_pairs"]) == (f["false_accepts"], f["true_accepts"], 300)
     assert b["threshold"] == pytest.approx(f["threshold"], abs=1e-5)
+
+
+def test_calibration_never_overwrites_its_inputs(embedded):
+    root = embedded["root"]
+    pairs = root / "pairs.txt"
+    before = pairs.read_bytes()
+    r = _calibrate("--pairs", pairs, "-e", root / "emb.npz", "--far", "0.05", "--out", pairs)
+    assert r.exit_code == 2 and "is also an input" in r.output and pairs.read_bytes() == before

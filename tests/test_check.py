@@ -162,7 +162,7 @@ def test_check_refuses_missing_images_and_one_class_pairs(test_people, tmp_path)
                                   str(bgr_model["pairs"]), "--device", "cpu"])
     assert missing.exit_code == 2 and "missing under" in missing.output
     same = tmp_path / "same.txt"
-    same.write_text("# facever pairs: path_a path_b same fold\nt00/0.png\tt00/1.png\t1\t1\n")
+    same.write_text("# facever pairs: path_a path_b same fold\nt00/0.png\tt00/1.png\t1\t1\nt01/0.png\tt01/1.png\t1\t2\n")
     one = runner.invoke(app, ["check", str(model), "--images", str(bgr_model["faces"]), "--pairs", str(same),
                               "--device", "cpu"])
     assert one.exit_code == 2 and "same-person and different-person pairs" in one.output
@@ -212,9 +212,10 @@ def test_check_aligns_raw_photos(faces_dir, tmp_path):
     people = {name: sorted((faces_dir / "bbt" / name).glob("*.png"))[:3] for name in ("amy", "howard", "penny")}
     lines = ["# facever pairs: path_a path_b same fold"]
     for name, photos in people.items():
-        lines += [f"{name}/{photos[0].name}\t{name}/{photos[i].name}\t1\t1" for i in (1, 2)]
+        lines += [f"{name}/{photos[0].name}\t{name}/{photos[i].name}\t1\t{i}" for i in (1, 2)]
     names = list(people)
-    lines += [f"{a}/{people[a][0].name}\t{b}/{people[b][1].name}\t0\t1" for a, b in zip(names, names[1:] + names[:1])]
+    lines += [f"{a}/{people[a][0].name}\t{b}/{people[b][1].name}\t0\t{1 + k % 2}"
+              for k, (a, b) in enumerate(zip(names, names[1:] + names[:1]))]
     (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
     model = tiny_model(tmp_path / "m.pt", input_size=(112, 96))
     result = runner.invoke(app, ["check", str(model), "--images", str(faces_dir / "bbt"), "--pairs",

@@ -221,3 +221,17 @@ def test_enroll_raw_photos_lists_a_person_whose_photos_have_no_face(faces_dir, t
     from facever.workflows.gallery import load_gallery
 
     assert load_gallery(out).names == ["amy", "howard"]
+
+
+def test_outputs_never_overwrite_inputs(setup, gallery, tmp_path):
+    photo = setup["root"] / "staff" / "ann" / "0.png"
+    before = photo.read_bytes()
+    r = runner.invoke(app, ["enroll", str(setup["root"] / "staff"), "--model", str(setup["model"]), "--out", str(photo),
+                            *COMMON])
+    assert r.exit_code == 2 and "is also an input" in r.output and photo.read_bytes() == before
+    out, _ = gallery
+    kept = out.read_bytes()
+    r = runner.invoke(app, ["identify", str(setup["root"] / "probes"), "--gallery", str(out), "--out", str(out),
+                            *COMMON[:-2]])
+    assert r.exit_code == 2 and ("is also an input" in r.output or ".csv or a .json" in r.output)
+    assert out.read_bytes() == kept

@@ -39,6 +39,11 @@ def _root(
     ),
 ) -> None:
     """Face verification toolkit."""
+    from facever.cli._console import user_errors
+    from facever.core.environment import check_environment
+
+    with user_errors():  # environment variables are options: a bad one is refused before any work
+        check_environment()
 
 
 def _command(name: str, function) -> None:

@@ -163,19 +163,6 @@ def user_errors() -> Iterator[None]:
         fail(f"{exc.filename}: {exc.strerror or exc}")
 
 
-PROGRESS_INTERVAL_ENV = "FACEVER_PROGRESS_INTERVAL"
-DEFAULT_PROGRESS_INTERVAL = 15.0  # seconds between plain progress lines when stderr is a log or a pipe
-
-
-def progress_interval() -> float:
-    """Seconds between plain progress lines: $FACEVER_PROGRESS_INTERVAL, else 15."""
-    import os
-
-    try:
-        value = float(os.environ.get(PROGRESS_INTERVAL_ENV, DEFAULT_PROGRESS_INTERVAL))
-    except ValueError:
-        return DEFAULT_PROGRESS_INTERVAL
-    return value if value > 0 else DEFAULT_PROGRESS_INTERVAL
 
 
 def format_rate(per_second: float | None, unit: str = "img") -> str:
@@ -223,7 +210,11 @@ class PlainProgress:
         import time
 
         self.description, self.total, self.unit = description, total, unit
-        self.interval = progress_interval() if interval is None else interval
+        if interval is None:
+            from facever.core.environment import progress_interval
+
+            interval = progress_interval()  # checked: $FACEVER_PROGRESS_INTERVAL, a finite number of seconds
+        self.interval = interval
         self.clock = clock or time.monotonic
         self.write = write or _plain_line
         self.done = self.done_before = done  # work done by an earlier run (a resume): counted, not timed

@@ -53,6 +53,11 @@ Cache = choice_enum("Cache", settings.CACHE_MODES)
 SearchBackend = choice_enum("SearchBackend", settings.SEARCH_BACKENDS)
 
 
+#: What every command that takes a model says about TorchScript (facever.core.model_files).
+TORCHSCRIPT_HELP = ("TorchScript is code: it runs only from a file named *.torchscript or *.ts, never because of "
+                    "what a file holds (a TorchScript model.pt is refused); load only files you trust.")
+
+
 # -- options several commands share ------------------------------------------------------------------
 
 FLIP_HELP = (

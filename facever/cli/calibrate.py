@@ -64,7 +64,7 @@ def calibrate(
     """
     import json
 
-    from facever.cli._console import fail, info, user_errors, warn
+    from facever.cli._console import fail, user_errors
     from facever.cli._evaluation import console_hooks, require_embeddings_or_model
 
     bin_file = protocol.value == "bin"
@@ -86,21 +86,10 @@ def calibrate(
         bench = open_benchmark(protocol.value, pairs, data=None if bin_file else images, ext=ext)
         source = Source(embeddings=embeddings) if embeddings is not None else Source(model=model)
         run = calibrate_pairs(bench, source, embed=embedding, fars=parse_fars(far), confidence=confidence,
-                              probability=probability, allow_missing=allow_missing, hooks=console_hooks())
-        data = run.calibration.to_dict()
-        if out is not None:
-            from facever.verification.report import write_json
-
-            write_json(out, data)
-            info(f"wrote {out}")
-        if attach:
-            from facever.embedding.export import attach_calibration
-
-            info(f"stored the calibration in {attach_calibration(model, run.calibration)}")
-    for r in run.refused:
-        warn(f"refused {r.message()}")
+                              probability=probability, allow_missing=allow_missing, out=out, attach=attach,
+                              hooks=console_hooks())
     if json_output:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json.dumps(run.calibration.to_dict(), indent=2))
     else:
         print_calibration(run.calibration)
 

@@ -56,17 +56,13 @@ def check(
     if protocol.value not in ("lfw", "fglfw", "calfw", "cplfw"):
         fail(f"--protocol {protocol.value}: check takes image pairs in a folder (lfw, fglfw, calfw, cplfw)")
     with user_errors(), library_warnings():
-        from facever.cli.embed import parse_preprocessing
+        from facever.embedding.loading import preprocessing_overrides
         from facever.workflows.check import check as check_model
         from facever.workflows.evaluate import open_benchmark
 
         bench = open_benchmark(protocol.value, pairs, data=images, ext=ext)
-        result = check_model(model, bench, embed=embedding, preprocessing=parse_preprocessing(mean, std, bgr),
-                             align=align, select=select.value, hooks=console_hooks())
-        if out is not None:
-            from facever.verification.report import write_json
-
-            write_json(out, result.to_dict())
+        result = check_model(model, bench, embed=embedding, preprocessing=preprocessing_overrides(mean, std, bgr),
+                             align=align, select=select.value, out=out, hooks=console_hooks())
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -66,7 +66,7 @@ def _run(data, out, *, quick, seed, device, threads, start, stop_requested):
 
     from facever.core.locks import folder_lock
 
-    with user_errors(), folder_lock(out), contextlib.ExitStack() as bars:
+    with user_errors(), folder_lock(out, kind="demo"), contextlib.ExitStack() as bars:
         from facever.workflows.demo import DemoInterrupted, run_demo
 
         state: dict = {"stage": None, "advance": None}

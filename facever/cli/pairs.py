@@ -39,7 +39,10 @@ def pairs(
         from facever.core.atomic import write_text_atomic
         from facever.protocols.pair_lists import identity_images, make_identity_pairs
 
+        from facever.core.paths import check_output_is_not_an_input
+
         people = identity_images(identity_dir)
+        check_output_is_not_an_input(out, (identity_dir / rel for rels in people.values() for rel in rels))
         result = make_identity_pairs(people, folds=folds, per_fold=per_fold, seed=seed,
                                      different_per_fold=different_per_fold)
         write_text_atomic(out, result.to_text())

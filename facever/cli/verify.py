@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from facever.cli._options import Select, model_options
+from facever.cli._options import TORCHSCRIPT_HELP, Select, model_options
 from facever.cli.embed import BGR_HELP, MEAN_HELP, STD_HELP
 
 if TYPE_CHECKING:
@@ -20,10 +20,10 @@ def verify(
     model: str = typer.Option(
         ..., "--model", "-m", help="A pretrained model by name (arcface-r50-webface600k, ...: `facever models list`; "
         "pulled on first use), a facever model (RUN/model.pt), arcface:r50 / facenet:vggface2 with --weights, "
-        "a .onnx graph or an exported TorchScript file.",
+        "a .onnx graph or an exported TorchScript file (model.torchscript). " + TORCHSCRIPT_HELP,
     ),
     threshold: Optional[float] = typer.Option(
-        None, "--threshold", "-t", help="Cosine similarity above which two faces are the same person."
+        None, "--threshold", "-t", help="Cosine similarity (-1..1) above which two faces are the same person."
     ),
     threshold_from: Optional[Path] = typer.Option(
         None, "--threshold-from", help="report.json of `facever eval-*` with the same model: use the mean of its "
@@ -86,14 +86,15 @@ def verify(
         fail("--images applies with --pairs only")
     with user_errors(), library_warnings():
         from facever.cli._options import explicit_parameters
-        from facever.cli.embed import parse_preprocessing
+        from facever.embedding.loading import preprocessing_overrides
         from facever.workflows.verify import verify as verify_photos
 
         given = explicit_parameters(["flip"])  # None outside a click command: then the flip counts as chosen
         result = verify_photos(
             model, None if pairs is not None else [(str(image_a), str(image_b))], pairs_file=pairs, images=images,
             threshold=threshold, threshold_from=threshold_from, far=far, calibration=calibration, aligned=aligned,
-            select=select.value, min_face=min_face, preprocessing=parse_preprocessing(mean, std, bgr), embed=embedding,
+            select=select.value, min_face=min_face, preprocessing=preprocessing_overrides(mean, std, bgr),
+            embed=embedding,
             flip_given=given is None or "flip" in given, hooks=console_hooks(),
         )
     for name, choice in result.faces.items():

@@ -103,9 +103,29 @@ CACHE_MODES = ("none", "memmap", "device")
 #: Batch size per process of a training run.
 TRAIN_BATCH_SIZE = 256
 
+# -- output folders --------------------------------------------------------------------------------------
+
+#: The kinds of folder facever writes, each with the files that show a folder is facever's output of
+#: that kind when it was written before facever marked its folders (facever.core.output_folders).
+OUTPUT_KINDS = {
+    "align": ("alignment.json", "align_report.csv"),
+    "evaluation": ("report.json", "embedding_cache", "frame_cache"),
+    "ijb-crops": (),
+    "train": ("config.toml", "checkpoint.pt", "model.pt"),
+    "compare": ("compare.json", "compare.md"),
+    "demo": (".facever-demo",),
+    "reproduce": ("reproduce.json", "stages"),
+}
+
 # -- models out ------------------------------------------------------------------------------------------
 
 EXPORT_FORMATS = ("onnx", "torchscript")
+#: The file names under which facever loads (and `facever export` writes) a TorchScript model.
+#: TorchScript is code: it is run only from a file named so, never because of what a file holds
+#: (facever.core.model_files).
+TORCHSCRIPT_SUFFIXES = (".torchscript", ".ts")
+#: The file name of an ONNX graph (read with onnxruntime, which runs no Python).
+ONNX_SUFFIX = ".onnx"
 
 # -- pretrained models by name (`--model arcface-r50-webface600k`, `facever models`) --------------------
 

@@ -9,7 +9,8 @@ facever `model.pt`, `arcface:r50=backbone.pth`, ...), writes
   `facever.color`, `facever.crop`, `facever.embedding_dim`, `facever.arch`, `facever.source_sha256` and, for a
   calibrated model, `facever.calibration` (JSON values; mean/std on the 0..1 scale:
   `x = (pixels / 255 - mean) / std`);
-- TorchScript: a traced module with the same facts in the archive's `extra/facever.json`;
+- TorchScript: a traced module with the same facts in the archive's `extra/facever.json`, in a file
+  named `*.torchscript` or `*.ts` (the only names facever loads TorchScript from: it is code);
 
 then runs the written file (onnxruntime, or `torch.jit.load`) on a few inputs of several batch sizes
 and refuses to finish (no file left behind) if any output's cosine similarity with the PyTorch
@@ -29,6 +30,7 @@ import numpy as np
 
 from facever.core.atomic import atomic_path
 from facever.core.errors import FaceverError
+from facever.core.settings import ONNX_SUFFIX, TORCHSCRIPT_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ def export_model(
     if format not in FORMATS:
         raise FaceverError(f"unknown export format {format!r}; use one of: {', '.join(FORMATS)}")
     out = Path(out)
+    check_export_name(out, format)
     if format == "onnx":
         _require_onnx()  # before any work: say how to install what is missing
     model = load_embedding_model(spec, weights=weights, device="cpu")
@@ -131,6 +134,20 @@ def export_model(
     log.info("exported %s to %s (min cosine vs PyTorch %.7f)", model.model_id, out, worst)
     return ExportResult(path=out, format=format, min_cosine=worst, checked_inputs=sum(CHECK_BATCHES),
                         metadata=meta, opset=used_opset)
+
+
+def check_export_name(out: str | Path, format: str) -> None:
+    """The written file must carry its format's suffix: facever (and `facever embed OUT`) loads ONNX and
+    TorchScript by the file's name, and TorchScript, being code, only by its name (core.model_files)."""
+    if format == "onnx":
+        suffixes, what, why = (ONNX_SUFFIX,), "an ONNX", ""
+    else:
+        suffixes, what = TORCHSCRIPT_SUFFIXES, "a TorchScript"
+        why = " (TorchScript is code: facever runs it only from a file named so)"
+    if Path(out).suffix.lower() not in suffixes:
+        names = " or ".join(f"*{s}" for s in suffixes)
+        raise FaceverError(f"{out}: {what} file must be named {names}, the name facever loads it by{why}",
+                           options=("out",))
 
 
 def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -233,13 +250,14 @@ def attach_calibration(spec: str | os.PathLike, calibration) -> Path:
     Raises FaceverError for other models (facenet:*, arcface:* state dicts, TorchScript): keep the
     calibration.json beside them instead.
     """
-    from facever.embedding.loading import CALIBRATION_KEY, _is_torchscript
+    from facever.core.model_files import is_torchscript_name
+    from facever.embedding.loading import CALIBRATION_KEY
 
     text = str(spec)
     path = Path(text)
     if path.is_dir() and (path / "model.pt").is_file():
         path = path / "model.pt"
-    if text.startswith(("facenet:", "arcface:")) or _is_torchscript(path) or not path.is_file():
+    if text.startswith(("facenet:", "arcface:")) or is_torchscript_name(path) or not path.is_file():
         raise FaceverError(f"{spec}: a calibration can be attached to a facever model.pt or a .onnx graph only; "
                            "keep calibration.json and give it to verify and identify")
     data = calibration.to_dict()

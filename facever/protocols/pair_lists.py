@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from facever.core.errors import FaceverError
+from facever.core.paths import name_problem
 
 
 @dataclass(frozen=True)
@@ -329,7 +330,7 @@ def read_path_pairs(path, text: str | None = None):
     import numpy as np
 
     from facever.core.errors import InputFileError
-    from facever.protocols.pair_protocol import PairProtocol
+    from facever.protocols.pair_protocol import PairProtocol, checked
 
     path = Path(path)
     if text is None:
@@ -346,8 +347,10 @@ def read_path_pairs(path, text: str | None = None):
             raise InputFileError(path, f"expected 'path_a path_b same(0/1) fold(1..K)', got {line!r}", line=lineno)
         for item in fields[:2]:
             # Paths are relative to the images folder and must stay inside it (as LFW names must).
-            if item.startswith(("/", "~", "\\")) or ".." in item.replace("\\", "/").split("/") or ":" in item:
-                raise InputFileError(path, f"{item!r} is not a path inside the images folder", line=lineno)
+            problem = name_problem(item)
+            if problem is not None:
+                raise InputFileError(path, f"{item!r} is not a path inside the images folder (it {problem})",
+                                     line=lineno)
         first.append(fields[0])
         second.append(fields[1])
         labels.append(fields[2] == "1")
@@ -357,7 +360,7 @@ def read_path_pairs(path, text: str | None = None):
         raise InputFileError(path, "no pairs found")
     numbers = sorted(set(folds))
     index = {f: i for i, f in enumerate(numbers)}
-    return PairProtocol(
+    return checked(PairProtocol(
         name="pairs", first=first, second=second, labels=np.array(labels),
         folds=np.array([index[f] for f in folds]), source=path, line_numbers=lines,
-    )
+    ))

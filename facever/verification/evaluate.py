@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from facever import __version__
-from facever.protocols.pair_protocol import PairProtocol
+from facever.protocols.pair_protocol import PairProtocol, check_folds
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError
 from facever.core.settings import CONVENTIONS, DEFAULT_CONVENTION, check_choice
@@ -102,7 +102,9 @@ def _missing_message(protocol: PairProtocol, embeddings: Embeddings, missing_ite
 def pair_rows(protocol: PairProtocol, embeddings: Embeddings, *, allow_missing: bool = False,
               embeddings_source: str = "the embeddings") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`(rows1, rows2, keep)`: each pair's two rows in `embeddings` and the mask of pairs that have both.
-    Pairs with a missing item raise `FaceverError` unless `allow_missing`."""
+    Pairs with a missing item raise `FaceverError` unless `allow_missing`; a protocol of one fold, an
+    `InputFileError` naming its file (k-fold needs two: `check_folds`)."""
+    check_folds(protocol)
     rows1 = embeddings.rows(protocol.first)
     rows2 = embeddings.rows(protocol.second)
     missing = (rows1 < 0) | (rows2 < 0)

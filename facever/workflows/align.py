@@ -66,7 +66,7 @@ def align(
 
     say = say or (lambda text: None)
     check_output_folder(src, dst)
-    with folder_lock(dst):  # one writer per DST, held until the crops are written
+    with folder_lock(dst, kind="align"):  # one writer per DST (new, empty or facever's crops), held until written
         work = plan(src, dst, config)
         if work.already_done:
             say(f"{work.already_done} of {len(work.items)} images already aligned in {dst} (resuming; "

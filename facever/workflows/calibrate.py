@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -150,14 +151,41 @@ def calibrate(
     confidence: float = CALIBRATION_CONFIDENCE,
     probability: bool = False,
     allow_missing: bool = False,
+    out: str | Path | None = None,
+    attach: bool = False,
     hooks=None,
 ) -> CalibrationRun:
     """`facever calibrate` end to end: `bench` (`workflows.evaluate.open_benchmark`: labelled pairs and the
     data they name) scored with `source` (`workflows.evaluate.Source`: an embeddings file or a model, run
-    with the `EmbedSettings` `embed`), then calibrated (`calibrate_embeddings`)."""
+    with the `EmbedSettings` `embed`), then calibrated (`calibrate_embeddings`). The result is written to
+    `out` (calibration.json) and, with `attach`, stored in the model file of `source` (`attach_calibration`);
+    `out` is checked not to be one of the inputs before any work."""
+    from facever.core.paths import check_output_is_not_an_input
+    from facever.core.progress import Hooks
+    from facever.embedding.loading import model_files
     from facever.workflows.evaluate import benchmark_embeddings
 
+    hooks = hooks or Hooks()
+    if attach and source.model is None:
+        raise FaceverError("`attach` stores the calibration in the model file: calibrate with the model",
+                           options=("attach", "model"))
+    if out is not None:
+        inputs = [bench.path, *([source.embeddings] if source.embeddings is not None else []),
+                  *(model_files(source.model, weights=getattr(embed, "weights", None)) if source.model else [])]
+        check_output_is_not_an_input(out, inputs)
     used = benchmark_embeddings(bench, source, embed=embed, allow_missing=allow_missing, hooks=hooks)
-    return calibrate_embeddings(bench.protocol, used.embeddings, fars=fars, confidence=confidence,
-                                probability=probability, allow_missing=allow_missing, source=str(bench.path),
-                                embeddings_source=used.label)
+    run = calibrate_embeddings(bench.protocol, used.embeddings, fars=fars, confidence=confidence,
+                               probability=probability, allow_missing=allow_missing, source=str(bench.path),
+                               embeddings_source=used.label)
+    if out is not None:
+        from facever.verification.report import write_json
+
+        write_json(out, run.calibration.to_dict())
+        hooks.message(f"wrote {out}")
+    if attach:
+        from facever.embedding.export import attach_calibration
+
+        hooks.message(f"stored the calibration in {attach_calibration(source.model, run.calibration)}")
+    for refusal in run.refused:
+        hooks.warning(f"refused {refusal.message()}")
+    return run

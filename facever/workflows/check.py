@@ -252,12 +252,15 @@ def check_model(
 
 def check(model: str, bench, *, embed=None, preprocessing: dict[str, Any] | None = None, align: bool = False,
           select: str = DEFAULT_SELECT, min_face: int = DEFAULT_MIN_FACE, bootstrap: int = BOOTSTRAP,
-          hooks=None) -> CheckResult:
+          out: str | Path | None = None, hooks=None) -> CheckResult:
     """`facever check`: the model `model` (any `load_embedding_model` spec, `preprocessing` overriding what an
     ONNX/TorchScript file declares) on the pairs of `bench` (`workflows.evaluate.open_benchmark`, an image
     benchmark with its folder), with the `EmbedSettings` `embed` (its flip is the declared row's). Raw
-    photos are aligned first when `align` (MTCNN, the `select` face of at least `min_face` pixels)."""
+    photos are aligned first when `align` (MTCNN, the `select` face of at least `min_face` pixels). The
+    result is written to `out` (JSON) when given, which must not be one of the inputs."""
+    from facever.core.paths import check_output_is_not_an_input
     from facever.core.progress import Hooks
+    from facever.embedding.loading import model_files
     from facever.workflows.evaluate import EmbedSettings, load_model
 
     embed = embed or EmbedSettings()
@@ -265,6 +268,9 @@ def check(model: str, bench, *, embed=None, preprocessing: dict[str, Any] | None
     if bench.kind != "images" or bench.data is None:
         raise FaceverError(f"the check embeds image pairs from a folder; {bench.name} pairs with their images "
                            "folder are needed", options=("images",))
+    if out is not None:
+        check_output_is_not_an_input(out, [bench.path, *model_files(model, weights=embed.weights),
+                                           *(bench.data / p for p in bench.protocol.items())])
     net = load_model(model, embed, **(preprocessing or {}))
     aligner = None
     if align:
@@ -277,6 +283,11 @@ def check(model: str, bench, *, embed=None, preprocessing: dict[str, Any] | None
                              batch_size=embed.batch_size, device=embed.device, amp=embed.amp, bootstrap=bootstrap,
                              progress=advance)
     hooks.message(f"{result.pairs} pairs ({result.same} same-person) scored with {net.model_id}")
+    if out is not None:
+        from facever.verification.report import write_json
+
+        write_json(out, result.to_dict())
+        hooks.message(f"wrote {out}")
     return result
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from facever.core.errors import FaceverError
+from facever.core.errors import FaceverError, InputFileError
+from facever.core.json_files import parse_json, read_json_file
 from facever.core.text_files import read_text
 
 # Shown even when equal across runs: what a reader wants to see next to the numbers.
@@ -36,8 +37,6 @@ class Metrics:
 
 def read_metrics(run_dir: str | Path) -> Metrics:
     """Parse RUN/metrics.jsonl (missing file: empty curves; a malformed line: InputFileError with its line)."""
-    from facever.core.errors import InputFileError
-
     path = Path(run_dir) / "metrics.jsonl"
     metrics = Metrics()
     if not path.is_file():
@@ -47,7 +46,7 @@ def read_metrics(run_dir: str | Path) -> Metrics:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line, path, line=lineno)
             kind = record.get("kind")
             if kind == "train" and record.get("loss") is not None:
                 metrics.train_steps.append(int(record["step"]))
@@ -55,7 +54,7 @@ def read_metrics(run_dir: str | Path) -> Metrics:
             elif kind == "validation":
                 metrics.val_steps.append(int(record["step"]))
                 metrics.val_accuracy.append(float(record["accuracy"]))
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError):  # InputFileError is a ValueError
             raise InputFileError(path, "not a metrics record (expected one JSON object per line)", line=lineno) from None
     return metrics
 
@@ -68,7 +67,9 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         if toml_path.is_file():
             return tomllib.loads(toml_path.read_text(encoding="utf-8-sig"))
         if json_path.is_file():
-            return json.loads(json_path.read_text(encoding="utf-8-sig"))
+            return read_json_file(json_path)
+    except InputFileError:
+        raise
     except (tomllib.TOMLDecodeError, ValueError) as exc:
         raise FaceverError(f"{toml_path if toml_path.is_file() else json_path}: unreadable configuration ({exc})") from None
     if not run_dir.is_dir():
@@ -85,8 +86,8 @@ def find_reports(run_dir: str | Path) -> dict[str, dict[str, Any]]:
         if len(rel.parts) > REPORT_SEARCH_DEPTH or any(p.startswith(".") or p == "cache" for p in rel.parts):
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = read_json_file(path)
+        except FaceverError:  # not a report (unreadable, not JSON, nested too deeply): not a result to show
             continue
         if isinstance(data, dict) and "ensemble" in data and "accuracy" not in data:
             data = data["ensemble"]  # a `facever ensemble` report: the fused row

@@ -196,6 +196,7 @@ def open_benchmark(name: str, path: str | Path, *, data: str | Path | None = Non
     `frames`, `layout`, `align`: YTF only (`PairBenchmark`).
     """
     from facever.protocols.catalog import read_benchmark
+    from facever.protocols.pair_protocol import check_folds
 
     check_choice("benchmark", name, PAIR_BENCHMARKS)
     path = Path(path)
@@ -207,6 +208,7 @@ def open_benchmark(name: str, path: str | Path, *, data: str | Path | None = Non
         return PairBenchmark(name, protocol, path, data=path, blobs=blobs, settings={
             "bin_file": str(path), "images": len(blobs), "folds_rule": "10 contiguous blocks (insightface)"})
     protocol = read_benchmark(name, path, ext=ext, pairs_per_fold=pairs_per_fold)
+    check_folds(protocol)  # k-fold needs two folds: refused before any model runs
     data = Path(data) if data is not None else None
     if name == "ytf":
         return PairBenchmark(name, protocol, path, data=data, frames=frames, layout=layout, align=align, settings={
@@ -525,6 +527,7 @@ def _ijb_model(bench: IJBBenchmark, source: Source, embed: EmbedSettings, *, out
 def _ijb_crops(meta, landmarks, size: tuple[int, int], crops_dir: Path, *, progress=None):
     """Align every image of an IJB set from its five given points onto the template of `size`, as `facever
     align` warps (`data_prep.landmark_crops`). Resumable: crops already in `crops_dir` are kept."""
+    from facever.core.locks import folder_lock
     from facever.data_prep.landmark_crops import crop_from_landmarks
 
     names = meta.image_names()
@@ -533,8 +536,10 @@ def _ijb_crops(meta, landmarks, size: tuple[int, int], crops_dir: Path, *, progr
         first_row.setdefault(n, i)
     where = [meta.media.where(first_row[n]) for n in names]
     rows = landmarks.rows(names, where=where.__getitem__)
-    return crop_from_landmarks(meta.images_dir, names, landmarks.points[rows], crops_dir, tuple(size), where=where,
-                               progress=progress)
+    # A crops folder is an output folder like any other: new, empty, or facever's own crops (core.output_folders).
+    with folder_lock(crops_dir, kind="ijb-crops"):
+        return crop_from_landmarks(meta.images_dir, names, landmarks.points[rows], crops_dir, tuple(size),
+                                   where=where, progress=progress)
 
 
 def _save_used(path: Path, emb) -> Path:
@@ -745,8 +750,9 @@ def evaluate_ensemble(bench: PairBenchmark | IJBBenchmark, sources: Sequence[Sou
     score-mean. `save_fused`: also write the fused embeddings there (pair benchmarks). IJB sets fuse
     the template scores of their (single) test mode.
     """
-    from facever.core.locks import check_output_is_not_an_input
+    from facever.core.paths import check_output_is_not_an_input
     from facever.embedding.ensemble import check_model_names
+    from facever.embedding.loading import model_files
 
     embed = embed or EmbedSettings()
     scoring = scoring or ScoringSettings()
@@ -758,7 +764,8 @@ def evaluate_ensemble(bench: PairBenchmark | IJBBenchmark, sources: Sequence[Sou
         if isinstance(bench, IJBBenchmark):
             raise FaceverError("fused embeddings are written for pair benchmarks only (an IJB ensemble fuses template "
                                "scores)", options=("save_embeddings",))
-        check_output_is_not_an_input(save_fused, [s.embeddings or s.model for s in sources] + [bench.path])
+        inputs = [f for s in sources for f in ([s.embeddings] if s.embeddings else model_files(s.model))]
+        check_output_is_not_an_input(save_fused, inputs + [bench.path])
     if len(sources) < 2:
         raise FaceverError(f"an ensemble needs at least two embeddings files or models, got {len(sources)}")
     names = list(names) if names is not None else default_names([s.text for s in sources])

@@ -348,10 +348,15 @@ def enroll_gallery(model: str, roots: Sequence[str | Path], out: str | Path, *, 
     from facever.core.progress import Hooks
     from facever.workflows.evaluate import EmbedSettings, load_model
 
+    from facever.core.paths import check_output_is_not_an_input
+    from facever.embedding.loading import model_files
+
     embed = embed or EmbedSettings()
     hooks = hooks or Hooks()
     out = Path(out)
     people = gallery_people(roots)
+    check_output_is_not_an_input(out, [*model_files(model, weights=embed.weights),
+                                       *(root / rel for root, _, rels in people for rel in rels)])
     net = load_model(model, embed)
     partial = out.parent / f".{out.stem}.partial"
     with hooks.progress("enrolling", sum(len(rels) for _, _, rels in people)) as advance:
@@ -417,7 +422,15 @@ def identify_photos(
     g = load_gallery(gallery)
     if not flip_given and g.metadata.get("flip"):
         embed = dataclasses.replace(embed, flip=g.metadata["flip"])
-    net = load_model(model or model_spec_of(g, gallery), embed)
+    spec = model or model_spec_of(g, gallery)
+    groups = [(root, [rel for _, rel in items]) for root, items in map(collect_sources, photos)]
+    if out is not None:
+        from facever.core.paths import check_output_is_not_an_input
+        from facever.embedding.loading import model_files
+
+        check_output_is_not_an_input(out, [gallery, *model_files(spec, weights=embed.weights), *photos,
+                                           *(Path(root) / rel for root, rels in groups for rel in rels)])
+    net = load_model(spec, embed)
     calibrated = None
     if far is not None:
         calibrated, problems = calibrated_threshold(net, far, calibration=calibration, flip=embed.flip)
@@ -431,7 +444,6 @@ def identify_photos(
         hooks.message(f"threshold {threshold:g} given by hand (uncalibrated: no bound on false matches)")
     else:
         hooks.message("no threshold (`far` or `threshold`): listing the best people without a decision")
-    groups = [(root, [rel for _, rel in items]) for root, items in map(collect_sources, photos)]
     partial = Path(out).parent / f".{Path(out).stem}.partial" if out is not None else None
     with hooks.progress("identifying", sum(len(r) for _, r in groups)) as advance:
         result = identify(net, g, groups, k=k, threshold=threshold, backend=backend, flip=embed.flip,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.json_files import read_json_file
 from facever.core.progress import Hooks
 from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, DEFAULT_SELECT, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
 from facever.core.text_files import read_text
@@ -77,12 +77,9 @@ def threshold_from_report(path: str | Path) -> ReportThreshold:
     path = Path(path)
     if path.is_dir():
         path = path / "report.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FaceverError(f"{path}: no such report") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputFileError(path, f"not a JSON report ({exc})") from None
+    if not path.is_file():
+        raise FaceverError(f"{path}: no such report")
+    data = read_json_file(path)
     try:
         folds = data["folds"]
         thresholds = [float(f["threshold"]) for f in folds]
@@ -114,6 +111,26 @@ def threshold_from_report(path: str | Path) -> ReportThreshold:
         accuracy_std=float(accuracy.get("std", 0.0)), folds=len(thresholds), metric=metric, source=str(path),
         model=emb_meta.get("model"), model_sha256=emb_meta.get("model_sha256"), flip=flip, convention=conv_name,
     )
+
+
+def check_threshold(threshold: float | None) -> float | None:
+    """A cosine threshold that can decide something: finite, within the cosine's range -1..1.
+
+    `same person iff cosine > threshold`: NaN would call every pair "different people" without a word,
+    and a value above 1 (a distance threshold, a percentage) likewise; below -1, every pair is "same".
+    """
+    if threshold is None:
+        return None
+    t = float(threshold)
+    if not math.isfinite(t):
+        raise FaceverError(f"`threshold` {threshold}: not a number; give a cosine similarity between -1 and 1",
+                           options=("threshold",))
+    if not -1.0 <= t <= 1.0:
+        verdict = "different people" if t > 1 else "the same person"
+        raise FaceverError(f"`threshold` {threshold}: a cosine similarity lies between -1 and 1, so every pair would be "
+                           f"called {verdict} (a distance or a percentage? give the cosine, e.g. 0.3)",
+                           options=("threshold",))
+    return t
 
 
 def read_pairs_table(path: str | Path) -> tuple[list[tuple[str, str]], list[bool | None]]:
@@ -310,12 +327,13 @@ def verify_pairs(
 
     Raises FaceverError naming a missing or undecodable photo, or a photo without a face.
     """
-    from facever.embedding.extract import ForwardLoop
+    from facever.embedding.extract import ForwardLoop, check_model_rows
     from facever.verification.scores import pair_scores
 
     check_choice("flip", flip, FLIP_MODES)
     if not pairs:
         raise FaceverError("no pairs to verify")
+    threshold = check_threshold(threshold)
     base = Path(root) if root is not None else Path(".")
     names = list(dict.fromkeys(name for pair in pairs for name in pair))
     paths = [Path(n) if Path(n).is_absolute() else base / n for n in names]
@@ -332,7 +350,7 @@ def verify_pairs(
             crops, chosen = _crop_photos(paths[start:start + batch_size], names[start:start + batch_size], size,
                                          aligner=aligner)
             choices.update(chosen)
-            rows.append(loop(np.stack(crops)).cpu().numpy())
+            rows.append(check_model_rows(loop(np.stack(crops)).cpu().numpy(), model.model_id))
     emb = np.concatenate(rows)
     index = {name: i for i, name in enumerate(names)}
     idx_a = np.array([index[a] for a, _ in pairs])
@@ -390,6 +408,7 @@ def verify(
         raise FaceverError("give one of `threshold`, `threshold_from` and `far`", options=("threshold", "threshold_from", "far"))
     if calibration is not None and far is None:
         raise FaceverError("`calibration` applies with `far`", options=("calibration", "far"))
+    check_threshold(threshold)  # before any model is loaded
     source = threshold_from_report(threshold_from) if threshold_from is not None else None
     if source is not None:
         threshold = source.threshold

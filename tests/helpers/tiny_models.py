@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def make_lfw_tree(root: Path, *, size=TINY_SIZE, noise: float = 60.0, seed: int 
     for person in PEOPLE:
         base = rng.integers(0, 256, (*size, 3))
         (root / person).mkdir(parents=True, exist_ok=True)
-        for n in range(1, 5):  # image 4 is in no pair: embedding only what the pairs need leaves it out
+        for n in range(1, 5):  # Person_5's image 4 is in no pair: embedding only what the pairs need leaves it out
             img = np.clip(base + rng.normal(0, noise, (*size, 3)), 0, 255).astype(np.uint8)
             rel = f"{person}/{person}_{n:04d}.png"
             Image.fromarray(img).save(root / rel)
@@ -50,12 +51,18 @@ def make_lfw_tree(root: Path, *, size=TINY_SIZE, noise: float = 60.0, seed: int 
 
 
 def make_pairs_file(path: Path) -> Path:
-    """LFW pairs.txt with header `10\\t2`: per fold 2 same and 2 different pairs over `PEOPLE`."""
+    """LFW pairs.txt with header `10\t2`: per fold 2 same and 2 different pairs over `PEOPLE`, no pair
+    listed twice (a repeated pair is refused). Person_5's image 4 is in no pair."""
+    same = [(p, a, b) for p in PEOPLE for a, b in itertools.combinations((1, 2, 3), 2)]
+    same += [(PEOPLE[0], 1, 4), (PEOPLE[1], 2, 4)]
+    # Every different-person couple of images 1..3, visited with a stride coprime to their number (135):
+    # 20 distinct pairs spread over the people.
+    different = [(p, a, q, b) for i, p in enumerate(PEOPLE) for q in PEOPLE[i + 1:] for a in (1, 2, 3) for b in (1, 2, 3)]
+    different = [different[(7 * j) % len(different)] for j in range(20)]
     lines = ["10\t2"]
     for f in range(10):
-        p, q, r = PEOPLE[f % 6], PEOPLE[(f + 1) % 6], PEOPLE[(f + 3) % 6]
-        lines += [f"{p}\t1\t{2 + f % 2}", f"{q}\t2\t3"]
-        lines += [f"{p}\t{1 + f % 3}\t{q}\t{1 + (f + 1) % 3}", f"{r}\t{1 + f % 2}\t{p}\t3"]
+        lines += [f"{p}\t{a}\t{b}" for p, a, b in (same[f], same[f + 10])]
+        lines += [f"{p}\t{a}\t{q}\t{b}" for p, a, q, b in (different[f], different[f + 10])]
     path.write_text("\n".join(lines) + "\n")
     return path
 
