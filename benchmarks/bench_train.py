@@ -101,7 +101,7 @@ def synthetic_rate(args, device, num_classes: int, head_name: str) -> float:
         start = time.perf_counter()
         for _ in range(steps):
             x = to_model_input(images, flips, mean, std, channels_last=args.channels_last)
-            loss = train_step(net, x, labels, opt, scaler)
+            loss, _ = train_step(net, x, labels, opt, scaler)
         loss.item()
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -205,7 +205,7 @@ def test_create_head_options_and_errors():
         create_head("softmax", 4, 3, margin=0.5)
     with pytest.raises(FaceverError, match="noise must be one of batch, sample"):
         NoisySoftmax(4, 3, noise="pixel")
-    with pytest.raises(FaceverError, match="alpha2 must be"):
+    with pytest.raises(FaceverError, match="`alpha2` must be"):
         NoisySoftmax(4, 3, alpha2=-0.1)
     with pytest.raises(ValueError, match="N x 4"):
         Softmax(4, 3)(torch.zeros(2, 5))
@@ -337,7 +337,7 @@ def test_cosine_scale_option_and_errors():
         assert head.cosine_scale == 8.0 and "cosine_scale=8.0" in repr(head)
         assert create_head(name, 4, 3, cosine_scale=None).cosine_scale == DEFAULT_COSINE_SCALES[name]
     for bad in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(FaceverError, match="cosine_scale must be a finite number >= 0"):
+        with pytest.raises(FaceverError, match="`cosine_scale` must be a finite number >= 0"):
             create_head("noisy-softmax", 4, 3, cosine_scale=bad)
     # A zero embedding has no direction: finite gradients, not NaN.
     head = create_head("noisy-softmax", D, C, cosine_scale=16.0).train()

@@ -500,20 +500,21 @@ def test_defaults_and_noise_composition():
 
 
 @pytest.mark.parametrize("name,options,message", [
-    ("arcface", dict(margin=math.pi / 2), r"arcface: margin must be in \[0, pi/2\) radians"),
-    ("arcface", dict(margin=-0.1), "arcface: margin must be in"),
-    ("cosface", dict(margin=1.5), r"cosface: margin must be in \[0, 1\]"),
-    ("sphereface", dict(margin=2.5), "sphereface: margin must be an integer 1, 2, 3, 4"),
-    ("sphereface", dict(margin=5), "sphereface: margin must be an integer"),
-    ("arcface", dict(cosine_scale=0.0), "arcface: cosine_scale must be > 0"),
-    ("cosface", dict(cosine_scale=float("nan")), "cosine_scale must be a finite number"),
-    ("softmax", dict(margin=0.5), "no option margin"),
-    ("noisy-softmax", dict(margin=0.5), "no option margin"),
-    ("arcface", dict(sphereface_lambda=(1, 2, 3, 4)), "no option sphereface_lambda"),
-    ("sphereface", dict(sphereface_lambda=(1, 2, 3)), "sphereface_lambda must be 4 numbers"),
+    ("arcface", dict(margin=math.pi / 2), r"arcface: `margin` must be in \[0, pi/2\) radians, got 1.57"),
+    ("arcface", dict(margin=-0.1), "arcface: `margin` must be in"),
+    ("cosface", dict(margin=1.5), r"cosface: `margin` must be in \[0, 1\]"),
+    ("sphereface", dict(margin=2.5), "sphereface: `margin` must be an integer 1, 2, 3, 4"),
+    ("sphereface", dict(margin=5), "sphereface: `margin` must be an integer"),
+    ("arcface", dict(cosine_scale=0.0), "arcface: `cosine_scale` must be > 0"),
+    ("cosface", dict(cosine_scale=float("nan")), "`cosine_scale` must be a finite number"),
+    ("softmax", dict(margin=0.5), "has no (option )?`?margin"),
+    ("noisy-softmax", dict(margin=0.5), "has no (option )?`?margin"),
+    ("arcface", dict(sphereface_lambda=(1, 2, 3, 4)), "has no (option )?`?sphereface_lambda"),
+    ("sphereface", dict(sphereface_lambda=(1, 2, 3)), "`sphereface_lambda` must be 4 numbers"),
     ("sphereface", dict(sphereface_lambda=(1, -2, 3, 4)), "must be >= 0"),
-    ("noisy-softmax", dict(noise="off"), "noise must be one of batch, sample"),
-    ("arcface", dict(noise="pixel"), "arcface: noise must be one of batch, sample"),
+    ("noisy-softmax", dict(noise="off"), "noise` must be batch or sample|noise must be one of batch, sample"),
+    ("arcface", dict(noise="pixel"), "arcface: `noise` must be one of off, batch, sample"),
+    ("arcface", dict(alpha2=-1.0, noise="batch"), "arcface: `alpha2` must be a finite number >= 0"),
 ])
 def test_out_of_range_options_are_one_line_errors(name, options, message):
     for build in (lambda: create_head(name, D, C, **options), lambda: ShardedClassifier(name, D, C, **options)):

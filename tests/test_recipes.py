@@ -49,7 +49,7 @@ def test_paper_recipes_carry_the_papers_numbers_and_differ_only_in_the_head():
     assert noisy.options["head"] == "noisy-softmax" and noisy.options["alpha2"] == 0.1
     assert noisy.options["input_size"] == (112, 96) and noisy.options["arch"] == "sphere20"
     differing = {k for k in set(noisy.options) | set(softmax.options) if noisy.options.get(k) != softmax.options.get(k)}
-    assert differing == {"head", "alpha2", "noise"}  # the noise settings only mean something for the noisy head
+    assert differing == {"head", "alpha2"}  # alpha2 only means something for the noisy head
 
 
 def test_unknown_recipe_and_malformed_user_recipe(tmp_path):

@@ -102,6 +102,14 @@ DEFAULT_NOISE = "batch"
 DEFAULT_ALPHA2 = 0.1
 #: A sample counts as saturated when its target probability exceeds this (the training instruments).
 SATURATION_LEVEL = 0.99
+#: The training instruments every line of a run's metrics.jsonl holds beside the loss (means over the
+#: line's steps and every rank's samples): the target class's probability p_y; the share of samples
+#: with p_y > SATURATION_LEVEL; the size of the cross-entropy's gradient on the plain target logit
+#: ((1 - p_y) times the head's d f'_y / d f_y; 1 - p_y for softmax); the angle between embedding and
+#: class weight (degrees); the size of the noise's change of the target logit (noisy heads only); the
+#: share of samples whose plain target logit is the largest (training accuracy; the epoch line holds
+#: it over the whole epoch).
+TRAINING_INSTRUMENTS = ("target_prob", "saturated", "target_grad", "target_angle", "noise", "train_accuracy")
 CLASSIFIERS = ("full", "sharded")
 SCHEDULES = ("step", "cosine")
 CACHE_MODES = ("none", "memmap", "device")

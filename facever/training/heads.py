@@ -47,12 +47,8 @@ from torch import nn
 
 from facever.core.errors import FaceverError
 from facever.core.settings import (
-    DEFAULT_NOISE,
-    ARCFACE_MARGIN_RANGE,
-    COSFACE_MARGIN_RANGE,
-    COSINE_ONLY_HEADS,
     DEFAULT_ALPHA2,
-    DEFAULT_COSINE_SCALES,
+    DEFAULT_NOISE,
     DEFAULT_MARGINS,
     DEFAULT_SPHEREFACE_LAMBDA,
     HEADS,
@@ -60,46 +56,16 @@ from facever.core.settings import (
     NOISE_MODES,
     NOISE_OFF,
     SATURATION_LEVEL,
-    SPHEREFACE_MARGINS,
-    default_noise,
+)
+from facever.training.head_options import (
+    check_alpha2,
+    check_cosine_scale,
+    check_margin,
+    check_sphereface_lambda,
+    resolve_head_options,
 )
 
 __all__ = ["HEADS", "NOISE_MODES", "ClassifierHead", "NoisySoftmax", "Softmax", "create_head", "make_transform"]
-
-
-def check_cosine_scale(cosine_scale: float) -> None:
-    if not (math.isfinite(float(cosine_scale)) and float(cosine_scale) >= 0):
-        raise FaceverError(f"cosine_scale must be a finite number >= 0 (0: the paper's linear logits), got {cosine_scale!r}")
-
-
-def check_margin(head: str, margin: float) -> float:
-    """`margin` as a float when `head` accepts it; a FaceverError naming the range otherwise."""
-    value = float(margin)
-    if head == "sphereface":
-        if not (math.isfinite(value) and value in SPHEREFACE_MARGINS):
-            raise FaceverError(f"sphereface: margin must be an integer {', '.join(map(str, SPHEREFACE_MARGINS))} "
-                               f"(the multiplicative angular margin m), got {margin!r}")
-    elif head == "cosface":
-        lo, hi = COSFACE_MARGIN_RANGE
-        if not (math.isfinite(value) and lo <= value <= hi):
-            raise FaceverError(f"cosface: margin must be in [{lo:g}, {hi:g}] (a cosine margin), got {margin!r}")
-    elif head == "arcface":
-        lo, hi = ARCFACE_MARGIN_RANGE
-        if not (math.isfinite(value) and lo <= value < hi):
-            raise FaceverError(f"arcface: margin must be in [{lo:g}, pi/2) radians, got {margin!r}")
-    else:
-        raise FaceverError(f"head {head!r} has no margin (margins: {', '.join(MARGIN_HEADS)})")
-    return value
-
-
-def check_sphereface_lambda(schedule: Any) -> tuple[float, float, float, float]:
-    values = tuple(float(v) for v in schedule)
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise FaceverError(f"sphereface_lambda must be 4 numbers (base, gamma, power, lambda_min), got {schedule!r}")
-    base, gamma, power, lambda_min = values
-    if base < 0 or gamma < 0 or power < 0 or lambda_min < 0:
-        raise FaceverError(f"sphereface_lambda: base, gamma, power and lambda_min must be >= 0, got {schedule!r}")
-    return values  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,8 +218,7 @@ class TargetTransform(nn.Module):
     def __init__(self, margin: Margin | None = None, *, alpha2: float = DEFAULT_ALPHA2, noise: str = NOISE_OFF,
                  eps: float = 1e-12, label: str = "head"):
         super().__init__()
-        if not (math.isfinite(float(alpha2)) and float(alpha2) >= 0):
-            raise FaceverError(f"{label}: alpha2 must be a finite number >= 0, got {alpha2!r}")
+        check_alpha2(label, alpha2)
         if noise not in NOISE_MODES and noise != NOISE_OFF:
             raise FaceverError(f"{label}: noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
         self.margin = margin if margin is not None else Margin()
@@ -308,41 +273,22 @@ class TargetTransform(nn.Module):
 
 def make_transform(head: str, *, margin: float | None = None, alpha2: float | None = None, noise: str | None = None,
                    eps: float | None = None, sphereface_lambda: Any = None) -> TargetTransform:
-    """The transform of head `head` (one of settings.HEADS); None options take the head's defaults.
-
-    `softmax` has no margin and no noise (it ignores alpha2/noise, so that one configuration drives
-    both of the paper's heads); `noisy-softmax` has the noise (batch by default); a margin head has
-    its margin and no noise unless `noise` is "batch" or "sample" (then `alpha2`, default 0.1).
-    """
-    if head not in HEADS:
-        raise FaceverError(f"unknown head {head!r}; known heads: {', '.join(HEADS)}")
-    if margin is not None and head not in MARGIN_HEADS:
-        raise FaceverError(f"head {head!r} has no option margin (margins: {', '.join(MARGIN_HEADS)})")
-    if sphereface_lambda is not None and head != "sphereface":
-        raise FaceverError(f"head {head!r} has no option sphereface_lambda (sphereface's alone)")
-    noise = default_noise(head) if noise is None else noise
-    if head == "softmax":
-        noise = NOISE_OFF
-    elif head == "noisy-softmax" and noise == NOISE_OFF:
-        raise FaceverError("noisy-softmax: noise must be one of batch, sample (without noise it is the softmax head)")
+    """The transform of head `head` (one of settings.HEADS); None options take the head's defaults
+    (`head_options.resolve_head_options`, which checks them): `softmax` has no margin and no noise,
+    `noisy-softmax` the noise, a margin head its margin and no noise unless `noise` is batch or sample."""
+    options = resolve_head_options(head, margin=margin, alpha2=alpha2, noise=noise, sphereface_lambda=sphereface_lambda)
     if head == "sphereface":
-        built: Margin = SphereFaceMargin(DEFAULT_MARGINS[head] if margin is None else margin,
-                                         DEFAULT_SPHEREFACE_LAMBDA if sphereface_lambda is None else sphereface_lambda)
+        built: Margin = SphereFaceMargin(options.margin, options.sphereface_lambda)
     elif head in MARGINS:
-        built = MARGINS[head](DEFAULT_MARGINS[head] if margin is None else margin)
+        built = MARGINS[head](options.margin)
     else:
         built = Margin()
-    return TargetTransform(built, alpha2=DEFAULT_ALPHA2 if alpha2 is None else alpha2, noise=noise,
-                           eps=1e-12 if eps is None else eps, label=head)
+    return TargetTransform(built, alpha2=options.alpha2, noise=options.noise, eps=1e-12 if eps is None else eps, label=head)
 
 
 def default_cosine_scale(head: str, cosine_scale: float | None) -> float:
-    """`cosine_scale`, or the head's default when None; CosFace and ArcFace need one > 0."""
-    scale = DEFAULT_COSINE_SCALES[head] if cosine_scale is None else float(cosine_scale)
-    check_cosine_scale(scale)
-    if head in COSINE_ONLY_HEADS and scale <= 0:
-        raise FaceverError(f"{head}: cosine_scale must be > 0 ({head} scores cosines; its papers use 64), got {cosine_scale!r}")
-    return scale
+    """`cosine_scale`, or the head's default when None (checked: CosFace and ArcFace need one > 0)."""
+    return resolve_head_options(head, cosine_scale=cosine_scale).cosine_scale
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,9 +417,8 @@ class ClassifierHead(nn.Module):
             raise FaceverError(
                 f"head needs in_features >= 1 and num_classes >= 1, got {in_features} and {num_classes}"
             )
-        check_cosine_scale(cosine_scale)
         self.in_features, self.num_classes = int(in_features), int(num_classes)
-        self.cosine_scale = float(cosine_scale)
+        self.cosine_scale = check_cosine_scale("softmax", cosine_scale)
         self.transform = transform if transform is not None else TargetTransform()
         self.weight = nn.Parameter(torch.empty(self.num_classes, self.in_features))
         self.bias = nn.Parameter(torch.empty(self.num_classes)) if bias else None
