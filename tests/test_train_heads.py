@@ -116,3 +116,32 @@ def test_cli_head_options_reach_the_run_and_its_config(data, tmp_path):
     text = (tmp_path / "arc" / "config.toml").read_text()
     assert "# margin = (not set: the head's default, 0.5)" in text and "# noise = (not set: the head's default, \"off\")" in text
     assert "# cosine_scale = (not set: the head's default, 64.0)" in text
+
+
+@pytest.mark.parametrize("head,options", [("noisy-softmax", {}), ("sphereface", {}), ("arcface", {"noise": "sample"})])
+def test_a_training_step_reads_nothing_back_from_the_device(monkeypatch, head, options):
+    """The instruments are summed on the device: a step (forward, loss, instruments, backward, SGD) and
+    the window's accumulation never read a tensor back (no `.item()`, `.tolist()`, truth value,
+    `nonzero` ...), which on a GPU would stall the host every step. (Reads inside torch's own kernels
+    are not seen here; a GPU run with torch.cuda.set_sync_debug_mode would see those.)"""
+    from facever.training.heads import create_head
+    from facever.training.loop import LossWindow, TrainNet, train_step
+
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8))
+    net = TrainNet(backbone, create_head(head, 8, 5, **options), None).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    window = LossWindow(torch.device("cpu"))
+    x, labels = torch.randn(6, 3, 2, 2), torch.tensor([0, 1, 2, 3, 4, 0])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a training step read a tensor back to the host")
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "nonzero", "numpy", "cpu"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    for _ in range(3):
+        loss, instruments = train_step(net, x, labels, opt, scaler)
+        window.add(loss, instruments)
+    monkeypatch.undo()
+    assert window.steps == 3 and window.sums[1].item() == 18  # three steps of six samples counted
