@@ -49,9 +49,11 @@ def two_runs(tmp_path):
 def test_differences_best_validation_and_reports(tmp_path):
     a, b = two_runs(tmp_path)
     comparison = compare_runs([a, b])
-    assert comparison.differing == ["head", "alpha2"]  # workers differ too, but do not change a model
+    # workers differ too, but do not change a model; the noise each head trains with is filled in.
+    assert comparison.differing == ["head", "noise", "alpha2"]
     rows = {label: (cells, hl) for label, cells, hl in comparison.rows}
     assert rows["head"] == (["softmax", "noisy-softmax"], True)
+    assert rows["noise"] == (["off", "batch"], True) and rows["cosine_scale"] == (["0", "0"], False)
     assert rows["alpha2"] == (["-", "0.1"], True)
     assert rows["lr"] == (["0.1", "0.1"], False)
     assert rows["best validation accuracy"][0] == ["85.00% (step 20)", "90.00% (step 10)"]
@@ -143,7 +145,7 @@ def test_compare_real_training_runs(faces_dir, tmp_path):
         assert result.exit_code == 0, result.output
         runs.append(run)
     comparison = compare_runs(runs)
-    assert config_differences(comparison.runs) == ["head"]
+    assert config_differences(comparison.runs) == ["head", "noise"]
     for run in comparison.runs:
         metrics = read_metrics(run.path)
         assert metrics.val_steps == [2, 4]  # validated at each epoch's end
@@ -152,3 +154,17 @@ def test_compare_real_training_runs(faces_dir, tmp_path):
         best = max(metrics.val_accuracy)
         assert run.best_validation[0] == best
         assert summarize_run(run.path).steps == 4
+
+
+def test_head_defaults_are_filled_in_so_equal_settings_compare_equal(tmp_path):
+    a = make_run(tmp_path, "arc-default", config='head = "arcface"\n', metrics=[{"kind": "train", "step": 1, "loss": 1.0}])
+    b = make_run(tmp_path, "arc-written", config='head = "arcface"\nmargin = 0.5\ncosine_scale = 64.0\n',
+                 metrics=[{"kind": "train", "step": 1, "loss": 1.0}])
+    c = make_run(tmp_path, "arc-other", config='head = "arcface"\nmargin = 0.3\nnoise = "sample"\n',
+                 metrics=[{"kind": "train", "step": 1, "loss": 1.0}])
+    assert compare_runs([a, b]).differing == []
+    comparison = compare_runs([a, b, c])
+    assert comparison.differing == ["margin", "noise"]
+    rows = {label: cells for label, cells, _ in comparison.rows}
+    assert rows["margin"] == ["0.5", "0.5", "0.3"] and rows["cosine_scale"] == ["64", "64", "64"]
+    assert rows["noise"] == ["off", "off", "sample"]

@@ -168,10 +168,31 @@ class RunSummary:
         }
 
 
+def with_head_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with the head's options it leaves unset filled in (margin, noise, cosine scale,
+    SphereFace's lambda: training.head_options), so that a run that took a default and one that wrote
+    the same value compare equal and the table shows the value trained with. A configuration the
+    current code would refuse is shown as it is."""
+    from facever.training.head_options import resolve_head_options
+
+    try:
+        options = resolve_head_options(
+            str(config.get("head", "noisy-softmax")), margin=config.get("margin"), cosine_scale=config.get("cosine_scale"),
+            noise=config.get("noise"), alpha2=config.get("alpha2"), sphereface_lambda=config.get("sphereface_lambda"))
+    except FaceverError:
+        return config
+    filled = dict(config)
+    for key in ("margin", "noise", "cosine_scale", "sphereface_lambda"):
+        value = getattr(options, key)
+        if filled.get(key) is None and value is not None:
+            filled[key] = list(value) if isinstance(value, tuple) else value
+    return filled
+
+
 def summarize_run(run_dir: str | Path, *, name: str | None = None) -> RunSummary:
     run_dir = Path(run_dir)
-    return RunSummary(run_dir, name or run_dir.resolve().name, read_run_config(run_dir), read_metrics(run_dir),
-                      find_reports(run_dir))
+    return RunSummary(run_dir, name or run_dir.resolve().name, with_head_defaults(read_run_config(run_dir)),
+                      read_metrics(run_dir), find_reports(run_dir))
 
 
 def _names(paths: Sequence[Path]) -> list[str]:
