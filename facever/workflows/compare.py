@@ -31,14 +31,14 @@ IGNORED_FIELDS = frozenset({"workers", "cache_dir", "device", "checkpoint_every"
 REPORT_SEARCH_DEPTH = 4
 
 
-# What each instrument's plot says on its axis.
+# Each instrument's plot: its title and the label of its axis.
 INSTRUMENT_LABELS = {
-    "target_prob": "mean target probability p_y",
-    "saturated": f"share of samples with p_y > {SATURATION_LEVEL:g}",
-    "target_grad": "mean |dL/d(plain target logit)| ((1 - p_y) x the head's slope)",
-    "target_angle": "mean angle between embedding and its class weight (degrees)",
-    "noise": "mean size of the noise on the target logit",
-    "train_accuracy": "accuracy (%)",
+    "target_prob": ("target probability p_y (mean)", "mean p_y"),
+    "saturated": (f"saturated: share of samples with p_y > {SATURATION_LEVEL:g}", "share of samples"),
+    "target_grad": ("gradient on the plain target logit f_y: (1 - p_y) x the head's slope", "mean |dL/df_y|"),
+    "target_angle": ("angle between embedding and its class weight", "mean angle (degrees)"),
+    "noise": ("size of the noise on the target logit", "mean |noise|"),
+    "train_accuracy": ("training accuracy per epoch (solid), validation accuracy (dashed)", "accuracy (%)"),
 }
 
 
@@ -186,6 +186,8 @@ def with_head_defaults(config: dict[str, Any]) -> dict[str, Any]:
         value = getattr(options, key)
         if filled.get(key) is None and value is not None:
             filled[key] = list(value) if isinstance(value, tuple) else value
+    if not options.noisy:
+        filled.pop("alpha2", None)  # a recipe's alpha2 means nothing to a head without noise
     return filled
 
 
@@ -366,9 +368,10 @@ def plot_instrument(series: Sequence[tuple[str, Metrics]], name: str, path: str 
             steps, values = m.instruments[name]
             ax.plot(steps, values, color=colour, linewidth=1.3, label=label,
                     marker="o" if len(steps) < 30 else None, markersize=3)
+    title, axis = INSTRUMENT_LABELS[name]
     ax.set_xlabel("step")
-    ax.set_ylabel(INSTRUMENT_LABELS[name])
-    ax.set_title({"train_accuracy": "training accuracy (solid) and validation accuracy (dashed)"}.get(name, name))
+    ax.set_ylabel(axis)
+    ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
