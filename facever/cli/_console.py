@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from typing import Iterator
 
@@ -51,14 +52,22 @@ def console_log(path) -> Iterator[None]:
         f.close()
 
 
-def print_table(columns, rows, *, highlight_rows=(), show_lines: bool = False) -> None:
-    """A table on stdout: a rich table on a terminal; tab-separated lines (header first) in a pipe or a
-    file, so every name, path and recipe stays whole for grep, cut and spreadsheets.
+# A cell that reads as a number (`0.9585`, `91.15%`, `89.55% +- 0.88`, `1,234`): its column is right-aligned.
+_NUMBER = re.compile(r"^[-+]?[\d,]*\.?\d+%?( \+- [\d.]+)?$")
 
-    `rows`: sequences of cell strings; `highlight_rows`: indices shown in bold yellow on a terminal.
+
+def print_table(columns, rows, *, title: str | None = None, highlight_rows=(), show_lines: bool = False) -> None:
+    """A table on stdout: a rich table on a terminal; tab-separated lines (header first) in a pipe or a
+    file, so every name, path and recipe stays whole for grep, cut and spreadsheets. The one writer of
+    every table facever prints.
+
+    `rows`: sequences of cell strings; `title`: above the table on a terminal, on stderr in a pipe (so
+    stdout stays header + rows); `highlight_rows`: indices shown in bold yellow on a terminal.
     """
     rows = [[str(c) for c in row] for row in rows]
     if not sys.stdout.isatty():
+        if title:
+            info(title)
         def cell(text: str) -> str:
             return " ".join(text.replace("\t", " ").split())
 
@@ -70,9 +79,11 @@ def print_table(columns, rows, *, highlight_rows=(), show_lines: bool = False) -
     from rich.text import Text
 
     # Text, not markup: a name such as `[old]` shows as such.
-    table = Table(show_lines=show_lines)
-    for column in columns:
-        table.add_column(Text(column), overflow="fold")
+    table = Table(title=Text(title) if title else None, title_justify="left", show_lines=show_lines)
+    for k, column in enumerate(columns):
+        cells = [row[k] for row in rows if k < len(row) and row[k] not in ("", "-")]
+        numeric = bool(cells) and all(_NUMBER.match(c) for c in cells)
+        table.add_column(Text(column), overflow="fold", justify="right" if numeric else "left")
     highlighted = set(highlight_rows)
     for i, row in enumerate(rows):
         table.add_row(*(Text(c) for c in row), style="bold yellow" if i in highlighted else None)
@@ -339,6 +350,18 @@ class _Both:
     def close(self) -> None:
         for d in self.displays:
             d.close()
+
+
+@contextlib.contextmanager
+def stage(description: str) -> Iterator[None]:
+    """A step without a count (loading a model): a spinner with `description` on a terminal, one plain
+    line (`description ...`) in a log or a pipe, so a wait before the first progress is never a silent 0%."""
+    if err_console.is_terminal and not _log_files:
+        with err_console.status(escape(description) + " ..."):
+            yield
+        return
+    _plain_line(f"{description} ...")
+    yield
 
 
 @contextlib.contextmanager

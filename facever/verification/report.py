@@ -1,4 +1,4 @@
-"""Result files a user keeps: `report.json`, `roc.png`, and the plain-text table the CLI prints."""
+"""Result files a user keeps (`report.json`, `roc.png`) and the tables the CLI prints, as rows of text cells."""
 
 from __future__ import annotations
 
@@ -97,88 +97,114 @@ def write_ensemble_report(out_dir: str | Path, result, *, title: str | None = No
     return _write_report_files(out_dir, data, [_curve(name, res) for name, res in rows], title=title, min_fpr=min_fpr)
 
 
-def format_table(result) -> str:
-    """Per-fold thresholds and accuracies, then the summary, as aligned plain text."""
+# A table is `(columns, rows)`: column names and rows of text cells. The CLI draws it on a terminal and
+# writes it tab-separated into a pipe (`facever.cli._console.print_table`, the one table writer).
+Table = tuple[list[str], list[list[str]]]
+
+
+def fold_table(result) -> Table:
+    """The per-fold table of a `VerificationResult`: fold, pairs, threshold, accuracy."""
     kf = result.kfold
     unit = {"cosine": "cosine", "l2": "sq. L2", "arccos": "arccos/pi"}.get(result.settings.get("metric") or "cosine", "score")
-    lines = [f"{'fold':>4}  {'pairs':>5}  {'threshold (' + unit + ')':>20}  {'accuracy':>9}"]
-    for f, s, t, a in zip(kf.fold_ids, kf.sizes, kf.thresholds, kf.accuracies):
-        lines.append(f"{int(f) + 1:>4}  {int(s):>5}  {t:>20.6f}  {100 * a:>8.2f}%")
-    lines.append("")
-    lines.append(f"accuracy   {100 * kf.mean:.2f}% +- {100 * kf.std:.2f} (std over {kf.accuracies.size} folds; "
-                 f"stderr {100 * kf.stderr:.2f})")
-    lines.append(f"AUC        {result.auc:.4f}    EER {100 * result.eer:.2f}%")
-    tar = result.tar_at_far
-    lines.append("TAR@FAR    " + "   ".join(f"{float(k):g}: {100 * v:.2f}%" for k, v in tar.items()))
+    rows = [[str(int(f) + 1), str(int(s)), f"{t:.6f}", f"{100 * a:.2f}%"]
+            for f, s, t, a in zip(kf.fold_ids, kf.sizes, kf.thresholds, kf.accuracies)]
+    return ["fold", "pairs", f"threshold ({unit})", "accuracy"], rows
+
+
+def summary_table(result) -> Table:
+    """The summary under the fold table: one row per measure (accuracy over the folds, AUC, EER, TAR at
+    each FAR, facenet's VAL@FAR, dropped pairs)."""
+    kf = result.kfold
+    rows = [["accuracy", f"{100 * kf.mean:.2f}% +- {100 * kf.std:.2f} (std over {kf.accuracies.size} folds; "
+                         f"stderr {100 * kf.stderr:.2f})"],
+            ["AUC", f"{result.auc:.4f}"], ["EER", f"{100 * result.eer:.2f}%"]]
+    rows += [[f"TAR@FAR={float(k):g}", f"{100 * v:.2f}%"] for k, v in result.tar_at_far.items()]
     v = result.val_at_far
-    lines.append(f"VAL@FAR    {100 * v['val_mean']:.2f}% +- {100 * v['val_std']:.2f} @ FAR {100 * v['far_mean']:.3f}% "
-                 "(facenet's definition)")
+    rows.append(["VAL@FAR", f"{100 * v['val_mean']:.2f}% +- {100 * v['val_std']:.2f} @ FAR {100 * v['far_mean']:.3f}% "
+                            "(facenet's definition)"])
     if result.dropped_pairs:
-        lines.append(f"dropped    {result.dropped_pairs} pairs with missing images")
+        rows.append(["dropped", f"{result.dropped_pairs} pairs with missing images"])
+    return ["measure", "value"], rows
+
+
+def peer_table(result) -> Table | None:
+    """With a peer's convention (`evaluate_protocol(convention=...)`): the lines its script prints, one
+    row each under a header naming the script; None otherwise."""
     peer = getattr(result, "peer", None)
-    if peer:
-        conv = result.settings.get("convention", {})
-        lines.append("")
-        lines.append(f"as {conv.get('name', 'the peer')}'s script prints it ({conv.get('script', '')}):")
-        lines.extend("  " + line for line in peer["lines"])
-    return "\n".join(lines)
+    if not peer:
+        return None
+    conv = result.settings.get("convention", {})
+    return [f"as {conv.get('name', 'the peer')}'s script prints it ({conv.get('script', '')})"], \
+        [[line] for line in peer["lines"]]
 
 
-def format_comparison(result) -> str:
+def pair_tables(result) -> list[Table]:
+    """Every table of a pair benchmark's result: the folds, the summary and, with a peer's convention, its lines."""
+    peer = peer_table(result)
+    return [fold_table(result), summary_table(result)] + ([peer] if peer else [])
+
+
+def comparison_table(result) -> Table:
     """An ensemble's table (`EnsembleResult`): one row per model and one for the ensemble, with accuracy
     mean +- std, AUC and TAR at each FAR of the report."""
     rows = result.results()
-    width = max(8, *(len(name) for name, _ in rows))
     fars = list(rows[0][1].tar_at_far)
-    header = (f"{'model':<{width}}  {'accuracy':>17}  {'AUC':>6}  "
-              + "  ".join(f"{'TAR@' + format(float(f), 'g'):>10}" for f in fars))
-    lines = [header]
-    for name, res in rows:
-        acc = f"{100 * res.kfold.mean:.2f}% +- {100 * res.kfold.std:.2f}"
-        tars = "  ".join(f"{100 * res.tar_at_far[f]:>9.2f}%" for f in fars)
-        lines.append(f"{name:<{width}}  {acc:>17}  {res.auc:>6.4f}  {tars}")
-    return "\n".join(lines)
+    columns = ["model", "accuracy", "AUC", *(f"TAR@FAR={float(f):g}" for f in fars)]
+    return columns, [[name, f"{100 * res.kfold.mean:.2f}% +- {100 * res.kfold.std:.2f}", f"{res.auc:.4f}",
+                      *(f"{100 * res.tar_at_far[f]:.2f}%" for f in fars)] for name, res in rows]
 
 
-def format_ijb_table(results, search=None, *, names=None) -> str:
-    """IJB 1:1 results (one row pair per test mode: both TAR@FAR definitions) and, given, the 1:N table.
+#: Under IJB's 1:1 table: what its two TAR@FAR rows per model mean.
+IJB_TAR_NOTE = ("insightface: the ROC point whose FAR is nearest the target; conservative: the best TAR at "
+                "FAR <= target")
+#: Under IJB's 1:N table, when it has insightface's row.
+IJB_SEARCH_NOTE = ("1:N row insightface: ijb_1n.py's numbers, galleries joined: top-k and TPR at its \"FAR\", "
+                   "not NIST's rank and FPIR")
 
-    `results`: `IJBResult`s; `search`: `(per-gallery SearchResults, average dict[, insightface's 1:N dict])`
-    or None; `names`:
-    a row label per result instead of its test mode (ensembles: the model names).
-    """
+
+def ijb_table(results, *, names=None) -> Table:
+    """IJB 1:1 results: two rows per result (TAR@FAR by both definitions, see `IJB_TAR_NOTE`). `names`: a
+    row label per result instead of its test mode (ensembles: the model names)."""
     fars = list(results[0].tar_at_far["insightface"])
     labels = list(names) if names is not None else [r.mode.label for r in results]
-    width = max(9, *(len(x) for x in labels))
-    head = f"{'mode' if names is None else 'model':<{width}} {'AUC':>7}  {'TAR@FAR by':<12}" + "".join(f"{f:>9}" for f in fars)
-    lines = [head]
-    for res, label in zip(results, labels):
-        for k, definition in enumerate(("insightface", "conservative")):
-            tars = "".join(f"{100 * res.tar_at_far[definition][f]['tar']:>8.2f}%" for f in fars)
-            first = f"{label:<{width}} {res.auc:>7.4f}" if k == 0 else " " * (width + 8)
-            lines.append(f"{first}  {definition:<12}{tars}")
-    lines.append("insightface: the ROC point whose FAR is nearest the target; conservative: the best TAR at FAR <= target")
+    columns = ["mode" if names is None else "model", "AUC", "TAR@FAR by", *(f"FAR={f}" for f in fars)]
+    rows = [[label, f"{res.auc:.4f}", definition, *(f"{100 * res.tar_at_far[definition][f]['tar']:.2f}%" for f in fars)]
+            for res, label in zip(results, labels) for definition in ("insightface", "conservative")]
+    return columns, rows
+
+
+def ijb_search_table(search, *, mode_label: str) -> Table:
+    """IJB 1:N search: one row per gallery, their average (CMC ranks, TPIR@FPIR, probe counts) and, when
+    `search` holds it (`(per_gallery, average, insightface)`), insightface's ijb_1n.py row."""
+    per_gallery, average, *peer = search
+    first = per_gallery[0]
+    ranks, fpirs = list(first.cmc), list(first.tpir_at_fpir)
+    columns = [f"1:N ({mode_label})", *(f"rank-{k}" for k in ranks), *(f"TPIR@{f}" for f in fpirs), "mated probes",
+               "non-mated probes"]
+    rows = [[r.gallery, *(f"{100 * r.cmc[k]:.2f}%" for k in ranks),
+             *(f"{100 * r.tpir_at_fpir[f]['tpir']:.2f}%" for f in fpirs), str(r.mated_probes), str(r.non_mated_probes)]
+            for r in per_gallery]
+    rows.append(["average", *(f"{100 * average['cmc'][f'rank{k}']:.2f}%" for k in ranks),
+                 *(f"{100 * average['tpir_at_fpir'][f]['tpir']:.2f}%" for f in fpirs), "", ""])
+    if peer and peer[0] is not None:
+        ins = peer[0]
+        rows.append(["insightface", *(f"{100 * ins[f'top{k}']:.2f}%" for k in ranks),
+                     *(f"{100 * v['tpr']:.2f}%" for v in ins["tpr_at_far"].values()), str(ins["probes"]), ""])
+    return columns, rows
+
+
+def ijb_tables(results, search=None, *, names=None) -> list[Table]:
+    """The 1:1 table and, given a search, the 1:N table of IJB results."""
+    tables = [ijb_table(results, names=names)]
     if search is not None:
-        per_gallery, average, *peer = search
-        first = per_gallery[0]
-        ranks = list(first.cmc)
-        fpirs = list(first.tpir_at_fpir)
-        lines.append("")
-        lines.append(f"1:N ({results[0].mode.label})  " + "  ".join(f"{'rank-' + str(k):>7}" for k in ranks) + "  "
-                     + "  ".join(f"{'TPIR@' + f:>10}" for f in fpirs) + "   mated / non-mated probes")
-        for r in per_gallery:
-            lines.append(f"{r.gallery:<14}" + "  ".join(f"{100 * r.cmc[k]:>6.2f}%" for k in ranks) + "  "
-                         + "  ".join(f"{100 * r.tpir_at_fpir[f]['tpir']:>9.2f}%" for f in fpirs)
-                         + f"   {r.mated_probes} / {r.non_mated_probes}")
-        lines.append(f"{'average':<14}" + "  ".join(f"{100 * average['cmc'][f'rank{k}']:>6.2f}%" for k in ranks) + "  "
-                     + "  ".join(f"{100 * average['tpir_at_fpir'][f]['tpir']:>9.2f}%" for f in fpirs))
-        if peer and peer[0] is not None:
-            ins = peer[0]
-            lines.append(f"{'insightface':<14}" + "  ".join(f"{100 * ins[f'top{k}']:>6.2f}%" for k in ranks) + "  "
-                         + "  ".join(f"{100 * v['tpr']:>9.2f}%" for v in ins["tpr_at_far"].values())
-                         + f"   {ins['probes']} probes, galleries joined (ijb_1n.py: top-k and TPR at its \"FAR\", "
-                         "not NIST's rank and FPIR)")
-    return "\n".join(lines)
+        tables.append(ijb_search_table(search, mode_label=results[0].mode.label))
+    return tables
+
+
+def ijb_note(search=None) -> str:
+    """The lines under IJB's tables: what the TAR@FAR rows mean, and insightface's 1:N row when present."""
+    has_peer = search is not None and len(search) > 2 and search[2] is not None
+    return IJB_TAR_NOTE + ("; " + IJB_SEARCH_NOTE if has_peer else "")
 
 
 def write_ijb_report(out_dir: str | Path, results, *, t1, t2, search=None, extra: dict | None = None) -> dict[str, Path]:

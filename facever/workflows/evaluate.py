@@ -23,7 +23,7 @@ Every scoring command goes through here (eval-lfw, eval-fglfw, eval-ytf, eval-bi
 3. `evaluate(bench, source, ...)` / `evaluate_ensemble(bench, sources, ...)`: the one engine
    (`facever.verification`), the one report writer (`facever.verification.report`: report.json and
    roc.png, IJB also scores.npz), and a result object for the caller to show: `to_dict()` is
-   report.json's content, `title` and `table()` the plain-text summary.
+   report.json's content, `title` and `tables()` the summary as tables of text cells (`note`: a line under them).
 
 Settings come in two groups, each a frozen dataclass whose defaults are facever's
 (`facever.core.settings`): `EmbedSettings` (how a model embeds) and `ScoringSettings` (how pairs are
@@ -578,10 +578,13 @@ class PairEvaluation:
         """report.json's content."""
         return self.result.to_dict()
 
-    def table(self) -> str:
-        from facever.verification.report import format_table
+    def tables(self) -> list:
+        """The per-fold table, the summary (and a peer script's lines), each `(columns, rows)`."""
+        from facever.verification.report import pair_tables
 
-        return format_table(self.result)
+        return pair_tables(self.result)
+
+    note = None
 
 
 @dataclass
@@ -599,10 +602,17 @@ class IJBEvaluation:
 
         return ijb_report_data(self.results, search=self.search)
 
-    def table(self) -> str:
-        from facever.verification.report import format_ijb_table
+    def tables(self) -> list:
+        """The 1:1 table (and the 1:N one with a search), each `(columns, rows)`."""
+        from facever.verification.report import ijb_tables
 
-        return format_ijb_table(self.results, self.search)
+        return ijb_tables(self.results, self.search)
+
+    @property
+    def note(self) -> str:
+        from facever.verification.report import ijb_note
+
+        return ijb_note(self.search)
 
 
 def evaluate(bench: PairBenchmark | IJBBenchmark, source: Source, *, embed: EmbedSettings | None = None,
@@ -728,13 +738,20 @@ class EnsembleEvaluation:
     def to_dict(self) -> dict[str, Any]:
         return self.result.to_dict()
 
-    def table(self) -> str:
-        from facever.verification.report import format_comparison, format_ijb_table
+    def tables(self) -> list:
+        """One table, `(columns, rows)`: a row per model and one for the ensemble (IJB: two rows each)."""
+        from facever.verification.report import comparison_table, ijb_tables
 
         if self.ijb:
             rows = self.result.results()
-            return format_ijb_table([r for _, r in rows], names=[n for n, _ in rows])
-        return format_comparison(self.result)
+            return ijb_tables([r for _, r in rows], names=[n for n, _ in rows])
+        return [comparison_table(self.result)]
+
+    @property
+    def note(self) -> str | None:
+        from facever.verification.report import IJB_TAR_NOTE
+
+        return IJB_TAR_NOTE if self.ijb else None
 
 
 def evaluate_ensemble(bench: PairBenchmark | IJBBenchmark, sources: Sequence[Source | str], *,
