@@ -101,3 +101,16 @@ def test_each_recipe_trains_a_few_steps_on_tiny_data(name, tiny_casia, tmp_path)
         assert saved[key] == recipe.options[key], key  # the recipe's own, where the tiny file does not override
     assert saved["input_size"] == [28, 24] and saved["width"] == 4
     assert (run / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("photos", [200, 300, 400])
+def test_cpu_small_does_not_warn_about_itself_on_the_quick_starts_photos(photos):
+    """The quick start trains cpu-small on a few hundred photos: its batch must give enough steps per
+    epoch that the small-epoch warning stays quiet (the sampler's own count of steps)."""
+    from facever.training.data import EpochBatchSampler
+    from facever.training.loop import MIN_STEPS_PER_EPOCH
+
+    batch = load_recipe("cpu-small").options["batch_size"]
+    assert len(EpochBatchSampler(photos, batch, seed=0, rank=0, world_size=1)) >= MIN_STEPS_PER_EPOCH
+    # ... while a batch far too large for them still warns.
+    assert len(EpochBatchSampler(photos, 64, seed=0, rank=0, world_size=1)) < MIN_STEPS_PER_EPOCH

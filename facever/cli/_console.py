@@ -353,18 +353,6 @@ class _Both:
 
 
 @contextlib.contextmanager
-def stage(description: str) -> Iterator[None]:
-    """A step without a count (loading a model): a spinner with `description` on a terminal, one plain
-    line (`description ...`) in a log or a pipe, so a wait before the first progress is never a silent 0%."""
-    if err_console.is_terminal and not _log_files:
-        with err_console.status(escape(description) + " ..."):
-            yield
-        return
-    _plain_line(f"{description} ...")
-    yield
-
-
-@contextlib.contextmanager
 def progress_bar(description: str, total: int | None, unit: str = "img", *, done: int = 0) -> Iterator:
     """Progress on stderr with rate and ETA, closed on the way out. Yields `advance(n=1, status=None)`.
 
