@@ -53,8 +53,13 @@ def test_paper_recipes_carry_the_papers_numbers_and_differ_only_in_the_head():
 
 
 def test_unknown_recipe_and_malformed_user_recipe(tmp_path):
-    with pytest.raises(FaceverError, match="unknown recipe 'paper'; known recipes: cpu-small, iresnet50-bf16"):
+    with pytest.raises(FaceverError, match="unknown recipe 'paper'; did you mean 'paper-casia-sphere20' or "
+                                           "'paper-casia-sphere20-softmax'\\?; known recipes: cpu-small, iresnet50-bf16"):
         load_recipe("paper")
+    with pytest.raises(FaceverError, match="unknown recipe 'cpu-smal'; did you mean 'cpu-small'\\?; known"):
+        load_recipe("cpu-smal")
+    with pytest.raises(FaceverError, match="unknown recipe 'gpu-large'; known recipes"):  # nothing close: no guess
+        load_recipe("gpu-large")
     mine = tmp_path / "mine.toml"
     mine.write_text('arch = "sphere20"\n[recipe]\nsummary = "mine"\nexpected = { lfw = 99.5 }\n')
     assert load_recipe(str(mine)).expected == {"lfw": 99.5}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
@@ -90,13 +91,72 @@ def print_table(columns, rows, *, title: str | None = None, highlight_rows=(), s
     out_console.print(table)
 
 
+def print_error(message: str) -> None:
+    """The one error line on stderr (`error: ...`), whoever raised it: facever's own errors and the
+    command-line parser's usage errors look alike."""
+    err_console.print(f"[bold red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
+    _to_logs(f"error: {_one_line(message)}")
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error on stderr and exit non-zero."""
     import typer
 
-    err_console.print(f"[bold red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
-    _to_logs(f"error: {_one_line(message)}")
+    print_error(message)
     raise typer.Exit(code)
+
+
+def click_module():
+    """The click that typer runs on: typer >= 0.2x vendors it as `typer._click`, older typer depends on it."""
+    try:
+        import typer._click as click
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        import click
+    return click
+
+
+_MODEL_SUFFIXES = (".pt", ".pth", ".onnx", ".torchscript")
+
+
+def looks_like_model(value: str | Path) -> bool:
+    """A model file (`.pt`, `.pth`, `.onnx`, ...) or a training run's folder (holding `model.pt`)."""
+    path = Path(value)
+    return (path.suffix.lower() in _MODEL_SUFFIXES and path.is_file()) or (path / "model.pt").is_file()
+
+
+def _usage_hint(exc) -> str | None:
+    """What the user probably meant by a usage error, when it can be told: a value given without its
+    option (`eval-lfw test.npz` for `eval-lfw -e test.npz`)."""
+    found = re.search(r"unexpected extra argument(?:s|\(s\))? \((.+)\)", exc.message or "")
+    ctx = getattr(exc, "ctx", None)
+    if not found or ctx is None:
+        return None
+    flags = {}
+    for param in ctx.command.params:
+        opts = sorted(getattr(param, "opts", []), key=len)
+        if param.param_type_name == "option" and opts:
+            flags[param.name] = "/".join(opts)
+    for value in found.group(1).split():
+        suffix = Path(value).suffix.lower()
+        for name, fits, what in (("embeddings", suffix == ".npz", "an embeddings file"),
+                                 ("model", looks_like_model(value), "a model"),
+                                 ("pairs", suffix in (".txt", ".csv", ".tsv"), "a pairs file")):
+            if fits and name in flags and ctx.params.get(name) is None:  # an option given already is not it
+                return f"{what} goes after {flags[name]}: `{ctx.command_path} {flags[name].split('/')[0]} {value} ...`"
+    if not any(p.param_type_name == "argument" for p in ctx.command.params):
+        return f"`{ctx.command_path}` takes no arguments without an option: give each value after its option"
+    return None
+
+
+def usage_error_line(exc) -> str:
+    """A command-line usage error (click's UsageError) as one error line: its message, a hint where the
+    mistake can be told, and where the help is."""
+    message = exc.format_message().rstrip(".").replace("Value error, ", "")  # typer's validation prefix
+    message = message[:1].lower() + message[1:] if message[:2] != message[:2].upper() else message
+    hint = _usage_hint(exc)
+    ctx = getattr(exc, "ctx", None)
+    where = f" (`{ctx.command_path} -h` for help)" if ctx is not None else ""
+    return message + (f"; {hint}" if hint else "") + where
 
 
 def warn(message: str) -> None:

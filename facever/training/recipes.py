@@ -96,7 +96,17 @@ def load_recipe(name: str) -> Recipe:
     if path.suffix == SUFFIX and path.is_file():
         return parse_recipe(path.read_text(encoding="utf-8"), name=path.stem, where=str(path))
     known = ", ".join(sorted(files)) or "(none installed)"
-    raise FaceverError(f"unknown recipe {name!r}; known recipes: {known} (or the path of a .toml file)")
+    raise FaceverError(f"unknown recipe {name!r}{_did_you_mean(name, sorted(files))}; known recipes: {known} "
+                       "(or the path of a .toml file)")
+
+
+def _did_you_mean(name: str, names: list[str]) -> str:
+    """`; did you mean 'cpu-small'?` for a typo or a prefix of known names, else nothing."""
+    import difflib
+
+    close = [n for n in names if n.startswith(name)] if name else []
+    close = close or difflib.get_close_matches(name, names, n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
 
 
 def list_recipes() -> list[Recipe]:

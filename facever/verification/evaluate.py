@@ -90,7 +90,11 @@ def _missing_message(protocol: PairProtocol, embeddings: Embeddings, missing_ite
     # The usual cause: aligned crops saved as .png while pairs.txt is read with .jpg.
     stems = {p.rsplit(".", 1)[0]: p for p in embeddings.paths}
     hit = next((stems[m.rsplit(".", 1)[0]] for m in missing_items if m.rsplit(".", 1)[0] in stems), None)
-    if hit is not None:
+    if hit is not None and protocol.name == "pairs":
+        # A path list names each image with its own extension: `ext` does not apply to it.
+        msg += (f"; the embeddings have {hit!r}: the pairs file and the embeddings were made from different "
+                "folders (crops saved in another format?): write the pairs from the folder that was embedded")
+    elif hit is not None:
         msg += f"; the embeddings have {hit!r}: is the image extension right (`ext`)?"
     elif n_pairs_missing == len(protocol) and protocol.name == "lfw":
         example = embeddings.paths[0] if embeddings.paths else "nothing"
