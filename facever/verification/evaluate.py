@@ -48,6 +48,10 @@ class VerificationResult:
     settings: dict[str, Any] = field(default_factory=dict)
     #: The numbers the convention's script prints (`conventions.peer_table`); None for facever's own.
     peer: dict[str, Any] | None = None
+    #: The out-of-fold score of every pair the ROC was drawn from, and its label (True: same person);
+    #: kept for the report's score histogram, not written to report.json.
+    scores: np.ndarray | None = field(default=None, repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def accuracy_mean(self) -> float:
@@ -255,6 +259,8 @@ def evaluate_scores(scores: ProtocolScores, *, thresholds: str = "exact", protoc
             "folds": int(kf.fold_ids.size),
             **(settings or {}),
         },
+        scores=np.asarray(scores.out_of_fold),
+        labels=np.asarray(labels, dtype=bool),
     )
 
 
@@ -290,6 +296,8 @@ def evaluate_peer(protocol: PairProtocol, embeddings: Embeddings, convention, *,
                   "decision": decision, "subtract_mean": conv.subtract_mean, "folds": int(kf.fold_ids.size),
                   "allow_missing": allow_missing},
         peer=peer_table(scores, kf),
+        scores=np.asarray(oof),
+        labels=np.asarray(labels, dtype=bool),
     )
 
 

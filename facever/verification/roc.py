@@ -120,3 +120,9 @@ def tar_at_far(fpr: np.ndarray, tpr: np.ndarray, far: float) -> float:
     fpr = np.asarray(fpr)
     ok = fpr <= far
     return float(np.max(np.asarray(tpr)[ok])) if ok.any() else 0.0
+
+
+def det_curve(fpr: np.ndarray, tpr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The DET curve of a ROC curve: `(far, frr)` = `(fpr, 1 - tpr)` at every ROC point, the false accept
+    rate against the false reject rate (the miss rate), as NIST's DET plots and the field's papers show."""
+    return np.asarray(fpr, dtype=np.float64), 1.0 - np.asarray(tpr, dtype=np.float64)
