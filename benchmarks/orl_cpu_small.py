@@ -37,6 +37,7 @@ import itertools
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             run = work / split / "runs" / f"{head}-{seed}-{key}"
             seconds = {}
             if not (run / "model.pt").is_file():
+                shutil.rmtree(run, ignore_errors=True)  # an interrupted run of this script's own: start it again
                 _, seconds["train"] = facever("train", str(aligned / "train"), *train_args, "--out", str(run))
             emb = run / "test.npz"
             _, seconds["embed"] = facever("embed", str(run), str(aligned / "test"), "--out", str(emb), "--flip", "concat")
