@@ -268,7 +268,7 @@ def test_recipes_piped_into_grep_keep_names_whole():
     assert len(row) == 1 and row[0].split("\t")[0] == "paper-casia-sphere20-softmax", row
     full = subprocess.run([sys.executable, "-m", "facever", "recipes"], capture_output=True, text=True, env=_env())
     header, *rows = full.stdout.splitlines()
-    assert header.split("\t") == ["recipe", "what", "expected (%)", "GPU time"]
+    assert header.split("\t") == ["recipe", "what", "expected (%)", "training time"]
     assert {r.split("\t")[0] for r in rows} >= {"cpu-small", "paper-casia-sphere20", "iresnet50-bf16"}
 
 

@@ -1,5 +1,5 @@
 """Recipes: shipped as package data, each resolves to a valid TrainConfig, states its expected results
-and GPU time, and trains a few steps on tiny data (recipe + overrides for a tiny size)."""
+and training time, and trains a few steps on tiny data (recipe + overrides for a tiny size)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_each_recipe_resolves_and_states_expectations_and_gpu_time(name, tmp_pat
     assert config.arch == recipe.options["arch"]
     assert config.amp in ("bf16", "off")  # "auto" resolved for this machine
     assert recipe.summary and recipe.data
-    assert "estimated" in recipe.gpu_time and ("H200" in recipe.gpu_time or "H100" in recipe.gpu_time)
+    assert "estimated" in recipe.train_time and ("H200" in recipe.train_time or "H100" in recipe.train_time)
     assert recipe.expected or "no published number" in recipe.expected_source
 
 
