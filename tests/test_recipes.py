@@ -31,7 +31,7 @@ def test_the_shipped_recipes_are_found_as_package_data():
 
 
 @pytest.mark.parametrize("name", RECIPES)
-def test_each_recipe_resolves_and_states_expectations_and_gpu_time(name, tmp_path):
+def test_each_recipe_resolves_and_states_expectations_and_training_time(name, tmp_path):
     recipe = load_recipe(name)
     config = make_train_config({**recipe.options, "data": str(tmp_path)})
     assert config.arch == recipe.options["arch"]
