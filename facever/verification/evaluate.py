@@ -57,6 +57,12 @@ class VerificationResult:
     def accuracy_mean(self) -> float:
         return self.kfold.mean
 
+    @property
+    def threshold(self) -> float:
+        """The mean of the fold thresholds, in the metric's units (cosine: same iff score > threshold):
+        the threshold `facever verify --threshold-from` takes from this result's report."""
+        return float(np.mean(self.kfold.thresholds))
+
     def to_dict(self) -> dict[str, Any]:
         kf = self.kfold
         return {

@@ -101,7 +101,8 @@ class ScoringSettings:
 
 @dataclass(frozen=True)
 class Source:
-    """Where one model's embeddings come from: an embeddings file, or a model run over the benchmark's data.
+    """Where one model's embeddings come from: an embeddings file (or `Embeddings` already in memory), or a
+    model run over the benchmark's data.
 
     `name`: in an ensemble, the model's name (its files are OUT/embeddings_NAME.npz; messages start with it).
     """
@@ -320,8 +321,10 @@ def benchmark_embeddings(bench: PairBenchmark | IJBBenchmark, source: Source, *,
 
 
 def _from_file(source: Source, settings: dict[str, Any]):
-    from facever.core.embeddings_file import load_embeddings
+    from facever.core.embeddings_file import Embeddings, load_embeddings
 
+    if isinstance(source.embeddings, Embeddings):  # already in memory (the Python API's callers)
+        return Embedded(source.embeddings, "the embeddings given", {"embeddings_file": None, **settings})
     return Embedded(load_embeddings(source.embeddings), str(source.embeddings),
                     {"embeddings_file": str(source.embeddings), **settings})
 
