@@ -115,13 +115,13 @@ def click_module():
     return click
 
 
-_MODEL_SUFFIXES = (".pt", ".pth", ".onnx", ".torchscript")
-
-
 def looks_like_model(value: str | Path) -> bool:
-    """A model file (`.pt`, `.pth`, `.onnx`, ...) or a training run's folder (holding `model.pt`)."""
+    """A model file (`.pt`, `.pth`, `.onnx`, a TorchScript name) or a training run's folder (holding `model.pt`)."""
+    from facever.core.settings import TORCHSCRIPT_SUFFIXES
+
     path = Path(value)
-    return (path.suffix.lower() in _MODEL_SUFFIXES and path.is_file()) or (path / "model.pt").is_file()
+    suffixes = (".pt", ".pth", ".onnx", *TORCHSCRIPT_SUFFIXES)
+    return (path.suffix.lower() in suffixes and path.is_file()) or (path / "model.pt").is_file()
 
 
 def _usage_hint(exc) -> str | None:
