@@ -41,6 +41,9 @@ def print_evaluation(evaluation, json_output: bool) -> None:
             if k:
                 typer.echo("")
             print_table(*table, title=evaluation.title if k == 0 else None)
+        lines = evaluation.verbatim() if hasattr(evaluation, "verbatim") else []
+        if lines:
+            typer.echo("\n" + "\n".join(lines))
         if evaluation.note:
             info(evaluation.note)
     if evaluation.dropped_pairs:

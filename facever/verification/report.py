@@ -231,21 +231,15 @@ def summary_table(result) -> Table:
     return ["measure", "value"], rows
 
 
-def peer_table(result) -> Table | None:
-    """With a peer's convention (`evaluate_protocol(convention=...)`): the lines its script prints, one
-    row each under a header naming the script; None otherwise."""
+def peer_lines(result) -> list[str]:
+    """With a peer's convention (`evaluate_protocol(convention=...)`): the lines its script prints, as it
+    prints them (tabs kept), under a line naming the script; nothing otherwise. Not a table: verbatim."""
     peer = getattr(result, "peer", None)
     if not peer:
-        return None
+        return []
     conv = result.settings.get("convention", {})
-    return [f"as {conv.get('name', 'the peer')}'s script prints it ({conv.get('script', '')})"], \
-        [[line] for line in peer["lines"]]
-
-
-def pair_tables(result) -> list[Table]:
-    """Every table of a pair benchmark's result: the folds, the summary and, with a peer's convention, its lines."""
-    peer = peer_table(result)
-    return [fold_table(result), summary_table(result)] + ([peer] if peer else [])
+    return [f"as {conv.get('name', 'the peer')}'s script prints it ({conv.get('script', '')}):",
+            *("  " + line for line in peer["lines"])]
 
 
 def comparison_table(result) -> Table:

@@ -582,10 +582,16 @@ class PairEvaluation:
         return self.result.to_dict()
 
     def tables(self) -> list:
-        """The per-fold table, the summary (and a peer script's lines), each `(columns, rows)`."""
-        from facever.verification.report import pair_tables
+        """The per-fold table and the summary, each `(columns, rows)` (`facever.verification.report`)."""
+        from facever.verification.report import fold_table, summary_table
 
-        return pair_tables(self.result)
+        return [fold_table(self.result), summary_table(self.result)]
+
+    def verbatim(self) -> list[str]:
+        """Lines to print as they are after the tables: a peer convention's script output, if any."""
+        from facever.verification.report import peer_lines
+
+        return peer_lines(self.result)
 
     note = None
 
