@@ -9,7 +9,7 @@ distributions in it, which torch build came, and whether facever and torchvision
 
 `--first` installs those requirements before facever (the README's CPU-only path); `--first-index`
 takes them from that index (PyTorch's CPU wheels). `--make-setup` installs as `make setup` does
-(`-c constraints.txt -e '.[test,onnx]'`). Sizes are the files each distribution's RECORD lists, in
+(the Makefile's `-c constraints.txt -e '.[...]'`). Sizes are the files each distribution's RECORD lists, in
 MB (10^6 bytes); the venv's total is `du`. `--keep DIR` keeps the venv there.
 """
 
@@ -94,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         run(cmd)
         steps.append(" ".join(["pip install", *args.first] + (["--index-url", args.first_index] if args.first_index else [])))
     if args.make_setup:
-        cmd = [py, "-m", "pip", "install", "--quiet", "-c", "constraints.txt", "-e", ".[test,onnx]"]
-        steps.append("pip install -c constraints.txt -e '.[test,onnx]' (make setup)")
+        # The Makefile's own line, so the measurement follows it: `-c constraints.txt -e '.[extras]'`.
+        import re
+
+        target = re.search(r"-e '(\.\[[^\]]*\])'", (ROOT / "Makefile").read_text()).group(1)
+        cmd = [py, "-m", "pip", "install", "--quiet", "-c", "constraints.txt", "-e", target]
+        steps.append(f"pip install -c constraints.txt -e '{target}' (make setup)")
     else:
         cmd = [py, "-m", "pip", "install", "--quiet", "."]
         steps.append("pip install .")
