@@ -11,7 +11,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,onnx]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,onnx,faiss]'
 	touch $(STAMP)
 
 test: setup

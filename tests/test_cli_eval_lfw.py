@@ -116,3 +116,42 @@ def test_errors_are_one_line_with_exit_2(tmp_path, lfw_embeddings):
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
     assert report["pairs"]["dropped"] >= 1 and report["settings"]["allow_missing"] is True
+
+
+def test_eval_lfw_and_ensemble_convention(tmp_path, lfw_embeddings):
+    """--convention: the report is the library's peer evaluation (tests/test_peer_numbers.py checks that one
+    against the peers' own code), records the convention, prints the script's lines; a peer's
+    convention refuses the options it sets itself and a file it cannot score."""
+    from facever.core.embeddings_file import load_embeddings
+    from facever.verification.evaluate import evaluate_protocol
+
+    path, protocol, items, emb = lfw_embeddings
+    rng = np.random.default_rng(1)
+    concat = np.concatenate([emb, emb + 0.5 * rng.normal(size=emb.shape).astype(np.float32)], axis=1)
+    file = save_embeddings(tmp_path / "concat.npz", items, concat, {"model": "synthetic", "flip": "concat"})
+    result = runner.invoke(app, ["eval-lfw", "--pairs", str(protocol.source), "-e", str(file),
+                                 "--convention", "facenet", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    expected = evaluate_protocol(protocol, load_embeddings(file), convention="facenet")
+    assert report["peer"] == json.loads(json.dumps(expected.peer))
+    assert report["settings"]["convention"]["name"] == "facenet"
+    assert report["accuracy"]["mean"] == expected.accuracy_mean
+    text = runner.invoke(app, ["eval-lfw", "--pairs", str(protocol.source), "-e", str(file),
+                               "--convention", "sphereface"])
+    assert text.exit_code == 0 and "AVE\t" in text.stdout and "evaluation.m" in text.stdout
+    bad = runner.invoke(app, ["eval-lfw", "--pairs", str(protocol.source), "-e", str(file),
+                              "--convention", "facenet", "--metric", "l2"])
+    assert bad.exit_code == 2 and "facenet convention sets metric" in bad.output
+    plain = runner.invoke(app, ["eval-lfw", "--pairs", str(protocol.source), "-e", str(path),
+                                "--convention", "insightface"])
+    assert plain.exit_code == 2 and "embed with flip concat" in plain.output
+    # ensemble: each model as the convention's script scores it, the fused row facever's
+    other = save_embeddings(tmp_path / "other.npz", items, concat[:, ::-1].copy(), {"flip": "concat"})
+    ens = runner.invoke(app, ["ensemble", str(file), str(other), "--pairs", str(protocol.source),
+                              "--convention", "insightface", "--json"])
+    assert ens.exit_code == 0, ens.output
+    data = json.loads(ens.stdout)
+    first = next(iter(data["models"].values()))
+    assert first["peer"]["lines"][-1].startswith("Accuracy-Flip:")
+    assert data["ensemble"]["settings"]["convention"]["name"] == "facever"

@@ -24,7 +24,7 @@ PAIRS = [
     (o.Layout, ("auto", *LAYOUTS)), (o.Fusion, FUSIONS), (o.ExportFormat, EXPORT_FORMATS),
     (o.Head, tuple(HEAD_CLASSES)), (o.Noise, settings.NOISE_CHOICES), (o.Classifier, settings.CLASSIFIERS),
     (o.Schedule, settings.SCHEDULES), (o.Amp, settings.AMP_MODES), (o.Cache, settings.CACHE_MODES),
-    (o.ThresholdMode, settings.THRESHOLD_MODES),
+    (o.ThresholdMode, settings.THRESHOLD_MODES), (o.SearchBackend, settings.SEARCH_BACKENDS),
 ]
 
 
@@ -36,7 +36,8 @@ def test_cli_choices_are_the_library_choices(enum, library):
 def test_every_default_is_one_of_its_choices():
     pairs = [("DEFAULT_FLIP", "FLIP_MODES"), ("DEFAULT_AMP", "AMP_MODES"), ("DEFAULT_HEAD", "HEADS"),
              ("DEFAULT_NOISE", "NOISE_MODES"), ("DEFAULT_METRIC", "METRICS"), ("DEFAULT_THRESHOLDS", "THRESHOLD_MODES"),
-             ("DEFAULT_FUSION", "FUSIONS"), ("DEFAULT_SELECT", "SELECT_METHODS")]
+             ("DEFAULT_FUSION", "FUSIONS"), ("DEFAULT_SELECT", "SELECT_METHODS"),
+             ("DEFAULT_SEARCH_BACKEND", "SEARCH_BACKENDS")]
     for default, choices in pairs:
         assert getattr(settings, default) in getattr(settings, choices), default
 

@@ -211,7 +211,7 @@ def test_cli_demo_refuses_a_folder_with_too_few_people(tmp_path):
     other.mkdir()
     (other / "report.json").write_text("{}")
     res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(other)])
-    assert res.exit_code == 2 and "not an earlier facever demo" in res.output
+    assert res.exit_code == 2 and "holds files facever did not write (report.json)" in res.output
     assert (other / "report.json").read_text() == "{}"
 
 

@@ -61,12 +61,15 @@ def ref_conservative(scores, labels, far):
 
 
 def ref_insightface(scores, labels, far):
-    """insightface's IJB script, as written there (sklearn's roc_curve, then the nearest FAR)."""
+    """insightface's IJB script (`ijb_11.py`, `arcface_torch/eval_ijbc.py`), its lines kept: sklearn's
+    roc_curve, the arrays reversed, then the first nearest FAR. Returns `(tar, far reached)`."""
     from sklearn.metrics import roc_curve
 
     fpr, tpr, _ = roc_curve(labels, scores)
+    fpr = np.flipud(fpr)
+    tpr = np.flipud(tpr)  # select largest tpr at same fpr
     _, min_index = min(list(zip(abs(fpr - far), range(len(fpr)))))
-    return float(tpr[min_index])
+    return float(tpr[min_index]), float(fpr[min_index])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -163,7 +166,7 @@ def test_tar_at_far_both_definitions_against_brute_force():
             key = f"{far:g}"
             assert both["conservative"][key]["tar"] == pytest.approx(ref_conservative(scores, labels, far), abs=1e-12)
             assert both["conservative"][key]["far"] <= far
-            assert both["insightface"][key]["tar"] == pytest.approx(ref_insightface(scores, labels, far), abs=1e-12)
+            assert (both["insightface"][key]["tar"], both["insightface"][key]["far"]) == ref_insightface(scores, labels, far)
 
 
 def test_the_two_definitions_on_a_hand_computed_curve():
@@ -173,8 +176,8 @@ def test_the_two_definitions_on_a_hand_computed_curve():
     scores = np.array([0.95, 0.8, 0.1, 0.05] + [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.0])
     fpr, tpr, corners = ijb.roc_with_corners(scores, labels)
     both = ijb.tar_at_far_both(fpr, tpr, (0.05, 0.14, 0.16), corners=corners)
-    # 0.05: FAR 0 and 0.1 are equally near; the first point, (0, 0), wins.
-    assert both["insightface"]["0.05"] == {"tar": 0.0, "far": 0.0}
+    # 0.05: FAR 0 and 0.1 are equally near; on the reversed arrays the first is the higher FAR.
+    assert both["insightface"]["0.05"] == {"tar": 0.25, "far": 0.1}
     assert both["conservative"]["0.05"] == {"tar": 0.25, "far": 0.0}
     assert both["insightface"]["0.14"] == {"tar": 0.25, "far": 0.1}
     # 0.16: the nearest point lies above the target (FAR 0.2) and the tie lifts it above the conservative TAR.
@@ -452,6 +455,39 @@ def test_cli_eval_ijb_from_embeddings_every_mode_and_one_to_n(ijb_set, tmp_path)
     assert (out / "roc.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_cli_eval_ijb_insightface_convention(ijb_set, tmp_path):
+    """--convention insightface: F1 N1 D1 first (the default mode replaced), insightface's 1:N beside NIST's,
+    the convention recorded; its numbers are the library's on the same features."""
+    root, facts = ijb_set
+    emb = _fake_embeddings(facts["names"]).embeddings
+    emb_file = save_embeddings(tmp_path / "e.npz", facts["names"], emb, {"flip": "concat"})
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["eval-ijb", str(root), "--embeddings", str(emb_file), "--convention", "insightface",
+                                 "--one-to-n", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["test_mode"]["label"] == "F1 N1 D1" and list(report["modes"]) == ["F1N1D1"]
+    assert report["settings"]["convention"]["name"] == "insightface"
+    one = report["one_to_n"]
+    assert set(one) >= {"galleries", "average", "insightface"} and "insightface" in result.stdout
+    meta = reader.read_ijb(root, "ijbc")
+    landmarks = reader.read_landmarks(meta.landmarks_path())
+    loaded = load_embeddings(emb_file)
+    feats = ijb.ijb_template_features(meta, loaded, ijb.TestMode.parse("F1N1D1"), landmarks=landmarks)
+    galleries, probe_path = reader.search_files(meta.folder, "ijbc")
+    expected = ijb.insightface_search(*feats, [(n, reader.read_search_set(p)) for n, p in galleries],
+                                      reader.read_search_set(probe_path))
+    assert one["insightface"] == json.loads(json.dumps(expected))
+    # mode all: F1N1D1 first, every other mode after it
+    result = runner.invoke(app, ["eval-ijb", str(root), "--embeddings", str(emb_file), "--convention", "insightface",
+                                 "--mode", "all", "--json"])
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(result.stdout)["modes"])[:2] == ["F1N1D1", "F1N0D0"]
+    # facenet's scripts have no IJB protocol
+    result = runner.invoke(app, ["eval-ijb", str(root), "--embeddings", str(emb_file), "--convention", "facenet"])
+    assert result.exit_code == 2 and "has no ijbc protocol" in result.output
+
+
 def test_cli_eval_ijb_errors(ijb_set, tmp_path):
     root, facts = ijb_set
     assert runner.invoke(app, ["eval-ijb", str(root)]).exit_code == 2
@@ -482,7 +518,7 @@ def test_cli_eval_ijb_with_a_model_aligns_embeds_and_resumes(ijb_set, tiny_model
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     crops = out / "crops_28x24"
-    assert sorted(p.name for p in crops.iterdir()) == sorted(facts["names"])
+    assert sorted(p.name for p in crops.iterdir() if not p.name.startswith(".")) == sorted(facts["names"])
     # The crop from the pasted canvas and its placed landmarks is the face of the original photo.
     original = _bbt_crops(faces_dir)["amy"][1]
     direct = warp_face(original, template_for_size(original.shape[:2]), (28, 24)).astype(float)
@@ -535,7 +571,11 @@ def test_cli_ensemble_on_ijbc(ijb_set, tmp_path):
     assert report["models"]["a"]["tar_at_far"] == single[0].tar_at_far
     assert report["ensemble"]["auc"] == pytest.approx(expected.auc)
     assert report["ensemble"]["tar_at_far"] == expected.tar_at_far
-    assert "F1 N0 D0" in result.stdout
+    assert "F1 N0 D0" in result.stderr  # the title; stdout is the table, tab-separated into a pipe
+    header, *rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert header[:3] == ["model", "AUC", "TAR@FAR by"] and len(header) == 3 + len(expected.tar_at_far["insightface"])
+    assert [(r[0], r[2]) for r in rows] == [(n, d) for n in ("a", "b", "ensemble") for d in ("insightface", "conservative")]
+    assert rows[4][1] == f"{expected.auc:.4f}"
 
 
 def test_cli_ensemble_on_ijbc_with_models_embeds_like_eval_ijb(ijb_set, tiny_model, tmp_path):

@@ -222,13 +222,13 @@ def test_cli_embed_mean_std_bgr_on_the_255_scale(exported, tmp_path):
 def test_export_refuses_a_file_that_disagrees_and_leaves_nothing(exported, tmp_path):
     from facever.embedding.export import export_model
 
-    out = tmp_path / "never.onnx"
+    out = tmp_path / "never.torchscript"
     # No float computation reaches a cosine above 1: the check must fail and the file must not appear.
     with pytest.raises(FaceverError, match="disagrees with the PyTorch model"):
         export_model(exported["model"], out, format="torchscript", min_cosine=1.5)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(FaceverError, match="already an exported onnxruntime model"):
-        export_model(exported["onnx"], out)
+        export_model(exported["onnx"], tmp_path / "never.onnx")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_verify_two_photos_scores_like_aligning_and_embedding_by_hand(model_112x
     assert same_photo.exit_code == 0, same_photo.output
     out = json.loads(same_photo.stdout)
     assert out["pairs"][0]["cosine"] == pytest.approx(1.0, abs=1e-5)
-    assert out["pairs"][0]["decision"] == "same person"
+    assert out["pairs"][0]["decision"] == "same"
 
     for a, b in (("a1", "a2"), ("a1", "other")):
         want = _cosine_by_hand(model_112x96, photos[a], photos[b])
@@ -117,6 +117,15 @@ def test_verify_threshold_from_report(model_112x96, photos, tmp_path):
     assert result.exit_code == 0, result.output
     assert "(threshold 0.3500)" in result.stdout
     assert "mean of 4 fold thresholds of lfw" in result.stderr and "91.25%" in result.stderr
+    # The report's flip (none) is taken without --flip; --flip given on purpose wins, with a warning.
+    taken = _verify(photos["a1"], photos["a2"], "--model", model_112x96, "--threshold-from", tmp_path, "--json")
+    assert taken.exit_code == 0, taken.output
+    data = json.loads(taken.stdout)
+    assert data["model"]["flip"] == "none" and data["threshold_from"]["flip"] == "none"
+    told = _verify(photos["a1"], photos["a2"], "--model", model_112x96, "--threshold-from", tmp_path, "--flip",
+                   "concat", "--json")
+    assert told.exit_code == 0 and json.loads(told.stdout)["model"]["flip"] == "concat"
+    assert "chose its threshold on embeddings with flip none" in told.stderr
 
     # A squared-L2 report: same iff d < t  <=>  cos > 1 - t/2 for unit vectors.
     report["settings"]["metric"] = "l2"
@@ -126,6 +135,36 @@ def test_verify_threshold_from_report(model_112x96, photos, tmp_path):
     (tmp_path / "mean.json").write_text(json.dumps(report))
     with pytest.raises(FaceverError, match="mean-subtracted"):
         threshold_from_report(tmp_path / "mean.json")
+
+
+def test_threshold_from_report_brings_the_settings_its_threshold_was_chosen_under(tmp_path):
+    """The report's flip (and a convention's scoring) is taken unless the caller asks for another."""
+    from facever.workflows.verify import threshold_from_report
+
+    folds = [{"fold": k, "accuracy": 0.9, "threshold": t, "train_accuracy": 0.9, "pairs": 10}
+             for k, t in enumerate([0.2, 0.4])]
+    report = {"protocol": "lfw", "accuracy": {"mean": 0.9, "std": 0.01}, "folds": folds,
+              "settings": {"metric": "cosine", "embeddings_metadata": {"flip": "sum"}}}
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    got = threshold_from_report(tmp_path / "r.json")
+    assert got.flip_for(None) == ("sum", None)
+    flip, warning = got.flip_for("concat")
+    assert flip == "concat" and "flip sum" in warning
+    assert got.flip_for("sum") == ("sum", None)
+    # insightface's convention scores f(x) + f(mirror x) of a concat file, squared L2: the threshold is a
+    # cosine of the summed embedding.
+    report["settings"] = {"metric": "l2", "embeddings_metadata": {"flip": "concat"},
+                          "convention": {"name": "insightface", "flip": "sum"}, "subtract_mean": False}
+    (tmp_path / "i.json").write_text(json.dumps(report))
+    got = threshold_from_report(tmp_path / "i.json")
+    assert got.flip_for(None) == ("sum", None) and got.convention == "insightface"
+    assert got.threshold == pytest.approx(1 - 0.3 / 2)
+    # no flip recorded at all: the default
+    report["settings"] = {"metric": "cosine"}
+    (tmp_path / "old.json").write_text(json.dumps(report))
+    from facever.core.settings import DEFAULT_FLIP
+
+    assert threshold_from_report(tmp_path / "old.json").flip_for(None) == (DEFAULT_FLIP, None)
 
 
 def test_verify_csv_agrees_with_single_pairs_and_reads_pairs_lists(model_112x96, photos, tmp_path):
@@ -139,14 +178,18 @@ def test_verify_csv_agrees_with_single_pairs_and_reads_pairs_lists(model_112x96,
     for row in rows[:2]:
         single = json.loads(_verify(row["a"], row["b"], "--model", model_112x96, "--json").stdout)["pairs"][0]
         assert row["cosine"] == pytest.approx(single["cosine"], abs=1e-4)  # other batch: float rounding only
-        assert row["decision"] == ("same person" if row["cosine"] > 0.1 else "different people")
+        assert row["decision"] == ("same" if row["cosine"] > 0.1 else "different")
 
     # A TSV without header, relative paths under --images; and the path list of `facever pairs`.
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("Anthony_Hopkins/Anthony_Hopkins_0001.jpg\tAnthony_Hopkins/Anthony_Hopkins_0002.jpg\n")
     table = _verify("--pairs", tsv, "--images", a1.parent.parent, "--model", model_112x96)
     assert table.exit_code == 0, table.output
-    assert f"{rows[0]['cosine']:7.4f}" in table.stdout
+    # Not a terminal: tab-separated, header first, decisions one word (no threshold: `-`).
+    header, row_line = table.stdout.splitlines()
+    assert header.split("\t") == ["a", "b", "cosine", "decision"]
+    assert row_line.split("\t") == ["Anthony_Hopkins/Anthony_Hopkins_0001.jpg", "Anthony_Hopkins/Anthony_Hopkins_0002.jpg",
+                                    f"{rows[0]['cosine']:.4f}", "-"]
     listing = tmp_path / "list.txt"
     listing.write_text("# facever pairs: path_a path_b same fold\n"
                        "Anthony_Hopkins/Anthony_Hopkins_0001.jpg\tAnthony_Hopkins/Anthony_Hopkins_0002.jpg\t1\t1\n")
@@ -259,6 +302,32 @@ def test_pairs_larger_than_the_data_say_how_many_are_needed(orl, tmp_path):
     assert not (tmp_path / "p.txt").exists()
     with pytest.raises(FaceverError, match="at least two people"):
         make_identity_pairs({"solo": ["solo/1.pgm", "solo/2.pgm"]}, per_fold=1, folds=1)
+
+
+def test_pairs_with_more_different_person_pairs_for_calibration(orl, tmp_path):
+    """`--different-per-fold` (calibrating small FARs needs ~3/FAR impostor pairs): counts per fold, people still
+    disjoint, no pair twice, a path list even for LFW-named folders (LFW's header holds one N); the balanced
+    default is unchanged by the option's existence."""
+    people = identity_images(orl)
+    pairs = make_identity_pairs(people, folds=5, per_fold=20, different_per_fold=300, seed=2)
+    assert pairs.disjoint and pairs.format == "paths"
+    out = tmp_path / "calib.txt"
+    result = runner.invoke(app, ["pairs", str(orl), "--out", str(out), "--folds", "5", "--per-fold", "20",
+                                 "--different-per-fold", "300", "--seed", "2"])
+    assert result.exit_code == 0, result.output
+    assert "5 folds x (20 same + 300 different)" in result.stderr
+    assert out.read_text() == pairs.to_text()
+    proto = read_lfw_pairs(out)
+    for k in range(5):
+        labels = proto.labels[proto.folds == k]
+        assert labels.sum() == 20 and (~labels).sum() == 300
+    assert len({tuple(sorted(p)) for p in zip(proto.first, proto.second)}) == len(proto) == 1600
+    for a, b, same in zip(proto.first, proto.second, proto.labels):
+        assert (_person(a) == _person(b)) == bool(same)
+    balanced = make_identity_pairs(people, folds=5, per_fold=20, seed=2)
+    assert balanced.to_text() == make_identity_pairs(people, folds=5, per_fold=20, different_per_fold=20, seed=2).to_text()
+    with pytest.raises(FaceverError, match="only 3 distinct different-person pairs exist; 1 folds x 5 need 5"):
+        make_identity_pairs({"a": ["a/1", "a/2", "a/3"], "b": ["b/1"]}, folds=1, per_fold=1, different_per_fold=5)
 
 
 def test_path_lists_refuse_paths_leaving_the_images_folder(tmp_path):

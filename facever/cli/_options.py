@@ -37,6 +37,7 @@ OutputFormat = choice_enum("OutputFormat", settings.OUTPUT_FORMATS)
 OnMiss = choice_enum("OnMiss", settings.ON_MISS)
 ThresholdMode = choice_enum("ThresholdMode", settings.THRESHOLD_MODES)
 Metric = choice_enum("Metric", settings.METRICS)
+Convention = choice_enum("Convention", settings.CONVENTIONS)
 Benchmark = choice_enum("Benchmark", settings.BENCHMARKS, "Every benchmark a pair list (or splits file, or .bin) can be.")
 Variant = choice_enum("Variant", settings.FGLFW_VARIANTS, "The LFW-photo pair lists of `eval-fglfw`.")
 IJBSet = choice_enum("IJBSet", settings.IJB_SETS)
@@ -49,6 +50,12 @@ Classifier = choice_enum("Classifier", settings.CLASSIFIERS)
 Schedule = choice_enum("Schedule", settings.SCHEDULES)
 Amp = choice_enum("Amp", settings.AMP_MODES)
 Cache = choice_enum("Cache", settings.CACHE_MODES)
+SearchBackend = choice_enum("SearchBackend", settings.SEARCH_BACKENDS)
+
+
+#: What every command that takes a model says about TorchScript (facever.core.model_files).
+TORCHSCRIPT_HELP = ("TorchScript is code: it runs only from a file named *.torchscript or *.ts, never because of "
+                    "what a file holds (a TorchScript model.pt is refused); load only files you trust.")
 
 
 # -- options several commands share ------------------------------------------------------------------
@@ -92,6 +99,13 @@ METRIC = typer.Option(
 )
 SUBTRACT_MEAN = typer.Option(
     False, "--subtract-mean", help="Subtract the 9 training folds' mean embedding first (SphereFace)."
+)
+CONVENTION = typer.Option(
+    Convention(settings.DEFAULT_CONVENTION), "--convention",
+    help="Whose number to report: facever (this engine with the options given), or the number insightface's, "
+    "facenet's or SphereFace's evaluation script would print on these embeddings (its flip fusion, distance, "
+    "mean subtraction, folds, threshold grid and tie rule, VAL rule; on IJB insightface's test mode F1N1D1 and "
+    "its 1:N numbers). Example: --convention insightface. See docs/conventions.md.",
 )
 JSON_OUTPUT = typer.Option(False, "--json", help="Print report.json's content on stdout instead of the table.")
 AMP_HELP = (f"Mixed precision: auto ({settings.AMP_AUTO_RULE}), bf16, fp16 or off (float32). Embeddings are float32 "
@@ -152,13 +166,14 @@ PAIR_ONLY = ("thresholds", "metric", "subtract_mean", "allow_missing")
 
 def scoring_options(*, skip: Iterable[str] = (), help: dict[str, str] | None = None) -> OptionGroup:
     """How pairs are scored (`facever.workflows.evaluate.ScoringSettings`): --thresholds, --metric,
-    --subtract-mean, --allow-missing."""
+    --subtract-mean, --allow-missing, --convention."""
     help = help or {}
     options = {
         "thresholds": (ThresholdMode, THRESHOLDS),
         "metric": (Optional[Metric], METRIC),
         "subtract_mean": (bool, SUBTRACT_MEAN),
         "allow_missing": (bool, allow_missing_option(*([help["allow_missing"]] if "allow_missing" in help else []))),
+        "convention": (Convention, CONVENTION),
     }
 
     def build(values: dict[str, Any]):

@@ -37,7 +37,7 @@ def compare(
 
     from facever.core.locks import folder_lock
 
-    with user_errors(), folder_lock(out):
+    with user_errors(), folder_lock(out, kind="compare"):
         from facever.workflows.compare import compare_runs, write_comparison
 
         comparison = compare_runs(runs)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from facever.cli._options import AMP, WEIGHTS_HELP, Amp, Flip, Select, batch_size_option, device_option, flip_option
+from facever.cli._options import AMP, TORCHSCRIPT_HELP, WEIGHTS_HELP, Amp, Flip, Select, batch_size_option, device_option, flip_option
 
 
 MODEL_HELP = (
@@ -15,7 +15,7 @@ MODEL_HELP = (
     "a facever model (RUN/model.pt or RUN/); facenet:vggface2 / facenet:casia-webface (facenet-pytorch's "
     "InceptionResnetV1; weights from --weights, its cache or its download); arcface:r18|r34|r50|r100|r200 "
     "with --weights backbone.pth (InsightFace arcface_torch); a .onnx graph (onnxruntime); or a TorchScript "
-    "file from `facever export`."
+    "file from `facever export` (model.torchscript). " + TORCHSCRIPT_HELP
 )
 MEAN_HELP = ("ONNX/TorchScript models: per-channel mean on 0..255 pixels, one value or R,G,B "
              "(default: the file's facever metadata, else InsightFace's 127.5).")
@@ -23,24 +23,6 @@ STD_HELP = "ONNX/TorchScript models: per-channel std on 0..255 pixels, one value
 BGR_HELP = "ONNX/TorchScript models: feed channels in BGR order (default: the file's metadata, else RGB)."
 
 
-def parse_preprocessing(mean: str | None, std: str | None, bgr: bool | None) -> dict:
-    """--mean/--std (0..255 scale, `127.5` or `123.7,116.3,103.5`) and --bgr as load_embedding_model's overrides."""
-    from facever.core.errors import FaceverError
-
-    out: dict = {}
-    for flag, text in (("mean", mean), ("std", std)):
-        if text is None:
-            continue
-        try:
-            values = [float(v) / 255.0 for v in text.split(",")]
-        except ValueError:
-            raise FaceverError(f"--{flag} {text!r}: expected a number or three comma-separated numbers") from None
-        if len(values) not in (1, 3):
-            raise FaceverError(f"--{flag} {text!r}: expected one value or three (R,G,B)")
-        out[flag] = values * 3 if len(values) == 1 else values
-    if bgr is not None:
-        out["color"] = "BGR" if bgr else "RGB"
-    return out
 
 
 def embed(
@@ -95,19 +77,25 @@ def embed(
 
         facever embed w600k_r50.onnx lfw_112/ --out lfw_w600k.npz
     """
-    from facever.cli._console import info, library_warnings, progress_bar, report_bad_images, say, user_errors, warn
+    from facever.cli._console import (
+        fail, info, library_warnings, looks_like_model, progress_bar, report_bad_images, say, user_errors, warn,
+    )
     from facever.workflows.embed import EmbedHooks, embed_to_file
 
+    if looks_like_model(images) and Path(model).is_dir() and not looks_like_model(model):
+        fail(f"{images} is a model and {model} a folder: the model comes first: "
+             f"`facever embed {images} {model} --out {out}`")
     with user_errors(), library_warnings():
         from facever.core.errors import FaceverError
         from facever.core.sizes import parse_size
+        from facever.embedding.loading import preprocessing_overrides
 
         try:
             crop = parse_size(size) if size else None
         except ValueError as exc:
             raise FaceverError(f"--size: {exc}") from None
         done = embed_to_file(
-            model, images, out, weights=weights, preprocessing=parse_preprocessing(mean, std, bgr), flip=flip.value,
+            model, images, out, weights=weights, preprocessing=preprocessing_overrides(mean, std, bgr), flip=flip.value,
             align=align, size=crop, select=select.value, min_face=min_face, batch_size=batch_size, workers=workers,
             device=device, amp=amp.value, skip_bad=skip_bad,
             hooks=EmbedHooks(say=say, warn=warn, progress=progress_bar, bad_images=report_bad_images),

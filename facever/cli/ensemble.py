@@ -88,7 +88,7 @@ def ensemble(
     from facever.cli._evaluation import console_hooks, print_evaluation
     from facever.core.locks import folder_lock
 
-    with user_errors(), library_warnings(), folder_lock(out):
+    with user_errors(), library_warnings(), folder_lock(out, kind="evaluation"):
         from facever.workflows.evaluate import evaluate_ensemble, open_benchmark, open_ijb
 
         hooks = console_hooks()

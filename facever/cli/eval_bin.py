@@ -49,7 +49,7 @@ def eval_bin(
     from facever.core.locks import folder_lock
 
     require_embeddings_or_model(embeddings, model)
-    with user_errors(), library_warnings(), folder_lock(out):
+    with user_errors(), library_warnings(), folder_lock(out, kind="evaluation"):
         from facever.workflows.evaluate import Source, evaluate, open_benchmark
 
         bench = open_benchmark("bin", bin_file)

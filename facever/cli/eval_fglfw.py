@@ -62,7 +62,7 @@ def eval_fglfw(
 
     require_embeddings_or_model(embeddings, model, data=images, data_option="--images",
                                 data_help="DIR (the folder the list's image paths start from)")
-    with user_errors(), library_warnings(), folder_lock(out):
+    with user_errors(), library_warnings(), folder_lock(out, kind="evaluation"):
         from facever.workflows.evaluate import Source, evaluate, open_benchmark
 
         bench = open_benchmark(protocol.value, pairs, data=images, ext=ext,

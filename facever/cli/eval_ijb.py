@@ -62,7 +62,7 @@ def eval_ijb(
     require_embeddings_or_model(embeddings, model)
     if model is not None and out is None and crops is None:
         fail("--model writes aligned crops and an embeddings cache: give --out DIR (or --crops DIR)")
-    with user_errors(), library_warnings(), folder_lock(out):
+    with user_errors(), library_warnings(), folder_lock(out, kind="evaluation"):
         from facever.workflows.evaluate import Source, evaluate, open_ijb
 
         hooks = console_hooks()

@@ -51,7 +51,7 @@ def eval_lfw(
 
     require_embeddings_or_model(embeddings, model, data=images, data_option="--images",
                                 data_help="LFW_ALIGNED (the folder the pairs' images are in)")
-    with user_errors(), library_warnings(), folder_lock(out):
+    with user_errors(), library_warnings(), folder_lock(out, kind="evaluation"):
         from facever.workflows.evaluate import Source, evaluate, open_benchmark
 
         bench = open_benchmark("lfw", pairs, data=images, ext=ext)

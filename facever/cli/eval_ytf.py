@@ -73,7 +73,7 @@ def eval_ytf(
                                 data_help="YTF_ROOT (the folder holding aligned_images_DB/ or frame_images_DB/)")
     if align and model is None:
         fail("--align aligns frames before embedding them: it needs --model")
-    with user_errors(), library_warnings(), folder_lock(out):
+    with user_errors(), library_warnings(), folder_lock(out, kind="evaluation"):
         from facever.workflows.evaluate import Source, evaluate, open_benchmark
 
         bench = open_benchmark("ytf", splits, data=videos, frames=frames, layout=layout.value, align=align)

@@ -15,7 +15,7 @@ def export(
         ..., help="A facever model (RUN/model.pt or RUN/), or arcface:r50 / facenet:vggface2 with --weights.",
         show_default=False,
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="File to write, e.g. model.onnx or model.torchscript."),
+    out: Path = typer.Option(..., "--out", "-o", help="File to write, named for its format: model.onnx, or model.torchscript (or .ts)."),
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", "-f", help="onnx or torchscript."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="arcface:* / facenet:* only: the state dict file."),
     opset: Optional[int] = typer.Option(None, "--opset", min=18, help="ONNX opset (default: the exporter's current one)."),
@@ -24,7 +24,9 @@ def export(
 
     The written file is run on random inputs of several batch sizes and compared with the PyTorch
     model; the command fails, leaving no file, if any cosine similarity is below 0.9999.
-    `facever embed OUT` then gives the same embeddings as `facever embed MODEL`.
+    `facever embed OUT` then gives the same embeddings as `facever embed MODEL`. OUT is named for
+    its format (*.onnx; *.torchscript or *.ts): facever loads each by its name, and TorchScript, which
+    is code, only by its name.
 
     Examples:
 
@@ -41,10 +43,11 @@ def export(
     from facever.core.locks import file_lock
 
     with user_errors(), library_warnings(), file_lock(out):
-        from facever.core.locks import check_output_is_not_an_input
+        from facever.core.paths import check_output_is_not_an_input
         from facever.embedding.export import export_model
+        from facever.embedding.loading import model_files
 
-        check_output_is_not_an_input(out, [model.split("=", 1)[-1]] + ([weights] if weights else []))
+        check_output_is_not_an_input(out, model_files(model, weights=weights))
 
         result = export_model(model, out, format=format.value, weights=weights, opset=opset)
         typer.echo(json.dumps({

@@ -58,7 +58,7 @@ def reproduce(
     from facever.cli._console import info, progress_bar, stop_on_signal, user_errors
     from facever.core.locks import folder_lock
 
-    with user_errors(), folder_lock(out):
+    with user_errors(), folder_lock(out, kind="reproduce"):
         from facever.workflows.reproduce import Reproduction, format_report_markdown, reproduce_settings
 
         settings = reproduce_settings(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from facever.cli._options import Select, model_options
+from facever.cli._options import TORCHSCRIPT_HELP, Select, model_options
 from facever.cli.embed import BGR_HELP, MEAN_HELP, STD_HELP
 
 if TYPE_CHECKING:
@@ -20,14 +20,21 @@ def verify(
     model: str = typer.Option(
         ..., "--model", "-m", help="A pretrained model by name (arcface-r50-webface600k, ...: `facever models list`; "
         "pulled on first use), a facever model (RUN/model.pt), arcface:r50 / facenet:vggface2 with --weights, "
-        "a .onnx graph or an exported TorchScript file.",
+        "a .onnx graph or an exported TorchScript file (model.torchscript). " + TORCHSCRIPT_HELP,
     ),
     threshold: Optional[float] = typer.Option(
-        None, "--threshold", "-t", help="Cosine similarity above which two faces are the same person."
+        None, "--threshold", "-t", help="Cosine similarity (-1..1) above which two faces are the same person."
     ),
     threshold_from: Optional[Path] = typer.Option(
         None, "--threshold-from", help="report.json of `facever eval-*` with the same model: use the mean of its "
         "fold thresholds.",
+    ),
+    far: Optional[float] = typer.Option(
+        None, "--far", help="Decide at the threshold calibrated for this false-accept rate (`facever calibrate`), "
+        "from --calibration or the calibration attached to the model.",
+    ),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", help="With --far: a calibration.json (default: the one attached to the model file).",
     ),
     pairs: Optional[Path] = typer.Option(
         None, "--pairs", help="Many pairs: a CSV/TSV with columns a,b, or a list from `facever pairs`.",
@@ -54,6 +61,8 @@ def verify(
 
     Examples:
 
+        facever verify me.jpg passport.jpg --model runs/noisy/model.pt --far 1e-3
+
         facever verify me.jpg passport.jpg --model runs/noisy/model.pt --threshold-from results/lfw/report.json
 
         facever verify a.jpg b.jpg --model arcface-r50-webface600k --threshold 0.3
@@ -69,19 +78,24 @@ def verify(
         fail("give two photos (IMG_A IMG_B) or --pairs FILE")
     if pairs is not None and image_a is not None:
         fail("give either two photos or --pairs FILE, not both")
-    if threshold is not None and threshold_from is not None:
-        fail("give either --threshold or --threshold-from, not both")
+    if sum(v is not None for v in (threshold, threshold_from, far)) > 1:
+        fail("give one of --threshold, --threshold-from and --far")
+    if calibration is not None and far is None:
+        fail("--calibration applies with --far (the target false-accept rate to decide at)")
     if images is not None and pairs is None:
         fail("--images applies with --pairs only")
     with user_errors(), library_warnings():
-        from facever.cli.embed import parse_preprocessing
+        from facever.cli._options import explicit_parameters
+        from facever.embedding.loading import preprocessing_overrides
         from facever.workflows.verify import verify as verify_photos
 
+        given = explicit_parameters(["flip"])  # None outside a click command: then the flip counts as chosen
         result = verify_photos(
             model, None if pairs is not None else [(str(image_a), str(image_b))], pairs_file=pairs, images=images,
-            threshold=threshold, threshold_from=threshold_from, aligned=aligned, select=select.value,
-            min_face=min_face, preprocessing=parse_preprocessing(mean, std, bgr), embed=embedding,
-            hooks=console_hooks(),
+            threshold=threshold, threshold_from=threshold_from, far=far, calibration=calibration, aligned=aligned,
+            select=select.value, min_face=min_face, preprocessing=preprocessing_overrides(mean, std, bgr),
+            embed=embedding,
+            flip_given=given is None or "flip" in given, hooks=console_hooks(),
         )
     for name, choice in result.faces.items():
         if choice.faces > 1:
@@ -97,25 +111,30 @@ def _print_pairs(result, *, single: bool) -> None:
     from facever.cli._console import info
 
     source = result.threshold_source
-    if source is not None:
-        info(f"threshold {source.describe()}")
-    elif result.threshold is None:
-        info("no threshold given (--threshold T or --threshold-from report.json): printing the similarity only")
+    if result.calibration is not None:
+        info(result.calibration.describe())
+    elif source is not None:
+        info(f"threshold {source.describe()} (uncalibrated: no bound on false accepts; see `facever calibrate`)")
+    elif result.threshold is not None:
+        info(f"threshold {result.threshold:g} given by hand (uncalibrated: no bound on false accepts; see "
+             "`facever calibrate`)")
+    else:
+        hint = (f"; this model is calibrated for --far {', '.join(f'{f:g}' for f in result.calibrated_fars)}"
+                if result.calibrated_fars else "")
+        info("no threshold given (--far F, --threshold T or --threshold-from report.json): printing the similarity "
+             "only" + hint)
     if single:
         p = result.pairs[0]
         verdict = "" if p.same is None else ("same person" if p.same else "different people")
         typer.echo(f"cosine {p.cosine:.4f}" + (f"  {verdict} (threshold {result.threshold:.4f})" if verdict else ""))
         return
-    wa = max(len(p.a) for p in result.pairs)
-    wb = max(len(p.b) for p in result.pairs)
+    from facever.cli._console import print_table
+    from facever.workflows.verify import decision_word
+
     has_expected = any(p.expected is not None for p in result.pairs)
-    typer.echo(f"{'a':<{wa}}  {'b':<{wb}}  cosine   decision" + ("          expected" if has_expected else ""))
-    for p in result.pairs:
-        verdict = "-" if p.same is None else ("same person" if p.same else "different people")
-        line = f"{p.a:<{wa}}  {p.b:<{wb}}  {p.cosine:7.4f}  {verdict:<16}"
-        if has_expected:
-            line += "  " + ("-" if p.expected is None else ("same" if p.expected else "different"))
-        typer.echo(line.rstrip())
+    print_table(["a", "b", "cosine", "decision"] + (["expected"] if has_expected else []),
+                [[p.a, p.b, f"{p.cosine:.4f}", p.decision or "-"] + ([decision_word(p.expected) or "-"] if has_expected else [])
+                 for p in result.pairs])
     decided = [p for p in result.pairs if p.same is not None and p.expected is not None]
     if decided:
         right = sum(p.same == p.expected for p in decided)

@@ -35,7 +35,32 @@ def resolve_device(name="auto"):
             raise FaceverError(f"`device` {name}: {exc}", options=('device',)) from None
     if device.type == "cuda" and device.index is not None:
         check_cuda_index(device.index, torch.cuda.device_count())
+    elif device.type not in ("cpu", "cuda"):
+        _check_other_backend(device)
     return device
+
+
+# Device types besides cpu and cuda that facever runs on when this PyTorch build and machine have them.
+OTHER_BACKENDS = ("mps", "xpu")
+
+
+def _check_other_backend(device) -> None:
+    """FaceverError unless `device` (mps, xpu) works here: asked for on a build or machine without it,
+    it would otherwise fail at the first tensor moved there, deep inside a run."""
+    import torch
+
+    if device.type not in OTHER_BACKENDS:
+        raise FaceverError(f"`device` {device}: not a device facever runs on (cpu, cuda, cuda:N, "
+                           f"{', '.join(OTHER_BACKENDS)} or auto)", options=("device",))
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        reason = "no Apple GPU here" if torch.backends.mps.is_built() else "this PyTorch is built without MPS"
+        raise FaceverError(f"`device` {device}: not available ({reason}); use `device` cpu", options=("device",))
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise FaceverError(f"`device` {device}: not available with this PyTorch on this machine ({reason[:120]})",
+                           options=("device",)) from None
 
 
 def check_cuda_index(index: int, count: int) -> None:
@@ -118,6 +143,13 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def bound_workers(requested: int, *, tasks: int) -> int:
+    """Worker processes to start for `tasks` units of work (batches, images) when `requested` were asked
+    for: never more than the CPUs available nor than the tasks (a thousand workers for ten images only
+    spend a minute starting up), and 0 (work in this process) stays 0."""
+    return max(0, min(int(requested), available_cpus(), int(tasks)))
 
 
 def default_loader_workers(cap: int = 4) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 
 from facever.core.atomic import atomic_path
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.json_files import parse_json
 
 FORMAT_VERSION = 1
 
@@ -91,6 +92,18 @@ def save_embeddings(
     return path
 
 
+def _texts(path: Path, key: str, values: list) -> list[str]:
+    out = []
+    for value in values:
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputFileError(path, f"`{key}` holds bytes that are not UTF-8 text") from None
+        out.append(str(value))
+    return out
+
+
 def load_embeddings(path: str | Path) -> Embeddings:
     """Read an embeddings file; structural problems raise `InputFileError` naming the file."""
     path = Path(path)
@@ -104,7 +117,7 @@ def load_embeddings(path: str | Path) -> Embeddings:
                 raise InputFileError(path, f"not a facever embeddings file (missing {', '.join(sorted(missing))})")
             paths_arr = data["paths"]
             emb = data["embeddings"]
-            meta_raw = str(data["metadata"]) if "metadata" in keys else "{}"
+            meta_arr = data["metadata"] if "metadata" in keys else np.array("{}")
     except InputFileError:
         raise
     except ValueError as exc:
@@ -122,12 +135,15 @@ def load_embeddings(path: str | Path) -> Embeddings:
         raise InputFileError(path, f"{paths_arr.shape[0]} paths but {emb.shape[0]} embeddings")
     if emb.dtype.kind != "f":
         raise InputFileError(path, f"`embeddings` must be floating point, got {emb.dtype}")
-    paths = [str(p) for p in paths_arr.tolist()]
+    # numpy writes Python 3 text as unicode ("U"); a file written with byte strings ("S", Python 2 tools,
+    # h5py exports) holds the same names as UTF-8: read them as the text they are, never as "b'...'".
+    paths = _texts(path, "paths", paths_arr.tolist())
+    meta_raw = _texts(path, "metadata", [meta_arr.item() if meta_arr.ndim == 0 else str(meta_arr)])[0]
     if len(set(paths)) != len(paths):
         dup = next(p for i, p in enumerate(paths) if p in paths[:i])
         raise InputFileError(path, f"duplicate path {dup!r}")
     try:
-        metadata = json.loads(meta_raw)
+        metadata = parse_json(meta_raw, path)  # InputFileError (a ValueError) when not JSON or nested too deeply
         if not isinstance(metadata, dict):
             raise ValueError("not an object")
     except ValueError:

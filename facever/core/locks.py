@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Iterator
 
 from facever.core.errors import FaceverError
-
-LOCK_NAME = ".facever.lock"
+from facever.core.output_folders import (
+    LOCK_NAME, check_folder_path, claim_output_folder, make_folder, release_output_folder,
+)
 log = logging.getLogger(__name__)
 
 
@@ -55,28 +56,30 @@ def _remove_partials(folder: Path, pattern: str) -> None:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | Path | None) -> Iterator[Path | None]:
-    """Hold the exclusive lock of `folder` (created if needed) for the `with` block.
+def folder_lock(folder: str | Path | None, *, kind: str | None) -> Iterator[Path | None]:
+    """Hold the exclusive lock of `folder` (created if needed) for the `with` block, as output of `kind`.
 
+    `kind` (one of `settings.OUTPUT_KINDS`): the folder must be new, empty, or hold facever's own
+    output of that kind (`facever.core.output_folders`); None for a caller that applies its own rule.
     Raises `FolderInUseError` naming the holder (pid and command line) when another process has it,
-    and `FaceverError` when `folder` exists and is not a folder. A folder this call created is removed
-    again when the block fails with nothing written in it. `None` (no output asked for) locks nothing.
+    and `FaceverError` when `folder` exists and is not a folder or holds files facever did not write.
+    A folder this call created or claimed is left as it was when the block fails with nothing written
+    in it. `None` (no output asked for) locks nothing.
     """
     if folder is None:
         yield None
         return
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise FaceverError(f"{folder}: exists and is not a folder; choose another output folder")
+    folder = check_folder_path(folder)
     created = not folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise FaceverError(f"{folder}: cannot write there (a parent of it is a file); choose another output folder") from None
+    make_folder(folder)
+    claimed = False
     try:
         with _flock(folder / LOCK_NAME, folder, partials=".*.partial-*"):
+            claimed = kind is not None and claim_output_folder(folder, kind)
             yield folder
     except BaseException:
+        if claimed:
+            release_output_folder(folder, kind)
         if created:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: nothing the failed run wrote is hidden
@@ -153,12 +156,3 @@ def _flock(lock_file: Path, target: Path, *, partials: str, wait: float = 0.0) -
         with contextlib.suppress(OSError):
             lock_file.unlink()
         os.close(fd)
-
-
-def check_output_is_not_an_input(output: str | Path, inputs: "list[str | Path]") -> None:
-    """Refuse an output file that is one of the inputs (writing it would destroy that input)."""
-    out = os.path.realpath(output)
-    for item in inputs:
-        if os.path.exists(item) and os.path.realpath(item) == out:
-            raise FaceverError(f"{output}: is also an input ({item}); writing it would overwrite that input. "
-                               "Choose another output file")

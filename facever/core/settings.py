@@ -45,9 +45,29 @@ DEFAULT_METRIC = "cosine"
 #: exact: midpoints between training scores; grid: facenet/insightface's 0:4:0.01 grid of distances.
 THRESHOLD_MODES = ("exact", "grid")
 DEFAULT_THRESHOLDS = "exact"
+#: Whose numbers a report gives (facever.verification.conventions): facever's engine with the settings
+#: given, or the number insightface's / facenet's / SphereFace's evaluation script would print (their
+#: flip fusion, distance, mean subtraction, folds, threshold grid and tie rule, VAL rule; on IJB,
+#: insightface's test mode F1N1D1 and its 1:N numbers).
+CONVENTIONS = ("facever", "insightface", "facenet", "sphereface")
+DEFAULT_CONVENTION = "facever"
 #: How `facever ensemble` joins models: concatenated normalised embeddings, or the mean of the scores.
 FUSIONS = ("concat", "score-mean")
 DEFAULT_FUSION = "concat"
+
+# -- deployment: calibration, 1:N search, self-check ----------------------------------------------------
+
+#: Target false-accept rates `facever calibrate` calibrates by default.
+DEFAULT_FARS = (1e-2, 1e-3, 1e-4)
+#: Confidence of the one-sided Clopper-Pearson bound on a calibrated threshold's false-accept rate.
+CALIBRATION_CONFIDENCE = 0.95
+#: Score-to-probability maps `facever calibrate --probability` fits (and compares on held-out folds).
+PROBABILITY_MAPS = ("isotonic", "logistic")
+#: How `facever identify` searches a gallery: an exact matrix product in numpy, or FAISS's exact flat index.
+SEARCH_BACKENDS = ("numpy", "faiss")
+DEFAULT_SEARCH_BACKEND = "numpy"
+#: People listed per photo by `facever identify`.
+DEFAULT_TOP_K = 5
 
 # -- benchmarks ------------------------------------------------------------------------------------------
 
@@ -64,6 +84,8 @@ YTF_LAYOUTS = ("auto", "frames", "aligned")
 
 SELECT_METHODS = ("largest", "center")
 DEFAULT_SELECT = "largest"
+#: The smallest face, in pixels, MTCNN looks for when a command aligns photos.
+DEFAULT_MIN_FACE = 20
 OUTPUT_FORMATS = ("jpg", "png")
 ON_MISS = ("skip", "center-crop")
 
@@ -116,9 +138,29 @@ CACHE_MODES = ("none", "memmap", "device")
 #: Batch size per process of a training run.
 TRAIN_BATCH_SIZE = 256
 
+# -- output folders --------------------------------------------------------------------------------------
+
+#: The kinds of folder facever writes, each with the files that show a folder is facever's output of
+#: that kind when it was written before facever marked its folders (facever.core.output_folders).
+OUTPUT_KINDS = {
+    "align": ("alignment.json", "align_report.csv"),
+    "evaluation": ("report.json", "embedding_cache", "frame_cache"),
+    "ijb-crops": (),
+    "train": ("config.toml", "checkpoint.pt", "model.pt"),
+    "compare": ("compare.json", "compare.md"),
+    "demo": (".facever-demo",),
+    "reproduce": ("reproduce.json", "stages"),
+}
+
 # -- models out ------------------------------------------------------------------------------------------
 
 EXPORT_FORMATS = ("onnx", "torchscript")
+#: The file names under which facever loads (and `facever export` writes) a TorchScript model.
+#: TorchScript is code: it is run only from a file named so, never because of what a file holds
+#: (facever.core.model_files).
+TORCHSCRIPT_SUFFIXES = (".torchscript", ".ts")
+#: The file name of an ONNX graph (read with onnxruntime, which runs no Python).
+ONNX_SUFFIX = ".onnx"
 
 # -- pretrained models by name (`--model arcface-r50-webface600k`, `facever models`) --------------------
 

@@ -256,12 +256,17 @@ def _check_writable(dst: Path) -> None:
 
 
 def check_output_folder(src: str | Path, dst: str | Path) -> None:
-    """SRC must exist and DST must be another folder (crops written among the photos would mix with them)."""
+    """SRC must exist and DST must be another folder, not one holding SRC (crops written among the photos
+    would mix with them). Whether DST may be written at all is `core.output_folders`' rule."""
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise FaceverError(f"{src}: no such file or folder")
-    if src.is_dir() and os.path.realpath(src) == os.path.realpath(dst):
+    real_src, real_dst = Path(os.path.realpath(src)), Path(os.path.realpath(dst))
+    if src.is_dir() and real_src == real_dst:
         raise FaceverError(f"{dst}: the output folder is the input folder; give another folder for the crops")
+    if _is_within(real_src, real_dst):
+        raise FaceverError(f"{src}: the input is inside the output folder {dst}; the crops would be written among "
+                           "the photos. Give an output folder outside it")
 
 
 def plan_alignment(src: str | Path, dst: str | Path, *, config: AlignConfig = AlignConfig()) -> AlignPlan:
@@ -324,6 +329,7 @@ def _decoded(paths: Sequence[Path], workers: int) -> Iterator[tuple[int, np.ndar
         return
     from torch.utils.data import DataLoader
 
+    from facever.core.devices import bound_workers
     from facever.core.opencv_guard import opencv
 
     opencv()  # shut OpenCV's pool down before the workers fork (facever.core.opencv_guard)
@@ -331,7 +337,7 @@ def _decoded(paths: Sequence[Path], workers: int) -> Iterator[tuple[int, np.ndar
         dataset,
         batch_size=None,
         shuffle=False,
-        num_workers=min(workers, len(paths)),
+        num_workers=bound_workers(workers, tasks=len(paths)),
         collate_fn=_identity,
         prefetch_factor=4,
         persistent_workers=False,

@@ -23,6 +23,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from facever.core.atomic import write_text_atomic
+from facever.core.errors import FaceverError
+from facever.core.json_files import read_json_file
 from facever.data_prep.templates import template_for_size
 
 RECORD_NAME = "alignment.json"
@@ -61,8 +63,8 @@ def read_alignment_record(folder: str | Path) -> dict[str, Any] | None:
     for candidate in (folder / RECORD_NAME, folder.parent / RECORD_NAME):
         if candidate.is_file():
             try:
-                record = json.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+                record = read_json_file(candidate)
+            except FaceverError:  # unreadable, not JSON, nested too deeply: no record (it only adds a warning)
                 return None
             if isinstance(record, dict) and record.get("format") == FORMAT and _points(record) is not None:
                 return record

@@ -533,6 +533,18 @@ def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[_Member]:
     return members
 
 
+def _refuse_clashes(archive: Path, members: list[_Member]) -> list[_Member]:
+    """Two members of one name (a file twice, or a file and a folder) are refused: extracting both would
+    silently keep one of them. A folder listed twice is harmless."""
+    seen: dict[PurePosixPath, _Member] = {}
+    for member in members:
+        before = seen.setdefault(member.path, member)
+        if before is not member and not (before.is_dir and member.is_dir):
+            raise InputFileError(archive, f"two members are named {str(member.path)!r}; one would silently replace "
+                                          "the other, so nothing is extracted")
+    return members
+
+
 def archive_kind(archive: str | Path) -> str:
     """"tar" or "zip", decided by the content (a mirror may name a zip `.tgz`); InputFileError otherwise."""
     archive = Path(archive)
@@ -555,7 +567,8 @@ def safe_extract(
 ) -> int:
     """Extract `archive` into `dest_dir` after checking every member; returns the number of members.
 
-    Nothing is written unless all members pass: no absolute paths, no `..`, no links, no devices.
+    Nothing is written unless all members pass: no absolute paths, no `..`, no links, no devices, no two
+    members of one name.
     `on_count(n)` is called once the members are checked, before writing; `progress(1)` per member.
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
@@ -565,13 +578,13 @@ def safe_extract(
     try:
         if kind == "tar":
             with tarfile.open(archive, "r:*") as tar:
-                members = _tar_members(archive, tar)
+                members = _refuse_clashes(archive, _tar_members(archive, tar))
                 if on_count is not None:
                     on_count(len(members))
                 _write_members(archive, root, members, lambda m: tar.extractfile(m.handle), progress)
         else:
             with zipfile.ZipFile(archive) as zf:
-                members = _zip_members(archive, zf)
+                members = _refuse_clashes(archive, _zip_members(archive, zf))
                 if on_count is not None:
                     on_count(len(members))
                 _write_members(archive, root, members, lambda m: zf.open(m.handle), progress)
@@ -605,8 +618,7 @@ def _write_member(archive: Path, root: Path, member: _Member, open_member) -> No
         source = open_member(member)
         if source is None:
             raise InputFileError(archive, f"member {str(member.path)!r} has no data")
-        # "wb": a tar may legitimately repeat a name (appended update); the later copy wins, as with
-        # tar(1). Overwriting is safe because this function never creates links.
+        # Names are unique (`_refuse_clashes`) and this function never creates links.
         with source, open(target, "wb") as out:
             shutil.copyfileobj(source, out, _CHUNK)
 

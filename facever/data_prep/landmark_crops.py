@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from facever.core.errors import FaceverError
+from facever.core.paths import inside
 from facever.core.images import ImageDecodeError, read_image_rgb
 from facever.data_prep.align import warp_face
 from facever.data_prep.align_dataset import _write_atomic, encode_image
@@ -65,13 +66,13 @@ def crop_from_landmarks(
     points = np.asarray(points, dtype=np.float64)
     if points.shape != (len(names), 5, 2):
         raise ValueError(f"expected {len(names)} x 5 x 2 landmarks, got {points.shape}")
-    todo = [i for i, n in enumerate(names) if not (dst_root / n).is_file()]
+    todo = [i for i, n in enumerate(names) if not inside(dst_root, n).is_file()]
     reused = len(names) - len(todo)
     if progress is not None and reused:
         progress(reused)
 
     def run(i: int) -> None:
-        _crop_one(src_root / names[i], dst_root / names[i], points[i], size,
+        _crop_one(inside(src_root, names[i]), inside(dst_root, names[i]), points[i], size,
                   where[i] if where is not None else str(src_root / names[i]))
 
     # Decoding and warping release the GIL (Pillow, OpenCV): threads overlap them without new processes.

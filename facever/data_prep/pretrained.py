@@ -40,6 +40,7 @@ from typing import Any, Iterator, Mapping
 
 from facever.core.checksums import file_digest
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.environment import offline
 from facever.core.settings import HOME_ENV, MODEL_MIRROR_ENV, OFFLINE_ENV
 
 log = logging.getLogger(__name__)
@@ -382,8 +383,8 @@ class CachedModel:
 
 
 def is_offline(environ: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    return env.get(OFFLINE_ENV, "") not in ("", "0")
+    """$FACEVER_OFFLINE, checked like an option (facever.core.environment)."""
+    return offline(environ)
 
 
 def source_url(entry: PretrainedModel, environ: Mapping[str, str] | None = None) -> str:

@@ -36,6 +36,7 @@ from facever.core.atomic import atomic_path, write_text_atomic
 from facever.core.crop import CROP_POLICY
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.output_folders import check_folder_path, make_folder
 from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, EMBED_BATCH_SIZE
 from facever.embedding.extract import (
     FUSE_MIN_IMAGES, BadImage, BadImagesError, NoImageEmbeddedError, aligner_settings, embed_images, model_amp,
@@ -83,7 +84,7 @@ class EmbeddingCache:
         self.settings = dict(settings)
         blob = json.dumps(self.settings, sort_keys=True).encode()
         self.digest = hashlib.sha256(blob).hexdigest()[:16]
-        self.folder = Path(cache_dir) / self.digest
+        self.folder = check_folder_path(cache_dir, what="cache folder") / self.digest
 
     def shards(self) -> list[Path]:
         return sorted(self.folder.glob("shard-*.npz")) if self.folder.is_dir() else []
@@ -118,7 +119,7 @@ class EmbeddingCache:
         """Write one shard: rows (`keys[i]` -> `embeddings[i]`) and failures (key, path, reason)."""
         if not len(keys) and not bad:
             return None
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(self.folder, what="cache folder")
         settings_file = self.folder / "settings.json"
         if not settings_file.is_file():
             write_text_atomic(settings_file, json.dumps(self.settings, indent=2, sort_keys=True) + "\n")

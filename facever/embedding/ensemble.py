@@ -26,6 +26,7 @@ import numpy as np
 from facever.protocols.pair_protocol import PairProtocol
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError
+from facever.core.settings import DEFAULT_CONVENTION
 
 from facever.core.settings import FUSIONS
 
@@ -199,7 +200,8 @@ def evaluate_ensemble(
         fusion: "concat" (default) or "score-mean" (module docstring).
         weights: one non-negative weight per model (default equal).
         eval_opts: passed to `evaluate_protocol` (`metric`, `thresholds`, `subtract_mean`,
-            `allow_missing`). With `allow_missing`, pairs missing from ANY model are dropped for all, so
+            `allow_missing`, `convention`: a peer's convention applies to each model alone; the fused
+            row is always facever's, as no peer script fuses models). With `allow_missing`, pairs missing from ANY model are dropped for all, so
             every row of the comparison uses the same pairs.
 
     Raises:
@@ -227,9 +229,12 @@ def evaluate_ensemble(
     items = protocol.items()
     check_coverage(embeddings, items, names)
 
+    # A peer's convention scores each model as that peer's script would; no peer script fuses models,
+    # so the fused row is facever's own (its report says so under settings.convention).
+    convention = eval_opts.pop("convention", None) or DEFAULT_CONVENTION
     per_model = {}
     for emb, name in zip(embeddings, names):
-        per_model[name] = evaluate_protocol(protocol, emb, embeddings_source=name, **eval_opts)
+        per_model[name] = evaluate_protocol(protocol, emb, embeddings_source=name, convention=convention, **eval_opts)
     fused = fuse_embeddings(embeddings, weights=w, method=fusion, items=items, names=names)
     if fusion == "concat":
         ensemble = evaluate_protocol(protocol, fused, embeddings_source="the fused embeddings", **eval_opts)

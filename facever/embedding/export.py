@@ -6,9 +6,11 @@ facever `model.pt`, `arcface:r50=backbone.pth`, ...), writes
 - ONNX: torch's current (torch.export-based) exporter, a dynamic batch axis named `batch`, the
   input `input` (N x 3 x H x W, float32, already normalised) and output `embedding` (N x D); the
   preprocessing as `metadata_props` `facever.input_size`, `facever.mean`, `facever.std`,
-  `facever.color`, `facever.crop`, `facever.embedding_dim`, `facever.arch`, `facever.source_sha256`
-  (JSON values; mean/std on the 0..1 scale: `x = (pixels / 255 - mean) / std`);
-- TorchScript: a traced module with the same facts in the archive's `extra/facever.json`;
+  `facever.color`, `facever.crop`, `facever.embedding_dim`, `facever.arch`, `facever.source_sha256` and, for a
+  calibrated model, `facever.calibration` (JSON values; mean/std on the 0..1 scale:
+  `x = (pixels / 255 - mean) / std`);
+- TorchScript: a traced module with the same facts in the archive's `extra/facever.json`, in a file
+  named `*.torchscript` or `*.ts` (the only names facever loads TorchScript from: it is code);
 
 then runs the written file (onnxruntime, or `torch.jit.load`) on a few inputs of several batch sizes
 and refuses to finish (no file left behind) if any output's cosine similarity with the PyTorch
@@ -28,6 +30,7 @@ import numpy as np
 
 from facever.core.atomic import atomic_path
 from facever.core.errors import FaceverError
+from facever.core.settings import ONNX_SUFFIX, TORCHSCRIPT_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ def export_metadata(model) -> dict[str, Any]:
         "source_model": model.model_id,
         "source_sha256": model.fingerprint,
         "output": "raw embedding (compare after L2 normalisation)",
+        # `facever calibrate --attach`'s thresholds travel with the model they were measured on.
+        **({"calibration": model.calibration.to_dict()} if getattr(model, "calibration", None) else {}),
     }
 
 
@@ -93,6 +98,7 @@ def export_model(
     if format not in FORMATS:
         raise FaceverError(f"unknown export format {format!r}; use one of: {', '.join(FORMATS)}")
     out = Path(out)
+    check_export_name(out, format)
     if format == "onnx":
         _require_onnx()  # before any work: say how to install what is missing
     model = load_embedding_model(spec, weights=weights, device="cpu")
@@ -128,6 +134,20 @@ def export_model(
     log.info("exported %s to %s (min cosine vs PyTorch %.7f)", model.model_id, out, worst)
     return ExportResult(path=out, format=format, min_cosine=worst, checked_inputs=sum(CHECK_BATCHES),
                         metadata=meta, opset=used_opset)
+
+
+def check_export_name(out: str | Path, format: str) -> None:
+    """The written file must carry its format's suffix: facever (and `facever embed OUT`) loads ONNX and
+    TorchScript by the file's name, and TorchScript, being code, only by its name (core.model_files)."""
+    if format == "onnx":
+        suffixes, what, why = (ONNX_SUFFIX,), "an ONNX", ""
+    else:
+        suffixes, what = TORCHSCRIPT_SUFFIXES, "a TorchScript"
+        why = " (TorchScript is code: facever runs it only from a file named so)"
+    if Path(out).suffix.lower() not in suffixes:
+        names = " or ".join(f"*{s}" for s in suffixes)
+        raise FaceverError(f"{out}: {what} file must be named {names}, the name facever loads it by{why}",
+                           options=("out",))
 
 
 def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -221,3 +241,41 @@ def _torchscript_runner(path: Path):
 
     return run
 
+
+
+def attach_calibration(spec: str | os.PathLike, calibration) -> Path:
+    """Store `calibration` (a `Calibration`) in the model file `spec`, replacing an earlier one, atomically:
+    a facever model.pt (its `calibration` key) or a .onnx graph (metadata `facever.calibration`).
+
+    Raises FaceverError for other models (facenet:*, arcface:* state dicts, TorchScript): keep the
+    calibration.json beside them instead.
+    """
+    from facever.core.model_files import is_torchscript_name
+    from facever.embedding.loading import CALIBRATION_KEY
+
+    text = str(spec)
+    path = Path(text)
+    if path.is_dir() and (path / "model.pt").is_file():
+        path = path / "model.pt"
+    if text.startswith(("facenet:", "arcface:")) or is_torchscript_name(path) or not path.is_file():
+        raise FaceverError(f"{spec}: a calibration can be attached to a facever model.pt or a .onnx graph only; "
+                           "keep calibration.json and give it to verify and identify")
+    data = calibration.to_dict()
+    if path.suffix.lower() == ".onnx":
+        import onnx
+
+        try:
+            graph = onnx.load(str(path))
+        except Exception as exc:
+            raise FaceverError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+        kept = [p for p in graph.metadata_props if p.key != f"facever.{CALIBRATION_KEY}"]
+        del graph.metadata_props[:]
+        for p in kept:
+            graph.metadata_props.add(key=p.key, value=p.value)
+        graph.metadata_props.add(key=f"facever.{CALIBRATION_KEY}", value=json.dumps(data))
+        with atomic_path(path) as tmp:
+            onnx.save(graph, str(tmp))
+        return path
+    from facever.models.bundle import attach_to_bundle
+
+    return attach_to_bundle(path, CALIBRATION_KEY, data)

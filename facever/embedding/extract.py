@@ -33,7 +33,7 @@ import numpy as np
 from facever.core.checksums import content_key
 from facever.core.opencv_guard import opencv
 from facever.core.images import ImageDecodeError, decode_image_bytes_rgb
-from facever.core.devices import amp_dtype, cudnn_autotune, device_scope, resolve_amp
+from facever.core.devices import amp_dtype, bound_workers, cudnn_autotune, device_scope, resolve_amp
 from facever.core.crop import CROP_POLICY, fit_to_input
 from facever.embedding.preprocess import aspect_ratio_differs, normalize_batch
 from facever.embedding.sources import ImageBytes, ImageFolder, image_source
@@ -181,11 +181,42 @@ def forward_with_flip(module, x, flip: str):
     import torch
 
     if check_choice("flip", flip, FLIP_MODES) == "none":
-        return module(x)
+        return _embedding_rows(module(x), x.shape[0])
     n = x.shape[0]
-    both = module(torch.cat([x, x.flip(3)]))
+    both = _embedding_rows(module(torch.cat([x, x.flip(3)])), 2 * n)
     plain, mirrored = both[:n], both[n:]
     return torch.cat([plain, mirrored], dim=1) if flip == "concat" else plain + mirrored
+
+
+class ModelOutputError(FaceverError):
+    """The model's output is not N finite, non-zero embeddings (a broken or foreign model, not the images)."""
+
+
+def _embedding_rows(out, n: int):
+    """`out` when it is an N x D tensor for a batch of `n` images (checked on its shape: no device sync)."""
+    import torch
+
+    if not isinstance(out, torch.Tensor):
+        raise ModelOutputError(f"the model returned {type(out).__name__}, not an N x D tensor of embeddings")
+    if out.ndim != 2 or out.shape[0] != n or out.shape[1] < 1:
+        raise ModelOutputError(f"the model returned shape {tuple(out.shape)} for {n} images; an embedding model "
+                               "returns N x D (one row per image)")
+    return out
+
+
+def check_model_rows(rows: np.ndarray, model_id: str) -> np.ndarray:
+    """`rows` (embeddings just computed, on the CPU) when every one is finite and not all zeros; else a
+    ModelOutputError naming the model: such a row scores NaN against every other, so nothing downstream
+    (a verdict, a threshold, an embeddings file) may be built on it."""
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        raise ModelOutputError(f"{model_id} gave {int((~finite).sum())} of {len(rows)} embeddings with NaN or "
+                               "infinite values (a diverged or broken model, or a preprocessing that overflows)")
+    zero = ~rows.any(axis=1)
+    if zero.any():
+        raise ModelOutputError(f"{model_id} gave {int(zero.sum())} of {len(rows)} embeddings that are all zeros "
+                               "(no direction to compare)")
+    return rows
 
 
 class ForwardLoop:
@@ -256,7 +287,10 @@ class ForwardLoop:
         autotune = (self.device.type == "cuda" or torch.backends.cudnn.benchmark) and \
             not torch.are_deterministic_algorithms_enabled()
         with cudnn_autotune(autotune):
-            return forward_with_flip(self.module, x, self.flip).float()
+            try:
+                return forward_with_flip(self.module, x, self.flip).float()
+            except ModelOutputError as exc:
+                raise ModelOutputError(f"{m.model_id}: {exc}") from None
 
 
 def embed_pixels(
@@ -284,7 +318,7 @@ def embed_pixels(
     rows = []
     with loop.running():
         for pixels in batches:
-            rows.append(loop(pixels).cpu().numpy())
+            rows.append(check_model_rows(loop(pixels).cpu().numpy(), model.model_id))
             if progress is not None:
                 progress(len(pixels))
     if not rows:
@@ -365,7 +399,7 @@ def embed_images(
     if workers is None:
         # One batch or less: starting worker processes costs more than decoding in this one.
         workers = 0 if len(rel_paths) <= batch_size else default_workers(dev.type)
-    workers = int(workers)
+    workers = bound_workers(workers, tasks=-(-len(rel_paths) // batch_size))  # one batch is a worker's task
     size = tuple(int(v) for v in model.input_size)
     if fuse_bn is None:
         fuse_bn = len(rel_paths) >= FUSE_MIN_IMAGES
@@ -398,7 +432,7 @@ def embed_images(
     def flush() -> None:
         nonlocal out
         for idx, emb in pending:
-            emb = emb.float().cpu().numpy()
+            emb = check_model_rows(emb.float().cpu().numpy(), model.model_id)
             if out is None:
                 out = np.zeros((n, emb.shape[1]), dtype=np.float32)
             out[idx.numpy()] = emb

@@ -15,10 +15,12 @@ Sources:
   arcface_torch IResNet state dict, mapped into facever's IResNet (`facever.models.arcface`);
 - `model.onnx`: any face-embedding ONNX graph, run with onnxruntime (`facever.embedding.onnx_model`);
   preprocessing from the graph's `facever.*` metadata (`facever export`) or InsightFace's default;
-- a TorchScript file from `facever export --format torchscript` (`*.torchscript` / `*.ts`, or any zip
-  with facever's `extra/facever.json`). TorchScript holds code: load only files you trust.
+- a TorchScript file from `facever export --format torchscript`, named `*.torchscript` or `*.ts`.
+  TorchScript is code: it is run only from a file named so, never because of what a file holds
+  (`facever.core.model_files`); load only TorchScript files you trust.
 
-Every other file is read with `torch.load(weights_only=True)`: a model file is data, never code.
+Every other file is read with `torch.load(weights_only=True)` (`load_tensor_file`): a model file is
+data, never code; a TorchScript archive named like a weights file (`model.pt`) is refused.
 `mean`, `std` and `color` override the preprocessing of ONNX and TorchScript models (other sources
 carry the preprocessing they were trained with).
 """
@@ -34,7 +36,11 @@ from typing import Any, Sequence
 
 from facever.core.checksums import file_digest
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.json_files import parse_json
 from facever.data_prep import pretrained
+from facever.core.model_files import is_torchscript_name
+from facever.core.settings import ONNX_SUFFIX
+from facever.core.sizes import size_problem
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,9 @@ class EmbeddingModel:
     # sha256 of the weights file: two embeddings files with the same fingerprint came from the same weights.
     fingerprint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # The `Calibration` stored in the file by `facever calibrate --attach` (or carried by `facever
+    # export`), None when uncalibrated. Not part of `metadata()`: embeddings do not depend on it.
+    calibration: Any = None
 
     @property
     def preprocessing(self) -> str:
@@ -107,7 +116,8 @@ def load_embedding_model(
         spec: a pretrained model's name (`arcface-r50-webface600k`: pulled into the cache on first use,
             see `facever.data_prep.pretrained`); a facever model file (`RUN/model.pt`) or its run folder; `facenet:vggface2` /
             `facenet:casia-webface` (optionally `=WEIGHTS_FILE`); `arcface:r50` (etc., optionally
-            `=WEIGHTS_FILE`); a `.onnx` graph; a TorchScript file written by `facever export`.
+            `=WEIGHTS_FILE`); a `.onnx` graph; a TorchScript file (`*.torchscript`, `*.ts`: code, run
+            only from a file named so) written by `facever export`.
         weights: for `facenet:*` and `arcface:*`, the state-dict file.
         device: where to put the module ("cpu", "cuda", "auto", or a `torch.device`).
         mean, std: 3 values each on the 0..1 scale (`x = (pixels/255 - mean) / std`), or None to keep
@@ -166,13 +176,58 @@ def _load_spec(text: str, *, weights, device) -> EmbeddingModel:
         if weights is not None:
             raise FaceverError(f"separate weights apply to facenet:* and arcface:* models only; {text} carries its own")
         path = Path(text)
-        if path.suffix.lower() == ".onnx":
+        if path.suffix.lower() == ONNX_SUFFIX:
             model = _load_onnx(path, device=device)
-        elif _is_torchscript(path):
+        elif is_torchscript_name(path):  # asked for by name only: TorchScript is code
             model = _load_torchscript(path)
         else:
             model = _load_facever(path)
     return model
+
+
+def model_files(spec: str | os.PathLike, *, weights: str | os.PathLike | None = None) -> list[Path]:
+    """The files loading `spec` reads (the model file, a run folder's model.pt, inline or separate
+    weights): what an output must never overwrite (`facever.core.paths.check_output_is_not_an_input`)."""
+    text = str(spec)
+    files = [Path(weights)] if weights is not None else []
+    if text.startswith(("facenet:", "arcface:")):
+        inline = text.partition("=")[2]
+        return files + ([Path(inline)] if inline else [])
+    path = Path(text)
+    return files + [path / "model.pt" if path.is_dir() else path]
+
+
+def preprocessing_overrides(mean: str | None, std: str | None, bgr: bool | None) -> dict[str, Any]:
+    """`load_embedding_model`'s `mean`/`std`/`color` from text on the 0..255 pixel scale (`127.5` or
+    `123.7,116.3,103.5`) and a BGR flag, checked on that scale, so a message quotes what was typed."""
+    out: dict[str, Any] = {}
+    for key, text in (("mean", mean), ("std", std)):
+        if text is None:
+            continue
+        try:
+            values = [float(v) for v in str(text).split(",")]
+        except ValueError:
+            raise FaceverError(f"`{key}` {text!r}: expected a number or three comma-separated numbers",
+                               options=(key,)) from None
+        if len(values) not in (1, 3):
+            raise FaceverError(f"`{key}` {text!r}: expected one value or three (R,G,B)", options=(key,))
+        problem = _stat_problem(key, values)
+        if problem:
+            raise FaceverError(f"`{key}` {text!r}: {problem} (on the 0..255 pixel scale)", options=(key,))
+        out[key] = [v / 255.0 for v in (values * 3 if len(values) == 1 else values)]
+    if bgr is not None:
+        out["color"] = "BGR" if bgr else "RGB"
+    return out
+
+
+def _stat_problem(key: str, values: Sequence[float]) -> str | None:
+    import math
+
+    if not all(math.isfinite(v) for v in values):
+        return "every value must be a finite number"
+    if key == "std" and not all(v > 0 for v in values):
+        return "every value must be above 0"
+    return None
 
 
 def _with_preprocessing(model: EmbeddingModel, **overrides) -> EmbeddingModel:
@@ -184,8 +239,9 @@ def _with_preprocessing(model: EmbeddingModel, **overrides) -> EmbeddingModel:
             v = tuple(float(x) for x in overrides[key])
             if len(v) == 1:
                 v = v * 3
-            if len(v) != 3 or (key == "std" and not all(x > 0 for x in v)):
-                raise FaceverError(f"{key} must be one or three numbers{' > 0' if key == 'std' else ''}, got {overrides[key]}")
+            problem = "expected one or three numbers" if len(v) != 3 else _stat_problem(key, v)
+            if problem:
+                raise FaceverError(f"`{key}` {list(overrides[key])} (0..1 scale): {problem}", options=(key,))
             values[key] = v
     if "color" in overrides:
         c = str(overrides["color"]).upper()
@@ -225,6 +281,7 @@ def _load_facever(path: Path) -> EmbeddingModel:
     for key in ("step", "val_accuracy", "facever_version"):
         if key in info and isinstance(info[key], (int, float, str)):
             extra[f"model_{key}" if not key.startswith("model") else key] = info[key]
+    calibration = _attached_calibration(info.get(CALIBRATION_KEY), path)
     return EmbeddingModel(
         module=module,
         model_id=f"facever:{arch}",
@@ -236,7 +293,22 @@ def _load_facever(path: Path) -> EmbeddingModel:
         source=str(path.resolve()),
         fingerprint=file_digest(path),
         extra=extra,
+        calibration=calibration,
     )
+
+
+# Where a model file keeps its calibration: the bundle key, ONNX metadata `facever.calibration`, and the
+# `calibration` entry of a TorchScript archive's facever.json.
+CALIBRATION_KEY = "calibration"
+
+
+def _attached_calibration(data: Any, path: Path):
+    """The `Calibration` a model file carries, or None; a damaged one is an error naming the file."""
+    if data is None:
+        return None
+    from facever.verification.calibration import Calibration
+
+    return Calibration.from_dict(data, source=f"{path} (its attached calibration)")
 
 
 def facenet_cache_dir() -> Path:
@@ -327,6 +399,7 @@ def _load_onnx(path: Path, *, device, fingerprint: str | None = None) -> Embeddi
     if meta.get("arch"):
         extra["arch"] = meta["arch"]
     return EmbeddingModel(
+        calibration=_attached_calibration(meta.get(CALIBRATION_KEY), path),
         module=module,
         model_id=f"onnx:{path.name}",
         input_size=module.input_size,
@@ -354,23 +427,7 @@ def quiet_torchscript():
         yield
 
 
-def _is_torchscript(path: Path) -> bool:
-    if path.suffix.lower() in (".torchscript", ".ts"):
-        return True
-    import zipfile
-
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(n.endswith(f"/extra/{TORCHSCRIPT_EXTRA}") for n in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
 def _load_torchscript(path: Path) -> EmbeddingModel:
-    import json
-
     import torch
 
     if not path.is_file():
@@ -383,7 +440,7 @@ def _load_torchscript(path: Path) -> EmbeddingModel:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputFileError(path, f"not a readable TorchScript file ({reason[:200]})") from None
     try:
-        meta = json.loads(extra_files[TORCHSCRIPT_EXTRA] or "{}")
+        meta = parse_json(extra_files[TORCHSCRIPT_EXTRA] or "{}", path)
         h, w = (int(v) for v in meta["input_size"])
         mean = tuple(float(v) for v in meta["mean"])
         std = tuple(float(v) for v in meta["std"])
@@ -391,6 +448,8 @@ def _load_torchscript(path: Path) -> EmbeddingModel:
     except (KeyError, TypeError, ValueError) as exc:
         raise InputFileError(path, f"TorchScript file without facever's preprocessing ({TORCHSCRIPT_EXTRA}: "
                                    f"{type(exc).__name__}: {exc}); export it with facever") from None
+    if size_problem(h, w) is not None:
+        raise InputFileError(path, f"{TORCHSCRIPT_EXTRA}: input_size {size_problem(h, w)}")
     module.eval()
     return EmbeddingModel(
         module=module,
@@ -403,4 +462,5 @@ def _load_torchscript(path: Path) -> EmbeddingModel:
         source=str(path.resolve()),
         fingerprint=file_digest(path),
         extra={"runtime": "torchscript", **({"arch": meta["arch"]} if meta.get("arch") else {})},
+        calibration=_attached_calibration(meta.get(CALIBRATION_KEY), path),
     )

@@ -15,7 +15,6 @@ InsightFace's (RGB, `(x - 127.5) / 127.5` on 0..255 pixels); the caller may over
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.json_files import parse_json
+from facever.core.sizes import size_problem
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class OnnxModule:
             raise InputFileError(self.path, f"output {out.name!r} has shape {list(out.shape)}; expected N x D embeddings")
         self.input_name, self.output_name = spec.name, out.name
         self.input_size = (int(shape[2]), int(shape[3]))
+        problem = size_problem(*self.input_size)
+        if problem is not None:  # refused before any batch of that size is allocated
+            raise InputFileError(self.path, f"input {spec.name!r} declares images of {problem}")
         # A fixed batch dimension (an int) must be respected; a name or None is dynamic.
         self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         self.embedding_dim = out.shape[1] if isinstance(out.shape[1], int) else None
@@ -152,7 +156,7 @@ class OnnxModule:
         for key, value in self.metadata.items():
             if key.startswith(METADATA_PREFIX):
                 try:
-                    meta[key[len(METADATA_PREFIX):]] = json.loads(value)
-                except json.JSONDecodeError:
+                    meta[key[len(METADATA_PREFIX):]] = parse_json(value, self.path)
+                except InputFileError:  # not JSON (or nested too deeply): kept as text, checked by its reader
                     meta[key[len(METADATA_PREFIX):]] = value
         return meta

@@ -23,6 +23,7 @@ from typing import Mapping
 import torch
 
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.model_files import load_tensor_file
 from facever.models._common import HALF
 from facever.models.iresnet import IResNet
 
@@ -84,7 +85,9 @@ def load_arcface_weights(name: str, path: str | Path) -> IResNet:
     if not path.is_file():
         raise FaceverError(f"{path}: weights file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensor_file(path)
+    except InputFileError:
+        raise
     except Exception as exc:  # a truncated zip, an unsafe pickle, not a torch file at all
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputFileError(path, f"not a readable PyTorch state dict ({reason[:200]})") from None

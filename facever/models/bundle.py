@@ -22,6 +22,7 @@ from torch import nn
 from facever import __version__
 from facever.core.atomic import atomic_path
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.model_files import load_tensor_file
 
 FORMAT = "facever-model"
 FORMAT_VERSION = 1
@@ -102,7 +103,9 @@ def read_model_bundle(path: str | Path, *, map_location: Any = "cpu") -> dict[st
     if not path.is_file():
         raise FaceverError(f"{path}: no such model file")
     try:
-        bundle = torch.load(path, map_location=map_location, weights_only=True)
+        bundle = load_tensor_file(path, map_location=map_location)
+    except InputFileError:
+        raise
     except Exception as exc:  # torch raises many types for a non-zip, truncated or unsafe file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputFileError(path, f"not a readable facever model file ({reason[:200]})") from None
@@ -217,6 +220,20 @@ def load_model_bundle(path: str | Path, map_location: Any = "cpu") -> tuple[nn.M
         backbone = backbone.to(map_location)
     info = {key: value for key, value in bundle.items() if key != "state_dict"}
     return backbone.eval(), info
+
+
+def attach_to_bundle(path: str | Path, key: str, value: Any) -> Path:
+    """Store plain data `value` under `key` in the bundle at `path` (e.g. a calibration), replacing any
+    earlier value, atomically. The weights are copied unchanged; the file's sha256 changes with it."""
+    path = Path(path)
+    if key in _CORE_KEYS:
+        raise ValueError(f"{key!r} is one of the bundle's own keys")
+    _check_plain(value, key)
+    bundle = read_model_bundle(path, map_location="cpu")
+    bundle[key] = value
+    with atomic_path(path) as tmp:
+        torch.save(bundle, tmp)
+    return path
 
 
 def _check_plain(value: Any, where: str) -> None:

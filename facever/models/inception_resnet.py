@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.model_files import load_tensor_file
 from facever.models._common import input_size_pair
 from facever.models.registry import register_model
 
@@ -69,7 +70,9 @@ def load_facenet_weights(net: nn.Module, path: str | Path) -> None:
     if not path.is_file():
         raise FaceverError(f"{path}: no such weights file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensor_file(path)
+    except InputFileError:
+        raise
     except Exception as exc:
         raise InputFileError(path, f"not a readable weights file ({str(exc).strip()[:200] or type(exc).__name__})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

@@ -29,8 +29,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from facever.protocols.pair_protocol import PairProtocol
+from facever.protocols.pair_protocol import PairProtocol, checked
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.paths import name_problem
 from facever.core.text_files import read_text
 
 FGLFW_PAIRS_PER_FOLD = 600
@@ -78,8 +79,10 @@ def person_of(image: str) -> str | None:
 
 def _check_image_name(path: Path, line: int, image: str) -> None:
     p = PurePosixPath(image)
-    if p.is_absolute() or ".." in p.parts or "\\" in image:
-        raise InputFileError(path, f"image path {image!r} must be relative, without '..'", line=line)
+    problem = name_problem(image)
+    if problem is not None:
+        raise InputFileError(path, f"image path {image!r} must be relative, inside the images folder (it {problem})",
+                             line=line)
     if not p.suffix:
         raise InputFileError(path, f"image path {image!r} has no extension", line=line)
     if person_of(image) is None:
@@ -138,7 +141,7 @@ def read_fglfw_pairs(
                 "the list's block structure is inconsistent with its labels",
                 line=line_numbers[start],
             )
-    return PairProtocol(name, first, second, labels_arr, folds, source=path, line_numbers=line_numbers)
+    return checked(PairProtocol(name, first, second, labels_arr, folds, source=path, line_numbers=line_numbers))
 
 
 def read_token_pairs(path: str | Path, *, ext: str | None = None, name: str = "calfw") -> PairProtocol:
@@ -196,7 +199,7 @@ def read_token_pairs(path: str | Path, *, ext: str | None = None, name: str = "c
     folds = np.empty(len(tokens), dtype=np.int64)
     folds[labels] = tokens_arr[labels] - 1
     folds[neg_rows] = np.arange(neg_rows.size) // (neg_rows.size // k)
-    return PairProtocol(name, first, second, labels, folds, source=path, line_numbers=line_numbers)
+    return checked(PairProtocol(name, first, second, labels, folds, source=path, line_numbers=line_numbers))
 
 
 def read_variant_pairs(path: str | Path, *, protocol: str = "fglfw", ext: str | None = None, **kwargs) -> PairProtocol:

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.paths import check_name
 from facever.core.text_files import read_text
 
 from facever.core.settings import IJB_SETS as SETS
@@ -96,7 +97,7 @@ def read_template_media(path: str | Path) -> TemplateMedia:
             continue
         if len(fields) != 3:
             raise InputFileError(path, f"expected `image_name template_id media_id`, got {len(fields)} fields", line=i)
-        names.append(fields[0])
+        names.append(check_name(path, i, fields[0]))
         templates.append(_int(path, i, fields[1], "template id"))
         medias.append(_int(path, i, fields[2], "media id"))
         lines.append(i)
@@ -215,6 +216,7 @@ def read_landmarks(path: str | Path) -> Landmarks:
             raise InputFileError(path, f"{bad!r} is not a number", line=i) from None
         if not np.all(np.isfinite(nums)):
             raise InputFileError(path, "landmarks and score must be finite", line=i)
+        check_name(path, i, fields[0])
         if fields[0] in seen:
             raise InputFileError(path, f"{fields[0]!r} already listed at line {seen[fields[0]]}", line=i)
         seen[fields[0]] = i

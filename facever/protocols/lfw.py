@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from facever.protocols.pair_lists import looks_like_path_list, read_path_pairs
-from facever.protocols.pair_protocol import PairProtocol
+from facever.protocols.pair_protocol import PairProtocol, checked
 from facever.core.errors import InputFileError
+from facever.core.paths import name_problem
 from facever.core.text_files import read_text
 
 
@@ -45,10 +46,11 @@ def _parse_number(path: Path, lineno: int, token: str) -> int:
 
 
 def _check_name(path: Path, lineno: int, name: str) -> str:
-    # A name becomes a folder under the images root: it must stay one plain folder name.
-    if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name or name.startswith("~"):
-        raise InputFileError(path, f"name {name!r} is not a person's name (a path would leave the images folder)",
-                             line=lineno)
+    # A name becomes one folder under the images root: a plain relative name (core.paths), one part.
+    problem = name_problem(name) or ("holds a /" if "/" in name else None)
+    if problem is not None:
+        raise InputFileError(path, f"name {name!r} is not a person's name (it {problem}; names must stay inside "
+                             "the images folder)", line=lineno)
     return name
 
 
@@ -145,7 +147,7 @@ def read_lfw_pairs(path: str | Path, *, ext: str = ".jpg", n_folds: int = 10) ->
                     path, f"fold {k + 1} of {n_folds} holds only {kind} pairs (add the header line 'sets pairs-per-set')",
                     line=line_numbers[k * (n // n_folds)],
                 )
-    return PairProtocol(
+    return checked(PairProtocol(
         name="lfw", first=first, second=second, labels=labels_arr, folds=folds,
         source=path, line_numbers=line_numbers,
-    )
+    ))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from facever.core.errors import FaceverError
+from facever.core.paths import name_problem
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,10 @@ class IdentityPairs:
         return len(self.same[0]) if self.same else 0
 
     def lfw_layout(self) -> dict[str, tuple[str, int]] | None:
-        """`path -> (name, number)` when every path is LFW-named (`Name/Name_0001.ext`, one extension), else None."""
+        """`path -> (name, number)` when every path is LFW-named (`Name/Name_0001.ext`, one extension) and
+        every fold has as many different-person pairs as same-person ones (LFW's header says one N), else None."""
+        if any(len(d) != len(s) for s, d in zip(self.same, self.different)):
+            return None
         found: dict[str, tuple[str, int]] = {}
         exts = set()
         for fold in (*self.same, *self.different):
@@ -238,9 +242,12 @@ def _split_people(people: Mapping[str, list[str]], folds: int, rng: random.Rando
 
 
 def make_identity_pairs(
-    people: Mapping[str, list[str]], *, folds: int = 10, per_fold: int, seed: int = 0
+    people: Mapping[str, list[str]], *, folds: int = 10, per_fold: int, seed: int = 0,
+    different_per_fold: int | None = None,
 ) -> IdentityPairs:
-    """Draw `per_fold` same and `per_fold` different pairs per fold from `people` (name -> image paths).
+    """Draw `per_fold` same and `per_fold` (or `different_per_fold`) different pairs per fold from `people`
+    (name -> image paths). More different-person pairs than same-person ones serve calibration at small
+    false-accept rates (`facever calibrate`), which needs about 3 / FAR of them.
 
     People are split into disjoint groups, one per fold, when every group can give `per_fold` distinct
     pairs of each kind; otherwise pairs are drawn from everyone (`disjoint` False). No unordered pair
@@ -250,6 +257,9 @@ def make_identity_pairs(
     """
     if per_fold < 1 or folds < 1:
         raise FaceverError(f"folds and pairs per fold must be positive, got {folds} and {per_fold}")
+    per_diff = per_fold if different_per_fold is None else int(different_per_fold)
+    if per_diff < 1:
+        raise FaceverError(f"different-person pairs per fold must be positive, got {per_diff}")
     people = {name: sorted(images) for name, images in people.items() if images}
     bad = next((p for imgs in people.values() for p in imgs if any(ch.isspace() for ch in p)), None)
     if bad is not None:
@@ -264,9 +274,10 @@ def make_identity_pairs(
             f"{len(people)} people ({with_two} with two images or more) give only {total_same} distinct same-person "
             f"pairs; {folds} folds x {per_fold} need {need} (use fewer folds or pairs per fold, or more people)"
         )
-    if _different_capacity(people, people) < need:
+    need_diff = folds * per_diff
+    if _different_capacity(people, people) < need_diff:
         raise FaceverError(f"only {_different_capacity(people, people)} distinct different-person pairs exist; "
-                           f"{folds} folds x {per_fold} need {need}")
+                           f"{folds} folds x {per_diff} need {need_diff}")
 
     rng = random.Random(seed)
     groups = _split_people(people, folds, rng)
@@ -276,7 +287,7 @@ def make_identity_pairs(
         candidates = _same_pairs(people, group)
         if len(candidates) < per_fold:
             break
-        drawn = _draw_different(rng, people, group, per_fold)
+        drawn = _draw_different(rng, people, group, per_diff)
         if drawn is None:
             break
         same.append(rng.sample(candidates, per_fold))
@@ -287,14 +298,34 @@ def make_identity_pairs(
     # Not enough people for disjoint folds: draw from everyone, still without repeating a pair.
     rng = random.Random(seed)
     all_same = rng.sample(_same_pairs(people, sorted(people)), need)
-    all_different = _draw_different(rng, people, sorted(people), need)
+    all_different = _draw_different(rng, people, sorted(people), need_diff)
     if all_different is None:
-        raise FaceverError(f"could not draw {need} distinct different-person pairs")
+        raise FaceverError(f"could not draw {need_diff} distinct different-person pairs")
     return IdentityPairs(
         same=[all_same[k * per_fold:(k + 1) * per_fold] for k in range(folds)],
-        different=[all_different[k * per_fold:(k + 1) * per_fold] for k in range(folds)],
+        different=[all_different[k * per_diff:(k + 1) * per_diff] for k in range(folds)],
         disjoint=False,
     )
+
+
+def write_identity_pairs(folder, out, *, folds: int = 10, per_fold: int, seed: int = 0,
+                         different_per_fold: int | None = None) -> tuple[IdentityPairs, int]:
+    """Draw pairs among the people of the identity folder `folder` (`make_identity_pairs`) and write them to
+    `out` atomically, in LFW's format when every image is LFW-named, else as a path list (module doc).
+    Returns the pairs and the number of people; `facever pairs` and `facever.write_pairs` are this."""
+    from pathlib import Path
+
+    from facever.core.atomic import write_text_atomic
+    from facever.core.locks import file_lock
+    from facever.core.paths import check_output_is_not_an_input
+
+    with file_lock(out):
+        people = identity_images(folder)
+        check_output_is_not_an_input(out, (Path(folder) / rel for rels in people.values() for rel in rels))
+        result = make_identity_pairs(people, folds=folds, per_fold=per_fold, seed=seed,
+                                     different_per_fold=different_per_fold)
+        write_text_atomic(out, result.to_text())
+    return result, len(people)
 
 
 def looks_like_path_list(text: str) -> bool:
@@ -319,7 +350,7 @@ def read_path_pairs(path, text: str | None = None):
     import numpy as np
 
     from facever.core.errors import InputFileError
-    from facever.protocols.pair_protocol import PairProtocol
+    from facever.protocols.pair_protocol import PairProtocol, checked
 
     path = Path(path)
     if text is None:
@@ -336,8 +367,10 @@ def read_path_pairs(path, text: str | None = None):
             raise InputFileError(path, f"expected 'path_a path_b same(0/1) fold(1..K)', got {line!r}", line=lineno)
         for item in fields[:2]:
             # Paths are relative to the images folder and must stay inside it (as LFW names must).
-            if item.startswith(("/", "~", "\\")) or ".." in item.replace("\\", "/").split("/") or ":" in item:
-                raise InputFileError(path, f"{item!r} is not a path inside the images folder", line=lineno)
+            problem = name_problem(item)
+            if problem is not None:
+                raise InputFileError(path, f"{item!r} is not a path inside the images folder (it {problem})",
+                                     line=lineno)
         first.append(fields[0])
         second.append(fields[1])
         labels.append(fields[2] == "1")
@@ -347,7 +380,7 @@ def read_path_pairs(path, text: str | None = None):
         raise InputFileError(path, "no pairs found")
     numbers = sorted(set(folds))
     index = {f: i for i, f in enumerate(numbers)}
-    return PairProtocol(
+    return checked(PairProtocol(
         name="pairs", first=first, second=second, labels=np.array(labels),
         folds=np.array([index[f] for f in folds]), source=path, line_numbers=lines,
-    )
+    ))

@@ -21,9 +21,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from facever.core.images import IMAGE_EXTENSIONS
-from facever.protocols.pair_protocol import PairProtocol
+from facever.protocols.pair_protocol import PairProtocol, checked
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.paths import name_problem
 from facever.core.text_files import read_text
 
 FRAMES_DB = "frame_images_DB"
@@ -41,8 +42,10 @@ def natural_key(name: str) -> tuple:
 
 
 def _check_video_id(path: Path, line: int, video: str) -> None:
-    parts = video.split("/")
-    if len(parts) != 2 or not all(parts) or any(p in (".", "..") for p in parts) or "\\" in video:
+    problem = name_problem(video)
+    if problem is not None:
+        raise InputFileError(path, f"video {video!r} is not of the form Name/video (it {problem})", line=line)
+    if len(video.split("/")) != 2:
         raise InputFileError(path, f"video {video!r} is not of the form Name/video", line=line)
 
 
@@ -97,7 +100,7 @@ def read_ytf_splits(path: str | Path) -> PairProtocol:
         raise InputFileError(path, "no pairs in the splits file")
     if len(set(folds)) < 2:
         raise InputFileError(path, f"all pairs are in one split; the protocol needs several (YTF has {YTF_SPLITS})")
-    return PairProtocol("ytf", first, second, labels, folds, source=path, line_numbers=line_numbers)
+    return checked(PairProtocol("ytf", first, second, labels, folds, source=path, line_numbers=line_numbers))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import torch
 
 from facever.core.atomic import atomic_path
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.model_files import load_tensor_file
 from facever.training.config import TrainConfig, resume_differences
 
 FORMAT = "facever-checkpoint"
@@ -108,7 +109,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputFileError(path, "no checkpoint to resume from")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = load_tensor_file(path)
+    except InputFileError:
+        raise
     except Exception as exc:  # torch raises many types for truncated, foreign or unsafe files
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputFileError(path, f"not a readable checkpoint ({reason[:200]})") from None

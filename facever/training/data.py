@@ -40,6 +40,7 @@ from facever.core.crop import fit_to_input
 from facever.core.images import ImageDecodeError, decode_image_bytes_rgb, read_image_rgb
 from facever.data_prep.recordio import RecordFile, open_recordio
 from facever.core.errors import FaceverError
+from facever.core.output_folders import check_folder_path, make_folder
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ def prepare_training_data(
     Raises FaceverError for corrupt images under `strict`, mixed crop sizes, or no decodable image.
     """
     input_size = (int(input_size[0]), int(input_size[1]))
-    cache_dir = Path(cache_dir)
+    cache_dir = check_folder_path(cache_dir, what="cache folder")
     fp = data_fingerprint(tset, input_size)
     scan_path = cache_dir / f"{tset.kind}-{fp}.scan.npz"
     npy_path = cache_dir / f"{tset.kind}-{fp}.npy"
@@ -309,7 +310,7 @@ def prepare_training_data(
         if scan is not None and len(scan.ok) != len(tset.items):
             scan = None
         if scan is None or (want_pixels and not npy_path.is_file()):
-            cache_dir.mkdir(parents=True, exist_ok=True)
+            make_folder(cache_dir, what="cache folder")
             if want_pixels:
                 shape = (len(tset.items), input_size[0], input_size[1], 3)
                 log.info("decoding %d images into the cache %s", len(tset.items), npy_path)

@@ -13,7 +13,6 @@ does not kill the waiting ranks.
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from facever.core.devices import resolve_device
+from facever.core.environment import env_int
 from facever.core.errors import FaceverError
 
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=60)
@@ -99,7 +99,7 @@ class DistContext:
 def launched_rank() -> tuple[int, int]:
     """(rank, world size) as torchrun set them for this process; (0, 1) outside torchrun. Read before
     the process group exists, to decide who checks and writes the run folder."""
-    return int(os.environ.get("RANK", "0")), max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    return env_int("RANK", 0, low=0), env_int("WORLD_SIZE", 1, low=1)
 
 
 def init_distributed(device: str = "auto") -> DistContext:
@@ -110,13 +110,13 @@ def init_distributed(device: str = "auto") -> DistContext:
     caller makes it current for the run (`facever.core.devices.device_scope`), so that nothing
     (pin-memory thread, generator queries) opens a second context on GPU 0.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = env_int("WORLD_SIZE", 1, low=1)
     dev = resolve_device(device)
     if world_size <= 1:
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         return DistContext(0, 1, 0, dev, owns_group=False)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = env_int("LOCAL_RANK", 0, low=0)
     if dev.type == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise FaceverError(

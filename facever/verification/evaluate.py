@@ -8,14 +8,22 @@ from typing import Any
 import numpy as np
 
 from facever import __version__
-from facever.protocols.pair_protocol import PairProtocol
+from facever.protocols.pair_protocol import PairProtocol, check_folds
 from facever.core.embeddings_file import Embeddings
 from facever.core.errors import FaceverError
+from facever.core.settings import CONVENTIONS, DEFAULT_CONVENTION, check_choice
 from facever.verification import roc
 from facever.verification.scores import greater_is_same, indexed_pair_scores, row_norms
 from facever.verification.tenfold import KFoldResult, facenet_val_at_far, kfold_accuracy
 
 FARS = (1e-3, 1e-2, 1e-1)
+
+
+def get_facever_convention() -> dict[str, Any]:
+    """What a report made with facever's own convention records under `settings.convention`."""
+    from facever.verification.conventions import get_convention
+
+    return get_convention("facever").to_dict()
 
 
 # Below this norm float32 squares underflow (1e-22 squared is 0): the direction is lost.
@@ -38,10 +46,22 @@ class VerificationResult:
     n_same: int
     dropped_pairs: int
     settings: dict[str, Any] = field(default_factory=dict)
+    #: The numbers the convention's script prints (`conventions.peer_table`); None for facever's own.
+    peer: dict[str, Any] | None = None
+    #: The out-of-fold score of every pair the ROC was drawn from, and its label (True: same person);
+    #: kept for the report's score histogram, not written to report.json.
+    scores: np.ndarray | None = field(default=None, repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def accuracy_mean(self) -> float:
         return self.kfold.mean
+
+    @property
+    def threshold(self) -> float:
+        """The mean of the fold thresholds, in the metric's units (cosine: same iff score > threshold):
+        the threshold `facever verify --threshold-from` takes from this result's report."""
+        return float(np.mean(self.kfold.thresholds))
 
     def to_dict(self) -> dict[str, Any]:
         kf = self.kfold
@@ -65,6 +85,7 @@ class VerificationResult:
             "pairs": {"total": self.n_pairs, "same": self.n_same, "different": self.n_pairs - self.n_same,
                       "dropped": self.dropped_pairs},
             "settings": dict(self.settings),
+            **({"peer": dict(self.peer)} if self.peer is not None else {}),
             "facever_version": __version__,
         }
 
@@ -79,13 +100,35 @@ def _missing_message(protocol: PairProtocol, embeddings: Embeddings, missing_ite
     # The usual cause: aligned crops saved as .png while pairs.txt is read with .jpg.
     stems = {p.rsplit(".", 1)[0]: p for p in embeddings.paths}
     hit = next((stems[m.rsplit(".", 1)[0]] for m in missing_items if m.rsplit(".", 1)[0] in stems), None)
-    if hit is not None:
+    if hit is not None and protocol.name == "pairs":
+        # A path list names each image with its own extension: `ext` does not apply to it.
+        msg += (f"; the embeddings have {hit!r}: the pairs file and the embeddings were made from different "
+                "folders (crops saved in another format?): write the pairs from the folder that was embedded")
+    elif hit is not None:
         msg += f"; the embeddings have {hit!r}: is the image extension right (`ext`)?"
     elif n_pairs_missing == len(protocol) and protocol.name == "lfw":
         example = embeddings.paths[0] if embeddings.paths else "nothing"
         msg += (f"; no pair's image is in the file (it holds e.g. {example!r}): LFW pairs name images "
                 "Name/Name_0001.jpg relative to the LFW folder, so embed that folder itself")
     return msg
+
+
+def pair_rows(protocol: PairProtocol, embeddings: Embeddings, *, allow_missing: bool = False,
+              embeddings_source: str = "the embeddings") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(rows1, rows2, keep)`: each pair's two rows in `embeddings` and the mask of pairs that have both.
+    Pairs with a missing item raise `FaceverError` unless `allow_missing`; a protocol of one fold, an
+    `InputFileError` naming its file (k-fold needs two: `check_folds`)."""
+    check_folds(protocol)
+    rows1 = embeddings.rows(protocol.first)
+    rows2 = embeddings.rows(protocol.second)
+    missing = (rows1 < 0) | (rows2 < 0)
+    dropped = int(missing.sum())
+    if dropped and not allow_missing:
+        missing_items = [p for p, r in zip(protocol.first + protocol.second, np.r_[rows1, rows2]) if r < 0]
+        missing_items = list(dict.fromkeys(missing_items))
+        raise FaceverError(_missing_message(protocol, embeddings, missing_items, dropped, embeddings_source),
+                           options=("allow_missing", "ext"))
+    return rows1, rows2, ~missing
 
 
 @dataclass
@@ -117,17 +160,9 @@ def score_protocol(
     embeddings_source: str = "the embeddings",
 ) -> ProtocolScores:
     """Look up both items of every pair, validate their embeddings, and score the pairs."""
-    rows1 = embeddings.rows(protocol.first)
-    rows2 = embeddings.rows(protocol.second)
-    missing = (rows1 < 0) | (rows2 < 0)
-    dropped = int(missing.sum())
-    if dropped:
-        missing_items = [p for p, r in zip(protocol.first + protocol.second, np.r_[rows1, rows2]) if r < 0]
-        missing_items = list(dict.fromkeys(missing_items))
-        if not allow_missing:
-            raise FaceverError(_missing_message(protocol, embeddings, missing_items, dropped, embeddings_source),
-                               options=("allow_missing", "ext"))
-    keep = ~missing
+    rows1, rows2, keep = pair_rows(protocol, embeddings, allow_missing=allow_missing,
+                                   embeddings_source=embeddings_source)
+    dropped = int((~keep).sum())
     labels = protocol.labels[keep]
     folds = protocol.folds[keep]
     if dropped:
@@ -230,6 +265,45 @@ def evaluate_scores(scores: ProtocolScores, *, thresholds: str = "exact", protoc
             "folds": int(kf.fold_ids.size),
             **(settings or {}),
         },
+        scores=np.asarray(scores.out_of_fold),
+        labels=np.asarray(labels, dtype=bool),
+    )
+
+
+def evaluate_peer(protocol: PairProtocol, embeddings: Embeddings, convention, *, allow_missing: bool = False,
+                  embeddings_source: str = "the embeddings") -> VerificationResult:
+    """The k-fold protocol of `protocol` scored as `convention`'s script scores it (`conventions` module):
+    its accuracy, fold thresholds and printed table (`peer`), with facever's ROC, AUC, EER, TAR@FAR from
+    the same scores."""
+    from facever.verification.conventions import get_convention, peer_kfold, peer_scores, peer_table
+
+    conv = get_convention(convention)
+    rows1, rows2, keep = pair_rows(protocol, embeddings, allow_missing=allow_missing,
+                                   embeddings_source=embeddings_source)
+    scores = peer_scores(protocol, embeddings, conv, rows1, rows2, keep)
+    labels, folds = scores.labels, scores.folds
+    if labels.all() or not labels.any():
+        raise FaceverError(f"the protocol has only {'same' if labels.all() else 'different'}-person pairs; "
+                           "accuracy and ROC need both")
+    kf = peer_kfold(scores)
+    pick = np.searchsorted(kf.fold_ids, folds)
+    oof = scores.by_fold[pick, np.arange(labels.size)]
+    fpr, tpr, roc_t = roc.roc_curve(oof, labels, greater_is_same=scores.greater_is_same)
+    val_distances = 2.0 - 2.0 * scores.by_fold if scores.greater_is_same else scores.by_fold
+    decision = {"l2": "same iff squared L2 distance < threshold",
+                "arccos": "same iff arccos(cosine) / pi < threshold",
+                "cosine": "same iff cosine > threshold (and different iff cosine < threshold)"}[conv.score]
+    return VerificationResult(
+        protocol=protocol.name, kfold=kf, fpr=fpr, tpr=tpr, roc_thresholds=roc_t, auc=roc.auc(fpr, tpr),
+        eer=roc.equal_error_rate(fpr, tpr), tar_at_far={str(f): roc.tar_at_far(fpr, tpr, f) for f in FARS},
+        val_at_far=facenet_val_at_far(val_distances, labels, folds, far_target=1e-3),
+        n_pairs=int(labels.size), n_same=int(labels.sum()), dropped_pairs=scores.dropped,
+        settings={"convention": conv.to_dict(), "metric": conv.score, "thresholds": conv.thresholds,
+                  "decision": decision, "subtract_mean": conv.subtract_mean, "folds": int(kf.fold_ids.size),
+                  "allow_missing": allow_missing},
+        peer=peer_table(scores, kf),
+        scores=np.asarray(oof),
+        labels=np.asarray(labels, dtype=bool),
     )
 
 
@@ -242,6 +316,7 @@ def evaluate_protocol(
     subtract_mean: bool = False,
     allow_missing: bool = False,
     embeddings_source: str = "the embeddings",
+    convention: str = DEFAULT_CONVENTION,
 ) -> VerificationResult:
     """Run the k-fold protocol of `protocol` on `embeddings` (matched by item path).
 
@@ -249,8 +324,19 @@ def evaluate_protocol(
     With `subtract_mean`, for each test fold the mean embedding of the other folds' pairs (both
     images of every training pair, as SphereFace and facenet) is subtracted before normalising.
     Pairs whose items have no embedding raise `FaceverError`, or with `allow_missing` are dropped
-    without moving any other pair to another fold.
+    without moving any other pair to another fold. A `convention` other than "facever" scores as
+    that peer's script (`facever.verification.conventions`), which fixes metric, thresholds and mean
+    subtraction itself.
     """
+    check_choice("convention", convention, CONVENTIONS)
+    if convention != "facever":
+        given = [name for name, value, default in (("metric", metric, None), ("thresholds", thresholds, "exact"),
+                                                   ("subtract_mean", subtract_mean, False)) if value != default]
+        if given:
+            raise FaceverError(f"the {convention} convention sets {', '.join(given)} itself (as its script does); "
+                               "leave them out or use the facever convention", options=tuple(given) + ("convention",))
+        return evaluate_peer(protocol, embeddings, convention, allow_missing=allow_missing,
+                             embeddings_source=embeddings_source)
     metric = metric or ("l2" if thresholds == "grid" else "cosine")
     if thresholds == "grid" and metric != "l2":
         raise FaceverError("grid thresholds reproduce facenet/insightface and use `metric` l2 (squared L2 distance)", options=('metric',))
@@ -258,4 +344,5 @@ def evaluate_protocol(
     scores = score_protocol(protocol, embeddings, metric=metric, subtract_mean=subtract_mean,
                             allow_missing=allow_missing, embeddings_source=embeddings_source)
     return evaluate_scores(scores, thresholds=thresholds, protocol_name=protocol.name,
-                           settings={"subtract_mean": subtract_mean, "allow_missing": allow_missing})
+                           settings={"subtract_mean": subtract_mean, "allow_missing": allow_missing,
+                                     "convention": get_facever_convention()})

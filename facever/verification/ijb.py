@@ -14,7 +14,8 @@ Pure functions on arrays; `evaluate_ijb` joins an `IJBMeta` (the reader's output
   are averaged, the media features summed, and the sum L2-normalised.
 - **Pair score**: the cosine of the two template features (their dot product).
 - **TAR at FAR**, two definitions, both reported: `insightface` takes the ROC point whose FAR is the
-  nearest to the target (first such point, the lowest TAR among ties), which may lie *above* the
+  nearest to the target as insightface's script does (on the reversed ROC arrays, the first nearest:
+  the highest TAR of a vertical step, the higher of two equally near FARs), which may lie *above* the
   target; `conservative` takes the highest TAR among points whose FAR does not exceed the target.
   The ROC is `facever.verification.roc`'s (same iff score >= threshold, one point per distinct score);
   insightface's search runs over its corners only, as sklearn's `roc_curve` (which that script calls)
@@ -310,12 +311,20 @@ def roc_with_corners(scores: np.ndarray, labels: np.ndarray):
 
 
 def tar_at_nearest_far(fpr: np.ndarray, tpr: np.ndarray, far: float, *, corners: np.ndarray | None = None):
-    """insightface's TAR@FAR: `(tpr, fpr)` of the first ROC point (among `corners`, see `roc_with_corners`)
-    whose FAR is nearest `far`."""
+    """insightface's TAR@FAR (`ijb_11.py`, `arcface_torch/eval_ijbc.py`): `(tpr, fpr)` of the ROC point
+    nearest `far`, found as the script finds it.
+
+    The script reverses scikit-learn's ROC arrays (`np.flipud(fpr)`, `np.flipud(tpr)`: "select largest
+    tpr at same fpr") and takes the first index of the smallest `abs(fpr - far)`. So among points at the
+    nearest FAR (a vertical step of the curve) it gets the **highest** TAR, and of two FARs equally near
+    the target, the higher one. `corners` (`roc_with_corners`) restricts the search to the points
+    scikit-learn keeps, as in the script.
+    """
     fpr = np.asarray(fpr, dtype=np.float64)
     tpr = np.asarray(tpr, dtype=np.float64)
     if corners is not None:
         fpr, tpr = fpr[corners], tpr[corners]
+    fpr, tpr = fpr[::-1], tpr[::-1]
     i = int(np.argmin(np.abs(fpr - far)))
     return float(tpr[i]), float(fpr[i])
 
@@ -392,7 +401,8 @@ class IJBResult:
             "auc": self.auc,
             "tar_at_far": self.tar_at_far,
             "tar_at_far_definitions": {
-                "insightface": "TAR of the first ROC point whose FAR is nearest the target (may exceed it)",
+                "insightface": "TAR of the ROC point nearest the target FAR, first on the reversed ROC as insightface's "
+                               "script: the highest TAR at that FAR (the FAR may exceed the target)",
                 "conservative": "highest TAR among ROC points whose FAR does not exceed the target",
             },
             "pairs": {"total": self.n_pairs, "same": self.n_same, "different": self.n_pairs - self.n_same},
@@ -512,6 +522,74 @@ def average_search(results: Sequence[SearchResult]) -> dict[str, Any]:
                          for f in results[0].tpir_at_fpir},
         "galleries": [r.gallery for r in results],
     }
+
+
+def insightface_search(template_ids: np.ndarray, feats: np.ndarray, galleries: Sequence[tuple[str, SearchSet]],
+                       probes: SearchSet, *, fars: Sequence[float] = FPIRS) -> dict[str, Any]:
+    """insightface's 1:N numbers (`recognition/_evaluation_/ijb/ijb_1n.py`), beside NIST's (`evaluate_search`).
+
+    As the script: the galleries are joined into one (G1 + G2; IJB-B S1 + S2), each distinct gallery
+    template keeps the subject of its first row, and so does each distinct mixed-probe template; every
+    probe must have exactly one gallery template of its subject (else the script stops: FaceverError).
+    top-k = share of probes whose mate template is among the k most similar gallery templates (ties:
+    the lower gallery position first, the order of a stable sort; the script's own `np.argsort` leaves
+    ties to numpy's sort). At "FAR" f: th = the ceil(f x probes)-th highest similarity among all
+    probe-to-non-mate comparisons, TPR = share of probes whose mate similarity is > th. This "FAR" is
+    not NIST's FPIR (no non-mated search exists here): both are reported, each under its own name.
+    """
+    g_templates = np.concatenate([g.templates for _, g in galleries])
+    g_subjects = np.concatenate([g.subjects for _, g in galleries])
+    g_unique, g_first = np.unique(g_templates, return_index=True)
+    g_ids = g_subjects[g_first]
+    p_unique, p_first = np.unique(probes.templates, return_index=True)
+    p_ids = probes.subjects[p_first]
+    order = np.argsort(g_ids, kind="stable")
+    pos = np.searchsorted(g_ids[order], p_ids)
+    pos_c = np.minimum(pos, g_ids.size - 1)
+    counts = np.searchsorted(g_ids[order], p_ids, side="right") - pos
+    if np.any(counts != 1):
+        bad = int(p_ids[np.flatnonzero(counts != 1)[0]])
+        raise FaceverError(f"insightface's 1:N needs exactly one gallery template per probe subject; subject {bad} "
+                           f"has {int(counts[counts != 1][0])} (its script stops there too)")
+    mask = order[pos_c]
+    try:
+        g_feats = feats[template_rows(template_ids, g_unique)].astype(np.float64)
+        p_feats = feats[template_rows(template_ids, p_unique)].astype(np.float64)
+    except ValueError as exc:
+        raise FaceverError(f"1:N galleries or probes ({probes.path}): {exc}") from None
+    q = p_feats.shape[0]
+    required = [math.ceil(q * f) for f in fars]
+    top = max(required)
+    rank = np.empty(q, dtype=np.int64)
+    mate = np.empty(q)
+    best_negatives = np.zeros(0)
+    for s in range(0, q, 2048):
+        sims = p_feats[s:s + 2048] @ g_feats.T
+        rows = np.arange(sims.shape[0])
+        m = mask[s:s + 2048]
+        mate_s = sims[rows, m]
+        higher = np.sum(sims > mate_s[:, None], axis=1)
+        tied_before = np.sum((sims == mate_s[:, None]) & (np.arange(sims.shape[1])[None, :] < m[:, None]), axis=1)
+        rank[s:s + 2048] = 1 + higher + tied_before
+        mate[s:s + 2048] = mate_s
+        sims[rows, m] = -np.inf
+        flat = sims[np.isfinite(sims)]
+        k = min(top, flat.size)
+        block_top = np.partition(flat, flat.size - k)[flat.size - k:] if k else flat[:0]
+        merged = np.r_[best_negatives, block_top]
+        best_negatives = np.sort(merged)[::-1][:top]
+    out = {f"top{k}": float(np.mean(rank <= k)) for k in RANKS}
+    out["tpr_at_far"] = {}
+    for f, k in zip(fars, required):
+        if k < 1 or k > best_negatives.size:
+            raise FaceverError(f"insightface's 1:N at FAR {f:g} needs {k} non-mate comparisons, there are "
+                               f"{best_negatives.size}")
+        th = float(best_negatives[k - 1])
+        out["tpr_at_far"][f"{f:g}"] = {"tpr": float(np.sum(mate > th) / q), "threshold": th}
+    out.update({"probes": int(q), "gallery_templates": int(g_unique.size),
+                "definition": "insightface ijb_1n.py: galleries joined; top-k of the mate template; at FAR f the "
+                              "threshold is the ceil(f x probes)-th highest non-mate similarity"})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------

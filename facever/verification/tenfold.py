@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facever.verification.roc import best_threshold_from_counts
+
 FACENET_GRID = np.arange(0, 4, 0.01)
 FACENET_VAL_GRID = np.arange(0, 4, 0.001)
 
@@ -49,38 +51,13 @@ def accuracy_at(scores, labels, threshold: float, *, greater_is_same: bool = Tru
     return float(np.mean(predict_same(scores, threshold, greater_is_same=greater_is_same) == labels))
 
 
-def _best_exact_sorted(keyed: np.ndarray, lab: np.ndarray, greater_is_same: bool) -> tuple[float, float]:
-    """Exact search on similarity keys already sorted ascending (labels in the same order)."""
-    n = keyed.size
-    starts = np.r_[0, np.flatnonzero(np.diff(keyed)) + 1]  # first index of each distinct value
-    # Candidate j (0..m) predicts "same" for keys >= keyed[starts[j]]; j = m predicts none. Right
-    # below cut c: c pairs, pos_cum[c] of them positive, so correct = (c - pos_cum[c]) + (P - pos_cum[c]).
-    cut = np.r_[starts, n]
-    pos_cum = np.r_[0, np.cumsum(lab, dtype=np.int64)]
-    correct = cut + pos_cum[-1] - 2 * pos_cum[cut]
-    if greater_is_same:
-        j = int(np.argmax(correct))  # first maximum = smallest threshold
-    else:
-        # In distance units the threshold is -candidate: the smallest distance is the last maximum here.
-        j = correct.size - 1 - int(np.argmax(correct[::-1]))
-    m = starts.size
-    if j == 0:
-        candidate = keyed[0] - 1.0
-    elif j == m:
-        candidate = keyed[-1] + 1.0
-    else:
-        candidate = (keyed[starts[j - 1]] + keyed[starts[j]]) / 2.0
-    threshold = candidate if greater_is_same else -candidate
-    return float(threshold), float(correct[j] / n)
-
-
 def best_threshold_exact(scores, labels, *, greater_is_same: bool = True) -> tuple[float, float]:
     """The exact best threshold on `scores` (see module docstring). Returns `(threshold, accuracy)`."""
     scores, labels = _as_arrays(scores, labels)
     # Work on "similarity" keys so one code path serves both directions.
     keyed = scores if greater_is_same else -scores
-    order = np.argsort(keyed, kind="stable")
-    return _best_exact_sorted(keyed[order], labels[order], greater_is_same)
+    order = np.argsort(keyed, kind="stable")[::-1]
+    return best_threshold_from_counts(keyed[order], labels[order], greater_is_same=greater_is_same)
 
 
 def best_threshold_grid(distances, labels, *, grid: np.ndarray = FACENET_GRID) -> tuple[float, float]:
@@ -94,6 +71,16 @@ def best_threshold_grid(distances, labels, *, grid: np.ndarray = FACENET_GRID) -
     correct = tp + tn
     j = int(np.argmax(correct))
     return float(grid[j]), float(correct[j] / distances.size)
+
+
+def kfold_blocks(n: int, k: int = 10) -> np.ndarray:
+    """Fold id (0..k-1) of each of `n` pairs in order, as scikit-learn's `KFold(n_splits=k, shuffle=False)`
+    splits them (facenet, insightface): k consecutive blocks, the first `n % k` one pair longer."""
+    if not 2 <= k <= n:
+        raise ValueError(f"cannot split {n} pairs into {k} folds")
+    sizes = np.full(k, n // k, dtype=np.int64)
+    sizes[: n % k] += 1
+    return np.repeat(np.arange(k), sizes)
 
 
 @dataclass(frozen=True)
@@ -172,13 +159,14 @@ def kfold_accuracy(
     if thresholds == "exact" and shared_scores:
         # One sort for all folds: masking a sorted array keeps it sorted.
         keyed = scores[0] if greater_is_same else -scores[0]
-        order = np.argsort(keyed, kind="stable")
+        order = np.argsort(keyed, kind="stable")[::-1]
         keyed_sorted, labels_sorted, folds_sorted = keyed[order], labels[order], folds[order]
     for i, fold in enumerate(fold_ids):
         test = folds == fold
         if thresholds == "exact" and shared_scores:
             train_sorted = folds_sorted != fold
-            t, train_acc = _best_exact_sorted(keyed_sorted[train_sorted], labels_sorted[train_sorted], greater_is_same)
+            t, train_acc = best_threshold_from_counts(keyed_sorted[train_sorted], labels_sorted[train_sorted],
+                                                      greater_is_same=greater_is_same)
         elif thresholds == "exact":
             t, train_acc = best_threshold_exact(scores[i][~test], labels[~test], greater_is_same=greater_is_same)
         else:
@@ -191,43 +179,88 @@ def kfold_accuracy(
     return KFoldResult(fold_ids=fold_ids, thresholds=out_t, accuracies=out_acc, train_accuracies=out_train, sizes=sizes)
 
 
-def facenet_val_at_far(distances, labels, folds, *, far_target: float = 1e-3) -> dict:
-    """davidsandberg/facenet's VAL@FAR: per fold, the threshold where the training FAR reaches
-    `far_target` (linear interpolation over thresholds `np.arange(0, 4, 0.001)`; 0.0 when the
-    training FAR never reaches it), then VAL (true accept rate) and FAR on the test fold.
+def scipy18_slinear(x, y, x_new: float) -> float:
+    """`scipy.interpolate.interp1d(x, y, kind="slinear")(x_new)` as SciPy 0.19 to 1.8 computed it, repeated
+    `x` values included (SciPy >= 1.9 raises on them; facenet's and insightface's VAL@FAR always has them).
 
-    facenet interpolates with `scipy.interpolate.interp1d(far_train, thresholds, kind="slinear")`;
-    current SciPy refuses the repeated FAR values that curve always has, so repeated FARs are
-    collapsed to their smallest threshold before the (identical) linear interpolation.
+    Transcribed from those versions: `interp1d` sorts `x` stably (mergesort); `make_interp_spline(x, y,
+    k=1)` returns the B-spline with knots `[x0, x0..x_{n-1}, x_{n-1}]` and coefficients `y`; its
+    evaluation finds the knot interval `t[l] <= x_new < t[l+1]` (the last `l` with `t[l] <= x_new`,
+    capped at the last interval) and runs de Boor's recursion there. Hence:
 
-    Returns `{"val_mean", "val_std", "far_mean", "far_target"}` (std over folds, ddof=0).
+    - between two levels of `x` it interpolates linearly from the **last** point of the level below
+      (for a FAR curve: the largest threshold of that FAR) to the **first** point of the level above;
+    - at a value equal to an inner level, it gives the `y` of that level's last point;
+    - at the highest level, when that level is repeated, the interval is of zero length and de Boor's
+      recursion gives **0.0** (not a point's `y`);
+    - outside `[min x, max x]` interp1d raises ValueError (bounds_error); so does this function.
     """
-    distances, labels = _as_arrays(distances, labels)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    x, y = x[order], y[order]
+    n = x.size
+    if n < 2:
+        raise ValueError("x and y arrays must have at least 2 entries")
+    x_new = float(x_new)
+    if x_new < x[0] or x_new > x[-1]:
+        raise ValueError(f"{x_new!r} is outside the interpolation range [{x[0]!r}, {x[-1]!r}]")
+    interval = min(int(np.searchsorted(x, x_new, side="right")), n - 1)  # knots t[l], t[l+1] = x[l-1], x[l]
+    xa, xb = x[interval - 1], x[interval]
+    if xb == xa:
+        return 0.0
+    w = 1.0 / (xb - xa)
+    return float(0.0 + y[interval - 1] * (w * (xb - x_new)) + y[interval] * (w * (x_new - xa)))
+
+
+def facenet_val_at_far(distances, labels, folds, *, far_target: float = 1e-3) -> dict:
+    """davidsandberg/facenet's and insightface's VAL@FAR (`calculate_val`), as they computed it.
+
+    Per fold: the FAR of the training folds at every threshold of `np.arange(0, 4, 0.001)` (same iff
+    d < t); when it reaches `far_target` somewhere, the threshold is `interp1d(far_train, thresholds,
+    kind="slinear")(far_target)` under the SciPy those scripts were written for (<= 1.8: see
+    `scipy18_slinear`; SciPy >= 1.9 refuses the repeated FARs), else 0.0 (nothing accepted: VAL 0), as
+    the scripts do. Then VAL (true accept rate) and FAR on the test fold; a test fold with no same (or
+    no different) pair counts 0 where the scripts would divide by zero.
+
+    `distances` may be (K, N): row k scores the pairs when fold k (k-th smallest id) is tested (mean
+    subtraction), as `kfold_accuracy` takes them.
+
+    Returns `{"far_target", "val_mean", "val_std", "far_mean", "thresholds"}` (std over folds, ddof=0;
+    `thresholds` per fold in ascending fold id).
+    """
+    distances = np.asarray(distances, dtype=np.float64)
+    by_fold = distances.ndim == 2
+    _, labels = _as_arrays(distances[0] if by_fold else distances, labels)
     folds = np.asarray(folds)
-    vals, fars = [], []
+    vals, fars, thresholds = [], [], []
     grid = FACENET_VAL_GRID
-    # Training negatives below each threshold = all negatives below it - the test fold's: one search
-    # over all pairs plus a small one per fold, instead of sorting the training set ten times.
     negatives = ~labels
-    below_all = np.searchsorted(np.sort(distances[negatives]), grid, side="left")
-    for fold in np.unique(folds):
+    if not by_fold:
+        # Training negatives below each threshold = all negatives below it - the test fold's: one search
+        # over all pairs plus a small one per fold, instead of sorting the training set ten times.
+        below_all = np.searchsorted(np.sort(distances[negatives]), grid, side="left")
+    for i, fold in enumerate(np.unique(folds)):
         test = folds == fold
-        fold_neg = np.sort(distances[test & negatives])
-        n_train_neg = int(negatives.sum()) - fold_neg.size
-        far_train = (below_all - np.searchsorted(fold_neg, grid, side="left")) / max(n_train_neg, 1)
-        if far_train.max() >= far_target:
-            far_unique, first = np.unique(far_train, return_index=True)
-            threshold = float(np.interp(far_target, far_unique, grid[first]))
+        d = distances[i] if by_fold else distances
+        if by_fold:
+            far_train = np.searchsorted(np.sort(d[~test & negatives]), grid, side="left") / max(
+                int(np.sum(~test & negatives)), 1)
         else:
-            threshold = 0.0
-        d_test, y_test = distances[test], labels[test]
+            fold_neg = np.sort(d[test & negatives])
+            n_train_neg = int(negatives.sum()) - fold_neg.size
+            far_train = (below_all - np.searchsorted(fold_neg, grid, side="left")) / max(n_train_neg, 1)
+        threshold = scipy18_slinear(far_train, grid, far_target) if far_train.max() >= far_target else 0.0
+        d_test, y_test = d[test], labels[test]
         pred = d_test < threshold
         n_same, n_diff = int(y_test.sum()), int((~y_test).sum())
         vals.append(np.sum(pred & y_test) / n_same if n_same else 0.0)
         fars.append(np.sum(pred & ~y_test) / n_diff if n_diff else 0.0)
+        thresholds.append(float(threshold))
     return {
         "far_target": far_target,
         "val_mean": float(np.mean(vals)),
         "val_std": float(np.std(vals)),
         "far_mean": float(np.mean(fars)),
+        "thresholds": thresholds,
     }

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from facever.core.errors import FaceverError
+from facever.core.errors import FaceverError, InputFileError
+from facever.core.json_files import parse_json, read_json_file
 from facever.core.text_files import read_text
 from facever.core.settings import SATURATION_LEVEL, TRAINING_INSTRUMENTS
 
@@ -63,8 +64,6 @@ class Metrics:
 
 def read_metrics(run_dir: str | Path) -> Metrics:
     """Parse RUN/metrics.jsonl (missing file: empty curves; a malformed line: InputFileError with its line)."""
-    from facever.core.errors import InputFileError
-
     path = Path(run_dir) / "metrics.jsonl"
     metrics = Metrics()
     if not path.is_file():
@@ -74,7 +73,7 @@ def read_metrics(run_dir: str | Path) -> Metrics:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line, path, line=lineno)
             kind = record.get("kind")
             if kind == "train" and record.get("loss") is not None:
                 metrics.train_steps.append(int(record["step"]))
@@ -90,7 +89,7 @@ def read_metrics(run_dir: str | Path) -> Metrics:
             elif kind == "validation":
                 metrics.val_steps.append(int(record["step"]))
                 metrics.val_accuracy.append(float(record["accuracy"]))
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError):  # InputFileError is a ValueError
             raise InputFileError(path, "not a metrics record (expected one JSON object per line)", line=lineno) from None
     return metrics
 
@@ -103,7 +102,9 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         if toml_path.is_file():
             return tomllib.loads(toml_path.read_text(encoding="utf-8-sig"))
         if json_path.is_file():
-            return json.loads(json_path.read_text(encoding="utf-8-sig"))
+            return read_json_file(json_path)
+    except InputFileError:
+        raise
     except (tomllib.TOMLDecodeError, ValueError) as exc:
         raise FaceverError(f"{toml_path if toml_path.is_file() else json_path}: unreadable configuration ({exc})") from None
     if not run_dir.is_dir():
@@ -120,8 +121,8 @@ def find_reports(run_dir: str | Path) -> dict[str, dict[str, Any]]:
         if len(rel.parts) > REPORT_SEARCH_DEPTH or any(p.startswith(".") or p == "cache" for p in rel.parts):
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = read_json_file(path)
+        except FaceverError:  # not a report (unreadable, not JSON, nested too deeply): not a result to show
             continue
         if isinstance(data, dict) and "ensemble" in data and "accuracy" not in data:
             data = data["ensemble"]  # a `facever ensemble` report: the fused row

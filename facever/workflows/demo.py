@@ -39,9 +39,6 @@ from facever.core.settings import DEFAULT_ALPHA2, DEFAULT_FLIP
 log = logging.getLogger(__name__)
 
 DATA_FORMAT = "facever-demo-data"
-# Marks a folder as the demo's own, so a rerun may replace what is inside and a typo'd --out
-# pointing at other results is refused instead of overwritten.
-OUT_MARKER = ".facever-demo"
 MODEL_NAMES = ("noisy-softmax", "softmax")
 
 
@@ -413,20 +410,13 @@ def _train_one(name: str, config, split: _Split, run_dir: Path, emit, stop_reque
 
 
 def _claim_out_dir(out_dir: Path) -> None:
-    """Create `out_dir` (or accept an empty one or an earlier demo's) and mark it as the demo's."""
-    from facever.core.atomic import write_text_atomic
+    """Create `out_dir`, or accept an empty one or an earlier demo's (the one rule for output folders)."""
+    from facever.core.output_folders import claim_output_folder
 
     if out_dir.exists() and not out_dir.is_dir():
         raise FaceverError(f"{out_dir}: exists and is not a folder")
-    ours = (out_dir / OUT_MARKER).is_file() or any(out_dir.glob("models/*/demo.json"))
-    from facever.core.locks import LOCK_NAME
-
-    # The lock this run holds on the folder (core/locks.py) is not someone else's file.
-    if out_dir.is_dir() and not ours and any(p.name != LOCK_NAME for p in out_dir.iterdir()):
-        raise FaceverError(f"{out_dir}: folder holds other files (not an earlier facever demo); "
-                           "choose an empty or new `out`", options=('out',))
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / OUT_MARKER, "written by facever demo: a rerun may replace anything in this folder\n")
+    claim_output_folder(out_dir, "demo")
 
 
 def run_demo(

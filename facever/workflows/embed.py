@@ -84,11 +84,14 @@ def _embed(model, images: Path, out: Path, *, weights, preprocessing, flip, alig
     from facever.data_prep.align_dataset import collect_sources
     from facever.embedding.cache import embed_items_cached
     from facever.embedding.extract import BadImagesError
-    from facever.embedding.loading import load_embedding_model
+    from facever.core.paths import check_output_is_not_an_input
+    from facever.embedding.loading import load_embedding_model, model_files
 
     root, sources = collect_sources(images)
     if not sources:
         raise FaceverError(f"{images}: no images found")
+    # OUT is never the model, the image list or one of the images (core.paths: compared by inode).
+    check_output_is_not_an_input(out, [*model_files(model, weights=weights), images, *(p for p, _ in sources)])
     rel_paths = [rel for _, rel in sources]
     emb_model = load_embedding_model(model, weights=weights, device=device, **preprocessing)
     aligner = _aligner(emb_model, root, align=align, size=size, select=select, min_face=min_face, device=device,

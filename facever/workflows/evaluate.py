@@ -23,7 +23,7 @@ Every scoring command goes through here (eval-lfw, eval-fglfw, eval-ytf, eval-bi
 3. `evaluate(bench, source, ...)` / `evaluate_ensemble(bench, sources, ...)`: the one engine
    (`facever.verification`), the one report writer (`facever.verification.report`: report.json and
    roc.png, IJB also scores.npz), and a result object for the caller to show: `to_dict()` is
-   report.json's content, `title` and `table()` the plain-text summary.
+   report.json's content, `title` and `tables()` the summary as tables of text cells (`note`: a line under them).
 
 Settings come in two groups, each a frozen dataclass whose defaults are facever's
 (`facever.core.settings`): `EmbedSettings` (how a model embeds) and `ScoringSettings` (how pairs are
@@ -43,8 +43,8 @@ from typing import Any, Sequence
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.progress import Hooks
 from facever.core.settings import (
-    AMP_MODES, DEFAULT_AMP, DEFAULT_DEVICE, DEFAULT_FLIP, DEFAULT_FUSION, DEFAULT_THRESHOLDS, EMBED_BATCH_SIZE,
-    FLIP_MODES, FUSIONS, METRICS, PAIR_BENCHMARKS, THRESHOLD_MODES, check_choice,
+    AMP_MODES, CONVENTIONS, DEFAULT_AMP, DEFAULT_CONVENTION, DEFAULT_DEVICE, DEFAULT_FLIP, DEFAULT_FUSION,
+    DEFAULT_THRESHOLDS, EMBED_BATCH_SIZE, FLIP_MODES, FUSIONS, METRICS, PAIR_BENCHMARKS, THRESHOLD_MODES, check_choice,
 )
 
 # -- settings --------------------------------------------------------------------------------------------
@@ -76,28 +76,33 @@ class ScoringSettings:
     """How a protocol's pairs are scored (`facever.verification.evaluate.evaluate_protocol`'s options).
 
     `metric` None: cosine with exact thresholds, squared L2 with grid thresholds (facenet's). IJB sets
-    take none of these today (their test modes are their own), but every scoring command takes this.
+    take only `convention` (their test modes are their own). `convention`: whose number the report gives
+    (`facever.verification.conventions`): facever's engine with these options, or a peer script's, which
+    sets metric, thresholds and mean subtraction itself (and on IJB the test mode and 1:N numbers).
     """
 
     thresholds: str = DEFAULT_THRESHOLDS
     metric: str | None = None
     subtract_mean: bool = False
     allow_missing: bool = False
+    convention: str = DEFAULT_CONVENTION
 
     def __post_init__(self) -> None:
         check_choice("thresholds", self.thresholds, THRESHOLD_MODES)
         if self.metric is not None:
             check_choice("metric", self.metric, METRICS)
+        check_choice("convention", self.convention, CONVENTIONS)
 
     def engine_options(self) -> dict[str, Any]:
         """Keyword arguments of `evaluate_protocol` (and `evaluate_ensemble`)."""
         return {"metric": self.metric, "thresholds": self.thresholds, "subtract_mean": self.subtract_mean,
-                "allow_missing": self.allow_missing}
+                "allow_missing": self.allow_missing, "convention": self.convention}
 
 
 @dataclass(frozen=True)
 class Source:
-    """Where one model's embeddings come from: an embeddings file, or a model run over the benchmark's data.
+    """Where one model's embeddings come from: an embeddings file (or `Embeddings` already in memory), or a
+    model run over the benchmark's data.
 
     `name`: in an ensemble, the model's name (its files are OUT/embeddings_NAME.npz; messages start with it).
     """
@@ -192,6 +197,7 @@ def open_benchmark(name: str, path: str | Path, *, data: str | Path | None = Non
     `frames`, `layout`, `align`: YTF only (`PairBenchmark`).
     """
     from facever.protocols.catalog import read_benchmark
+    from facever.protocols.pair_protocol import check_folds
 
     check_choice("benchmark", name, PAIR_BENCHMARKS)
     path = Path(path)
@@ -203,6 +209,7 @@ def open_benchmark(name: str, path: str | Path, *, data: str | Path | None = Non
         return PairBenchmark(name, protocol, path, data=path, blobs=blobs, settings={
             "bin_file": str(path), "images": len(blobs), "folds_rule": "10 contiguous blocks (insightface)"})
     protocol = read_benchmark(name, path, ext=ext, pairs_per_fold=pairs_per_fold)
+    check_folds(protocol)  # k-fold needs two folds: refused before any model runs
     data = Path(data) if data is not None else None
     if name == "ytf":
         return PairBenchmark(name, protocol, path, data=data, frames=frames, layout=layout, align=align, settings={
@@ -314,8 +321,10 @@ def benchmark_embeddings(bench: PairBenchmark | IJBBenchmark, source: Source, *,
 
 
 def _from_file(source: Source, settings: dict[str, Any]):
-    from facever.core.embeddings_file import load_embeddings
+    from facever.core.embeddings_file import Embeddings, load_embeddings
 
+    if isinstance(source.embeddings, Embeddings):  # already in memory (the Python API's callers)
+        return Embedded(source.embeddings, "the embeddings given", {"embeddings_file": None, **settings})
     return Embedded(load_embeddings(source.embeddings), str(source.embeddings),
                     {"embeddings_file": str(source.embeddings), **settings})
 
@@ -521,6 +530,7 @@ def _ijb_model(bench: IJBBenchmark, source: Source, embed: EmbedSettings, *, out
 def _ijb_crops(meta, landmarks, size: tuple[int, int], crops_dir: Path, *, progress=None):
     """Align every image of an IJB set from its five given points onto the template of `size`, as `facever
     align` warps (`data_prep.landmark_crops`). Resumable: crops already in `crops_dir` are kept."""
+    from facever.core.locks import folder_lock
     from facever.data_prep.landmark_crops import crop_from_landmarks
 
     names = meta.image_names()
@@ -529,8 +539,10 @@ def _ijb_crops(meta, landmarks, size: tuple[int, int], crops_dir: Path, *, progr
         first_row.setdefault(n, i)
     where = [meta.media.where(first_row[n]) for n in names]
     rows = landmarks.rows(names, where=where.__getitem__)
-    return crop_from_landmarks(meta.images_dir, names, landmarks.points[rows], crops_dir, tuple(size), where=where,
-                               progress=progress)
+    # A crops folder is an output folder like any other: new, empty, or facever's own crops (core.output_folders).
+    with folder_lock(crops_dir, kind="ijb-crops"):
+        return crop_from_landmarks(meta.images_dir, names, landmarks.points[rows], crops_dir, tuple(size),
+                                   where=where, progress=progress)
 
 
 def _save_used(path: Path, emb) -> Path:
@@ -569,10 +581,19 @@ class PairEvaluation:
         """report.json's content."""
         return self.result.to_dict()
 
-    def table(self) -> str:
-        from facever.verification.report import format_table
+    def tables(self) -> list:
+        """The per-fold table and the summary, each `(columns, rows)` (`facever.verification.report`)."""
+        from facever.verification.report import fold_table, summary_table
 
-        return format_table(self.result)
+        return [fold_table(self.result), summary_table(self.result)]
+
+    def verbatim(self) -> list[str]:
+        """Lines to print as they are after the tables: a peer convention's script output, if any."""
+        from facever.verification.report import peer_lines
+
+        return peer_lines(self.result)
+
+    note = None
 
 
 @dataclass
@@ -590,10 +611,17 @@ class IJBEvaluation:
 
         return ijb_report_data(self.results, search=self.search)
 
-    def table(self) -> str:
-        from facever.verification.report import format_ijb_table
+    def tables(self) -> list:
+        """The 1:1 table (and the 1:N one with a search), each `(columns, rows)`."""
+        from facever.verification.report import ijb_tables
 
-        return format_ijb_table(self.results, self.search)
+        return ijb_tables(self.results, self.search)
+
+    @property
+    def note(self) -> str:
+        from facever.verification.report import ijb_note
+
+        return ijb_note(self.search)
 
 
 def evaluate(bench: PairBenchmark | IJBBenchmark, source: Source, *, embed: EmbedSettings | None = None,
@@ -611,9 +639,11 @@ def evaluate(bench: PairBenchmark | IJBBenchmark, source: Source, *, embed: Embe
     if isinstance(bench, IJBBenchmark):
         return _evaluate_ijb(bench, source, embed=embed, scoring=scoring, out=out, cache=cache, crops=crops,
                              hooks=hooks)
+    from facever.verification.conventions import check_benchmark
     from facever.verification.evaluate import evaluate_protocol
     from facever.verification.report import write_report
 
+    check_benchmark(scoring.convention, bench.name)  # before any model time
     used = benchmark_embeddings(bench, source, embed=embed, allow_missing=scoring.allow_missing, out=out, cache=cache,
                                 hooks=hooks)
     result = evaluate_protocol(bench.protocol, used.embeddings, embeddings_source=used.label,
@@ -623,13 +653,37 @@ def evaluate(bench: PairBenchmark | IJBBenchmark, source: Source, *, embed: Embe
     return PairEvaluation(result, bench.title(used.label, result.settings), written)
 
 
+def _ijb_convention(bench: IJBBenchmark, scoring: ScoringSettings):
+    """`(bench, convention)`: under a peer's convention its test mode is scored first (it replaces the
+    default F1N0D0; modes asked for with `modes` follow it)."""
+    from facever.verification.conventions import check_benchmark
+    from facever.verification.ijb import TestMode
+
+    conv = check_benchmark(scoring.convention, bench.set_name)
+    if conv.is_peer:
+        first = TestMode.parse(conv.ijb_mode)
+        default = [TestMode.parse(get_ijb_default_mode())]
+        rest = [] if bench.modes == default else [m for m in bench.modes if m != first]
+        bench = dataclasses.replace(bench, modes=[first, *rest])
+    return bench, conv
+
+
+def get_ijb_default_mode() -> str:
+    """facever's own IJB test mode (the facever convention's)."""
+    from facever.verification.conventions import get_convention
+
+    return get_convention("facever").ijb_mode
+
+
 def _evaluate_ijb(bench: IJBBenchmark, source: Source, *, embed: EmbedSettings, scoring: ScoringSettings,  # noqa: ARG001
                   out, cache, crops, hooks) -> IJBEvaluation:
     """`evaluate` on an IJB set: every test mode of `bench`, 1:N for the first when asked. `scoring`'s pair
-    options do not apply to templates (the CLI does not offer them here)."""
-    from facever.verification.ijb import evaluate_ijb, evaluate_search, ijb_template_features
+    options do not apply to templates (the CLI does not offer them here); its convention does
+    (`_ijb_convention`: insightface's test mode first, and its 1:N numbers beside NIST's)."""
+    from facever.verification.ijb import evaluate_ijb, evaluate_search, ijb_template_features, insightface_search
     from facever.verification.report import write_ijb_report
 
+    bench, conv = _ijb_convention(bench, scoring)
     landmarks = bench.landmarks if bench.needs_landmarks(source) else None  # named before any model loads
     used = benchmark_embeddings(bench, source, embed=embed, out=out, cache=cache, crops=crops, hooks=hooks)
     emb, meta = used.embeddings, bench.meta
@@ -640,9 +694,12 @@ def _evaluate_ijb(bench: IJBBenchmark, source: Source, *, embed: EmbedSettings, 
         results.append(evaluate_ijb(meta, emb, mode, template_feats=feats))
         if k == 0 and bench.search_sets is not None:
             search = evaluate_search(*feats, *bench.search_sets)
+            if "insightface" in conv.ijb_one_to_n:
+                search = (*search, insightface_search(*feats, *bench.search_sets))
         hooks.message(f"{mode.label}: scored in {time.perf_counter() - t0:.1f}s")
     for r in results:
-        r.settings.update({"embeddings_source": used.label, "embeddings_metadata": emb.metadata})
+        r.settings.update({"embeddings_source": used.label, "embeddings_metadata": emb.metadata,
+                           "convention": conv.to_dict()})
     written = {}
     if out is not None:
         written = write_ijb_report(out, results, t1=meta.pairs.t1, t2=meta.pairs.t2, search=search)
@@ -690,13 +747,20 @@ class EnsembleEvaluation:
     def to_dict(self) -> dict[str, Any]:
         return self.result.to_dict()
 
-    def table(self) -> str:
-        from facever.verification.report import format_comparison, format_ijb_table
+    def tables(self) -> list:
+        """One table, `(columns, rows)`: a row per model and one for the ensemble (IJB: two rows each)."""
+        from facever.verification.report import comparison_table, ijb_tables
 
         if self.ijb:
             rows = self.result.results()
-            return format_ijb_table([r for _, r in rows], names=[n for n, _ in rows])
-        return format_comparison(self.result)
+            return ijb_tables([r for _, r in rows], names=[n for n, _ in rows])
+        return [comparison_table(self.result)]
+
+    @property
+    def note(self) -> str | None:
+        from facever.verification.report import IJB_TAR_NOTE
+
+        return IJB_TAR_NOTE if self.ijb else None
 
 
 def evaluate_ensemble(bench: PairBenchmark | IJBBenchmark, sources: Sequence[Source | str], *,
@@ -712,8 +776,9 @@ def evaluate_ensemble(bench: PairBenchmark | IJBBenchmark, sources: Sequence[Sou
     score-mean. `save_fused`: also write the fused embeddings there (pair benchmarks). IJB sets fuse
     the template scores of their (single) test mode.
     """
-    from facever.core.locks import check_output_is_not_an_input
+    from facever.core.paths import check_output_is_not_an_input
     from facever.embedding.ensemble import check_model_names
+    from facever.embedding.loading import model_files
 
     embed = embed or EmbedSettings()
     scoring = scoring or ScoringSettings()
@@ -725,7 +790,8 @@ def evaluate_ensemble(bench: PairBenchmark | IJBBenchmark, sources: Sequence[Sou
         if isinstance(bench, IJBBenchmark):
             raise FaceverError("fused embeddings are written for pair benchmarks only (an IJB ensemble fuses template "
                                "scores)", options=("save_embeddings",))
-        check_output_is_not_an_input(save_fused, [s.embeddings or s.model for s in sources] + [bench.path])
+        inputs = [f for s in sources for f in ([s.embeddings] if s.embeddings else model_files(s.model))]
+        check_output_is_not_an_input(save_fused, inputs + [bench.path])
     if len(sources) < 2:
         raise FaceverError(f"an ensemble needs at least two embeddings files or models, got {len(sources)}")
     names = list(names) if names is not None else default_names([s.text for s in sources])
@@ -736,7 +802,10 @@ def evaluate_ensemble(bench: PairBenchmark | IJBBenchmark, sources: Sequence[Sou
     if isinstance(bench, IJBBenchmark):
         return _ensemble_ijb(bench, sources, names, weights, embed=embed, scoring=scoring, out=out, hooks=hooks)
     from facever.embedding.ensemble import evaluate_ensemble as engine_ensemble
+    from facever.verification.conventions import check_benchmark
     from facever.verification.report import write_ensemble_report
+
+    check_benchmark(scoring.convention, bench.name)
 
     per_model = [benchmark_embeddings(bench, s, embed=embed, allow_missing=scoring.allow_missing, out=out, hooks=hooks)
                  for s in sources]
@@ -769,11 +838,14 @@ def _save_fused(path: Path, per_model: Sequence[Embedded], result, fusion: str, 
 
 
 def _ensemble_ijb(bench: IJBBenchmark, sources: Sequence[Source], names, weights, *, embed: EmbedSettings,
-                  scoring: ScoringSettings, out, hooks):  # noqa: ARG001 - scoring: as in _evaluate_ijb
+                  scoring: ScoringSettings, out, hooks):
     """IJB-B/C: per-image embeddings of each source, fused at the template level (one test mode)."""
     from facever.embedding.ensemble import evaluate_ensemble_ijb
     from facever.verification.report import write_ensemble_report
 
+    bench, conv = _ijb_convention(bench, scoring)
+    if conv.is_peer:
+        bench = dataclasses.replace(bench, modes=bench.modes[:1])
     if len(bench.modes) != 1:
         raise FaceverError("`mode`: give one test mode for an ensemble", options=("mode",))
     mode = bench.modes[0]
@@ -783,6 +855,8 @@ def _ensemble_ijb(bench: IJBBenchmark, sources: Sequence[Source], names, weights
                                    landmarks=landmarks)
     for name, src in zip(names, sources):
         result.models[name].settings["source"] = src.text
+    for _, res in result.results():
+        res.settings["convention"] = conv.to_dict()
     written = {}
     if out is not None:
         written = write_ensemble_report(out, result, title=f"{bench.set_name.upper()} ROC: models and ensemble",

@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 from facever.core.atomic import atomic_path, write_text_atomic
 from facever.core.errors import FaceverError
+from facever.core.output_folders import claim_output_folder, make_folder
 from facever.core.settings import DEFAULT_FLIP, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
 from facever.core.progress import ProgressFactory, no_progress
 
@@ -340,7 +341,8 @@ class Reproduction:
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> ReproduceResult:
         self.check_inputs()
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_folder(self.out)
+        claim_output_folder(self.out, "reproduce")  # new, empty, or an earlier reproduction (core.output_folders)
         self._check_settings()
         ran, skipped = [], []
         steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [

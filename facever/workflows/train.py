@@ -170,6 +170,10 @@ def plan_run(request: TrainRequest, *, world_size: int = 1) -> _Plan:
     if _finished(plan, out):
         return plan
     check_validation_inputs(config)
+    if config.cache_dir and config.cache != "none":  # a file where the cache folder goes: refused before writing
+        from facever.core.output_folders import check_folder_path
+
+        check_folder_path(config.cache_dir, what="cache folder")
     if request.tensorboard:
         from facever.training.tensorboard import check_tensorboard
 
@@ -222,7 +226,7 @@ def train_run(request: TrainRequest, hooks: TrainHooks | None = None) -> TrainOu
     main = rank == 0
     out = Path(request.out)
     # Rank 0 holds OUT for the whole job: a second `train` into it is refused instead of interleaving.
-    with folder_lock(out if main else None):
+    with folder_lock(out if main else None, kind=None):  # run folders: train's own rule (plan_run)
         plan = plan_run(request, world_size=world_size)
         say = (hooks.say or (lambda text: None)) if main else (lambda text: None)
         if _finished(plan, out):

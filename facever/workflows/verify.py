@@ -8,7 +8,12 @@ embeddings, the engine's `cosine` metric, and the decision is "same person" iff 
 as in every report facever writes.
 
 A threshold can come from a `report.json` of `facever eval-*`: the mean of its folds' thresholds
-(a squared-L2 threshold t is turned into the cosine 1 - t/2, exact for normalised embeddings).
+(a squared-L2 threshold t is turned into the cosine 1 - t/2, exact for normalised embeddings), and
+with it every setting the threshold was chosen under: the flip (`ReportThreshold.flip_for`: the
+report's unless the caller asks for another) and the convention's scoring (insightface's f(x) +
+f(mirror x)); thresholds of mean-subtracted scores are refused. Or from a calibration (`facever
+calibrate`): the calibrated threshold for a target FAR, with its bound on the false-accept rate
+(`calibrated_threshold`). Only the latter states how many false accepts to expect.
 
 Pairs files: a CSV/TSV with columns `a,b` (a header naming them, or the first two columns), or the
 path-based list `facever pairs` writes (its `same` column is kept as the expected answer). Relative
@@ -20,7 +25,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from facever.core.errors import FaceverError, InputFileError
+from facever.core.json_files import read_json_file
 from facever.core.progress import Hooks
 from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, DEFAULT_SELECT, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
 from facever.core.text_files import read_text
@@ -48,6 +53,19 @@ class ReportThreshold:
     model: str | None = None
     model_sha256: str | None = None
     flip: str | None = None
+    convention: str = "facever"
+
+    def flip_for(self, requested: str | None) -> tuple[str, str | None]:
+        """The flip to verify with: `requested` when given, else the report's (what its threshold was
+        chosen on), else the default; and a warning when `requested` overrides a different report flip."""
+        from facever.core.settings import DEFAULT_FLIP
+
+        if requested is None:
+            return self.flip or DEFAULT_FLIP, None
+        if self.flip and requested != self.flip:
+            return requested, (f"{self.source} chose its threshold on embeddings with flip {self.flip}; "
+                               f"this run uses flip {requested}, so the threshold may not fit")
+        return requested, None
 
     def describe(self) -> str:
         return (f"{self.threshold:.4f} = mean of {self.folds} fold thresholds of {self.protocol} "
@@ -59,12 +77,9 @@ def threshold_from_report(path: str | Path) -> ReportThreshold:
     path = Path(path)
     if path.is_dir():
         path = path / "report.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FaceverError(f"{path}: no such report") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputFileError(path, f"not a JSON report ({exc})") from None
+    if not path.is_file():
+        raise FaceverError(f"{path}: no such report")
+    data = read_json_file(path)
     try:
         folds = data["folds"]
         thresholds = [float(f["threshold"]) for f in folds]
@@ -80,14 +95,42 @@ def threshold_from_report(path: str | Path) -> ReportThreshold:
     mean = float(np.mean(thresholds))
     if metric == "l2":
         mean = 1.0 - mean / 2.0  # |a - b|^2 = 2 - 2 cos for unit vectors; same iff d < t <=> cos > 1 - t/2
+    elif metric == "arccos":
+        mean = math.cos(math.pi * mean)  # facenet's distance arccos(cos) / pi: same iff d < t <=> cos > cos(pi t)
     elif metric != "cosine":
         raise InputFileError(path, f"unknown metric {metric!r} in the report")
     emb_meta = settings.get("embeddings_metadata") or {}
+    convention = settings.get("convention") or {}
+    conv_name = str(convention.get("name", "facever")) if isinstance(convention, dict) else "facever"
+    # The flip the threshold was chosen on: the convention's (insightface scores f(x) + f(mirror x) from a
+    # concat file), else the embeddings file's.
+    conv_flip = convention.get("flip") if isinstance(convention, dict) else None
+    flip = conv_flip if conv_flip in ("none", "concat", "sum") else emb_meta.get("flip")
     return ReportThreshold(
         threshold=mean, protocol=str(data.get("protocol", "?")), accuracy=float(accuracy["mean"]),
         accuracy_std=float(accuracy.get("std", 0.0)), folds=len(thresholds), metric=metric, source=str(path),
-        model=emb_meta.get("model"), model_sha256=emb_meta.get("model_sha256"), flip=emb_meta.get("flip"),
+        model=emb_meta.get("model"), model_sha256=emb_meta.get("model_sha256"), flip=flip, convention=conv_name,
     )
+
+
+def check_threshold(threshold: float | None) -> float | None:
+    """A cosine threshold that can decide something: finite, within the cosine's range -1..1.
+
+    `same person iff cosine > threshold`: NaN would call every pair "different people" without a word,
+    and a value above 1 (a distance threshold, a percentage) likewise; below -1, every pair is "same".
+    """
+    if threshold is None:
+        return None
+    t = float(threshold)
+    if not math.isfinite(t):
+        raise FaceverError(f"`threshold` {threshold}: not a number; give a cosine similarity between -1 and 1",
+                           options=("threshold",))
+    if not -1.0 <= t <= 1.0:
+        verdict = "different people" if t > 1 else "the same person"
+        raise FaceverError(f"`threshold` {threshold}: a cosine similarity lies between -1 and 1, so every pair would be "
+                           f"called {verdict} (a distance or a percentage? give the cosine, e.g. 0.3)",
+                           options=("threshold",))
+    return t
 
 
 def read_pairs_table(path: str | Path) -> tuple[list[tuple[str, str]], list[bool | None]]:
@@ -128,6 +171,11 @@ class FaceChoice:
     score: float | None = None
 
 
+def decision_word(same: bool | None) -> str | None:
+    """A decision as one word (a table cell, a JSON value): `same`, `different`, or None (no threshold)."""
+    return None if same is None else ("same" if same else "different")
+
+
 @dataclass
 class PairResult:
     a: str
@@ -135,6 +183,71 @@ class PairResult:
     cosine: float
     same: bool | None  # None without a threshold
     expected: bool | None = None
+
+    @property
+    def decision(self) -> str | None:
+        return decision_word(self.same)
+
+
+@dataclass(frozen=True)
+class CalibratedThreshold:
+    """The threshold of a calibrated operating point (`facever calibrate`) and where the calibration came from."""
+
+    calibration: Any  # verification.calibration.Calibration
+    point: Any  # its OperatingPoint for the target FAR
+    source: str  # "attached to MODEL" or the calibration file
+
+    @property
+    def threshold(self) -> float:
+        return self.point.threshold
+
+    def describe(self) -> str:
+        return self.calibration.describe(self.point) + f" ({self.source})"
+
+    def to_dict(self) -> dict[str, Any]:
+        cal, p = self.calibration, self.point
+        return {
+            "far_target": p.far_target, "threshold": p.threshold, "far_bound": p.far_bound,
+            "confidence": cal.confidence, "false_accepts": p.false_accepts, "impostor_pairs": p.impostor_pairs,
+            "tar": p.tar, "tar_interval": list(p.tar_interval),
+            "calibrated_on": {"pairs": cal.pairs.get("total"), "same": cal.pairs.get("same"),
+                              "different": cal.pairs.get("different"), "source": cal.pairs.get("source"),
+                              "date": cal.created},
+            "calibration": self.source, "calibration_id": cal.id,
+        }
+
+
+def calibrated_threshold(model, far: float, *, calibration: str | Path | None = None,
+                         flip: str | None = None) -> tuple[CalibratedThreshold, list[str]]:
+    """The calibrated point for target `far`: from the calibration file `calibration`, else from the one
+    attached to `model` (an `EmbeddingModel`). Returns it and warnings (a calibration of another model, or
+    made with another flip mode than `flip`).
+
+    Raises FaceverError when there is no calibration, or none for `far`.
+    """
+    from facever.verification.calibration import read_calibration
+
+    warnings: list[str] = []
+    if calibration is not None:
+        cal, source = read_calibration(calibration), str(calibration)
+        attached = getattr(model, "calibration", None)
+        same_model = cal.model.get("model_sha256") in (None, model.fingerprint) or (
+            attached is not None and attached.id == cal.id)
+        if not same_model:
+            warnings.append(f"{source} was made with another model ({cal.model.get('model')}, sha256 "
+                            f"{str(cal.model.get('model_sha256'))[:12]}...); its thresholds may not fit {model.model_id}")
+    elif getattr(model, "calibration", None) is not None:
+        cal, source = model.calibration, f"attached to {model.model_id}"
+    else:
+        raise FaceverError(f"{model.model_id} carries no calibration: calibrate it on pairs of your people "
+                           "(`facever calibrate`, attached to the model file) or give its calibration.json as "
+                           "`calibration`",
+                           options=("calibration",))
+    made_with = cal.model.get("flip")
+    if flip is not None and made_with and made_with != flip:
+        warnings.append(f"the calibration was made with flip {made_with}, this run uses flip {flip}: its "
+                        "thresholds and bounds do not carry over")
+    return CalibratedThreshold(cal, cal.point(far), source), warnings
 
 
 @dataclass
@@ -144,18 +257,37 @@ class VerifyResult:
     faces: dict[str, FaceChoice] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     threshold_source: ReportThreshold | None = None
+    calibration: CalibratedThreshold | None = None
+    calibrated_fars: list[float] = field(default_factory=list)  # the model's calibrated targets, if any
+
+    def probabilities(self) -> list[float] | None:
+        """P(same person | cosine) of each pair from the calibration's probability map, or None without one."""
+        mapping = self.calibration.calibration.probability_map() if self.calibration is not None else None
+        if mapping is None:
+            return None
+        return [float(v) for v in mapping(np.array([p.cosine for p in self.pairs]))]
 
     def to_dict(self) -> dict[str, Any]:
+        probs = self.probabilities()
+        cal = self.calibration
         return {
+            "calibrated": cal is not None,
+            "calibration": None if cal is None else {
+                **cal.to_dict(),
+                **({"prior_same": cal.calibration.probability["prior_same"],
+                    "probability_map": cal.calibration.probability["method"]} if probs is not None else {})},
             "threshold": self.threshold,
-            "decision": "same person iff cosine > threshold",
+            "decision": "same iff cosine > threshold, else different",
             "threshold_from": None if self.threshold_source is None else {
                 "report": self.threshold_source.source, "protocol": self.threshold_source.protocol,
                 "accuracy": self.threshold_source.accuracy, "metric": self.threshold_source.metric,
-                "folds": self.threshold_source.folds},
+                "folds": self.threshold_source.folds, "flip": self.threshold_source.flip,
+                "convention": self.threshold_source.convention},
             "pairs": [{"a": p.a, "b": p.b, "cosine": p.cosine,
-                       "decision": None if p.same is None else ("same person" if p.same else "different people"),
-                       **({"expected_same": p.expected} if p.expected is not None else {})} for p in self.pairs],
+                       "decision": p.decision,
+                       **({"probability_same": probs[i]} if probs is not None else {}),
+                       **({"expected_same": p.expected} if p.expected is not None else {})}
+                      for i, p in enumerate(self.pairs)],
             "faces": {k: {"faces": v.faces, "box": v.box, "score": v.score} for k, v in self.faces.items()},
             "model": self.model,
         }
@@ -204,12 +336,13 @@ def verify_pairs(
 
     Raises FaceverError naming a missing or undecodable photo, or a photo without a face.
     """
-    from facever.embedding.extract import ForwardLoop
+    from facever.embedding.extract import ForwardLoop, check_model_rows
     from facever.verification.scores import pair_scores
 
     check_choice("flip", flip, FLIP_MODES)
     if not pairs:
         raise FaceverError("no pairs to verify")
+    threshold = check_threshold(threshold)
     base = Path(root) if root is not None else Path(".")
     names = list(dict.fromkeys(name for pair in pairs for name in pair))
     paths = [Path(n) if Path(n).is_absolute() else base / n for n in names]
@@ -226,7 +359,7 @@ def verify_pairs(
             crops, chosen = _crop_photos(paths[start:start + batch_size], names[start:start + batch_size], size,
                                          aligner=aligner)
             choices.update(chosen)
-            rows.append(loop(np.stack(crops)).cpu().numpy())
+            rows.append(check_model_rows(loop(np.stack(crops)).cpu().numpy(), model.model_id))
     emb = np.concatenate(rows)
     index = {name: i for i, name in enumerate(names)}
     idx_a = np.array([index[a] for a, _ in pairs])
@@ -249,21 +382,29 @@ def verify(
     images: str | Path | None = None,
     threshold: float | None = None,
     threshold_from: str | Path | None = None,
+    far: float | None = None,
+    calibration: str | Path | None = None,
     aligned: bool = False,
     select: str = DEFAULT_SELECT,
     min_face: int = 20,
     preprocessing: dict[str, Any] | None = None,
     embed=None,
+    flip_given: bool = True,
     hooks: Hooks | None = None,
 ) -> VerifyResult:
     """`facever verify` end to end: the photos of `pairs` (or of `pairs_file`, relative to `images`,
     default its folder) scored with `model` and decided against `threshold` or the mean fold threshold
-    of the report `threshold_from` (a warning when that report was made with another model or flip).
+    of the report `threshold_from` (a warning when that report was made with another model or flip), or at
+    the threshold calibrated for false-accept rate `far` (`calibrated_threshold`: from the calibration file
+    `calibration`, else the model's attached one).
 
     `aligned`: the photos are crops already (fitted to the model's input); otherwise MTCNN finds the
     `select` face of each (`min_face` pixels at least) and aligns it as `facever align` does.
     `embed`: the `EmbedSettings` of the evaluation workflow (flip, batch size, device, amp, weights);
-    `preprocessing`: mean/std/color overrides for graphs that do not state theirs.
+    `preprocessing`: mean/std/color overrides for graphs that do not state theirs. With `threshold_from`
+    (or `far`), the photos are embedded with the flip the report's (or the calibration's) threshold was
+    chosen under, unless `flip_given` (the caller chose `embed.flip` on purpose: then a warning when the
+    two differ).
     """
     from facever.core.devices import resolve_device
     from facever.workflows.evaluate import EmbedSettings, load_model
@@ -272,11 +413,18 @@ def verify(
     hooks = hooks or Hooks()
     if (pairs is None) == (pairs_file is None):
         raise FaceverError("give either pairs of photos or a pairs file", options=("pairs",))
-    if threshold is not None and threshold_from is not None:
-        raise FaceverError("give either `threshold` or `threshold_from`, not both", options=("threshold", "threshold_from"))
+    if sum(v is not None for v in (threshold, threshold_from, far)) > 1:
+        raise FaceverError("give one of `threshold`, `threshold_from` and `far`", options=("threshold", "threshold_from", "far"))
+    if calibration is not None and far is None:
+        raise FaceverError("`calibration` applies with `far`", options=("calibration", "far"))
+    check_threshold(threshold)  # before any model is loaded
     source = threshold_from_report(threshold_from) if threshold_from is not None else None
     if source is not None:
         threshold = source.threshold
+        flip, warning = source.flip_for(embed.flip if flip_given else None)
+        if warning:
+            hooks.warning(warning)
+        embed = dataclasses.replace(embed, flip=flip)
     expected = None
     root = None
     if pairs_file is not None:
@@ -284,12 +432,20 @@ def verify(
         root = Path(images) if images is not None else Path(pairs_file).parent
     device = resolve_device(embed.device)
     emb_model = load_model(model, dataclasses.replace(embed, device=device), **(preprocessing or {}))
+    calibrated = None
+    if far is not None:
+        calibrated, problems = calibrated_threshold(emb_model, far, calibration=calibration,
+                                                    flip=embed.flip if flip_given else None)
+        made_with = calibrated.calibration.model.get("flip")
+        if made_with and not flip_given:
+            embed = dataclasses.replace(embed, flip=made_with)  # the embeddings the calibration measured
+        threshold = calibrated.threshold
+        for problem in problems:
+            hooks.warning(problem)
     if source is not None:
         if source.model_sha256 and source.model_sha256 != emb_model.fingerprint:
             hooks.warning(f"{source.source} was made with another model ({source.model}); its threshold may not fit "
                           f"{emb_model.model_id}")
-        if source.flip and source.flip != embed.flip:
-            hooks.warning(f"{source.source} was made with flip {source.flip}, this run uses flip {embed.flip}")
     aligner = None
     if not aligned:
         from facever.data_prep.align import FaceAligner
@@ -298,4 +454,7 @@ def verify(
     result = verify_pairs(emb_model, pairs, root=root, threshold=threshold, aligner=aligner, flip=embed.flip,
                           device=device, amp=embed.amp, batch_size=embed.batch_size, expected=expected)
     result.threshold_source = source
+    result.calibration = calibrated
+    attached = getattr(emb_model, "calibration", None)
+    result.calibrated_fars = [p.far_target for p in attached.points] if attached is not None else []
     return result

@@ -46,6 +46,11 @@ CASES = {
     "fifo member": (_tar, [OK, ("lfw/pipe", "fifo", None)], r"device or fifo"),
     "zip with ..": (_zip, [OK, ("../evil", "file", b"x")], r"outside the destination"),
     "zip file/folder clash": (_zip, [("lfw/Ann", "file", b"x"), OK], r"cannot extract member"),
+    "tar member twice": (_tar, [OK, ("lfw/Ann/Ann_0001.jpg", "file", b"other")],
+                         r"two members are named 'lfw/Ann/Ann_0001\.jpg'; one would silently replace the other"),
+    "zip member twice": (_zip, [OK, ("lfw/Ann/Ann_0001.jpg", "file", b"other")], r"two members are named"),
+    "same name as ./name": (_tar, [OK, ("./lfw/Ann/Ann_0001.jpg", "file", b"other")], r"two members are named"),
+    "file and folder of one name": (_tar, [("lfw/Ann", "dir", None), ("lfw/Ann", "file", b"x")], r"two members are named 'lfw/Ann'"),
 }
 
 
@@ -73,3 +78,14 @@ def test_truncated_archive(tmp_path):
     digest = hashlib.sha256((src / "lfw.tgz").read_bytes()).hexdigest()
     refused(["data", "fetch", "lfw", "--dest", tmp_path / "dest", "--url", f"file://{src}/lfw.tgz", "--sha256", digest],
             r"corrupt or truncated archive", tmp_path, resume_files=("dest", "dest/lfw.tgz"))
+
+
+def test_a_folder_listed_twice_is_accepted(tmp_path):
+    from tests.bad_input.conftest import accepted
+
+    src = tmp_path / "src"
+    src.mkdir()
+    _tar(src / "lfw.tgz", [("lfw", "dir", None), ("lfw/Ann", "dir", None), OK, ("lfw/Ann", "dir", None)])
+    digest = hashlib.sha256((src / "lfw.tgz").read_bytes()).hexdigest()
+    accepted(["data", "fetch", "lfw", "--dest", tmp_path / "dest", "--url", f"file://{src}/lfw.tgz", "--sha256", digest])
+    assert (tmp_path / "dest" / "lfw" / "Ann" / "Ann_0001.jpg").read_bytes() == b"jpeg"

@@ -127,7 +127,7 @@ def test_sigterm_stops_training_with_a_checkpoint_and_frees_the_folder(running_t
     assert ck["format"] == "facever-checkpoint"
     assert ck["log_every"] == 1  # --resume keeps the run's --log-every
     assert not list(run.glob(".*.partial-*")) and not (run / ".facever.lock").exists()
-    with folder_lock(run):  # free again
+    with folder_lock(run, kind=None):  # free again
         pass
 
 
@@ -142,7 +142,7 @@ def test_sigkill_leaves_no_lock_and_leftovers_are_cleaned(tmp_path):
     assert (run / ".facever.lock").exists()  # the name stays after kill -9, the lock does not
     from facever.core.locks import folder_lock
 
-    with folder_lock(run):
+    with folder_lock(run, kind=None):
         assert not (run / ".checkpoint.partial-killed.pt").exists()
 
 

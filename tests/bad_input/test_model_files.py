@@ -113,6 +113,94 @@ def test_missing_model(images):
 
 def test_nan_weights_refused_by_eval_lfw_too(images, tmp_path):
     save_tiny_model(images / "model.pt", state_dict=_nan_first)
-    (images / "pairs.txt").write_text("2\t1\n" + "Ann 1 2\nAnn 1 Bob 1\n" * 2)
+    (images / "pairs.txt").write_text("2\t1\nAnn 1 2\nAnn 1 Bob 1\nBob 1 2\nAnn 2 Bob 2\n")
     refused(["eval-lfw", "--pairs", images / "pairs.txt", "--model", images / "model.pt", "--images", images / "imgs",
              "--out", images / "out"], r"NaN", images)
+
+
+# -- TorchScript is code: run only from a file named *.torchscript / *.ts -------------------------------
+
+def _code_archive(path, victim):
+    """A TorchScript archive with facever's preprocessing record whose forward overwrites `victim`
+    (through a shared memory map of the file): what a crafted `model.pt` could do if it were run."""
+    import json
+    import warnings
+
+    class Payload(torch.nn.Module):
+        def __init__(self, target: str):
+            super().__init__()
+            self.target = target
+
+        def forward(self, x):
+            t = torch.from_file(self.target, shared=True, size=4, dtype=torch.uint8)
+            t.fill_(88)
+            return x.flatten(1)[:, :8] + t[:1].float() * 0.0
+
+    meta = {"input_size": [32, 24], "mean": [0.5] * 3, "std": [0.5] * 3, "color": "RGB", "embedding_dim": 8}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(Payload(str(victim))), str(path), _extra_files={"facever.json": json.dumps(meta)})
+    return path
+
+
+@pytest.fixture
+def code_archive(images):
+    victim = images / "victim.txt"
+    victim.write_text("precious")
+    return _code_archive(images / "model.pt", victim), victim
+
+
+TS_REFUSED = r"model\.pt: is a TorchScript archive, not a weights file: TorchScript is code.*\*\.torchscript or \*\.ts"
+
+
+def test_code_named_model_pt_is_not_run_by_embed(images, code_archive):
+    model, victim = code_archive
+    refused(["embed", model, images / "imgs", "--out", images / "out.npz", "--device", "cpu", "--workers", "0"],
+            TS_REFUSED, images)
+    assert victim.read_text() == "precious"
+
+
+def test_code_named_model_pt_is_not_run_by_verify(images, code_archive):
+    model, victim = code_archive
+    imgs = sorted((images / "imgs" / "Ann").iterdir())
+    refused(["verify", imgs[0], imgs[1], "--model", model, "--aligned", "--device", "cpu"], TS_REFUSED, images)
+    assert victim.read_text() == "precious"
+
+
+def test_code_named_model_pt_is_not_run_by_eval_lfw(images, code_archive):
+    model, victim = code_archive
+    (images / "pairs.txt").write_text("2\t1\nAnn 1 2\nAnn 1 Bob 1\nBob 1 2\nAnn 2 Bob 2\n")
+    refused(["eval-lfw", "--pairs", images / "pairs.txt", "--model", model, "--images", images / "imgs",
+             "--out", images / "out", "--device", "cpu"], TS_REFUSED, images)
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize("kind", ["arcface:r18", "facenet:vggface2"])
+def test_code_named_as_weights_is_not_run(images, code_archive, kind):
+    model, victim = code_archive
+    refused(["embed", kind, images / "imgs", "--weights", model, "--out", images / "out.npz", "--device", "cpu"],
+            TS_REFUSED, images)
+    assert victim.read_text() == "precious"
+
+
+def test_the_same_code_runs_when_named_as_torchscript(tmp_path):
+    """The control: the payload above really writes when the user asks for TorchScript by name, so the
+    refusals are of code that would have run."""
+    from tests.bad_input.conftest import accepted
+
+    write_images(tmp_path / "imgs", names=["Ann"])
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    model = _code_archive(tmp_path / "trusted.torchscript", victim)
+    accepted(["embed", model, tmp_path / "imgs", "--out", tmp_path / "out.npz", "--device", "cpu", "--workers", "0"])
+    assert victim.read_text() == "XXXXious"
+
+
+@pytest.mark.parametrize("out", ["model.pt", "noisy.onnx", "noisy"])
+def test_export_torchscript_named_like_weights_refused(tmp_path, tiny_model, out):
+    refused(["export", tiny_model, "--format", "torchscript", "--out", tmp_path / out],
+            r"a TorchScript file must be named \*\.torchscript or \*\.ts.*TorchScript is code", tmp_path)
+
+
+def test_export_onnx_named_otherwise_refused(tmp_path, tiny_model):
+    refused(["export", tiny_model, "--out", tmp_path / "model.pt"], r"model\.pt: an ONNX file must be named \*\.onnx", tmp_path)

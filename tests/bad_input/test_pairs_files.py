@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.bad_input.conftest import accepted, lfw_lines, refused
+from tests.bad_input.conftest import NAMES, accepted, lfw_lines, refused
 
 BODY = lfw_lines()
 
@@ -62,7 +62,7 @@ def test_lfw_pairs_fifo_does_not_hang(work):
 def test_lfw_pairs_with_bom_accepted(work):
     (work / "pairs.txt").write_text("\ufeff10\t1\n" + "\n".join(BODY), encoding="utf-8")
     result = accepted(["eval-lfw", "--pairs", work / "pairs.txt", "-e", work / "emb.npz"])
-    assert "10-fold" in result.stdout
+    assert "10-fold" in result.stderr  # the title: into a pipe, stdout holds the tables only
 
 
 def test_lfw_brackets_in_path_shown_as_is(work):
@@ -148,7 +148,7 @@ def test_ytf_missing_video_is_named_not_taken_for_frames(ytf_work):
 def test_ytf_bom_accepted(ytf_work):
     root, rows, _ = ytf_work
     (root / "splits.txt").write_text("\ufeff" + HEADER + "\n".join(rows), encoding="utf-8")
-    assert "10-fold" in accepted(["eval-ytf", "--splits", root / "splits.txt", "-e", root / "videos.npz"]).stdout
+    assert "10-fold" in accepted(["eval-ytf", "--splits", root / "splits.txt", "-e", root / "videos.npz"]).stderr
 
 
 # -- FGLFW ----------------------------------------------------------------------------------------
@@ -165,3 +165,62 @@ def test_calfw_token_digits_ascii_only(work, token):
     (work / "list.txt").write_text(f"Ann_0001.jpg {token}\nAnn_0002.jpg {token}\n")
     refused(["eval-fglfw", "--pairs", work / "list.txt", "--protocol", "calfw", "-e", work / "emb.npz"],
             r"list\.txt:1: token .* is not a non-negative integer", work)
+
+
+# -- duplicate and degenerate protocol input: one rule for every reader (protocols.pair_protocol.checked) ---
+
+def test_lfw_fold_copied_ten_times_refused(work):
+    """Fold 1 copied into every fold passes every count check; scoring it would train each fold's
+    threshold on the very pairs it tests."""
+    fold = BODY[:2]
+    (work / "pairs.txt").write_text("10\t1\n" + "\n".join(fold * 10) + "\n")
+    refused(["eval-lfw", "--pairs", work / "pairs.txt", "-e", work / "emb.npz", "--out", work / "out"],
+            r"pairs\.txt:4: repeats the pair of line 2 \(Ann/Ann_0001\.jpg, Ann/Ann_0002\.jpg\): in folds 1 and 2 it "
+            r"would train the thresholds on a test pair", work)
+
+
+def test_lfw_pair_repeated_in_the_other_order_refused(work):
+    body = BODY[:3] + ["Bob\t1\tAnn\t1"] + BODY[4:]  # fold 2's different pair is fold 1's, reversed
+    (work / "pairs.txt").write_text("10\t1\n" + "\n".join(body) + "\n")
+    refused(["eval-lfw", "--pairs", work / "pairs.txt", "-e", work / "emb.npz"],
+            r"pairs\.txt:5: repeats the pair of line 3 \(Bob/Bob_0001\.jpg, Ann/Ann_0001\.jpg\): in folds 1 and 2", work)
+
+
+PATH_HEADER = "# facever pairs: path_a path_b same fold\n"
+
+
+def _path_list(folds=2, extra=()):
+    rows = []
+    for k in range(1, folds + 1):
+        a, b = NAMES[k - 1], NAMES[k]
+        rows += [f"{a}/{a}_0001.jpg\t{a}/{a}_0002.jpg\t1\t{k}", f"{a}/{a}_0001.jpg\t{b}/{b}_0001.jpg\t0\t{k}"]
+    return PATH_HEADER + "\n".join([*rows, *extra]) + "\n"
+
+
+@pytest.mark.parametrize("case, text, match", [
+    ("image with itself", _path_list(extra=["Cid/Cid_0001.jpg\tCid/Cid_0001.jpg\t1\t2"]),
+     r"pairs\.txt:6: pairs 'Cid/Cid_0001\.jpg' with itself"),
+    ("repeated pair", _path_list(extra=["Bob/Bob_0002.jpg\tBob/Bob_0001.jpg\t1\t1"]),
+     r"pairs\.txt:6: repeats the pair of line 4 .*in folds 2 and 1 it would train the thresholds on a test pair"),
+    ("repeated in its fold", _path_list(extra=["Ann/Ann_0002.jpg\tAnn/Ann_0001.jpg\t1\t1"]),
+     r"pairs\.txt:6: repeats the pair of line 2 .*it would count twice"),
+    ("all pairs in one fold", _path_list(folds=1),
+     r"pairs\.txt: all 2 pairs are in one fold; k-fold evaluation needs at least two"),
+])
+def test_path_list_degenerate_refused(work, case, text, match):
+    (work / "pairs.txt").write_text(text)
+    refused(["eval-lfw", "--pairs", work / "pairs.txt", "-e", work / "emb.npz", "--out", work / "out"], match, work)
+
+
+def test_ytf_same_videos_under_another_pair_number_refused(ytf_work):
+    root, rows, _ = ytf_work
+    (root / "splits.txt").write_text(HEADER + "\n".join(rows + ["10, 3, P1/1, P1/0, 1"]) + "\n")
+    refused(["eval-ytf", "--splits", root / "splits.txt", "-e", root / "videos.npz"],
+            r"splits\.txt:22: repeats the pair of line 2 \(P1/1, P1/0\): in folds 1 and 10", root)
+
+
+def test_fglfw_repeated_pair_refused(work):
+    pair = ["Ann/Ann_0001.jpg", "Ann/Ann_0002.jpg", "Ann/Ann_0001.jpg", "Bob/Bob_0001.jpg"]
+    (work / "list.txt").write_text("\n".join(pair * 2) + "\n")
+    refused(["eval-fglfw", "--pairs", work / "list.txt", "-e", work / "emb.npz", "--pairs-per-fold", "2"],
+            r"list\.txt:5: repeats the pair of line 1 .*in folds 1 and 2", work)

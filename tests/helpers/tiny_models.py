@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def make_lfw_tree(root: Path, *, size=TINY_SIZE, noise: float = 60.0, seed: int 
     for person in PEOPLE:
         base = rng.integers(0, 256, (*size, 3))
         (root / person).mkdir(parents=True, exist_ok=True)
-        for n in range(1, 5):  # image 4 is in no pair: embedding only what the pairs need leaves it out
+        for n in range(1, 5):  # Person_5's image 4 is in no pair: embedding only what the pairs need leaves it out
             img = np.clip(base + rng.normal(0, noise, (*size, 3)), 0, 255).astype(np.uint8)
             rel = f"{person}/{person}_{n:04d}.png"
             Image.fromarray(img).save(root / rel)
@@ -50,12 +51,18 @@ def make_lfw_tree(root: Path, *, size=TINY_SIZE, noise: float = 60.0, seed: int 
 
 
 def make_pairs_file(path: Path) -> Path:
-    """LFW pairs.txt with header `10\\t2`: per fold 2 same and 2 different pairs over `PEOPLE`."""
+    """LFW pairs.txt with header `10\t2`: per fold 2 same and 2 different pairs over `PEOPLE`, no pair
+    listed twice (a repeated pair is refused). Person_5's image 4 is in no pair."""
+    same = [(p, a, b) for p in PEOPLE for a, b in itertools.combinations((1, 2, 3), 2)]
+    same += [(PEOPLE[0], 1, 4), (PEOPLE[1], 2, 4)]
+    # Every different-person couple of images 1..3, visited with a stride coprime to their number (135):
+    # 20 distinct pairs spread over the people.
+    different = [(p, a, q, b) for i, p in enumerate(PEOPLE) for q in PEOPLE[i + 1:] for a in (1, 2, 3) for b in (1, 2, 3)]
+    different = [different[(7 * j) % len(different)] for j in range(20)]
     lines = ["10\t2"]
     for f in range(10):
-        p, q, r = PEOPLE[f % 6], PEOPLE[(f + 1) % 6], PEOPLE[(f + 3) % 6]
-        lines += [f"{p}\t1\t{2 + f % 2}", f"{q}\t2\t3"]
-        lines += [f"{p}\t{1 + f % 3}\t{q}\t{1 + (f + 1) % 3}", f"{r}\t{1 + f % 2}\t{p}\t3"]
+        lines += [f"{p}\t{a}\t{b}" for p, a, b in (same[f], same[f + 10])]
+        lines += [f"{p}\t{a}\t{q}\t{b}" for p, a, q, b in (different[f], different[f + 10])]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -70,3 +77,50 @@ def direct_forward(module, crops: list[np.ndarray], mean, std) -> np.ndarray:
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     with torch.no_grad():
         return module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+
+
+# -- a model trained on the other channel order (for `facever check`) ----------------------------------
+
+CHANNEL_SIZE = (20, 16)
+CHANNEL_ARCH = {"input_size": list(CHANNEL_SIZE), "width": 4, "embedding_dim": 16}
+
+
+def blue_identity_images(rng: np.random.Generator, people: int, per_person: int) -> list[list[np.ndarray]]:
+    """RGB uint8 images whose identity is a fixed pattern in the BLUE channel; red is fresh noise in every
+    image and green a nuisance. A model reading the first channel it is fed only learns these people
+    when fed BGR."""
+    out = []
+    for _ in range(people):
+        pattern = rng.uniform(0, 255, CHANNEL_SIZE)
+        images = []
+        for _ in range(per_person):
+            img = np.stack([rng.uniform(0, 255, CHANNEL_SIZE), 128 + rng.normal(0, 30, CHANNEL_SIZE),
+                            pattern + rng.normal(0, 20, CHANNEL_SIZE)], axis=-1)
+            images.append(np.clip(img, 0, 255).astype(np.uint8))
+        out.append(images)
+    return out
+
+
+def train_bgr_model(path: Path, *, steps: int = 120, seed: int = 0) -> Path:
+    """A tiny sphere20 trained (softmax, Adam) on `blue_identity_images` fed in BGR order, saved as a facever
+    model.pt, which declares RGB: the wrong channel order, as a model trained in OpenCV's order and
+    exported as if RGB."""
+    from facever.models import create_model
+    from facever.models.bundle import save_model_bundle
+
+    torch.manual_seed(seed)
+    people = blue_identity_images(np.random.default_rng(seed), 16, 8)
+    pixels = torch.from_numpy(np.stack([im for p in people for im in p])).float()
+    labels = torch.tensor([i for i, p in enumerate(people) for _ in p])
+    x = ((pixels.flip(-1) / 255.0 - 0.5) / 0.5).permute(0, 3, 1, 2).contiguous()  # BGR
+    net = create_model("sphere20", **CHANNEL_ARCH)
+    head = torch.nn.Linear(16, len(people))
+    opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=3e-3)
+    for _ in range(steps):
+        idx = torch.randint(0, len(labels), (64,))
+        loss = torch.nn.functional.cross_entropy(head(net(x[idx])), labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return save_model_bundle(path, net.eval(), arch="sphere20", arch_kwargs=CHANNEL_ARCH, input_size=CHANNEL_SIZE,
+                             mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), embedding_dim=16)
