@@ -83,7 +83,8 @@ def test_api_gives_the_numbers_of_the_commands(tiny, tmp_path):
     net = facever.load_model(model.parent)
     listed = facever.embed(net, [root / "faces" / r for r in rels[:5]])
     assert listed.paths == rels[:5]
-    np.testing.assert_array_equal(listed.embeddings, from_cli.embeddings[:5])
+    # Five images are one smaller batch: the blocked matrix products may round differently (1e-7 seen).
+    np.testing.assert_allclose(listed.embeddings, from_cli.embeddings[:5], rtol=0, atol=1e-6)
     crops = facever.embed(net, [read_rgb(root / "faces" / r) for r in rels[:5]])
     assert crops.paths == ["0", "1", "2", "3", "4"]
     np.testing.assert_allclose(crops.embeddings, from_cli.embeddings[:5], atol=1e-6)

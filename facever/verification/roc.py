@@ -29,7 +29,7 @@ def check_scores(scores, labels, *, needs: str = "a ROC") -> tuple[np.ndarray, n
     n_same = int(labels.sum())
     if n_same == 0 or n_same == labels.size:
         raise ValueError(f"{needs} needs same-person and different-person pairs; there are {n_same} same and "
-                         f"{labels.size - n_same} different")
+                         f"{labels.size - n_same} different (one class only)")
     return scores, labels
 
 

@@ -187,8 +187,6 @@ def with_head_defaults(config: dict[str, Any]) -> dict[str, Any]:
         value = getattr(options, key)
         if filled.get(key) is None and value is not None:
             filled[key] = list(value) if isinstance(value, tuple) else value
-    if not options.noisy:
-        filled.pop("alpha2", None)  # a recipe's alpha2 means nothing to a head without noise
     return filled
 
 

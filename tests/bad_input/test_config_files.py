@@ -136,7 +136,7 @@ def test_bad_head_option_refused(data, case):
 
 
 @pytest.mark.parametrize("flags,match", [
-    (["--head", "l-softmax"], r"Invalid value for '--head'.*'l-softmax' is not one of 'noisy-softmax', 'softmax', 'sphereface'"),
+    (["--head", "l-softmax"], r"error: invalid value for '--head'.*'l-softmax' is not one of 'noisy-softmax', 'softmax', 'sphereface'"),
     (["--head", "sphereface", "--sphereface-lambda", "1,x,3,4"], r"expected 4 comma-separated numbers such as 1000,0.12,1,5"),
 ])
 def test_unparsable_head_flags_are_usage_errors_and_write_nothing(data, flags, match):
