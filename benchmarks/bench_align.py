@@ -2,8 +2,8 @@
 """End-to-end speed of `facever align` against the plain facenet-pytorch loop, same images, same run.
 
 Images: LFW-like 250x250 JPEGs (the size of LFW and of CASIA-WebFace, where alignment time matters)
-made from the real photos in ../shared/data/faces, repeated to the requested count under distinct
-names. Measured, each after a short warm-up (model loading excluded from all):
+made from the real photos in ../shared/data/faces (or, where those are absent, the demo's synthetic
+faces drawn at 250x250, and it says so), repeated to the requested count under distinct names. Measured, each after a short warm-up (model loading excluded from all):
 
 - plain loop: what a user writes with facenet-pytorch: for each file, PIL open, one
   `mtcnn.detect(img, landmarks=True)`, crop the first box, resize to 96x112, save as JPEG;
@@ -57,16 +57,28 @@ def lfw_like(rgb: np.ndarray) -> np.ndarray:
     return resized[y0 : y0 + 250, x0 : x0 + 250]
 
 
+def image_source() -> str:
+    """What `build_images` draws from: the real photos when present, else synthetic faces."""
+    return "real photos" if FACES.is_dir() else f"synthetic faces (no real photos at {FACES})"
+
+
 def build_images(folder: Path, count: int) -> list[Path]:
+    """`count` 250x250 JPEGs from the real photos in ../shared/data/faces; where those are absent (a
+    user's clone), from the demo's synthetic faces drawn at 250x250 (MTCNN finds a face in about half
+    of them; `image_source()` says which, and figures from them are not real-photo figures)."""
     from PIL import Image
 
-    if not FACES.is_dir():
-        raise SystemExit(f"real photos not found at {FACES} (set FACEVER_SHARED_DATA)")
-    sources = []
-    for sub in SOURCES:
-        root = FACES / sub
-        sources += [root / rel for rel in list_images(root) if "group" not in rel]
-    originals = [lfw_like(read_image_rgb(p)) for p in sources[: min(len(sources), count)]]
+    if FACES.is_dir():
+        sources = []
+        for sub in SOURCES:
+            root = FACES / sub
+            sources += [root / rel for rel in list_images(root) if "group" not in rel]
+        originals = [lfw_like(read_image_rgb(p)) for p in sources[: min(len(sources), count)]]
+    else:
+        from facever.data_prep.synthetic_faces import SyntheticSpec, generate_identity_images
+
+        spec = SyntheticSpec(identities=max(1, min(count, 97) // 4), images_per_identity=4, size=(250, 250))
+        originals = [img for i in range(spec.identities) for img in generate_identity_images(spec, i, seed=0)]
     paths = []
     for i in range(count):
         path = folder / f"person{i % 97:03d}" / f"img{i:06d}.jpg"
@@ -182,7 +194,7 @@ def main(argv: list[str]) -> int:
     args.repeats = args.repeats or (1 if args.quick else 2)
     workers = args.workers if args.workers is not None else max(1, min(8, (os.cpu_count() or 2) - 1))
     print(f"machine: {describe_machine()}")
-    print(f"device: {device}, images: {count} LFW-like 250x250 JPEGs, batch size {batch_size}, "
+    print(f"device: {device}, images: {count} LFW-like 250x250 JPEGs from {image_source()}, batch size {batch_size}, "
           f"decode workers {workers}, torch threads {torch.get_num_threads()}")
     m = measure(device=device, count=count, batch_size=batch_size, workers=workers, repeats=args.repeats)
     summary = m["summary"]

@@ -1,8 +1,10 @@
-"""Cost of the Noisy Softmax head against the plain softmax head, measured in the same run.
+"""Cost of every head against the plain softmax head, measured in the same run.
 
 Forward + cross-entropy + backward of the head alone (CASIA-WebFace sizes: 10,575 classes, 512-d
-embeddings, batch 256), on the CPU and, when one is present, on CUDA. The two heads run interleaved
-so a busy machine slows both alike; the figure is the median over repeats.
+embeddings, batch 256), on the CPU and, when one is present, on CUDA: softmax, Noisy Softmax, the
+margin heads (their default margin and scale), and Noisy Softmax with the training instruments
+(`loss_and_instruments`, what the training loop calls). The heads run interleaved so a busy machine
+slows all alike; the figure is the median over repeats.
 
     python benchmarks/bench_heads.py            # full sizes
     python benchmarks/bench_heads.py --quick    # tiny sizes, a few seconds
@@ -23,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from facever.training.heads import NoisySoftmax, Softmax  # noqa: E402
+from facever.core.settings import HEADS  # noqa: E402
+from facever.training.heads import create_head  # noqa: E402
 
 
 def machine() -> str:
@@ -34,12 +37,12 @@ def machine() -> str:
     )
 
 
-def step_seconds(head, x, labels, device: torch.device) -> float:
-    """One forward + cross-entropy + backward of `head`, in seconds."""
+def step_seconds(head, x, labels, device: torch.device, *, instruments: bool = False) -> float:
+    """One forward + cross-entropy (+ the instruments) + backward of `head`, in seconds."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    loss = F.cross_entropy(head(x, labels), labels)
+    loss = head.loss_and_instruments(x, labels)[0] if instruments else F.cross_entropy(head(x, labels), labels)
     loss.backward()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -50,16 +53,18 @@ def step_seconds(head, x, labels, device: torch.device) -> float:
 
 
 def compare(device: torch.device, *, classes: int, dim: int, batch: int, repeats: int, warmup: int) -> dict:
-    torch.manual_seed(0)
-    noisy = NoisySoftmax(dim, classes, alpha2=0.1, noise="batch").to(device).train()
-    plain = Softmax(dim, classes).to(device).train()
-    plain.load_state_dict(noisy.state_dict())
+    heads = {}
+    for name in HEADS:
+        torch.manual_seed(0)
+        heads[name] = create_head(name, dim, classes).to(device).train()
     x = torch.randn(batch, dim, device=device, requires_grad=True)
     labels = torch.randint(0, classes, (batch,), device=device)
-    times = {"softmax": [], "noisy-softmax": []}
+    cases = [(name, head, False) for name, head in heads.items()] + [
+        ("noisy-softmax + instruments", heads["noisy-softmax"], True)]
+    times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
     for i in range(warmup + repeats):
-        for name, head in (("softmax", plain), ("noisy-softmax", noisy)):
-            seconds = step_seconds(head, x, labels, device)
+        for name, head, instruments in cases:
+            seconds = step_seconds(head, x, labels, device, instruments=instruments)
             if i >= warmup:
                 times[name].append(seconds)
     return {name: statistics.median(values) for name, values in times.items()}
@@ -82,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     for device in devices:
         result = compare(device, classes=args.classes, dim=args.dim, batch=args.batch,
                          repeats=args.repeats, warmup=2 if args.quick else 5)
-        plain, noisy = result["softmax"], result["noisy-softmax"]
-        print(f"bench_heads: {device.type:4s}  softmax {plain * 1e3:8.3f} ms  noisy-softmax {noisy * 1e3:8.3f} ms  "
-              f"ratio noisy/plain {noisy / plain:.3f}  ({args.batch / noisy:,.0f} vs {args.batch / plain:,.0f} samples/s)")
+        plain = result["softmax"]
+        for name, seconds in result.items():
+            print(f"bench_heads: {device.type:4s}  {name:28s} {seconds * 1e3:8.3f} ms  ratio to softmax "
+                  f"{seconds / plain:.3f}  ({args.batch / seconds:,.0f} samples/s)")
     return 0
 
 

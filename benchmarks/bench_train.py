@@ -15,7 +15,7 @@ The goal (issue 4): the real data paths reach >= 90% of the synthetic rate on a 
 
 The JPEG folder: `--data DIR` (an identity folder of aligned crops), or by default one written to a
 temporary folder from the real ORL faces in ../shared/data (crops fitted to the model input, varied in
-brightness so each file differs, JPEG quality 90).
+brightness so each file differs, JPEG quality 90), or from the demo's synthetic faces where those are absent.
 
     python benchmarks/bench_train.py            # GPU: sphere20, bf16 + channels_last, batch 256
     python benchmarks/bench_train.py --quick    # tiny, CPU, a minute at most
@@ -47,8 +47,16 @@ def shared_orl() -> Path:
     return base / "faces" / "orl"
 
 
+def crop_source() -> str:
+    """What `make_jpeg_folder` draws its crops from: the real ORL photos when present, else synthetic faces."""
+    orl = shared_orl()
+    return "ORL faces" if orl.is_dir() and any(orl.iterdir()) else f"synthetic faces (no ORL photos at {orl})"
+
+
 def make_jpeg_folder(dest: Path, *, images: int, identities: int, input_size: tuple[int, int]) -> Path:
-    """Write `images` JPEG crops in `identities` folders, made from the real ORL photos."""
+    """Write `images` JPEG crops in `identities` folders, made from the real ORL photos, or from the demo's
+    synthetic faces where the ORL photos are absent (a user's clone): the data path's speed and the
+    training paths' correctness do not depend on what the faces show (`crop_source()` says which)."""
     from PIL import Image
 
     from facever.core.images import list_images, read_image_rgb
@@ -56,9 +64,13 @@ def make_jpeg_folder(dest: Path, *, images: int, identities: int, input_size: tu
 
     orl = shared_orl()
     sources = list_images(orl) if orl.is_dir() else []
-    if not sources:
-        raise SystemExit(f"bench_train: no --data given and the ORL faces are not at {orl} (set FACEVER_SHARED_DATA)")
-    crops = [fit_to_input(read_image_rgb(orl / s), tuple(input_size)) for s in sources]
+    if sources:
+        crops = [fit_to_input(read_image_rgb(orl / s), tuple(input_size)) for s in sources]
+    else:
+        from facever.data_prep.synthetic_faces import SyntheticSpec, generate_identity_images
+
+        spec = SyntheticSpec(identities=40, images_per_identity=10, size=tuple(input_size))
+        crops = [img for i in range(spec.identities) for img in generate_identity_images(spec, i, seed=0)]
     rng = np.random.default_rng(0)
     per_id = max(1, images // identities)
     for k in range(images):
@@ -101,7 +113,7 @@ def synthetic_rate(args, device, num_classes: int, head_name: str) -> float:
         start = time.perf_counter()
         for _ in range(steps):
             x = to_model_input(images, flips, mean, std, channels_last=args.channels_last)
-            loss = train_step(net, x, labels, opt, scaler)
+            loss, _ = train_step(net, x, labels, opt, scaler)
         loss.item()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -147,7 +159,7 @@ def loop_rate(args, data: Path, out: Path, cache: str) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes on the CPU (checks the script runs)")
-    p.add_argument("--data", type=Path, help="identity folder of aligned JPEG crops (default: generated from ORL)")
+    p.add_argument("--data", type=Path, help="identity folder of aligned JPEG crops (default: generated from ORL, else synthetic faces)")
     p.add_argument("--images", type=int, default=20000)
     p.add_argument("--identities", type=int, default=500)
     p.add_argument("--arch", default="sphere20")
@@ -192,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             start = time.perf_counter()
             data = make_jpeg_folder(tmp / "jpeg", images=args.images, identities=args.identities, input_size=input_size)
-            print(f"wrote {args.images} JPEG crops {input_size[1]}x{input_size[0]} from ORL faces "
+            print(f"wrote {args.images} JPEG crops {input_size[1]}x{input_size[0]} from {crop_source()} "
                   f"({time.perf_counter() - start:.1f}s)")
         n_classes = sum(1 for d in Path(data).iterdir() if d.is_dir())
 

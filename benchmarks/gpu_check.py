@@ -442,7 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     if dry:
         report.say(NO_GPU if not torch.cuda.is_available() else "dry run forced (--dry): CPU, tiny sizes")
     env = environment(device)
+    import bench_align
+    import bench_train
+
+    # A user's clone has no real photos: training paths run on synthetic faces, align on synthetic ones.
+    env["images"] = {"training": bench_train.crop_source(), "align": bench_align.image_source()}
     report.say(f"machine: {env['machine']}")
+    report.say(f"images: training paths from {env['images']['training']}; align from {env['images']['align']}")
     report.say(f"GPU: {env['gpu'] or 'none'} | torch {env['torch']} | CUDA {env['cuda']} | cuDNN {env['cudnn']}")
     wanted = set(args.only.split(",")) if args.only else None
     total_start = time.perf_counter()

@@ -187,7 +187,7 @@ def test_attach_export_and_verify_at_the_calibrated_far(crops_and_model, tmp_pat
     assert c["far_bound"] == point.far_bound and c["calibrated_on"]["pairs"] == 700
     assert c["calibrated_on"]["date"] == saved.created and c["calibration_id"] == saved.id
     cosine = out["pairs"][0]["cosine"]
-    assert out["pairs"][0]["decision"] == ("same person" if cosine > point.threshold else "different people")
+    assert out["pairs"][0]["decision"] == ("same" if cosine > point.threshold else "different")
 
     # the same decision from the exported ONNX graph (the calibration travelled with it)
     onnx_json = runner.invoke(app, ["verify", str(a), str(b), "--model", str(tmp_path / "m.onnx"), "--aligned",

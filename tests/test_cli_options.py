@@ -22,7 +22,7 @@ PAIRS = [
     (o.Flip, settings.FLIP_MODES), (o.Select, SELECT_METHODS), (o.OutputFormat, OUTPUT_FORMATS), (o.OnMiss, ON_MISS),
     (o.Metric, METRICS), (o.Benchmark, BENCHMARKS + IJB_SETS), (o.IJBSet, IJB_SETS), (o.Variant, VARIANTS),
     (o.Layout, ("auto", *LAYOUTS)), (o.Fusion, FUSIONS), (o.ExportFormat, EXPORT_FORMATS),
-    (o.Head, tuple(HEAD_CLASSES)), (o.Noise, settings.NOISE_MODES), (o.Classifier, settings.CLASSIFIERS),
+    (o.Head, tuple(HEAD_CLASSES)), (o.Noise, settings.NOISE_CHOICES), (o.Classifier, settings.CLASSIFIERS),
     (o.Schedule, settings.SCHEDULES), (o.Amp, settings.AMP_MODES), (o.Cache, settings.CACHE_MODES),
     (o.ThresholdMode, settings.THRESHOLD_MODES), (o.SearchBackend, settings.SEARCH_BACKENDS),
 ]

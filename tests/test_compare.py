@@ -49,9 +49,11 @@ def two_runs(tmp_path):
 def test_differences_best_validation_and_reports(tmp_path):
     a, b = two_runs(tmp_path)
     comparison = compare_runs([a, b])
-    assert comparison.differing == ["head", "alpha2"]  # workers differ too, but do not change a model
+    # workers differ too, but do not change a model; the noise each head trains with is filled in.
+    assert comparison.differing == ["head", "noise", "alpha2"]
     rows = {label: (cells, hl) for label, cells, hl in comparison.rows}
     assert rows["head"] == (["softmax", "noisy-softmax"], True)
+    assert rows["noise"] == (["off", "batch"], True) and rows["cosine_scale"] == (["0", "0"], False)
     assert rows["alpha2"] == (["-", "0.1"], True)
     assert rows["lr"] == (["0.1", "0.1"], False)
     assert rows["best validation accuracy"][0] == ["85.00% (step 20)", "90.00% (step 10)"]
@@ -89,6 +91,48 @@ def test_bad_run_folders_are_named(tmp_path):
     assert result.exit_code == 2 and "run folder not found" in result.output
 
 
+def _instrument_lines(step, p, saturated, noise=None):
+    line = {"kind": "train", "step": step, "loss": 1.0, "target_prob": p, "saturated": saturated, "target_grad": 1 - p,
+            "target_angle": 60.0 - 10 * p, "train_accuracy": p}
+    return {**line, "noise": noise} if noise is not None else line
+
+
+def _colour_pixels(path, rgb, tolerance=40):
+    import numpy as np
+
+    with Image.open(path) as im:
+        pixels = np.asarray(im.convert("RGB")).astype(int)
+    return int((np.abs(pixels - np.array(rgb)).sum(axis=2) < tolerance).sum())
+
+
+def test_instrument_curves_one_png_per_quantity_runs_as_coloured_lines(tmp_path):
+    from facever.core.settings import TRAINING_INSTRUMENTS
+    from facever.workflows.compare import write_comparison
+
+    a = make_run(tmp_path, "softmax", config=BASE.format(head="softmax", lr=0.1, workers=0), metrics=[
+        _instrument_lines(10, 0.6, 0.1), _instrument_lines(20, 0.95, 0.7), {"kind": "epoch", "step": 20, "train_accuracy": 0.9},
+        {"kind": "validation", "step": 20, "accuracy": 0.8}])
+    b = make_run(tmp_path, "noisy", config=BASE.format(head="noisy-softmax", lr=0.1, workers=0), metrics=[
+        _instrument_lines(10, 0.4, 0.0, noise=2.5), _instrument_lines(20, 0.7, 0.2, noise=1.5),
+        {"kind": "epoch", "step": 20, "train_accuracy": 0.75}, {"kind": "validation", "step": 20, "accuracy": 0.85}])
+    metrics = read_metrics(a)
+    assert metrics.instruments["saturated"] == ([10, 20], [0.1, 0.7]) and "noise" not in metrics.instruments
+    assert metrics.epoch_steps == [20] and metrics.epoch_train_accuracy == [0.9]
+    comparison = compare_runs([a, b])
+    rows = {label: cells for label, cells, _ in comparison.rows}
+    assert rows["final p_y (share > 0.99)"] == ["0.950 (70%)", "0.700 (20%)"]
+    assert rows["final training accuracy"] == ["90.00%", "75.00%"]
+    written = write_comparison(comparison, tmp_path / "cmp")
+    assert set(written["curves"]) == set(TRAINING_INSTRUMENTS)
+    blue, orange = (31, 119, 180), (255, 127, 14)  # matplotlib's C0 and C1: run 1 and run 2, in every plot
+    for name, path in written["curves"].items():
+        assert path == tmp_path / "cmp" / "curves" / f"{name}.png"
+        assert _colour_pixels(path, orange) > 50, name
+        assert (_colour_pixels(path, blue) > 50) == (name != "noise"), name  # only the noisy run has noise
+    result = runner.invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0 and f"{len(TRAINING_INSTRUMENTS)} curves in" in result.stderr
+
+
 @pytest.mark.slow
 def test_compare_real_training_runs(faces_dir, tmp_path):
     casia = build_casia(faces_dir, tmp_path / "casia", people=range(1, 7), per_person=4)
@@ -101,10 +145,26 @@ def test_compare_real_training_runs(faces_dir, tmp_path):
         assert result.exit_code == 0, result.output
         runs.append(run)
     comparison = compare_runs(runs)
-    assert config_differences(comparison.runs) == ["head"]
+    assert config_differences(comparison.runs) == ["head", "noise"]
     for run in comparison.runs:
         metrics = read_metrics(run.path)
         assert metrics.val_steps == [2, 4]  # validated at each epoch's end
+        assert metrics.epoch_steps == [2, 4] and all(0 <= a <= 1 for a in metrics.epoch_train_accuracy)
+        assert ("noise" in metrics.instruments) == (run.name == "noisy-softmax")
         best = max(metrics.val_accuracy)
         assert run.best_validation[0] == best
         assert summarize_run(run.path).steps == 4
+
+
+def test_head_defaults_are_filled_in_so_equal_settings_compare_equal(tmp_path):
+    a = make_run(tmp_path, "arc-default", config='head = "arcface"\n', metrics=[{"kind": "train", "step": 1, "loss": 1.0}])
+    b = make_run(tmp_path, "arc-written", config='head = "arcface"\nmargin = 0.5\ncosine_scale = 64.0\n',
+                 metrics=[{"kind": "train", "step": 1, "loss": 1.0}])
+    c = make_run(tmp_path, "arc-other", config='head = "arcface"\nmargin = 0.3\nnoise = "sample"\n',
+                 metrics=[{"kind": "train", "step": 1, "loss": 1.0}])
+    assert compare_runs([a, b]).differing == []
+    comparison = compare_runs([a, b, c])
+    assert comparison.differing == ["margin", "noise"]
+    rows = {label: cells for label, cells, _ in comparison.rows}
+    assert rows["margin"] == ["0.5", "0.5", "0.3"] and rows["cosine_scale"] == ["64", "64", "64"]
+    assert rows["noise"] == ["off", "off", "sample"]

@@ -81,7 +81,7 @@ def test_unknown_keys_are_errors_naming_key_and_file(tmp_path, text, key):
         ('input_size = "big"\n', "input_size", "HEIGHT"),
         ('milestones = [1, "x"]\n', "milestones", "an array of numbers"),
         ("arch = 20\n", "arch", "a string"),
-        ('head = "arcface"\n', "head", "one of noisy-softmax, softmax"),
+        ('head = "l-softmax"\n', "head", "one of noisy-softmax, softmax, sphereface, cosface, arcface"),
         ('amp = "fp8"\n', "amp", "one of"),
     ],
 )

@@ -9,9 +9,20 @@ import pytest
 import torch
 
 from facever.core.errors import FaceverError
+from facever.core.settings import DEFAULT_COSINE_SCALES
 from facever.training.heads import HEADS, NoisySoftmax, Softmax, create_head
 
 N, D, C = 6, 5, 7
+# SphereFace's lambda changes at every training call (its annealing); tests that call a head several
+# times and expect the same function hold it constant: lambda = max(5, 20 (1 + 0 it)^-1) = 20.
+CONSTANT_LAMBDA = (20.0, 0.0, 1.0, 5.0)
+
+
+def _head(name: str, *args, **options):
+    """create_head, with SphereFace's lambda held constant."""
+    if name == "sphereface":
+        options.setdefault("sphereface_lambda", CONSTANT_LAMBDA)
+    return create_head(name, *args, **options)
 
 
 def _inputs(seed: int = 0, dtype=torch.float32):
@@ -147,7 +158,7 @@ def test_zero_embedding_gets_finite_gradients():
 @pytest.mark.parametrize("name", sorted(HEADS))
 def test_bf16_autocast_on_cpu_computes_in_float32(name):
     torch.manual_seed(8)
-    head = create_head(name, D, C, alpha2=0.1).train()
+    head = _head(name, D, C, alpha2=0.1).train()
     layer = torch.nn.Linear(D, D)
     x, labels = _inputs(8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -159,10 +170,12 @@ def test_bf16_autocast_on_cpu_computes_in_float32(name):
     # Bit-identical to the float32 head fed the same (bf16-rounded) embeddings: nothing ran in bf16 ...
     torch.manual_seed(0)
     assert torch.equal(logits, head(embeddings.float(), labels))
-    # ... and close to the all-float32 result (only the backbone's rounding differs).
+    # ... and close to the all-float32 result (only the backbone's rounding differs; cosine heads'
+    # logits are s cos, so compare cosines).
     torch.manual_seed(0)
     reference = head(layer(x), labels)
-    assert torch.allclose(logits, reference, rtol=2e-2, atol=2e-2)
+    unit = max(1.0, head.cosine_scale)
+    assert torch.allclose(logits / unit, reference / unit, rtol=2e-2, atol=2e-2)
     loss = torch.nn.functional.cross_entropy(logits, labels)
     loss.backward()
     assert head.weight.grad.dtype == torch.float32 and torch.isfinite(head.weight.grad).all()
@@ -185,13 +198,14 @@ def test_create_head_options_and_errors():
     assert isinstance(plain, Softmax) and plain.bias is None
     head = create_head("noisy-softmax", 4, 3, alpha2=None, noise=None)
     assert head.alpha2 == 0.1 and head.noise == "batch"
-    with pytest.raises(FaceverError, match="unknown head 'arcface'; known heads: noisy-softmax, softmax"):
-        create_head("arcface", 4, 3)
+    with pytest.raises(FaceverError, match="unknown head 'l-softmax'; known heads: noisy-softmax, softmax, sphereface, "
+                                           "cosface, arcface"):
+        create_head("l-softmax", 4, 3)
     with pytest.raises(FaceverError, match="no option margin"):
         create_head("softmax", 4, 3, margin=0.5)
     with pytest.raises(FaceverError, match="noise must be one of batch, sample"):
         NoisySoftmax(4, 3, noise="pixel")
-    with pytest.raises(FaceverError, match="alpha2 must be"):
+    with pytest.raises(FaceverError, match="`alpha2` must be"):
         NoisySoftmax(4, 3, alpha2=-0.1)
     with pytest.raises(ValueError, match="N x 4"):
         Softmax(4, 3)(torch.zeros(2, 5))
@@ -305,7 +319,7 @@ def test_noisy_cosine_head_matches_formula_with_norms_equal_to_the_scale(noise):
 @pytest.mark.parametrize("name", sorted(HEADS))
 def test_cosine_head_gradients_match_finite_differences(name):
     torch.manual_seed(22)
-    head = create_head(name, D, C, alpha2=0.4, noise="sample", bias=True, cosine_scale=4.0).double().train()
+    head = _head(name, D, C, alpha2=0.4, noise="sample", bias=True, cosine_scale=4.0).double().train()
     x, labels = _inputs(22, torch.float64)
     x.requires_grad_(True)
     params = {pname: p.detach().clone().requires_grad_(True) for pname, p in head.named_parameters()}
@@ -321,9 +335,9 @@ def test_cosine_scale_option_and_errors():
     for name in sorted(HEADS):
         head = create_head(name, 4, 3, cosine_scale=8.0)
         assert head.cosine_scale == 8.0 and "cosine_scale=8.0" in repr(head)
-        assert create_head(name, 4, 3, cosine_scale=None).cosine_scale == 0.0
+        assert create_head(name, 4, 3, cosine_scale=None).cosine_scale == DEFAULT_COSINE_SCALES[name]
     for bad in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(FaceverError, match="cosine_scale must be a finite number >= 0"):
+        with pytest.raises(FaceverError, match="`cosine_scale` must be a finite number >= 0"):
             create_head("noisy-softmax", 4, 3, cosine_scale=bad)
     # A zero embedding has no direction: finite gradients, not NaN.
     head = create_head("noisy-softmax", D, C, cosine_scale=16.0).train()

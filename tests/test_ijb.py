@@ -571,7 +571,11 @@ def test_cli_ensemble_on_ijbc(ijb_set, tmp_path):
     assert report["models"]["a"]["tar_at_far"] == single[0].tar_at_far
     assert report["ensemble"]["auc"] == pytest.approx(expected.auc)
     assert report["ensemble"]["tar_at_far"] == expected.tar_at_far
-    assert "F1 N0 D0" in result.stdout
+    assert "F1 N0 D0" in result.stderr  # the title; stdout is the table, tab-separated into a pipe
+    header, *rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert header[:3] == ["model", "AUC", "TAR@FAR by"] and len(header) == 3 + len(expected.tar_at_far["insightface"])
+    assert [(r[0], r[2]) for r in rows] == [(n, d) for n in ("a", "b", "ensemble") for d in ("insightface", "conservative")]
+    assert rows[4][1] == f"{expected.auc:.4f}"
 
 
 def test_cli_ensemble_on_ijbc_with_models_embeds_like_eval_ijb(ijb_set, tiny_model, tmp_path):

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "facever"
-LAYERS = ["core", "data_prep", "protocols", "models", "verification", "embedding", "training", "workflows", "cli"]
+LAYERS = ["core", "data_prep", "protocols", "models", "verification", "embedding", "training", "workflows", "api",
+          "cli"]
 TOP_LEVEL = {"__init__", "__main__"}
 
 

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 CLAIM = re.compile(
-    r"\bequal to\b|\bequals\b|\bidentical\b|\bsame as\b|\bexactly\b|\breproduc\w*|\bwould print\b|"
+    r"\bequal to\b|\bequals\b|\bequal (?:a|an|the|its)\b|\bidentical\b|\bsame as\b|\bexactly\b|\breproduc\w*|\bwould print\b|"
     r"\bas (?:[\w'`./-]+ ){0,4}(?:computes?|computed|does|do|did|evaluates?|prints?|printed|reports?|scores?|"
     r"defines?|gives?)\b|\bthe way (?:[\w'`./-]+ ){0,5}(?:does|do|did)\b", re.I)
 PEER = re.compile(r"facenet|insightface|sphereface|arcface|scikit|sklearn|scipy|\bnist\b|matlab|deepface|"
@@ -43,6 +43,10 @@ CLAIMS = [
     ("docs/ijb.md", "the way InsightFace's evaluation scripts do", "tests/test_ijb.py::test_evaluate_ijb_equals_the_reference_computation"),
     ("docs/ijb.md", "the TAR insightface's `ijb_11.py`", "tests/test_peer_numbers.py::test_ijb_insightface_tar_at_far_is_the_scripts_number"),
     ("docs/ijb.md", "also the script's own, under `one_to_n.insightface`", "tests/test_peer_numbers.py::test_ijb_insightface_one_to_n_is_ijb_1n_numbers"),
+    ("docs/train.md", "as SphereFace's layer does", "tests/test_margin_heads.py::test_sphereface_forward_is_the_caffe_layers_step_after_step"),
+    ("docs/train.md", "Its logits equal a transcription of the Caffe", "tests/test_margin_heads.py::test_sphereface_forward_is_the_caffe_layers_step_after_step"),
+    ("docs/train.md", "transcription of clcarwin/sphereface_pytorch", "tests/test_margin_heads.py::test_sphereface_equals_clcarwins_pytorch_transcription_values_and_gradients"),
+    ("docs/train.md", "equal a transcription of insightface's", "tests/test_margin_heads.py::test_arcface_and_cosface_as_insightface_computes_them"),
     ("docs/ijb.md", "where the script prints 38.58%", "tests/test_peer_numbers.py::test_ijb_insightface_rule_takes_the_top_of_the_far0_step"),
 ]
 

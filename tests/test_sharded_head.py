@@ -13,13 +13,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from facever.core.errors import FaceverError
+from facever.core.settings import COSINE_ONLY_HEADS, HEADS
 from facever.training.heads import create_head
 from facever.training.sharded_head import ShardedClassifier, classifier_cost, make_head, shard_bounds
 
 D, B, STEPS, LR = 6, 5, 3, 0.5
-# (head, classes, noise, cosine scale): 8 classes split 4 + 4, 7 classes split 3 + 4.
+# (head, classes, noise, cosine scale): 8 classes split 4 + 4, 7 classes split 3 + 4. Every head, each
+# margin head alone and with Noisy Softmax's noise.
 CASES = [("noisy-softmax", 8, "batch", 0.0), ("noisy-softmax", 7, "sample", 0.0), ("softmax", 8, "batch", 0.0),
-         ("softmax", 7, "batch", 0.0), ("noisy-softmax", 7, "sample", 4.0), ("softmax", 8, "batch", 4.0)]
+         ("softmax", 7, "batch", 0.0), ("noisy-softmax", 7, "sample", 4.0), ("softmax", 8, "batch", 4.0),
+         ("sphereface", 8, "off", 0.0), ("sphereface", 7, "sample", 4.0), ("cosface", 7, "off", 4.0),
+         ("cosface", 8, "batch", 8.0), ("arcface", 8, "off", 4.0), ("arcface", 7, "sample", 8.0)]
+MARGINS = {"sphereface": 3, "cosface": 0.3, "arcface": 0.6}
 
 
 def _backbone() -> nn.Module:
@@ -36,7 +41,14 @@ def _data(classes: int, world: int) -> tuple[list[torch.Tensor], list[torch.Tens
 
 
 def _options(kind: str, noise: str, scale: float = 0.0) -> dict:
-    return {"alpha2": 0.3, "noise": noise, "cosine_scale": scale} if kind == "noisy-softmax" else {"cosine_scale": scale}
+    options = {"cosine_scale": scale}
+    if kind != "softmax":
+        options.update(alpha2=0.3, noise=noise)
+    if kind in MARGINS:
+        options["margin"] = MARGINS[kind]
+    if kind == "sphereface":
+        options["sphereface_lambda"] = (10.0, 1.0, 1.0, 2.0)  # 5, 3.3, 2.5: the blend changes every step
+    return options
 
 
 def _full_run(kind: str, classes: int, noise: str, scale: float, world: int) -> list[dict]:
@@ -47,11 +59,11 @@ def _full_run(kind: str, classes: int, noise: str, scale: float, world: int) -> 
     opt = torch.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=LR, momentum=0.9, weight_decay=1e-3)
     records = []
     for x, y in zip(*_data(classes, world)):
-        loss = F.cross_entropy(head(backbone(x), y), y)
+        loss, sums = head.loss_and_instruments(backbone(x), y)
         opt.zero_grad()
         loss.backward()
         records.append({"loss": loss.item(), "backbone_grad": [p.grad.clone() for p in backbone.parameters()],
-                        "head_grad": head.weight.grad.clone()})
+                        "head_grad": head.weight.grad.clone(), "instruments": sums})
         opt.step()
     records.append({"backbone": [p.detach().clone() for p in backbone.parameters()], "head": head.weight.detach().clone()})
     return records
@@ -75,11 +87,11 @@ def _sharded_worker(rank: int, world: int, port: int, out: str) -> None:
             start = time.perf_counter()
             for x, y in zip(*_data(classes, world)):
                 mine = slice(rank * B, (rank + 1) * B)
-                loss = head(ddp(x[mine]), y[mine])
+                loss, sums = head.loss_and_instruments(ddp(x[mine]), y[mine])
                 opt.zero_grad()
                 loss.backward()
                 records.append({"loss": loss.item(), "backbone_grad": [p.grad.clone() for p in backbone.parameters()],
-                                "head_grad": head.weight.grad.clone()})
+                                "head_grad": head.weight.grad.clone(), "instruments": sums})
                 opt.step()
             records.append({"backbone": [p.detach().clone() for p in backbone.parameters()],
                             "head": head.weight.detach().clone(), "seconds": time.perf_counter() - start})
@@ -113,19 +125,23 @@ def test_two_gloo_processes_equal_one_process_with_the_full_head(tmp_path):
                 for a, b in zip(got[step]["backbone_grad"], ref[step]["backbone_grad"]):
                     torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"{key} rank {rank} step {step}")
                 torch.testing.assert_close(got[step]["head_grad"], ref[step]["head_grad"][lo:hi], atol=1e-5, rtol=0)
+            for step in range(STEPS):  # each rank's instruments are its own rows': summed, the batch's
+                total = sum(r[key][step]["instruments"] for r in ranks)
+                torch.testing.assert_close(total, ref[step]["instruments"], atol=1e-5, rtol=1e-6,
+                                           msg=f"{key} instruments step {step}")
             for a, b in zip(got[STEPS]["backbone"], ref[STEPS]["backbone"]):
                 torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
             torch.testing.assert_close(got[STEPS]["head"], ref[STEPS]["head"][lo:hi], atol=1e-5, rtol=0)
         # The runs moved: equal weights are not the untouched initial ones.
-        assert not torch.allclose(ref[STEPS]["head"], _initial_head(kind, classes, noise), atol=1e-3)
+        assert not torch.allclose(ref[STEPS]["head"], _initial_head(kind, classes, noise, scale), atol=1e-3)
     print(f"\nsharded equivalence: 2 gloo processes, {len(CASES)} cases x {STEPS} steps, {spawn_seconds:.1f}s "
           f"with start-up; steps alone {max(r[k][STEPS]['seconds'] for r in ranks for k in r):.2f}s per case")
 
 
-def _initial_head(kind: str, classes: int, noise: str) -> torch.Tensor:
+def _initial_head(kind: str, classes: int, noise: str, scale: float) -> torch.Tensor:
     torch.manual_seed(0)
     _backbone()
-    return create_head(kind, D, classes, **_options(kind, noise)).weight.detach()
+    return create_head(kind, D, classes, **_options(kind, noise, scale)).weight.detach()
 
 
 @pytest.mark.parametrize("classes,world", [(7, 2), (10, 3), (5, 5), (1000, 7)])
@@ -144,13 +160,13 @@ def test_shards_tile_the_classes_and_start_from_the_full_heads_rows(classes, wor
         assert torch.equal(torch.rand(2), after_full)  # the global RNG is where the full head leaves it
 
 
-@pytest.mark.parametrize("scale", [0.0, 8.0])
-@pytest.mark.parametrize("kind", ["noisy-softmax", "softmax"])
+@pytest.mark.parametrize("kind,scale", [(k, s) for k in HEADS for s in (0.0, 8.0) if s or k not in COSINE_ONLY_HEADS])
 def test_one_shard_is_the_full_head(kind, scale):
+    options = {"cosine_scale": scale, **({"noise": "sample"} if kind in MARGINS else {})}
     torch.manual_seed(1)
-    full = create_head(kind, 4, 9, cosine_scale=scale)
+    full = create_head(kind, 4, 9, **options)
     torch.manual_seed(1)
-    shard = ShardedClassifier(kind, 4, 9, cosine_scale=scale)
+    shard = ShardedClassifier(kind, 4, 9, **options)
     x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 3, 3, 8, 5, 1])
     torch.manual_seed(2)

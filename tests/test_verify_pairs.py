@@ -78,7 +78,7 @@ def test_verify_two_photos_scores_like_aligning_and_embedding_by_hand(model_112x
     assert same_photo.exit_code == 0, same_photo.output
     out = json.loads(same_photo.stdout)
     assert out["pairs"][0]["cosine"] == pytest.approx(1.0, abs=1e-5)
-    assert out["pairs"][0]["decision"] == "same person"
+    assert out["pairs"][0]["decision"] == "same"
 
     for a, b in (("a1", "a2"), ("a1", "other")):
         want = _cosine_by_hand(model_112x96, photos[a], photos[b])
@@ -178,14 +178,18 @@ def test_verify_csv_agrees_with_single_pairs_and_reads_pairs_lists(model_112x96,
     for row in rows[:2]:
         single = json.loads(_verify(row["a"], row["b"], "--model", model_112x96, "--json").stdout)["pairs"][0]
         assert row["cosine"] == pytest.approx(single["cosine"], abs=1e-4)  # other batch: float rounding only
-        assert row["decision"] == ("same person" if row["cosine"] > 0.1 else "different people")
+        assert row["decision"] == ("same" if row["cosine"] > 0.1 else "different")
 
     # A TSV without header, relative paths under --images; and the path list of `facever pairs`.
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("Anthony_Hopkins/Anthony_Hopkins_0001.jpg\tAnthony_Hopkins/Anthony_Hopkins_0002.jpg\n")
     table = _verify("--pairs", tsv, "--images", a1.parent.parent, "--model", model_112x96)
     assert table.exit_code == 0, table.output
-    assert f"{rows[0]['cosine']:7.4f}" in table.stdout
+    # Not a terminal: tab-separated, header first, decisions one word (no threshold: `-`).
+    header, row_line = table.stdout.splitlines()
+    assert header.split("\t") == ["a", "b", "cosine", "decision"]
+    assert row_line.split("\t") == ["Anthony_Hopkins/Anthony_Hopkins_0001.jpg", "Anthony_Hopkins/Anthony_Hopkins_0002.jpg",
+                                    f"{rows[0]['cosine']:.4f}", "-"]
     listing = tmp_path / "list.txt"
     listing.write_text("# facever pairs: path_a path_b same fold\n"
                        "Anthony_Hopkins/Anthony_Hopkins_0001.jpg\tAnthony_Hopkins/Anthony_Hopkins_0002.jpg\t1\t1\n")

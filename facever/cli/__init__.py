@@ -7,12 +7,43 @@ imports the library it needs when it runs.
 
 from __future__ import annotations
 
+import sys
+
 import typer
+from typer.core import TyperGroup
 
 from facever import __version__
 
+
+class FaceverGroup(TyperGroup):
+    """The `facever` command group: the parser's own errors (a missing option, an extra argument, a bad
+    choice) are printed like facever's, as one `error: ...` line with a hint where the mistake can be
+    told, exit code 2; click's `Usage: ... Error: ...` block never shows."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        from facever.cli._console import click_module, print_error, usage_error_line
+
+        click = click_module()
+        try:
+            # Not standalone: typer returns an Exit's code instead of exiting, and raises click's errors here.
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.UsageError as exc:
+            print_error(usage_error_line(exc))
+            sys.exit(exc.exit_code)
+        except click.exceptions.ClickException as exc:
+            print_error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            print_error("aborted")
+            sys.exit(1)
+        sys.exit(code if type(code) is int else 0)
+
+
 app = typer.Typer(
     name="facever",
+    cls=FaceverGroup,
     help=(
         "Face verification toolkit: align photos, train with Noisy Softmax, extract embeddings, "
         "score them on LFW / FGLFW / YTF with the 10-fold protocol, and ensemble models."

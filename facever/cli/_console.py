@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
+from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
@@ -51,14 +53,22 @@ def console_log(path) -> Iterator[None]:
         f.close()
 
 
-def print_table(columns, rows, *, highlight_rows=(), show_lines: bool = False) -> None:
-    """A table on stdout: a rich table on a terminal; tab-separated lines (header first) in a pipe or a
-    file, so every name, path and recipe stays whole for grep, cut and spreadsheets.
+# A cell that reads as a number (`0.9585`, `91.15%`, `89.55% +- 0.88`, `1,234`): its column is right-aligned.
+_NUMBER = re.compile(r"^[-+]?[\d,]*\.?\d+%?( \+- [\d.]+)?$")
 
-    `rows`: sequences of cell strings; `highlight_rows`: indices shown in bold yellow on a terminal.
+
+def print_table(columns, rows, *, title: str | None = None, highlight_rows=(), show_lines: bool = False) -> None:
+    """A table on stdout: a rich table on a terminal; tab-separated lines (header first) in a pipe or a
+    file, so every name, path and recipe stays whole for grep, cut and spreadsheets. The one writer of
+    every table facever prints.
+
+    `rows`: sequences of cell strings; `title`: above the table on a terminal, on stderr in a pipe (so
+    stdout stays header + rows); `highlight_rows`: indices shown in bold yellow on a terminal.
     """
     rows = [[str(c) for c in row] for row in rows]
     if not sys.stdout.isatty():
+        if title:
+            info(title)
         def cell(text: str) -> str:
             return " ".join(text.replace("\t", " ").split())
 
@@ -70,22 +80,83 @@ def print_table(columns, rows, *, highlight_rows=(), show_lines: bool = False) -
     from rich.text import Text
 
     # Text, not markup: a name such as `[old]` shows as such.
-    table = Table(show_lines=show_lines)
-    for column in columns:
-        table.add_column(Text(column), overflow="fold")
+    table = Table(title=Text(title) if title else None, title_justify="left", show_lines=show_lines)
+    for k, column in enumerate(columns):
+        cells = [row[k] for row in rows if k < len(row) and row[k] not in ("", "-")]
+        numeric = bool(cells) and all(_NUMBER.match(c) for c in cells)
+        table.add_column(Text(column), overflow="fold", justify="right" if numeric else "left")
     highlighted = set(highlight_rows)
     for i, row in enumerate(rows):
         table.add_row(*(Text(c) for c in row), style="bold yellow" if i in highlighted else None)
     out_console.print(table)
 
 
+def print_error(message: str) -> None:
+    """The one error line on stderr (`error: ...`), whoever raised it: facever's own errors and the
+    command-line parser's usage errors look alike."""
+    err_console.print(f"[bold red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
+    _to_logs(f"error: {_one_line(message)}")
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error on stderr and exit non-zero."""
     import typer
 
-    err_console.print(f"[bold red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
-    _to_logs(f"error: {_one_line(message)}")
+    print_error(message)
     raise typer.Exit(code)
+
+
+def click_module():
+    """The click that typer runs on: typer >= 0.2x vendors it as `typer._click`, older typer depends on it."""
+    try:
+        import typer._click as click
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        import click
+    return click
+
+
+def looks_like_model(value: str | Path) -> bool:
+    """A model file (`.pt`, `.pth`, `.onnx`, a TorchScript name) or a training run's folder (holding `model.pt`)."""
+    from facever.core.settings import TORCHSCRIPT_SUFFIXES
+
+    path = Path(value)
+    suffixes = (".pt", ".pth", ".onnx", *TORCHSCRIPT_SUFFIXES)
+    return (path.suffix.lower() in suffixes and path.is_file()) or (path / "model.pt").is_file()
+
+
+def _usage_hint(exc) -> str | None:
+    """What the user probably meant by a usage error, when it can be told: a value given without its
+    option (`eval-lfw test.npz` for `eval-lfw -e test.npz`)."""
+    found = re.search(r"unexpected extra argument(?:s|\(s\))? \((.+)\)", exc.message or "")
+    ctx = getattr(exc, "ctx", None)
+    if not found or ctx is None:
+        return None
+    flags = {}
+    for param in ctx.command.params:
+        opts = sorted(getattr(param, "opts", []), key=len)
+        if param.param_type_name == "option" and opts:
+            flags[param.name] = "/".join(opts)
+    for value in found.group(1).split():
+        suffix = Path(value).suffix.lower()
+        for name, fits, what in (("embeddings", suffix == ".npz", "an embeddings file"),
+                                 ("model", looks_like_model(value), "a model"),
+                                 ("pairs", suffix in (".txt", ".csv", ".tsv"), "a pairs file")):
+            if fits and name in flags and ctx.params.get(name) is None:  # an option given already is not it
+                return f"{what} goes after {flags[name]}: `{ctx.command_path} {flags[name].split('/')[0]} {value} ...`"
+    if not any(p.param_type_name == "argument" for p in ctx.command.params):
+        return f"`{ctx.command_path}` takes no arguments without an option: give each value after its option"
+    return None
+
+
+def usage_error_line(exc) -> str:
+    """A command-line usage error (click's UsageError) as one error line: its message, a hint where the
+    mistake can be told, and where the help is."""
+    message = exc.format_message().rstrip(".").replace("Value error, ", "")  # typer's validation prefix
+    message = message[:1].lower() + message[1:] if message[:2] != message[:2].upper() else message
+    hint = _usage_hint(exc)
+    ctx = getattr(exc, "ctx", None)
+    where = f" (`{ctx.command_path} -h` for help)" if ctx is not None else ""
+    return message + (f"; {hint}" if hint else "") + where
 
 
 def warn(message: str) -> None:

@@ -11,7 +11,7 @@ import json
 
 import typer
 
-from facever.cli._console import fail, info, progress_bar, report_bad_images, warn
+from facever.cli._console import fail, info, print_table, progress_bar, report_bad_images, warn
 from facever.core.progress import Hooks
 
 
@@ -32,13 +32,20 @@ def console_hooks() -> Hooks:
 
 
 def print_evaluation(evaluation, json_output: bool) -> None:
-    """A workflow's result: report.json's content (`--json`) or its title and table on stdout; on stderr the
-    dropped pairs and the files written."""
+    """A workflow's result: report.json's content (`--json`) or its tables on stdout (tab-separated into a
+    pipe, the title then on stderr); on stderr the dropped pairs and the files written."""
     if json_output:
         typer.echo(json.dumps(evaluation.to_dict(), indent=2))
     else:
-        typer.echo(evaluation.title)
-        typer.echo(evaluation.table())
+        for k, table in enumerate(evaluation.tables()):
+            if k:
+                typer.echo("")
+            print_table(*table, title=evaluation.title if k == 0 else None)
+        lines = evaluation.verbatim() if hasattr(evaluation, "verbatim") else []
+        if lines:
+            typer.echo("\n" + "\n".join(lines))
+        if evaluation.note:
+            info(evaluation.note)
     if evaluation.dropped_pairs:
         info(f"dropped {evaluation.dropped_pairs} pairs whose items have no embedding (--allow-missing)")
     if evaluation.written:

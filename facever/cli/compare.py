@@ -7,18 +7,23 @@ from typing import List, Optional
 
 import typer
 
+from facever.core.settings import TRAINING_INSTRUMENTS
+
 
 def compare(
     runs: List[Path] = typer.Argument(..., help="Run folders made by `facever train` (or reproduce's OUT/runs/NAME).",
                                       show_default=False),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write compare.md, compare.json and compare.png "
-                                       "(loss and validation accuracy against step) into this folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write compare.md, compare.json, compare.png "
+                                       "(loss and validation accuracy against step) and curves/NAME.png (one per "
+                                       f"training instrument: {', '.join(TRAINING_INSTRUMENTS)}) into this folder."),
     json_output: bool = typer.Option(False, "--json", help="Print the comparison as JSON instead of the table."),
 ) -> None:
     """Compare finished training runs side by side, with curves.
 
-    Shows configuration differences (highlighted), steps, final loss, best validation accuracy,
-    and every benchmark report.json found inside the run folders.
+    Shows configuration differences (highlighted), steps, final loss, the final target probability
+    and saturated share, training and best validation accuracy, and every benchmark report.json found
+    inside the run folders. With --out, one plot per quantity with the runs as coloured lines (e.g.
+    curves/saturated.png: softmax against Noisy Softmax, the paper's postponed saturation).
 
     Examples:
 
@@ -46,4 +51,5 @@ def compare(
         if comparison.differing:
             info("* configuration that differs between the runs")
     if written:
-        info(f"wrote {written['table']}, {written['json']} and {written['plot']}")
+        curves = f" and {len(written['curves'])} curves in {Path(out) / 'curves'}" if written["curves"] else ""
+        info(f"wrote {written['table']}, {written['json']}, {written['plot']}{curves}")

@@ -95,14 +95,14 @@ def _run(data, out, *, quick, seed, device, threads, start, stop_requested):
 
 
 def _print_summary(result, data, elapsed: float) -> None:
-    from facever.cli._console import info
+    from facever.cli._console import info, print_table
 
     what = ("SYNTHETIC data (generated; not real faces)" if result.synthetic
             else f"{data} (real images)")
     typer.echo(f"Demo on {what}: trained on {result.train_identities} people ({result.train_images} images), "
                f"verified on {result.test_identities} held-out people ({result.test_images} images), "
                f"{result.ensemble.ensemble.n_pairs} pairs in 10 folds.")
-    typer.echo(format_demo_table(result.rows()))
+    print_table(*demo_table(result.rows()))
     typer.echo("")
     typer.echo(f"report   {result.report_path}")
     typer.echo(f"ROC plot {result.roc_path}")
@@ -114,11 +114,8 @@ def _print_summary(result, data, elapsed: float) -> None:
     info(f"done in {elapsed:.0f}s{reused}")
 
 
-def format_demo_table(rows) -> str:
-    """model | accuracy mean +- std over the 10 folds | AUC | TAR at FAR 1e-2."""
-    width = max(13, *(len(name) for name, _ in rows))
-    lines = [f"{'model':<{width}}  {'accuracy (10-fold)':>19}  {'AUC':>6}  {'TAR@FAR=1e-2':>12}"]
-    for name, res in rows:
-        acc = f"{100 * res.kfold.mean:.2f}% +- {100 * res.kfold.std:.2f}"
-        lines.append(f"{name:<{width}}  {acc:>19}  {res.auc:>6.4f}  {100 * res.tar_at_far['0.01']:>11.2f}%")
-    return "\n".join(lines)
+def demo_table(rows) -> tuple[list[str], list[list[str]]]:
+    """`(columns, rows)`: model | accuracy mean +- std over the 10 folds | AUC | TAR at FAR 1e-2."""
+    return (["model", "accuracy (10-fold)", "AUC", "TAR@FAR=1e-2"],
+            [[name, f"{100 * res.kfold.mean:.2f}% +- {100 * res.kfold.std:.2f}", f"{res.auc:.4f}",
+              f"{100 * res.tar_at_far['0.01']:.2f}%"] for name, res in rows])

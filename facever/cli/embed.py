@@ -77,9 +77,14 @@ def embed(
 
         facever embed w600k_r50.onnx lfw_112/ --out lfw_w600k.npz
     """
-    from facever.cli._console import info, library_warnings, progress_bar, report_bad_images, say, user_errors, warn
+    from facever.cli._console import (
+        fail, info, library_warnings, looks_like_model, progress_bar, report_bad_images, say, user_errors, warn,
+    )
     from facever.workflows.embed import EmbedHooks, embed_to_file
 
+    if looks_like_model(images) and Path(model).is_dir() and not looks_like_model(model):
+        fail(f"{images} is a model and {model} a folder: the model comes first: "
+             f"`facever embed {images} {model} --out {out}`")
     with user_errors(), library_warnings():
         from facever.core.errors import FaceverError
         from facever.core.sizes import parse_size

@@ -33,22 +33,14 @@ def pairs(
     """
     from facever.cli._console import info, user_errors, warn
 
-    from facever.core.locks import file_lock
+    with user_errors():
+        from facever.protocols.pair_lists import write_identity_pairs
 
-    with user_errors(), file_lock(out):
-        from facever.core.atomic import write_text_atomic
-        from facever.protocols.pair_lists import identity_images, make_identity_pairs
-
-        from facever.core.paths import check_output_is_not_an_input
-
-        people = identity_images(identity_dir)
-        check_output_is_not_an_input(out, (identity_dir / rel for rels in people.values() for rel in rels))
-        result = make_identity_pairs(people, folds=folds, per_fold=per_fold, seed=seed,
-                                     different_per_fold=different_per_fold)
-        write_text_atomic(out, result.to_text())
+        result, n_people = write_identity_pairs(identity_dir, out, folds=folds, per_fold=per_fold, seed=seed,
+                                                different_per_fold=different_per_fold)
     if not result.disjoint:
-        warn(f"{len(people)} people are too few to keep them disjoint across {folds} folds of {per_fold} pairs; "
+        warn(f"{n_people} people are too few to keep them disjoint across {folds} folds of {per_fold} pairs; "
              "the folds share people")
     fmt = "LFW pairs.txt format" if result.format == "lfw" else "path list (path_a path_b same fold)"
-    info(f"wrote {out}: {folds} folds x ({per_fold} same + {different_per_fold or per_fold} different) pairs from {len(people)} people, "
+    info(f"wrote {out}: {folds} folds x ({per_fold} same + {different_per_fold or per_fold} different) pairs from {n_people} people, "
          f"{fmt}" + (", people disjoint across folds" if result.disjoint else ""))

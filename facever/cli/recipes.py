@@ -1,4 +1,4 @@
-"""`facever recipes`: the shipped training recipes, with the results and GPU time to expect."""
+"""`facever recipes`: the shipped training recipes, with the results and training time (and hardware) to expect."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def recipes(
     name: Optional[str] = typer.Argument(None, help="Show one recipe in full (its options as TOML).", show_default=False),
     json_output: bool = typer.Option(False, "--json", help="Print the recipes (options, expected results) as JSON."),
 ) -> None:
-    """List the training recipes: what each trains, the paper's (or expected) results, the GPU time.
+    """List the training recipes: what each trains, the paper's (or expected) results, the training time and on what.
 
     Use one with `facever train DATA --recipe NAME --out RUN` (a --config file and options override
     it) or `facever reproduce --recipe NAME ...`.
@@ -40,13 +40,13 @@ def recipes(
         typer.echo(f"# {r.name}: {r.summary}")
         typer.echo(f"# data: {r.data}")
         typer.echo(f"# expected: {_expected(r)}  ({r.expected_source})")
-        typer.echo(f"# GPU time: {r.gpu_time}")
+        typer.echo(f"# training time: {r.train_time}")
         for key, value in r.options.items():
             typer.echo(f"{key} = {toml_value(value)}")
         return
     # On a terminal a table; piped, tab-separated lines (`facever recipes | grep NAME` finds it whole).
-    print_table(("recipe", "what", "expected (%)", "GPU time"),
-                [(r.name, r.summary, _expected(r), r.gpu_time) for r in chosen], show_lines=True)
+    print_table(("recipe", "what", "expected (%)", "training time"),
+                [(r.name, r.summary, _expected(r), r.train_time) for r in chosen], show_lines=True)
 
 
 def _expected(recipe) -> str:

@@ -23,7 +23,10 @@ from facever.training.config import OPTION_HELP, TrainConfig
 from facever.training.config_files import CHOICES, PATH_KEYS
 
 SHORT_FLAGS = {"batch_size": "-b", "workers": "-j"}
-METAVARS = {"input_size": "HxW", "milestones": "EPOCHS"}
+METAVARS = {"input_size": "HxW", "milestones": "EPOCHS", "sphereface_lambda": "BASE,GAMMA,POWER,MIN"}
+# Settings typed as comma-separated numbers, and what the error says they should look like.
+NUMBER_LISTS = {"milestones": "comma-separated epochs such as 10,15,18",
+                "sphereface_lambda": "4 comma-separated numbers such as 1000,0.12,1,5"}
 
 
 def train(
@@ -100,10 +103,10 @@ def _typed(settings: dict[str, Any]) -> dict[str, Any]:
         try:
             if name == "input_size":
                 value = parse_size(value)
-            elif name == "milestones":
+            elif name in NUMBER_LISTS:
                 value = tuple(float(p) for p in value.split(",") if p.strip())
         except ValueError as exc:
-            detail = str(exc) if name == "input_size" else f"expected comma-separated epochs such as 10,15,18, got {value!r}"
+            detail = str(exc) if name == "input_size" else f"expected {NUMBER_LISTS[name]}, got {value!r}"
             raise typer.BadParameter(detail, param_hint=_flag(name)) from None
         if isinstance(value, Enum):
             value = value.value
@@ -131,7 +134,7 @@ def _setting_option(field: dataclasses.Field, hint: Any) -> inspect.Parameter:
         default = None  # a switch shows both spellings; the help says what it does
     elif name in CHOICES:
         kind = choice_enum(name.title().replace("_", ""), CHOICES[name])
-        default = kind(default)
+        default = None if default is None else kind(default)  # None: the help says what it depends on
     elif name in PATH_KEYS:
         kind = Path
     elif typing.get_origin(base) is tuple:

@@ -128,16 +128,13 @@ def _print_pairs(result, *, single: bool) -> None:
         verdict = "" if p.same is None else ("same person" if p.same else "different people")
         typer.echo(f"cosine {p.cosine:.4f}" + (f"  {verdict} (threshold {result.threshold:.4f})" if verdict else ""))
         return
-    wa = max(len(p.a) for p in result.pairs)
-    wb = max(len(p.b) for p in result.pairs)
+    from facever.cli._console import print_table
+    from facever.workflows.verify import decision_word
+
     has_expected = any(p.expected is not None for p in result.pairs)
-    typer.echo(f"{'a':<{wa}}  {'b':<{wb}}  cosine   decision" + ("          expected" if has_expected else ""))
-    for p in result.pairs:
-        verdict = "-" if p.same is None else ("same person" if p.same else "different people")
-        line = f"{p.a:<{wa}}  {p.b:<{wb}}  {p.cosine:7.4f}  {verdict:<16}"
-        if has_expected:
-            line += "  " + ("-" if p.expected is None else ("same" if p.expected else "different"))
-        typer.echo(line.rstrip())
+    print_table(["a", "b", "cosine", "decision"] + (["expected"] if has_expected else []),
+                [[p.a, p.b, f"{p.cosine:.4f}", p.decision or "-"] + ([decision_word(p.expected) or "-"] if has_expected else [])
+                 for p in result.pairs])
     decided = [p for p in result.pairs if p.same is not None and p.expected is not None]
     if decided:
         right = sum(p.same == p.expected for p in decided)

@@ -10,6 +10,7 @@ library checks against it with `check_choice`.
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 from facever.core.errors import FaceverError
@@ -90,13 +91,47 @@ ON_MISS = ("skip", "center-crop")
 
 # -- training --------------------------------------------------------------------------------------------
 
-HEADS = ("noisy-softmax", "softmax")
+#: The classification heads: plain softmax, Noisy Softmax (the paper), and the margin heads the field
+#: trains with since 2018. Each is one transform of the target logit (facever.training.heads).
+HEADS = ("noisy-softmax", "softmax", "sphereface", "cosface", "arcface")
 DEFAULT_HEAD = "noisy-softmax"
+#: The heads that change the target logit by a margin (`margin` is theirs alone).
+MARGIN_HEADS = ("sphereface", "cosface", "arcface")
+#: Each margin head's default margin, as its paper and reference code: SphereFace's m = 4 (the
+#: multiplicative angular margin, an integer), CosFace's m = 0.35 (the cosine margin of its paper;
+#: insightface's arcface_torch uses 0.4), ArcFace's m = 0.5 (radians, insightface).
+DEFAULT_MARGINS = {"sphereface": 4.0, "cosface": 0.35, "arcface": 0.5}
+#: The margins each accepts: SphereFace's layer types SINGLE..QUADRUPLE (m = 1..4); a cosine margin in
+#: [0, 1]; an angle margin in [0, pi/2) radians.
+SPHEREFACE_MARGINS = (1, 2, 3, 4)
+COSFACE_MARGIN_RANGE = (0.0, 1.0)
+ARCFACE_MARGIN_RANGE = (0.0, math.pi / 2)
+#: The cosine scale s of each head (`cosine_scale`; 0 = unnormalised logits). CosFace and ArcFace score
+#: cosines only (s > 0; 64 in both papers); SphereFace keeps ||x|| (its class weights are normalised).
+DEFAULT_COSINE_SCALES = {"noisy-softmax": 0.0, "softmax": 0.0, "sphereface": 0.0, "cosface": 64.0, "arcface": 64.0}
+COSINE_ONLY_HEADS = ("cosface", "arcface")
+#: SphereFace's annealed blend lambda = max(lambda_min, base * (1 + gamma * iteration) ** -power), as
+#: (base, gamma, power, lambda_min): the values of SphereFace's own training prototxt.
+DEFAULT_SPHEREFACE_LAMBDA = (1000.0, 0.12, 1.0, 5.0)
 #: Noisy Softmax draws one xi per mini-batch (the authors' Caffe layer) or one per sample.
 NOISE_MODES = ("batch", "sample")
+#: `noise` as an option: off, or one of the modes. Noisy Softmax's default is `batch`; every other head
+#: has no noise unless asked (`noise = "batch"` on a margin head is Noisy ArcFace, and so on).
+NOISE_OFF = "off"
+NOISE_CHOICES = (NOISE_OFF, *NOISE_MODES)
 DEFAULT_NOISE = "batch"
 #: The paper's alpha^2 on faces (0.05 on CIFAR-10).
 DEFAULT_ALPHA2 = 0.1
+#: A sample counts as saturated when its target probability exceeds this (the training instruments).
+SATURATION_LEVEL = 0.99
+#: The training instruments every line of a run's metrics.jsonl holds beside the loss (means over the
+#: line's steps and every rank's samples): the target class's probability p_y; the share of samples
+#: with p_y > SATURATION_LEVEL; the size of the cross-entropy's gradient on the plain target logit
+#: ((1 - p_y) times the head's d f'_y / d f_y; 1 - p_y for softmax); the angle between embedding and
+#: class weight (degrees); the size of the noise's change of the target logit (noisy heads only); the
+#: share of samples whose plain target logit is the largest (training accuracy; the epoch line holds
+#: it over the whole epoch).
+TRAINING_INSTRUMENTS = ("target_prob", "saturated", "target_grad", "target_angle", "noise", "train_accuracy")
 CLASSIFIERS = ("full", "sharded")
 SCHEDULES = ("step", "cosine")
 CACHE_MODES = ("none", "memmap", "device")
@@ -153,3 +188,8 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
 
 class ChoiceError(FaceverError, ValueError):
     """A setting outside its vocabulary."""
+
+
+def default_noise(head: str) -> str:
+    """The noise a head has when `noise` is not set: Noisy Softmax's `batch`, off for every other head."""
+    return DEFAULT_NOISE if head == "noisy-softmax" else NOISE_OFF

@@ -264,6 +264,12 @@ class FaceAligner:
             self._mtcnn.eval()
         return self._mtcnn
 
+    def warm_up(self) -> None:
+        """Build the detector and run it once on a small blank image. Its first call pays seconds of one-off
+        start-up (10-15 s on a loaded 2-core CPU): a caller that shows progress does this first, as a stage
+        of its own, so that the first images' progress is not that wait."""
+        self.detect_batch([np.zeros((64, 64, 3), dtype=np.uint8)])
+
     def detection_scale(self, shape: tuple[int, ...]) -> float:
         """Factor (<= 1) by which an image of `shape` is shrunk before detection."""
         longer = max(shape[0], shape[1])

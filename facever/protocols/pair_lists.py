@@ -308,6 +308,26 @@ def make_identity_pairs(
     )
 
 
+def write_identity_pairs(folder, out, *, folds: int = 10, per_fold: int, seed: int = 0,
+                         different_per_fold: int | None = None) -> tuple[IdentityPairs, int]:
+    """Draw pairs among the people of the identity folder `folder` (`make_identity_pairs`) and write them to
+    `out` atomically, in LFW's format when every image is LFW-named, else as a path list (module doc).
+    Returns the pairs and the number of people; `facever pairs` and `facever.write_pairs` are this."""
+    from pathlib import Path
+
+    from facever.core.atomic import write_text_atomic
+    from facever.core.locks import file_lock
+    from facever.core.paths import check_output_is_not_an_input
+
+    with file_lock(out):
+        people = identity_images(folder)
+        check_output_is_not_an_input(out, (Path(folder) / rel for rels in people.values() for rel in rels))
+        result = make_identity_pairs(people, folds=folds, per_fold=per_fold, seed=seed,
+                                     different_per_fold=different_per_fold)
+        write_text_atomic(out, result.to_text())
+    return result, len(people)
+
+
 def looks_like_path_list(text: str) -> bool:
     """True when `text` is the path-based pairs list (its header, or a first line `a b 0|1 fold` with paths)."""
     for raw in text.splitlines():

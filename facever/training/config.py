@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +16,12 @@ from typing import Any
 from facever.core.devices import default_loader_workers
 from facever.core.errors import FaceverError
 from facever.core.settings import (
-    AMP_AUTO_RULE, AMP_MODES, CACHE_MODES, CLASSIFIERS, DEFAULT_ALPHA2, DEFAULT_AMP, DEFAULT_DEVICE, DEFAULT_HEAD, DEFAULT_NOISE,
-    HEADS, NOISE_MODES, SCHEDULES, TRAIN_BATCH_SIZE,
+    AMP_AUTO_RULE, AMP_MODES, ARCFACE_MARGIN_RANGE, CACHE_MODES, CLASSIFIERS, COSFACE_MARGIN_RANGE, DEFAULT_ALPHA2,
+    DEFAULT_AMP, DEFAULT_COSINE_SCALES, DEFAULT_DEVICE, DEFAULT_HEAD, DEFAULT_MARGINS, DEFAULT_SPHEREFACE_LAMBDA,
+    SCHEDULES, SPHEREFACE_MARGINS, TRAIN_BATCH_SIZE,
 )
 from facever.core.sizes import MAX_SIDE, MIN_SIDE
+from facever.training.head_options import HeadOptions, resolve_head_options
 
 # May differ between a run and its resume: they change speed or bookkeeping, not the batches or the
 # schedule. (compile and channels_last, and on a GPU also device and deterministic, change the last
@@ -47,9 +48,12 @@ class TrainConfig:
     embedding_dim: int | None = None
     width: int | None = None
     head: str = DEFAULT_HEAD
+    # The head's options (training.head_options); None: the head's default (core/settings.py).
+    margin: float | None = None  # sphereface, cosface, arcface
     alpha2: float = DEFAULT_ALPHA2
-    noise: str = DEFAULT_NOISE
-    cosine_scale: float = 0.0  # 0: the paper's logits; s > 0: s cos(theta) on normalised features (heads)
+    noise: str | None = None  # off, batch, sample; None: batch for noisy-softmax, off for the others
+    cosine_scale: float | None = None  # 0: the paper's logits; s > 0: s cos(theta) on normalised features
+    sphereface_lambda: tuple[float, float, float, float] | None = None  # base, gamma, power, lambda_min
     classifier: str = "full"
     sample_rate: float = 1.0
     epochs: int = 20
@@ -93,8 +97,9 @@ class TrainConfig:
         if self.input_size is not None:
             object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
-        check(self.head in HEADS, f"`head` must be one of {', '.join(HEADS)}, got {self.head!r}")
-        check(self.noise in NOISE_MODES, f"`noise` must be one of {', '.join(NOISE_MODES)}, got {self.noise!r}")
+        if self.sphereface_lambda is not None:
+            object.__setattr__(self, "sphereface_lambda", tuple(self.sphereface_lambda))
+        self.head_options  # every head option checked, each error naming its option  # noqa: B018
         check(self.classifier in CLASSIFIERS,
               f"`classifier` must be one of {', '.join(CLASSIFIERS)}, got {self.classifier!r}")
         check(0 < self.sample_rate <= 1, f"`sample_rate` must be in (0, 1], got {self.sample_rate}")
@@ -110,9 +115,6 @@ class TrainConfig:
         check(self.epochs >= 1, f"`epochs` must be 1 or more, got {self.epochs}")
         check(self.batch_size >= 2, f"`batch_size` must be 2 or more (batch norm), got {self.batch_size}")
         check(self.lr > 0, f"`lr` must be positive, got {self.lr}")
-        check(self.alpha2 >= 0, f"`alpha2` must be 0 or more, got {self.alpha2}")
-        check(math.isfinite(self.cosine_scale) and self.cosine_scale >= 0,
-              f"`cosine_scale` must be 0 (off) or a positive number, got {self.cosine_scale}")
         check(0 <= self.momentum < 1, f"`momentum` must be in [0, 1), got {self.momentum}")
         check(self.weight_decay >= 0, f"`weight_decay` must be 0 or more, got {self.weight_decay}")
         check(0 < self.lr_gamma <= 1, f"`lr_gamma` must be in (0, 1], got {self.lr_gamma}")
@@ -145,6 +147,12 @@ class TrainConfig:
         return kwargs
 
     @property
+    def head_options(self) -> HeadOptions:
+        """The head's options with its defaults filled in (checked)."""
+        return resolve_head_options(self.head, margin=self.margin, cosine_scale=self.cosine_scale, noise=self.noise,
+                                    alpha2=self.alpha2, sphereface_lambda=self.sphereface_lambda)
+
+    @property
     def has_validation(self) -> bool:
         return bool(self.val_pairs or self.val_bin or self.holdout_identities)
 
@@ -152,6 +160,8 @@ class TrainConfig:
         data = dataclasses.asdict(self)
         data["input_size"] = list(self.input_size) if self.input_size is not None else None
         data["milestones"] = list(self.milestones)
+        if self.sphereface_lambda is not None:
+            data["sphereface_lambda"] = list(self.sphereface_lambda)
         return data
 
     def to_json(self) -> str:
@@ -168,6 +178,8 @@ class TrainConfig:
             data["input_size"] = tuple(data["input_size"])
         if "milestones" in data:
             data["milestones"] = tuple(data["milestones"])
+        if data.get("sphereface_lambda") is not None:
+            data["sphereface_lambda"] = tuple(data["sphereface_lambda"])
         return cls(**data)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -183,11 +195,23 @@ OPTION_HELP: dict[str, str] = {
     "input_size": "Override the backbone's input HEIGHTxWIDTH, e.g. 56x48 for a quick model.",
     "embedding_dim": "Override the embedding size (sphere20: 512).",
     "width": "Override the backbone's base channel width (sphere20/mobilefacenet: 64).",
-    "head": "noisy-softmax (the paper) or softmax (the baseline).",
+    "head": "noisy-softmax (the paper), softmax (the baseline), or a margin head: sphereface (A-Softmax), cosface, "
+            "arcface (docs/train.md, \"Heads\").",
+    "margin": "The margin of `head` sphereface (the integer m of cos(m theta): "
+              f"{', '.join(map(str, SPHEREFACE_MARGINS))}; default {DEFAULT_MARGINS['sphereface']:g}), cosface "
+              f"(subtracted from the cosine, {COSFACE_MARGIN_RANGE[0]:g}-{COSFACE_MARGIN_RANGE[1]:g}; default "
+              f"{DEFAULT_MARGINS['cosface']:g}) or arcface (added to the angle, radians in "
+              f"[{ARCFACE_MARGIN_RANGE[0]:g}, pi/2); default {DEFAULT_MARGINS['arcface']:g}).",
     "alpha2": "Noise variance alpha^2 of Noisy Softmax (paper: 0.1 on faces).",
-    "cosine_scale": "Logits s*cos(theta) on normalised embeddings and class weights (NormFace), with Noisy "
-                    "Softmax's noise on them; 0 is off (the paper's logits).",
-    "noise": "batch: one xi per mini-batch (authors' code); sample: one per image.",
+    "cosine_scale": "Logits s*cos(theta) on normalised embeddings and class weights (NormFace), with the head's "
+                    "margin and noise on them; 0: the paper's unnormalised logits. Default: "
+                    + "; ".join(f"{head} {scale:g}" for head, scale in DEFAULT_COSINE_SCALES.items()) + ".",
+    "noise": "Noisy Softmax's noise: batch (one xi per mini-batch, the authors' code; noisy-softmax's default), "
+             "sample (one per image), off. On a margin head (default off) batch or sample adds the noise: "
+             "`head` arcface with `noise` batch is Noisy ArcFace.",
+    "sphereface_lambda": "SphereFace's annealed blend: lambda = max(MIN, BASE (1 + GAMMA step)^-POWER), as "
+                         "BASE,GAMMA,POWER,MIN. Default "
+                         + ",".join(f"{v:g}" for v in DEFAULT_SPHEREFACE_LAMBDA) + " (SphereFace's prototxt).",
     "classifier": "full: every process holds the whole classifier; sharded: under torchrun each process holds "
                   "1/N of the classes (Partial FC style; for 100k+ identities).",
     "sample_rate": "With `classifier` sharded: score all classes of the batch plus this share of the others per "

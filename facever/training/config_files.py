@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 from facever.core.errors import FaceverError
 from facever.core.sizes import parse_size
-from facever.core.settings import AMP_MODES, CACHE_MODES, CLASSIFIERS, HEADS, NOISE_MODES, SCHEDULES
+from facever.core.settings import AMP_MODES, CACHE_MODES, CLASSIFIERS, HEADS, NOISE_CHOICES, SCHEDULES
 from facever.training.config import TrainConfig
 
 CONFIG_NAME = "config.toml"
@@ -39,8 +39,10 @@ CONFIG_NAME = "config.toml"
 PATH_KEYS = frozenset({"data", "cache_dir", "val_pairs", "val_images", "val_bin"})
 # Closed sets of values (facever.core.settings); amp "auto" becomes the device's precision in TrainConfig.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "head": HEADS, "noise": NOISE_MODES, "classifier": CLASSIFIERS, "schedule": SCHEDULES, "amp": AMP_MODES, "cache": CACHE_MODES,
+    "head": HEADS, "noise": NOISE_CHOICES, "classifier": CLASSIFIERS, "schedule": SCHEDULES, "amp": AMP_MODES, "cache": CACHE_MODES,
 }
+# Options whose unset value means "the head's default" (training.head_options).
+HEAD_OPTION_FIELDS = ("margin", "noise", "cosine_scale", "sphereface_lambda")
 # Tables a config file may hold besides the options.
 META_TABLES = frozenset({"recipe"})
 
@@ -195,6 +197,7 @@ def config_to_toml(config: TrainConfig, *, sources: Mapping[str, str] | None = N
     as a trailing comment saying where the value came from (default: "default").
     """
     sources = sources or {}
+    head_options = config.head_options
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
     if lines:
         lines.append("")
@@ -202,6 +205,9 @@ def config_to_toml(config: TrainConfig, *, sources: Mapping[str, str] | None = N
         origin = sources.get(name, "default")
         if value is None:
             why = "the architecture's default" if name in ("input_size", "embedding_dim", "width") else "none"
+            resolved = getattr(head_options, name, None) if name in HEAD_OPTION_FIELDS else None
+            if name in HEAD_OPTION_FIELDS:
+                why = f"the head's default, {toml_value(resolved)}" if resolved is not None else f"none for {config.head}"
             lines.append(f"# {name} = (not set: {why})")
             continue
         lines.append(f"{name} = {toml_value(value)}  # {origin}")

@@ -72,6 +72,13 @@ class DistContext:
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
 
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` (a tensor on this rank's device) summed over every rank: one all-reduce (a copy in one process)."""
+        total = values.clone()
+        if self.distributed:
+            dist.all_reduce(total)
+        return total
+
     def gather(self, value: Any) -> list[Any]:
         """Every rank's `value` (small, picklable: e.g. generator states), in rank order, on every rank."""
         if not self.distributed:

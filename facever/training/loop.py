@@ -6,7 +6,10 @@ batches, the checkpoint's state when resuming), `train_one_epoch` runs one epoch
 
 Per step: uint8 batch -> device -> flip + normalise there -> backbone under autocast (bf16/fp16)
 -> head and cross-entropy in float32 -> SGD with momentum and weight decay (GradScaler for fp16)
--> per-step learning rate (step or cosine schedule, linear warm-up).
+-> per-step learning rate (step or cosine schedule, linear warm-up). The head also returns the
+step's training instruments (`heads.instrument_sums`: target probability, saturation, gradient on the
+target logit, angle, noise, training accuracy), added up on the device and synchronised only when a
+line is written.
 
 Files in OUT (rank 0 alone writes):
 - `checkpoint.pt`: full state, replaced atomically every `checkpoint_every` steps, at each epoch's
@@ -14,7 +17,8 @@ Files in OUT (rank 0 alone writes):
 - `model.pt`: the deployable embedding model (`facever.models.bundle`): the best by validation
   accuracy when validation is on, else the final weights. `model_last.pt`: the final weights; a
   symbolic link to `model.pt` when those are the same weights (no validation, or the best was the last).
-- `metrics.jsonl`: one JSON object per line (training window, validation, epoch end).
+- `metrics.jsonl`: one JSON object per line (training window with its instruments, validation, epoch
+  end with the epoch's training accuracy; settings.TRAINING_INSTRUMENTS names the instruments).
 - `config.json`, `classes.txt` (class map), `corrupt_images.txt` (when some were skipped).
 - `checkpoint_shards/` (with `classifier="sharded"` only): every rank's part of the checkpoint, its
   classifier rows and optimiser state (`checkpoint.save_shard`), written before `checkpoint.pt`.
@@ -34,12 +38,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from facever.core.atomic import write_text_atomic
 from facever.core.devices import amp_dtype, compute_settings, device_scope
 from facever.core.errors import FaceverError
+from facever.core.settings import TRAINING_INSTRUMENTS
 from facever.training.augment import Augmentation
 from facever.training.checkpoint import (
     capture_rng_state,
@@ -65,6 +69,7 @@ from facever.training.data import (
     to_model_input,
 )
 from facever.training.distributed import DistContext, init_distributed
+from facever.training.heads import INSTRUMENT_SUMS
 from facever.training.sharded_head import is_sharded, make_head
 from facever.training.validation import Validator, build_validator
 
@@ -101,7 +106,10 @@ class TrainResult:
     last_loss: float | None = None
 
 
-MIN_STEPS_PER_EPOCH = 20
+# Fewer optimiser steps than this per epoch gets a warning (a batch far too large for the data, e.g. 256 on
+# 300 photos). 10, not more: cpu-small's batch 16 on the quick start's ~300 photos makes 18 steps per
+# epoch, which is what it was tuned with, and must not warn about itself.
+MIN_STEPS_PER_EPOCH = 10
 
 
 def suggest_batch_size(images: int, *, steps: int = MIN_STEPS_PER_EPOCH) -> int:
@@ -150,10 +158,10 @@ def lr_factor(step: int, *, config: TrainConfig, steps_per_epoch: int) -> float:
 
 
 class TrainNet(nn.Module):
-    """Backbone under autocast, head (and thus logits) in float32: one module for DDP to wrap.
+    """Backbone under autocast, head and loss in float32: one module for DDP to wrap.
 
-    It returns the head's output: logits `N x C`, or the loss itself (a 0-d tensor) from the sharded
-    classifier, which never holds all the classes in one place."""
+    It returns the head's `loss_and_instruments`: the mean cross-entropy (the sharded classifier's over
+    all ranks) and the step's instrument sums (a detached float64 vector, `INSTRUMENT_SUMS`)."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, amp_dtype: torch.dtype | None):
         super().__init__()
@@ -164,18 +172,18 @@ class TrainNet(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             emb = self.backbone(x)
-        return self.head(emb.float(), labels)
+        return self.head.loss_and_instruments(emb.float(), labels)
 
 
-def train_step(net: nn.Module, x: torch.Tensor, labels: torch.Tensor, optimizer, scaler) -> torch.Tensor:
-    """One optimiser step on a ready batch; returns the (float32) loss without synchronising."""
-    out = net(x, labels)
-    loss = out if out.dim() == 0 else F.cross_entropy(out.float(), labels)
+def train_step(net: nn.Module, x: torch.Tensor, labels: torch.Tensor, optimizer, scaler) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a ready batch; returns the (float32) loss and the instrument sums, without
+    synchronising."""
+    loss, instruments = net(x, labels)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-    return loss
+    return loss, instruments
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -249,6 +257,7 @@ def train(
                 validate(run, (run.step - 1) // run.steps_per_epoch, say=hooks.say)
                 run.validation_pending = False
             window = LossWindow(run.device)
+            window.restore(run.window_state, run.ctx)
             interrupted = False
             for epoch in range(run.step // run.steps_per_epoch, config.epochs):
                 if train_one_epoch(run, epoch, hooks=hooks, window=window):
@@ -300,6 +309,7 @@ class Run:
     step: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"accuracy": None, "step": None})
     validation_pending: bool = False  # stopped at a step due a validation: done first on resume
+    window_state: dict[str, Any] | None = None  # the checkpoint's LossWindow.state, for the resumed run
 
     @property
     def device(self) -> torch.device:
@@ -486,8 +496,9 @@ def prepare_data(
 def build_head(config: TrainConfig, backbone: nn.Module, *, num_classes: int, ctx: DistContext) -> nn.Module:
     """The classification head on the backbone's embeddings (float32, on the CPU until moved): the
     whole classifier, or with `classifier="sharded"` this rank's share (`sharded_head`)."""
-    options = {"alpha2": config.alpha2, "noise": config.noise} if config.head == "noisy-softmax" else {}
-    options["cosine_scale"] = config.cosine_scale
+    head = config.head_options
+    options: dict[str, Any] = {"alpha2": head.alpha2, "noise": head.noise, "cosine_scale": head.cosine_scale,
+                               "margin": head.margin, "sphereface_lambda": head.sphereface_lambda}
     return make_head(config.head, int(backbone.embedding_dim), num_classes, classifier=config.classifier,
                      sample_rate=config.sample_rate, rank=ctx.rank, world_size=ctx.world_size, seed=config.seed,
                      **options)
@@ -508,6 +519,7 @@ def restore_training_state(run: Run, ck: dict[str, Any], *, say: Callable[[str],
     run.step = int(ck["step"])
     run.best = dict(ck.get("best") or run.best)
     run.validation_pending = bool(ck.get("validation_pending", False)) and run.ctx.is_main
+    run.window_state = ck.get("window")
     say(f"resuming at step {run.step} of {run.total_steps} (epoch {run.step // run.steps_per_epoch + 1})")
     if run.ctx.is_main:
         _truncate_metrics(run.metrics_path, run.step, redo_validation=run.validation_pending)
@@ -551,29 +563,66 @@ def batch_source(run: Run) -> Callable[[], Iterable[tuple[torch.Tensor, torch.Te
 # One epoch
 
 
+def instrument_means(sums: list[float]) -> dict[str, float]:
+    """`settings.TRAINING_INSTRUMENTS` (what a training line holds beside the loss) from summed
+    `heads.INSTRUMENT_SUMS` (count first)."""
+    count = max(sums[0], 1.0)
+    values = dict(zip(INSTRUMENT_SUMS[1:], (v / count for v in sums[1:])))
+    values["train_accuracy"] = values.pop("train_correct")
+    return {name: values[name] for name in TRAINING_INSTRUMENTS}
+
+
 class LossWindow:
-    """The mean loss and images/s of the steps since the last logged line, summed on the device
-    (no host sync per step); time spent validating and checkpointing is left out."""
+    """The mean loss, the instruments and images/s of the steps since the last logged line, summed on
+    the device (no host sync per step); time spent validating and checkpointing is left out. The
+    epoch's instrument sums run alongside, for the epoch's training accuracy.
+
+    One vector holds the window (`[loss sum, instrument sums...]`) and one the epoch, so that closing
+    either is one all-reduce. A checkpoint saves both (summed over ranks; `state`), so that a resumed
+    run writes the lines the uninterrupted one would have."""
 
     def __init__(self, device: torch.device):
-        self.loss = torch.zeros((), device=device, dtype=torch.float64)
+        self.sums = torch.zeros(1 + len(INSTRUMENT_SUMS), device=device, dtype=torch.float64)
+        self.epoch = torch.zeros(len(INSTRUMENT_SUMS), device=device, dtype=torch.float64)
         self.steps = 0
         self.start = time.perf_counter()
         self.last_loss: float | None = None
 
-    def add(self, loss: torch.Tensor) -> None:
-        self.loss += loss.detach().double()
+    def add(self, loss: torch.Tensor, instruments: torch.Tensor) -> None:
+        self.sums[0] += loss.detach().double()
+        self.sums[1:] += instruments
+        self.epoch += instruments
         self.steps += 1
 
-    def close(self, ctx: DistContext, *, images_per_step: int) -> tuple[float, float]:
-        """(mean loss over ranks, images/s) of the window, and start the next one."""
-        mean_loss = ctx.mean(float(self.loss.item()) / self.steps)
+    def close(self, ctx: DistContext, *, images_per_step: int) -> tuple[float, float, dict[str, float]]:
+        """(mean loss over ranks, images/s, instrument means) of the window, and start the next one."""
+        total = ctx.sum(self.sums).tolist()
+        mean_loss = total[0] / self.steps / ctx.world_size
         rate = self.steps * images_per_step / max(time.perf_counter() - self.start, 1e-9)
         self.last_loss = mean_loss
-        self.loss.zero_()
+        self.sums.zero_()
         self.steps = 0
         self.start = time.perf_counter()
-        return mean_loss, rate
+        return mean_loss, rate, instrument_means(total[1:])
+
+    def close_epoch(self, ctx: DistContext) -> float:
+        """The epoch's training accuracy over every rank's samples; starts the next epoch's sums."""
+        total = ctx.sum(self.epoch).tolist()
+        self.epoch.zero_()
+        return instrument_means(total)["train_accuracy"]
+
+    def state(self, ctx: DistContext) -> dict[str, Any]:
+        """Both sums over every rank (a collective), for the checkpoint."""
+        return {"sums": ctx.sum(self.sums).tolist(), "epoch": ctx.sum(self.epoch).tolist(), "steps": self.steps}
+
+    def restore(self, state: dict[str, Any] | None, ctx: DistContext) -> None:
+        """Continue from a checkpoint's `state` (rank 0 holds the sums; the others add to zeros)."""
+        if not state or not ctx.is_main:
+            self.steps = int(state["steps"]) if state else 0
+            return
+        self.sums.copy_(torch.tensor(state["sums"], dtype=torch.float64))
+        self.epoch.copy_(torch.tensor(state["epoch"], dtype=torch.float64))
+        self.steps = int(state["steps"])
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -595,22 +644,24 @@ def train_one_epoch(run: Run, epoch: int, *, hooks: Hooks, window: LossWindow) -
         augment = run.augmentation
         x = to_model_input(images, flips, run.mean_t, run.std_t, channels_last=config.channels_last,
                            augment=(lambda t, s=run.step: augment(t, s)) if augment.enabled else None)
-        loss = train_step(run.net, x, labels, run.optimizer, run.scaler)
+        loss, instruments = train_step(run.net, x, labels, run.optimizer, run.scaler)
         lr_used = run.optimizer.param_groups[0]["lr"]
         run.scheduler.step()
         run.step += 1
-        window.add(loss)
+        window.add(loss, instruments)
 
         info_loss = info_rate = None
         at_window = run.step % hooks.log_every == 0 or run.step == run.total_steps
         if at_window:
-            info_loss, info_rate = window.close(ctx, images_per_step=config.batch_size * ctx.world_size)
+            info_loss, info_rate, means = window.close(ctx, images_per_step=config.batch_size * ctx.world_size)
             if not math.isfinite(info_loss):
                 raise FaceverError(f"training diverged at step {run.step} (loss {info_loss}); lower `lr` or use `amp` off/bf16", options=('lr', 'amp'))
+            if not run.config.head_options.noisy:
+                means.pop("noise")
             if ctx.is_main:
                 _append_jsonl(run.metrics_path, {
                     "kind": "train", "step": run.step, "epoch": epoch, "loss": info_loss,
-                    "lr": lr_used, "images_per_second": info_rate, "time": time.time(),
+                    "lr": lr_used, "images_per_second": info_rate, **means, "time": time.time(),
                 })
         if hooks.progress is not None and ctx.is_main:
             hooks.progress(StepInfo(run.step, run.total_steps, epoch, info_loss, lr_used, info_rate))
@@ -620,13 +671,14 @@ def train_one_epoch(run: Run, epoch: int, *, hooks: Hooks, window: LossWindow) -
             # Every rank must stop after the same step: agree at the logged steps only (a collective).
             stop = ctx.any_true(stop) if at_window else False
         with window.paused():  # validation and checkpoint time is not training time
-            after_step(run, epoch, stop=stop, say=hooks.say, log_every=hooks.log_every)
+            after_step(run, epoch, stop=stop, say=hooks.say, log_every=hooks.log_every, window=window)
         if stop:
             return True
     return False
 
 
-def after_step(run: Run, epoch: int, *, stop: bool, say: Callable[[str], None], log_every: int = 10) -> None:
+def after_step(run: Run, epoch: int, *, stop: bool, say: Callable[[str], None], log_every: int = 10,
+               window: LossWindow | None = None) -> None:
     """Validation and checkpoint hook: validate every `val_every` steps and at each epoch's end;
     write the checkpoint at each epoch's end, every `checkpoint_every` steps and when stopping.
 
@@ -641,6 +693,7 @@ def after_step(run: Run, epoch: int, *, stop: bool, say: Callable[[str], None], 
         run.validation_pending = True
     elif validation_due:
         validate(run, epoch, say=say)
+    train_accuracy = window.close_epoch(ctx) if (end_of_epoch and window is not None) else None
     if stop or end_of_epoch or (config.checkpoint_every and step % config.checkpoint_every == 0):
         sharded = is_sharded(run.head)
         if sharded:
@@ -648,12 +701,17 @@ def after_step(run: Run, epoch: int, *, stop: bool, say: Callable[[str], None], 
                        step=step, rank=ctx.rank, world_size=ctx.world_size)
             ctx.barrier()  # every part on disk before the main file names this step
         state = checkpoint_state(run, epoch)  # a collective: every rank's generators
+        if window is not None:
+            state["window"] = window.state(ctx)  # a collective too
         if ctx.is_main:
             save_checkpoint(run.checkpoint_path, {**state, "log_every": log_every})
             if sharded:
                 prune_shards(run.checkpoint_path, keep_step=step)
             if end_of_epoch:
-                _append_jsonl(run.metrics_path, {"kind": "epoch", "step": step, "epoch": epoch, "time": time.time()})
+                record = {"kind": "epoch", "step": step, "epoch": epoch, "time": time.time()}
+                if train_accuracy is not None:
+                    record["train_accuracy"] = train_accuracy
+                _append_jsonl(run.metrics_path, record)
         ctx.barrier()
 
 

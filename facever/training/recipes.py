@@ -1,7 +1,7 @@
 """Recipes: named training configurations shipped with the package (`facever/training/recipe_files/*.toml`).
 
 A recipe is a config file (see `facever.training.config_files`) whose `[recipe]` table says what it is for,
-the results to expect and the GPU time it takes. `facever train --recipe NAME` starts from it
+the results to expect and the training time it takes (on what hardware). `facever train --recipe NAME` starts from it
 (a `--config` file and command-line options override it); `facever reproduce` trains from one;
 `facever recipes` lists them. `NAME` may also be the path of a user's own `.toml` recipe.
 """
@@ -17,7 +17,7 @@ from facever.training.config_files import parse_options, parse_toml_text
 from facever.core.errors import FaceverError
 
 SUFFIX = ".toml"
-META_FIELDS = ("summary", "data", "expected", "expected_ensemble", "expected_source", "gpu_time")
+META_FIELDS = ("summary", "data", "expected", "expected_ensemble", "expected_source", "train_time")
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,14 @@ class Recipe:
     expected: dict[str, float] = field(default_factory=dict)  # benchmark -> accuracy in percent
     expected_ensemble: dict[str, float] = field(default_factory=dict)
     expected_source: str = ""
-    gpu_time: str = ""
+    train_time: str = ""
     source: str = ""  # where it was read from
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "summary": self.summary, "data": self.data, "expected": dict(self.expected),
             "expected_ensemble": dict(self.expected_ensemble), "expected_source": self.expected_source,
-            "gpu_time": self.gpu_time, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
+            "train_time": self.train_time, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
             "source": self.source,
         }
 
@@ -70,8 +70,10 @@ def parse_recipe(text: str, *, name: str, where: str) -> Recipe:
     meta = table.get("recipe", {})
     unknown = sorted(set(meta) - set(META_FIELDS))
     if unknown:
-        raise FaceverError(f"{where}: unknown key(s) in [recipe]: {', '.join(unknown)} (known: {', '.join(META_FIELDS)})")
-    for key in ("summary", "data", "expected_source", "gpu_time"):
+        renamed = " ('gpu_time' is now 'train_time': the time to train, and on what hardware)" if "gpu_time" in unknown else ""
+        raise FaceverError(f"{where}: unknown key(s) in [recipe]: {', '.join(unknown)} (known: {', '.join(META_FIELDS)})"
+                           + renamed)
+    for key in ("summary", "data", "expected_source", "train_time"):
         if not isinstance(meta.get(key, ""), str):
             raise FaceverError(f"{where}: [recipe] '{key}' must be a string")
     return Recipe(
@@ -82,7 +84,7 @@ def parse_recipe(text: str, *, name: str, where: str) -> Recipe:
         expected=_percentages(meta.get("expected", {}), where=where, key="expected"),
         expected_ensemble=_percentages(meta.get("expected_ensemble", {}), where=where, key="expected_ensemble"),
         expected_source=meta.get("expected_source", ""),
-        gpu_time=meta.get("gpu_time", ""),
+        train_time=meta.get("train_time", ""),
         source=where,
     )
 
@@ -96,7 +98,17 @@ def load_recipe(name: str) -> Recipe:
     if path.suffix == SUFFIX and path.is_file():
         return parse_recipe(path.read_text(encoding="utf-8"), name=path.stem, where=str(path))
     known = ", ".join(sorted(files)) or "(none installed)"
-    raise FaceverError(f"unknown recipe {name!r}; known recipes: {known} (or the path of a .toml file)")
+    raise FaceverError(f"unknown recipe {name!r}{_did_you_mean(name, sorted(files))}; known recipes: {known} "
+                       "(or the path of a .toml file)")
+
+
+def _did_you_mean(name: str, names: list[str]) -> str:
+    """`; did you mean 'cpu-small'?` for a typo or a prefix of known names, else nothing."""
+    import difflib
+
+    close = [n for n in names if n.startswith(name)] if name else []
+    close = close or difflib.get_close_matches(name, names, n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
 
 
 def list_recipes() -> list[Recipe]:

@@ -1,4 +1,4 @@
-"""The classifier split across processes by class (Partial FC style), for Noisy Softmax and softmax.
+"""The classifier split across processes by class (Partial FC style), for every head.
 
 With DDP every GPU holds the whole `C x D` classifier and all-reduces its gradient every step; at
 2M identities that is 4 GB of weights per GPU and 4 GB all-reduced per step. Sharded instead:
@@ -8,15 +8,18 @@ With DDP every GPU holds the whole `C x D` classifier and all-reduces its gradie
   batch against its own classes: local logits `N x C_r`, N = W x batch;
 - the softmax cross-entropy runs across ranks: the row maximum and the sum of exponentials are
   all-reduced, and so is the target logit (only its owner has it);
-- Noisy Softmax perturbs only the target logit, so the rank owning a sample's class applies the shift
-  (`heads.NoisySoftmax` derives the formula); the noise xi is drawn from the global RNG by every
-  rank alike (same seed, same draws), so every rank uses the same xi as one process would;
+- every head's transform (margin, Noisy Softmax's noise: `heads.TargetTransform`, the same code the
+  full head applies) changes only the target logit, so the rank owning a sample's class applies it;
+  the noise xi is drawn from the global RNG by every rank alike (same seed, same draws) and the
+  margin's schedule (SphereFace's lambda) advances on every rank, so every rank uses the same xi and
+  lambda as one process would;
 - backward: the gradient of the logits is `(softmax - onehot) / N`; the gathered embeddings'
   gradient is summed over ranks (reduce-scatter), so each rank receives the whole batch's gradient
   for its own embeddings.
 
 `cosine_scale` s > 0 (cosine logits, `heads`) normalises the gathered embeddings and this rank's
-class rows: both are row-wise, so the shards still equal the full head.
+class rows (SphereFace normalises the class rows in any case): both are row-wise, so the shards still
+equal the full head.
 
 `sample_rate r < 1` (arcface_torch's Partial FC): per step each rank keeps every class of its shard
 that appears in the global batch plus a random share of the others (`ceil(r * C_r)` classes in all,
@@ -29,7 +32,9 @@ in row chunks (the same sequence as `nn.Linear`'s init) and each rank keeps its 
 keeps the global RNG at the same point as with the full head.
 
 `ShardedClassifier.forward(embeddings, labels)` returns the loss (the global batch's mean, the same
-number on every rank), not logits: nothing outside the head ever holds all the classes.
+number on every rank), not logits: nothing outside the head ever holds all the classes;
+`loss_and_instruments` adds the training instruments (`heads.instrument_sums`) of the rows this rank
+owns, which summed over ranks are the global batch's.
 """
 
 from __future__ import annotations
@@ -43,8 +48,16 @@ import torch.distributed as dist
 from torch import nn
 
 from facever.core.errors import FaceverError
-from facever.core.settings import CLASSIFIERS, DEFAULT_ALPHA2, DEFAULT_NOISE, NOISE_MODES
-from facever.training.heads import HEADS, check_cosine_scale, cosine_operands, create_head
+from facever.core.settings import CLASSIFIERS, HEADS
+from facever.training.heads import (
+    TargetTransform,
+    cosine_operands,
+    create_head,
+    default_cosine_scale,
+    instrument_sums,
+    make_transform,
+    transform_targets,
+)
 
 
 def shard_bounds(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
@@ -109,20 +122,32 @@ class _DistributedCrossEntropy(torch.autograd.Function):
     `target[i]` is the local column of sample i's class, or -1 where another rank owns it. With
     m = max over all classes, s = sum exp(z - m): loss_i = log s + m - z_target. Gradient of the
     local logits: (exp(z - m) / s - onehot) / N.
+
+    Also returns, without gradient, each row's target probability `exp(z_target - m) / s` and, with
+    `others`, the largest logit of the other classes over all ranks (for the training accuracy; it
+    joins the maximum's all-reduce), else None.
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, group, world_size: int) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, group, world_size: int, others: bool):
         distributed = _is_distributed(world_size)
         n = logits.shape[0]
         rows = torch.arange(n, device=logits.device)
         owned = target >= 0
-        row_max = logits.detach().max(dim=1).values
+        column = target.clamp_min(0)
+        z = logits.detach()
+        row_max = z.max(dim=1).values
+        other_max = None
+        if others:
+            hidden = torch.where(owned, torch.full_like(row_max, -math.inf), z[rows, column])
+            other_max = z.index_put((rows, column), hidden).max(dim=1).values
         if distributed:
-            dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
-        probs = (logits.detach() - row_max[:, None]).exp_()
+            both = row_max if other_max is None else torch.stack([row_max, other_max])
+            dist.all_reduce(both, op=dist.ReduceOp.MAX, group=group)
+            row_max, other_max = (both, None) if other_max is None else (both[0], both[1])
+        probs = (z - row_max[:, None]).exp_()
         row_sum = probs.sum(dim=1)
-        target_logit = torch.where(owned, logits.detach()[rows, target.clamp_min(0)], torch.zeros_like(row_max))
+        target_logit = torch.where(owned, z[rows, column], torch.zeros_like(row_max))
         if distributed:
             # One call for both sums (a batch of N floats each).
             both = torch.stack([row_sum, target_logit])
@@ -130,27 +155,34 @@ class _DistributedCrossEntropy(torch.autograd.Function):
             row_sum, target_logit = both[0], both[1]
         probs.div_(row_sum[:, None])
         loss = (row_sum.log() + row_max - target_logit).mean()
+        p_target = (target_logit - row_max).exp() / row_sum
         ctx.save_for_backward(probs, target)
-        return loss
+        ctx.mark_non_differentiable(p_target)
+        if other_max is not None:
+            ctx.mark_non_differentiable(other_max)
+        return loss, p_target, other_max
 
     @staticmethod
-    def backward(ctx, grad_loss: torch.Tensor):
+    def backward(ctx, grad_loss: torch.Tensor, *unused):
         probs, target = ctx.saved_tensors
         n = probs.shape[0]
-        owned = (target >= 0).nonzero(as_tuple=True)[0]
         grad = probs  # saved for this one backward only: reuse its memory
-        grad[owned, target[owned]] -= 1.0
+        # -1 at each owned target, as a masked add: no list of rows, no device-to-host synchronisation.
+        rows = torch.arange(n, device=grad.device)
+        grad.index_put_((rows, target.clamp_min(0)), -(target >= 0).to(grad.dtype), accumulate=True)
         grad.mul_(grad_loss / n)
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 class ShardedClassifier(nn.Module):
-    """This rank's share of a Noisy Softmax (`kind="noisy-softmax"`) or softmax classifier.
+    """This rank's share of the classifier of head `kind` (one of settings.HEADS).
 
     `forward(embeddings, labels)` takes this rank's batch (B x D, B labels in [0, num_classes)) and
     returns the mean cross-entropy over all ranks' batches. Every rank must call it with the same B.
     `grad_scale` multiplies the gradient returned to the embeddings (the world size when the backbone
-    is under DDP, which averages over ranks; see `_GatherWithGradient`).
+    is under DDP, which averages over ranks; see `_GatherWithGradient`). The transform's options
+    (`margin`, `alpha2`, `noise`, `eps`, `sphereface_lambda`) are `heads.make_transform`'s, the cosine
+    scale `heads.default_cosine_scale`'s (None: the head's default).
     """
 
     def __init__(
@@ -163,13 +195,15 @@ class ShardedClassifier(nn.Module):
         world_size: int = 1,
         group=None,
         sample_rate: float = 1.0,
-        alpha2: float = DEFAULT_ALPHA2,
-        noise: str = DEFAULT_NOISE,
-        eps: float = 1e-12,
+        alpha2: float | None = None,
+        noise: str | None = None,
+        eps: float | None = None,
+        margin: float | None = None,
+        sphereface_lambda: Any = None,
         bias: bool = False,
         seed: int = 0,
         grad_scale: float | None = None,
-        cosine_scale: float = 0.0,
+        cosine_scale: float | None = None,
     ):
         super().__init__()
         if kind not in HEADS:
@@ -180,25 +214,30 @@ class ShardedClassifier(nn.Module):
             raise FaceverError(f"cannot split {num_classes} classes over {world_size} processes (fewer classes than processes)")
         if not (0 < float(sample_rate) <= 1):
             raise FaceverError(f"sample rate must be in (0, 1], got {sample_rate}")
-        if not (math.isfinite(float(alpha2)) and float(alpha2) >= 0):
-            raise FaceverError(f"noisy-softmax: alpha2 must be a finite number >= 0, got {alpha2!r}")
-        if noise not in NOISE_MODES:
-            raise FaceverError(f"noisy-softmax: noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
-        check_cosine_scale(cosine_scale)
+        self.transform: TargetTransform = make_transform(kind, margin=margin, alpha2=alpha2, noise=noise, eps=eps,
+                                                         sphereface_lambda=sphereface_lambda)
         self.kind = kind
-        self.cosine_scale = float(cosine_scale)
+        self.cosine_scale = default_cosine_scale(kind, cosine_scale)
         self.in_features, self.num_classes = int(in_features), int(num_classes)
         self.rank, self.world_size, self.group = int(rank), int(world_size), group
         self.lo, self.hi = shard_bounds(self.num_classes, self.world_size, self.rank)
         self.sample_rate = float(sample_rate)
-        self.alpha2 = float(alpha2) if kind == "noisy-softmax" else 0.0
-        self.noise, self.eps, self.seed = noise, float(eps), int(seed)
+        self.seed = int(seed)
         self.grad_scale = float(world_size if grad_scale is None else grad_scale)
         self.weight = nn.Parameter(torch.empty(self.hi - self.lo, self.in_features))
         self.bias = nn.Parameter(torch.empty(self.hi - self.lo)) if bias else None
         self._generator: torch.Generator | None = None
         self._generator_state: tuple[str, torch.Tensor] | None = None
         self.reset_parameters()
+
+    @property
+    def alpha2(self) -> float:
+        """The noise's alpha^2 (0 when the head has no noise)."""
+        return self.transform.alpha2 if self.transform.noisy else 0.0
+
+    @property
+    def noise(self) -> str:
+        return self.transform.noise
 
     @property
     def local_classes(self) -> int:
@@ -211,7 +250,7 @@ class ShardedClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.kind}, in_features={self.in_features}, classes [{self.lo}, {self.hi}) of {self.num_classes}, "
-                f"rank {self.rank} of {self.world_size}, sample_rate={self.sample_rate}, alpha2={self.alpha2}"
+                f"rank {self.rank} of {self.world_size}, sample_rate={self.sample_rate}"
                 + (f", cosine_scale={self.cosine_scale}" if self.cosine_scale else ""))
 
     @torch.no_grad()
@@ -274,6 +313,13 @@ class ShardedClassifier(nn.Module):
         return torch.topk(scores, keep, sorted=False).indices.sort().values
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self._loss(embeddings, labels, instruments=False)[0]
+
+    def loss_and_instruments(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the global batch's mean cross-entropy, `heads.instrument_sums` of the rows this rank owns)."""
+        return self._loss(embeddings, labels, instruments=True)
+
+    def _loss(self, embeddings: torch.Tensor, labels: torch.Tensor, *, instruments: bool):
         if embeddings.dim() != 2 or embeddings.shape[1] != self.in_features:
             raise ValueError(f"ShardedClassifier expects embeddings N x {self.in_features}, got {tuple(embeddings.shape)}")
         if labels.shape != (embeddings.shape[0],):
@@ -285,7 +331,8 @@ class ShardedClassifier(nn.Module):
             labels = gather_rows(labels.long(), group=self.group, rank=self.rank, world_size=self.world_size)
             kept = self._sample(labels) if self.training else None
             # Normalising rows is local to each rank (the gathered embeddings, this shard's classes).
-            x, w = cosine_operands(x, self.weight.to(dtype), self.cosine_scale)
+            x, w = cosine_operands(x, self.weight.to(dtype), self.cosine_scale,
+                                   normalise_weights=self.transform.margin.normalises_weights)
             b = None if self.bias is None else self.bias.to(dtype)
             local = labels - self.lo
             owned = (local >= 0) & (local < self.local_classes)
@@ -298,27 +345,16 @@ class ShardedClassifier(nn.Module):
             else:
                 target = torch.where(owned, local, -1)
             logits = x @ w.t()
-            if self.training and self.alpha2 > 0:
-                logits = self._perturb_targets(logits, x, w, target)
+            # The one transform of every head (heads.transform_targets), on the rows whose class is here.
+            logits, scores = transform_targets(logits, x, w, target.clamp_min(0), owned, self.transform,
+                                               training=self.training, instruments=instruments, bias=b)
             if b is not None:
                 logits = logits + b
-            return _DistributedCrossEntropy.apply(logits, target, self.group, self.world_size)
-
-    def _perturb_targets(self, logits: torch.Tensor, x: torch.Tensor, w: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # heads.NoisySoftmax's shift f'_y - f_y = alpha |xi| (t - ||W_y|| ||x||), added where this
-        # rank owns the target. xi has the full head's shape and is drawn on every rank alike.
-        shape = () if self.noise == "batch" else (x.shape[0],)
-        xi = torch.randn(shape, device=x.device, dtype=x.dtype).abs()
-        rows = (target >= 0).nonzero(as_tuple=True)[0]
-        if rows.numel() == 0:
-            return logits
-        cols = target[rows]
-        w_y, x_y = w[cols], x[rows]
-        t = (w_y * x_y).sum(1)
-        norms = (w_y * w_y).sum(1).clamp_min(self.eps**2).sqrt() * (x_y * x_y).sum(1).clamp_min(self.eps**2).sqrt()
-        scale = xi if self.noise == "batch" else xi[rows]
-        shift = math.sqrt(self.alpha2) * scale * (t - norms)
-        return logits.index_put((rows, cols), shift, accumulate=True)
+            loss, p_target, other_max = _DistributedCrossEntropy.apply(logits, target, self.group, self.world_size,
+                                                                       instruments)
+            if not instruments:
+                return loss, None
+            return loss, instrument_sums(p_target, scores.raw >= other_max, scores)
 
 
 def make_head(

@@ -10,10 +10,13 @@ import json
 from pathlib import Path
 
 from facever.core.errors import FaceverError
+from facever.core.settings import TRAINING_INSTRUMENTS
 
 SCALARS = {
-    "train": ("loss", "lr", "images_per_second"),
+    # The loss, then the saturation instruments (`noise` on noisy heads only).
+    "train": ("loss", "lr", "images_per_second", *TRAINING_INSTRUMENTS),
     "validation": ("accuracy", "auc", "eer"),
+    "epoch": ("train_accuracy",),
 }
 
 

@@ -47,7 +47,7 @@ import numpy as np
 
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.settings import CALIBRATION_CONFIDENCE, PROBABILITY_MAPS
-from facever.verification.roc import binary_counts
+from facever.verification.roc import binary_counts, check_scores
 
 CALIBRATION_FORMAT = "facever-calibration"
 CALIBRATION_FORMAT_VERSION = 1
@@ -153,26 +153,6 @@ class Refusal:
         return asdict(self)
 
 
-def check_scores(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Validated float64 scores and bool labels: same length, finite, both classes present (ValueError)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels)
-    if scores.ndim != 1 or labels.shape != scores.shape:
-        raise ValueError(f"scores and labels must be 1-D of equal length, got {scores.shape} and {labels.shape}")
-    if labels.dtype != bool:
-        if not np.isin(labels, (0, 1)).all():
-            raise ValueError("labels must be boolean or 0/1")
-        labels = labels.astype(bool)
-    bad = ~np.isfinite(scores)
-    if bad.any():
-        raise ValueError(f"{int(bad.sum())} scores are NaN or infinite (e.g. pair {int(np.flatnonzero(bad)[0]) + 1})")
-    n_same = int(labels.sum())
-    if n_same == 0 or n_same == labels.size:
-        raise ValueError(f"calibration needs same-person and different-person pairs; there are {n_same} same and "
-                         f"{labels.size - n_same} different")
-    return scores, labels
-
-
 def check_fars(fars: Sequence[float]) -> list[float]:
     """Target FARs as distinct floats in (0, 1), in the order given (ValueError otherwise)."""
     out: list[float] = []
@@ -197,7 +177,7 @@ def thresholds_at_far(scores, labels, fars: Sequence[float], *, confidence: floa
         labels: True for same-person pairs.
         fars: target false-accept rates in (0, 1).
     """
-    scores, labels = check_scores(scores, labels)
+    scores, labels = check_scores(scores, labels, needs="calibration")
     fars = check_fars(fars)
     confidence = _check_confidence(confidence)
     # The one ROC core: at distinct score d[i] (descending), fps[i] / tps[i] pairs score >= d[i], which
@@ -276,7 +256,7 @@ def fit_isotonic(scores, labels) -> IsotonicMap:
     Equal scores are first merged into one point carrying their mean label and their count as weight;
     the map interpolates linearly between the merged scores' fitted values (scikit-learn's rule).
     """
-    scores, labels = check_scores(scores, labels)
+    scores, labels = check_scores(scores, labels, needs="calibration")
     ux, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
     sums = np.bincount(inverse, weights=labels.astype(np.float64), minlength=ux.size)
     # PAV on blocks (value, weight): merge while a block's mean is below its predecessor's.
@@ -312,7 +292,7 @@ def fit_logistic(scores, labels, *, max_iter: int = 100, tol: float = 1e-12) -> 
     system); converges to machine precision in a few steps because the smoothed targets keep the
     optimum finite.
     """
-    scores, labels = check_scores(scores, labels)
+    scores, labels = check_scores(scores, labels, needs="calibration")
     t = platt_targets(labels)
     mu, sd = float(scores.mean()), float(scores.std())
     z = (scores - mu) / (sd if sd > 0 else 1.0)
@@ -402,7 +382,7 @@ def compare_maps(scores, labels, folds, methods: Sequence[str] = PROBABILITY_MAP
     """Held-out log loss and Brier score of each map: fitted on all folds but one, scored on that one,
     pooled over the folds. `{method: {"log_loss", "brier"}}`. Folds without both classes among the
     training pairs raise ValueError."""
-    scores, labels = check_scores(scores, labels)
+    scores, labels = check_scores(scores, labels, needs="calibration")
     folds = np.asarray(folds)
     if folds.shape != scores.shape:
         raise ValueError(f"expected one fold per pair ({scores.size}), got shape {folds.shape}")

@@ -48,10 +48,20 @@ class VerificationResult:
     settings: dict[str, Any] = field(default_factory=dict)
     #: The numbers the convention's script prints (`conventions.peer_table`); None for facever's own.
     peer: dict[str, Any] | None = None
+    #: The out-of-fold score of every pair the ROC was drawn from, and its label (True: same person);
+    #: kept for the report's score histogram, not written to report.json.
+    scores: np.ndarray | None = field(default=None, repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def accuracy_mean(self) -> float:
         return self.kfold.mean
+
+    @property
+    def threshold(self) -> float:
+        """The mean of the fold thresholds, in the metric's units (cosine: same iff score > threshold):
+        the threshold `facever verify --threshold-from` takes from this result's report."""
+        return float(np.mean(self.kfold.thresholds))
 
     def to_dict(self) -> dict[str, Any]:
         kf = self.kfold
@@ -90,7 +100,11 @@ def _missing_message(protocol: PairProtocol, embeddings: Embeddings, missing_ite
     # The usual cause: aligned crops saved as .png while pairs.txt is read with .jpg.
     stems = {p.rsplit(".", 1)[0]: p for p in embeddings.paths}
     hit = next((stems[m.rsplit(".", 1)[0]] for m in missing_items if m.rsplit(".", 1)[0] in stems), None)
-    if hit is not None:
+    if hit is not None and protocol.name == "pairs":
+        # A path list names each image with its own extension: `ext` does not apply to it.
+        msg += (f"; the embeddings have {hit!r}: the pairs file and the embeddings were made from different "
+                "folders (crops saved in another format?): write the pairs from the folder that was embedded")
+    elif hit is not None:
         msg += f"; the embeddings have {hit!r}: is the image extension right (`ext`)?"
     elif n_pairs_missing == len(protocol) and protocol.name == "lfw":
         example = embeddings.paths[0] if embeddings.paths else "nothing"
@@ -251,6 +265,8 @@ def evaluate_scores(scores: ProtocolScores, *, thresholds: str = "exact", protoc
             "folds": int(kf.fold_ids.size),
             **(settings or {}),
         },
+        scores=np.asarray(scores.out_of_fold),
+        labels=np.asarray(labels, dtype=bool),
     )
 
 
@@ -286,6 +302,8 @@ def evaluate_peer(protocol: PairProtocol, embeddings: Embeddings, convention, *,
                   "decision": decision, "subtract_mean": conv.subtract_mean, "folds": int(kf.fold_ids.size),
                   "allow_missing": allow_missing},
         peer=peer_table(scores, kf),
+        scores=np.asarray(oof),
+        labels=np.asarray(labels, dtype=bool),
     )
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_scores(scores, labels, *, needs: str = "a ROC") -> tuple[np.ndarray, np.ndarray]:
+    """Validated float64 scores and bool labels (True = same person): 1-D, equal length, finite, both
+    classes present; a ValueError saying which rule failed otherwise. `needs` names what needs both
+    classes, for its message."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     if scores.ndim != 1 or labels.shape != scores.shape:
@@ -20,13 +23,13 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
         if not np.isin(labels, (0, 1)).all():
             raise ValueError("labels must be boolean or 0/1")
         labels = labels.astype(bool)
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("scores contain NaN or infinite values")
-    n_pos = int(labels.sum())
-    if n_pos == 0 or n_pos == labels.size:
-        raise ValueError(
-            f"ROC is undefined with one class only ({n_pos} same and {labels.size - n_pos} different pairs)"
-        )
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} scores are NaN or infinite (e.g. pair {int(np.flatnonzero(bad)[0]) + 1})")
+    n_same = int(labels.sum())
+    if n_same == 0 or n_same == labels.size:
+        raise ValueError(f"{needs} needs same-person and different-person pairs; there are {n_same} same and "
+                         f"{labels.size - n_same} different (one class only)")
     return scores, labels
 
 
@@ -52,7 +55,7 @@ def binary_counts(scores: np.ndarray, labels: np.ndarray, *, greater_is_same: bo
     Returns `(fps, tps, thresholds)`: `tps[i]`/`fps[i]` are the numbers of positive/negative pairs
     predicted "same" when the threshold is `thresholds[i]` (inclusive, see module docstring).
     """
-    scores, labels = _check(scores, labels)
+    scores, labels = check_scores(scores, labels)
     keyed = scores if greater_is_same else -scores
     # Any sort will do: only the last index of each run of equal scores is used, and the counts there
     # include every tied pair whatever their order (the default introsort is ~2x mergesort on 15M scores).
@@ -120,3 +123,9 @@ def tar_at_far(fpr: np.ndarray, tpr: np.ndarray, far: float) -> float:
     fpr = np.asarray(fpr)
     ok = fpr <= far
     return float(np.max(np.asarray(tpr)[ok])) if ok.any() else 0.0
+
+
+def det_curve(fpr: np.ndarray, tpr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The DET curve of a ROC curve: `(far, frr)` = `(fpr, 1 - tpr)` at every ROC point, the false accept
+    rate against the false reject rate (the miss rate), as NIST's DET plots and the field's papers show."""
+    return np.asarray(fpr, dtype=np.float64), 1.0 - np.asarray(tpr, dtype=np.float64)

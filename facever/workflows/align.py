@@ -62,7 +62,7 @@ def align(
     """Align every image of SRC not yet aligned in DST, in this process (module docstring)."""
     from facever.core.devices import resolve_device
     from facever.core.locks import folder_lock
-    from facever.data_prep.align_dataset import check_output_folder, run_alignment
+    from facever.data_prep.align_dataset import check_output_folder, make_aligner, run_alignment
 
     say = say or (lambda text: None)
     check_output_folder(src, dst)
@@ -73,8 +73,14 @@ def align(
                 "`overwrite` redoes them)")
         h, w = config.size
         say(f"aligning {len(work.todo)} images to {h}x{w} on {resolve_device(config.device)}")
+        aligner = make_aligner(config)
+        if work.todo:
+            # The detector's first call costs seconds of start-up (10-15 s on a loaded 2-core CPU): said
+            # and paid here, so the progress that follows is the images'.
+            say("loading the face detector (MTCNN) ...")
+            aligner.warm_up()
         with (progress or _no_progress)("align", total=len(work.todo)) as advance:
-            return run_alignment(work, progress=advance)
+            return run_alignment(work, progress=advance, aligner=aligner)
 
 
 # -- in a child process ----------------------------------------------------------------------------------

@@ -3,6 +3,11 @@
 A run folder is what `facever train` writes (config.toml or config.json, metrics.jsonl, model.pt).
 Benchmark results are the `report.json` files found inside it (e.g. `facever eval-lfw --out
 RUN/lfw`, or `facever reproduce`'s `runs/NAME/eval/lfw/`), named by their folder.
+
+The curves: loss and validation accuracy (compare.png), and one PNG per training instrument
+(settings.TRAINING_INSTRUMENTS: target probability, saturated share, gradient on the target logit,
+angle, noise, training accuracy beside validation accuracy) with the runs as coloured lines, so the
+Noisy Softmax paper's "postponed saturation" figure comes out of two runs and one command.
 """
 
 from __future__ import annotations
@@ -17,22 +22,44 @@ from typing import Any, Sequence
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.json_files import parse_json, read_json_file
 from facever.core.text_files import read_text
+from facever.core.settings import SATURATION_LEVEL, TRAINING_INSTRUMENTS
 
 # Shown even when equal across runs: what a reader wants to see next to the numbers.
-KEY_FIELDS = ("arch", "input_size", "head", "alpha2", "cosine_scale", "epochs", "batch_size", "lr", "schedule", "seed", "amp")
+KEY_FIELDS = ("arch", "input_size", "head", "margin", "alpha2", "noise", "cosine_scale", "epochs", "batch_size", "lr",
+              "schedule", "seed", "amp")
 # Never worth a row: machine and bookkeeping settings that differ between machines, not models.
 IGNORED_FIELDS = frozenset({"workers", "cache_dir", "device", "checkpoint_every", "val_every", "strict"})
 REPORT_SEARCH_DEPTH = 4
 
 
+# Each instrument's plot: its title and the label of its axis.
+INSTRUMENT_LABELS = {
+    "target_prob": ("target probability p_y (mean)", "mean p_y"),
+    "saturated": (f"saturated: share of samples with p_y > {SATURATION_LEVEL:g}", "share of samples"),
+    "target_grad": ("gradient on the plain target logit f_y: (1 - p_y) x the head's slope", "mean |dL/df_y|"),
+    "target_angle": ("angle between embedding and its class weight", "mean angle (degrees)"),
+    "noise": ("size of the noise on the target logit", "mean |noise|"),
+    "train_accuracy": ("training accuracy per epoch (solid), validation accuracy (dashed)", "accuracy (%)"),
+}
+
+
 @dataclass
 class Metrics:
-    """Curves from RUN/metrics.jsonl: training loss per logging window and validation accuracy."""
+    """Curves from RUN/metrics.jsonl: training loss per logging window, validation accuracy, each
+    training instrument per logging window (`instruments[name] = (steps, values)`), and the training
+    accuracy of each epoch."""
 
     train_steps: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     val_steps: list[int] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
+    instruments: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+    epoch_steps: list[int] = field(default_factory=list)
+    epoch_train_accuracy: list[float] = field(default_factory=list)
+
+    def last(self, name: str) -> float | None:
+        values = self.instruments.get(name, ((), ()))[1]
+        return values[-1] if values else None
 
 
 def read_metrics(run_dir: str | Path) -> Metrics:
@@ -51,6 +78,14 @@ def read_metrics(run_dir: str | Path) -> Metrics:
             if kind == "train" and record.get("loss") is not None:
                 metrics.train_steps.append(int(record["step"]))
                 metrics.train_loss.append(float(record["loss"]))
+                for name in TRAINING_INSTRUMENTS:
+                    if isinstance(record.get(name), (int, float)):
+                        steps, values = metrics.instruments.setdefault(name, ([], []))
+                        steps.append(int(record["step"]))
+                        values.append(float(record[name]))
+            elif kind == "epoch" and isinstance(record.get("train_accuracy"), (int, float)):
+                metrics.epoch_steps.append(int(record["step"]))
+                metrics.epoch_train_accuracy.append(float(record["train_accuracy"]))
             elif kind == "validation":
                 metrics.val_steps.append(int(record["step"]))
                 metrics.val_accuracy.append(float(record["accuracy"]))
@@ -134,10 +169,31 @@ class RunSummary:
         }
 
 
+def with_head_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with the head's options it leaves unset filled in (margin, noise, cosine scale,
+    SphereFace's lambda: training.head_options), so that a run that took a default and one that wrote
+    the same value compare equal and the table shows the value trained with. A configuration the
+    current code would refuse is shown as it is."""
+    from facever.training.head_options import resolve_head_options
+
+    try:
+        options = resolve_head_options(
+            str(config.get("head", "noisy-softmax")), margin=config.get("margin"), cosine_scale=config.get("cosine_scale"),
+            noise=config.get("noise"), alpha2=config.get("alpha2"), sphereface_lambda=config.get("sphereface_lambda"))
+    except FaceverError:
+        return config
+    filled = dict(config)
+    for key in ("margin", "noise", "cosine_scale", "sphereface_lambda"):
+        value = getattr(options, key)
+        if filled.get(key) is None and value is not None:
+            filled[key] = list(value) if isinstance(value, tuple) else value
+    return filled
+
+
 def summarize_run(run_dir: str | Path, *, name: str | None = None) -> RunSummary:
     run_dir = Path(run_dir)
-    return RunSummary(run_dir, name or run_dir.resolve().name, read_run_config(run_dir), read_metrics(run_dir),
-                      find_reports(run_dir))
+    return RunSummary(run_dir, name or run_dir.resolve().name, with_head_defaults(read_run_config(run_dir)),
+                      read_metrics(run_dir), find_reports(run_dir))
 
 
 def _names(paths: Sequence[Path]) -> list[str]:
@@ -207,6 +263,11 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> Comparison:
             rows.append((key, [_fmt(r.config.get(key)) for r in runs], False))
     rows.append(("steps", [_fmt(r.steps) for r in runs], False))
     rows.append(("final train loss", [f"{r.final_loss:.4f}" if r.final_loss is not None else "-" for r in runs], False))
+    if any(r.metrics.instruments for r in runs):
+        rows.append((f"final p_y (share > {SATURATION_LEVEL:g})", [_saturation_cell(r.metrics) for r in runs], False))
+        rows.append(("final training accuracy", [
+            f"{100 * r.metrics.epoch_train_accuracy[-1]:.2f}%" if r.metrics.epoch_train_accuracy else "-" for r in runs],
+            False))
     best = [r.best_validation for r in runs]
     rows.append(("best validation accuracy", [f"{100 * b[0]:.2f}% (step {b[1]})" if b else "-" for b in best], False))
     benchmarks: list[str] = []
@@ -219,6 +280,11 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> Comparison:
             cells.append(f"{100 * rep['accuracy']:.2f}% +- {100 * rep['std']:.2f}" if rep else "-")
         rows.append((bench, cells, False))
     return Comparison(runs, differing, rows)
+
+
+def _saturation_cell(m: Metrics) -> str:
+    p, share = m.last("target_prob"), m.last("saturated")
+    return "-" if p is None or share is None else f"{p:.3f} ({100 * share:.0f}%)"
 
 
 def plot_curves(series: Sequence[tuple[str, Metrics]], path: str | Path, *, title: str = "Training curves") -> Path:
@@ -259,8 +325,62 @@ def plot_curves(series: Sequence[tuple[str, Metrics]], path: str | Path, *, titl
     return path
 
 
-def write_comparison(comparison: Comparison, out_dir: str | Path) -> dict[str, Path]:
-    """OUT/compare.md (table), OUT/compare.json (everything) and OUT/compare.png (curves)."""
+def _figure(width: float = 7.0, height: float = 4.2):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    from facever.core.atomic import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def plot_instrument(series: Sequence[tuple[str, Metrics]], name: str, path: str | Path) -> Path | None:
+    """One instrument (settings.TRAINING_INSTRUMENTS) against step, one coloured line per run (a run's
+    colour is the same in every plot); `train_accuracy` is each epoch's training accuracy (solid) beside
+    the validation accuracy (dashed). None when no run logged it."""
+    if name == "train_accuracy":
+        if not any(m.epoch_steps or m.val_steps for _, m in series):
+            return None
+    elif not any(name in m.instruments for _, m in series):
+        return None
+    fig = _figure()
+    ax = fig.subplots()
+    for index, (label, m) in enumerate(series):
+        colour = f"C{index % 10}"
+        if name == "train_accuracy":
+            if m.epoch_steps:
+                ax.plot(m.epoch_steps, [100 * a for a in m.epoch_train_accuracy], color=colour, marker="o", markersize=3,
+                        linewidth=1.3, label=f"{label} training")
+            if m.val_steps:
+                ax.plot(m.val_steps, [100 * a for a in m.val_accuracy], color=colour, marker="s", markersize=3,
+                        linewidth=1.3, linestyle="--", label=f"{label} validation")
+        elif name in m.instruments:
+            steps, values = m.instruments[name]
+            ax.plot(steps, values, color=colour, linewidth=1.3, label=label,
+                    marker="o" if len(steps) < 30 else None, markersize=3)
+    title, axis = INSTRUMENT_LABELS[name]
+    ax.set_xlabel("step")
+    ax.set_ylabel(axis)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, Path(path))
+
+
+def write_comparison(comparison: Comparison, out_dir: str | Path) -> dict[str, Any]:
+    """OUT/compare.md (table), OUT/compare.json (everything), OUT/compare.png (loss and validation
+    curves) and OUT/curves/NAME.png, one per training instrument any run logged (key `curves`)."""
     from facever.core.atomic import write_text_atomic
     from facever.verification.report import write_json
 
@@ -269,6 +389,11 @@ def write_comparison(comparison: Comparison, out_dir: str | Path) -> dict[str, P
     md = out_dir / "compare.md"
     write_text_atomic(md, comparison.to_markdown())
     js = write_json(out_dir / "compare.json", comparison.to_dict())
-    png = plot_curves([(r.name, r.metrics) for r in comparison.runs], out_dir / "compare.png",
-                      title="Runs compared: " + ", ".join(r.name for r in comparison.runs))
-    return {"table": md, "json": js, "plot": png}
+    series = [(r.name, r.metrics) for r in comparison.runs]
+    png = plot_curves(series, out_dir / "compare.png", title="Runs compared: " + ", ".join(r.name for r in comparison.runs))
+    curves = {}
+    for name in TRAINING_INSTRUMENTS:
+        written = plot_instrument(series, name, out_dir / "curves" / f"{name}.png")
+        if written is not None:
+            curves[name] = written
+    return {"table": md, "json": js, "plot": png, "curves": curves}

@@ -23,7 +23,7 @@ Every scoring command goes through here (eval-lfw, eval-fglfw, eval-ytf, eval-bi
 3. `evaluate(bench, source, ...)` / `evaluate_ensemble(bench, sources, ...)`: the one engine
    (`facever.verification`), the one report writer (`facever.verification.report`: report.json and
    roc.png, IJB also scores.npz), and a result object for the caller to show: `to_dict()` is
-   report.json's content, `title` and `table()` the plain-text summary.
+   report.json's content, `title` and `tables()` the summary as tables of text cells (`note`: a line under them).
 
 Settings come in two groups, each a frozen dataclass whose defaults are facever's
 (`facever.core.settings`): `EmbedSettings` (how a model embeds) and `ScoringSettings` (how pairs are
@@ -101,7 +101,8 @@ class ScoringSettings:
 
 @dataclass(frozen=True)
 class Source:
-    """Where one model's embeddings come from: an embeddings file, or a model run over the benchmark's data.
+    """Where one model's embeddings come from: an embeddings file (or `Embeddings` already in memory), or a
+    model run over the benchmark's data.
 
     `name`: in an ensemble, the model's name (its files are OUT/embeddings_NAME.npz; messages start with it).
     """
@@ -320,8 +321,10 @@ def benchmark_embeddings(bench: PairBenchmark | IJBBenchmark, source: Source, *,
 
 
 def _from_file(source: Source, settings: dict[str, Any]):
-    from facever.core.embeddings_file import load_embeddings
+    from facever.core.embeddings_file import Embeddings, load_embeddings
 
+    if isinstance(source.embeddings, Embeddings):  # already in memory (the Python API's callers)
+        return Embedded(source.embeddings, "the embeddings given", {"embeddings_file": None, **settings})
     return Embedded(load_embeddings(source.embeddings), str(source.embeddings),
                     {"embeddings_file": str(source.embeddings), **settings})
 
@@ -578,10 +581,19 @@ class PairEvaluation:
         """report.json's content."""
         return self.result.to_dict()
 
-    def table(self) -> str:
-        from facever.verification.report import format_table
+    def tables(self) -> list:
+        """The per-fold table and the summary, each `(columns, rows)` (`facever.verification.report`)."""
+        from facever.verification.report import fold_table, summary_table
 
-        return format_table(self.result)
+        return [fold_table(self.result), summary_table(self.result)]
+
+    def verbatim(self) -> list[str]:
+        """Lines to print as they are after the tables: a peer convention's script output, if any."""
+        from facever.verification.report import peer_lines
+
+        return peer_lines(self.result)
+
+    note = None
 
 
 @dataclass
@@ -599,10 +611,17 @@ class IJBEvaluation:
 
         return ijb_report_data(self.results, search=self.search)
 
-    def table(self) -> str:
-        from facever.verification.report import format_ijb_table
+    def tables(self) -> list:
+        """The 1:1 table (and the 1:N one with a search), each `(columns, rows)`."""
+        from facever.verification.report import ijb_tables
 
-        return format_ijb_table(self.results, self.search)
+        return ijb_tables(self.results, self.search)
+
+    @property
+    def note(self) -> str:
+        from facever.verification.report import ijb_note
+
+        return ijb_note(self.search)
 
 
 def evaluate(bench: PairBenchmark | IJBBenchmark, source: Source, *, embed: EmbedSettings | None = None,
@@ -728,13 +747,20 @@ class EnsembleEvaluation:
     def to_dict(self) -> dict[str, Any]:
         return self.result.to_dict()
 
-    def table(self) -> str:
-        from facever.verification.report import format_comparison, format_ijb_table
+    def tables(self) -> list:
+        """One table, `(columns, rows)`: a row per model and one for the ensemble (IJB: two rows each)."""
+        from facever.verification.report import comparison_table, ijb_tables
 
         if self.ijb:
             rows = self.result.results()
-            return format_ijb_table([r for _, r in rows], names=[n for n, _ in rows])
-        return format_comparison(self.result)
+            return ijb_tables([r for _, r in rows], names=[n for n, _ in rows])
+        return [comparison_table(self.result)]
+
+    @property
+    def note(self) -> str | None:
+        from facever.verification.report import IJB_TAR_NOTE
+
+        return IJB_TAR_NOTE if self.ijb else None
 
 
 def evaluate_ensemble(bench: PairBenchmark | IJBBenchmark, sources: Sequence[Source | str], *,

@@ -171,6 +171,11 @@ class FaceChoice:
     score: float | None = None
 
 
+def decision_word(same: bool | None) -> str | None:
+    """A decision as one word (a table cell, a JSON value): `same`, `different`, or None (no threshold)."""
+    return None if same is None else ("same" if same else "different")
+
+
 @dataclass
 class PairResult:
     a: str
@@ -178,6 +183,10 @@ class PairResult:
     cosine: float
     same: bool | None  # None without a threshold
     expected: bool | None = None
+
+    @property
+    def decision(self) -> str | None:
+        return decision_word(self.same)
 
 
 @dataclass(frozen=True)
@@ -268,14 +277,14 @@ class VerifyResult:
                 **({"prior_same": cal.calibration.probability["prior_same"],
                     "probability_map": cal.calibration.probability["method"]} if probs is not None else {})},
             "threshold": self.threshold,
-            "decision": "same person iff cosine > threshold",
+            "decision": "same iff cosine > threshold, else different",
             "threshold_from": None if self.threshold_source is None else {
                 "report": self.threshold_source.source, "protocol": self.threshold_source.protocol,
                 "accuracy": self.threshold_source.accuracy, "metric": self.threshold_source.metric,
                 "folds": self.threshold_source.folds, "flip": self.threshold_source.flip,
                 "convention": self.threshold_source.convention},
             "pairs": [{"a": p.a, "b": p.b, "cosine": p.cosine,
-                       "decision": None if p.same is None else ("same person" if p.same else "different people"),
+                       "decision": p.decision,
                        **({"probability_same": probs[i]} if probs is not None else {}),
                        **({"expected_same": p.expected} if p.expected is not None else {})}
                       for i, p in enumerate(self.pairs)],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import os
 
 import pytest
@@ -24,8 +26,14 @@ CASES = {
     "wrong type": (b'epochs = "many"\n', r"epochs"),
     "negative lr": (b"lr = -1.0\n", r"lr"),
     # A value of the right type but out of range: the message names the file it came from.
-    "negative cosine_scale": (b"cosine_scale = -3.0\n", r"cfg\.toml: `cosine_scale` must be 0 \(off\) or a positive number"),
-    "negative alpha2": (b"alpha2 = -1\n", r"cfg\.toml: `alpha2` must be 0 or more"),
+    "negative cosine_scale": (b"cosine_scale = -3.0\n", r"cfg\.toml: `cosine_scale` must be a finite number >= 0"),
+    "negative alpha2": (b"alpha2 = -1\n", r"cfg\.toml: noisy-softmax: `alpha2` must be a finite number >= 0"),
+    # The margin heads' options, out of range or on a head without them.
+    "arcface margin": (b'head = "arcface"\nmargin = 2.0\n', r"cfg\.toml: arcface: `margin` must be in \[0, pi/2\) radians"),
+    "sphereface margin": (b'head = "sphereface"\nmargin = 2.5\n', r"cfg\.toml: sphereface: `margin` must be an integer"),
+    "cosface scale 0": (b'head = "cosface"\ncosine_scale = 0.0\n', r"cfg\.toml: cosface: `cosine_scale` must be > 0"),
+    "margin on softmax": (b'head = "softmax"\nmargin = 0.3\n', r"cfg\.toml: head softmax has no `margin`"),
+    "unknown head": (b'head = "l-softmax"\n', r"cfg\.toml: key 'head' must be one of noisy-softmax, softmax, sphereface"),
 }
 
 
@@ -105,3 +113,39 @@ def test_compare_shows_bracketed_run_names_as_is(tmp_path):
     _run(tmp_path / "new", b'{"kind": "train", "step": 1, "loss": 2.0}\n')
     result = accepted(["compare", tmp_path / "[old]", tmp_path / "new"])
     assert "[old]" in result.stdout
+
+
+# The head's options typed on the command line: the error names the flag.
+FLAG_CASES = {
+    "arcface margin": (["--head", "arcface", "--margin", "1.6"], r"error: arcface: --margin must be in \[0, pi/2\) radians"),
+    "cosface margin": (["--head", "cosface", "--margin", "-0.1"], r"error: cosface: --margin must be in \[0, 1\]"),
+    "sphereface margin": (["--head", "sphereface", "--margin", "6"], r"error: sphereface: --margin must be an integer 1, 2, 3, 4"),
+    "arcface scale": (["--head", "arcface", "--cosine-scale", "0"], r"error: arcface: --cosine-scale must be > 0"),
+    "negative scale": (["--cosine-scale", "-1"], r"error: --cosine-scale must be a finite number >= 0"),
+    "margin on noisy-softmax": (["--margin", "0.5"], r"error: head noisy-softmax has no --margin"),
+    "noise off on noisy-softmax": (["--noise", "off"], r"error: noisy-softmax: --noise must be batch or sample"),
+    "lambda on cosface": (["--head", "cosface", "--sphereface-lambda", "1,2,3,4"], r"error: head cosface has no --sphereface-lambda"),
+    "lambda count": (["--head", "sphereface", "--sphereface-lambda", "1,2"], r"error: --sphereface-lambda must be 4 numbers"),
+}
+
+
+@pytest.mark.parametrize("case", list(FLAG_CASES))
+def test_bad_head_option_refused(data, case):
+    flags, match = FLAG_CASES[case]
+    refused(["train", data / "faces", *flags, "--out", data / "run", "--device", "cpu"], match, data)
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--head", "l-softmax"], r"error: invalid value for '--head'.*'l-softmax' is not one of 'noisy-softmax', 'softmax', 'sphereface'"),
+    (["--head", "sphereface", "--sphereface-lambda", "1,x,3,4"], r"expected 4 comma-separated numbers such as 1000,0.12,1,5"),
+])
+def test_unparsable_head_flags_are_usage_errors_and_write_nothing(data, flags, match):
+    """Values the command line cannot parse at all stop in the parser (its usage message, exit 2)."""
+    from tests.bad_input.conftest import runner, snapshot
+
+    from facever.cli import app
+
+    before = snapshot(data)
+    result = runner.invoke(app, ["train", str(data / "faces"), *flags, "--out", str(data / "run"), "--device", "cpu"])
+    assert result.exit_code == 2 and re.search(match, " ".join(result.stderr.split())), result.stderr
+    assert snapshot(data) == before
