@@ -71,19 +71,10 @@ def verify(
     """
     import json
 
-    from facever.cli._console import fail, info, library_warnings, user_errors
+    from facever.cli._console import library_warnings, user_errors
     from facever.cli._evaluation import console_hooks
 
-    if pairs is None and (image_a is None or image_b is None):
-        fail("give two photos (IMG_A IMG_B) or --pairs FILE")
-    if pairs is not None and image_a is not None:
-        fail("give either two photos or --pairs FILE, not both")
-    if sum(v is not None for v in (threshold, threshold_from, far)) > 1:
-        fail("give one of --threshold, --threshold-from and --far")
-    if calibration is not None and far is None:
-        fail("--calibration applies with --far (the target false-accept rate to decide at)")
-    if images is not None and pairs is None:
-        fail("--images applies with --pairs only")
+    _check_arguments(image_a, image_b, pairs, images, (threshold, threshold_from, far), calibration)
     with user_errors(), library_warnings():
         from facever.cli._options import explicit_parameters
         from facever.embedding.loading import preprocessing_overrides
@@ -97,14 +88,37 @@ def verify(
             embed=embedding,
             flip_given=given is None or "flip" in given, hooks=console_hooks(),
         )
-    for name, choice in result.faces.items():
-        if choice.faces > 1:
-            box = ", ".join(f"{v:.0f}" for v in choice.box or [])
-            info(f"{name}: {choice.faces} faces found; using the {select.value} one (box x1,y1,x2,y2 = {box})")
+    _say_which_faces(result, select.value)
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         _print_pairs(result, single=pairs is None)
+
+
+def _check_arguments(image_a, image_b, pairs, images, decision_sources, calibration) -> None:
+    """The combinations of arguments that make no sense, as usage errors before any model loads."""
+    from facever.cli._console import fail
+
+    far = decision_sources[2]
+    if pairs is None and (image_a is None or image_b is None):
+        fail("give two photos (IMG_A IMG_B) or --pairs FILE")
+    if pairs is not None and image_a is not None:
+        fail("give either two photos or --pairs FILE, not both")
+    if sum(v is not None for v in decision_sources) > 1:
+        fail("give one of --threshold, --threshold-from and --far")
+    if calibration is not None and far is None:
+        fail("--calibration applies with --far (the target false-accept rate to decide at)")
+    if images is not None and pairs is None:
+        fail("--images applies with --pairs only")
+
+
+def _say_which_faces(result, select: str) -> None:
+    from facever.cli._console import info
+
+    for name, choice in result.faces.items():
+        if choice.faces > 1:
+            box = ", ".join(f"{v:.0f}" for v in choice.box or [])
+            info(f"{name}: {choice.faces} faces found; using the {select} one (box x1,y1,x2,y2 = {box})")
 
 
 def _print_pairs(result, *, single: bool) -> None:
