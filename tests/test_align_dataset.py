@@ -181,9 +181,11 @@ class Interrupt(Exception):
 
 
 def _snapshot(dst: Path) -> dict[str, tuple[int, int, int]]:
+    """The visible crops: a kill mid-write leaves a hidden `.<stem>.partial-*.jpg`, which every reader
+    of image folders skips and the next run removes (checked apart)."""
     return {
         p.relative_to(dst).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size)
-        for p in dst.rglob("*.jpg")
+        for p in dst.rglob("*.jpg") if not p.name.startswith(".")
     }
 
 

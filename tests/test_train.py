@@ -24,7 +24,7 @@ from facever.core.errors import FaceverError
 from facever.training.config import TrainConfig
 from facever.training.data import EpochBatchSampler, to_model_input
 from facever.training.loop import lr_factor, train
-from tests.helpers.training import TINY, TINY_CLI, identity_folder
+from tests.helpers.training import TINY_CLI, identity_folder, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,9 +44,7 @@ def data(tmp_path) -> Path:
 
 
 def _config(data: Path, **kw) -> TrainConfig:
-    base = dict(TINY, epochs=2, batch_size=4, lr=0.05, workers=0, device="cpu", checkpoint_every=0)
-    base.update(kw)
-    return TrainConfig(data=str(data), **base)
+    return tiny_config(data, **kw)
 
 
 def _stop_at(step: int):

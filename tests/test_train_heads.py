@@ -17,7 +17,7 @@ from facever.cli import app
 from facever.core.settings import TRAINING_INSTRUMENTS
 from facever.training.config import TrainConfig
 from facever.training.loop import train
-from tests.helpers.training import TINY, TINY_CLI, identity_folder
+from tests.helpers.training import TINY_CLI, identity_folder, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,9 +28,7 @@ def data(tmp_path) -> Path:
 
 
 def _config(data: Path, **kw) -> TrainConfig:
-    base = dict(TINY, epochs=2, batch_size=4, lr=0.05, workers=0, device="cpu", checkpoint_every=0)
-    base.update(kw)
-    return TrainConfig(data=str(data), **base)
+    return tiny_config(data, **kw)
 
 
 def _lines(run: Path, kind: str) -> list[dict]:

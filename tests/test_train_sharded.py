@@ -15,7 +15,7 @@ from facever.training.checkpoint import shard_path
 from facever.training.config import TrainConfig
 from facever.training.loop import train
 
-from tests.helpers.training import TINY, identity_folder
+from tests.helpers.training import identity_folder, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,9 +24,7 @@ WORLD = 2
 
 def _config(data: Path, **kw) -> TrainConfig:
     # 5 identities: shards of 2 and 3 classes. 20 images, 2 x 4 per step: 2 steps per epoch.
-    base = dict(data=str(data), **TINY, epochs=2, batch_size=4, lr=0.05, workers=0, device="cpu",
-                classifier="sharded", checkpoint_every=0)
-    return TrainConfig(**{**base, **kw})
+    return tiny_config(data, **{"classifier": "sharded", **kw})
 
 
 def _worker(rank: int, ports: list[int], data: str, root: str) -> None:
