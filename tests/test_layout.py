@@ -63,6 +63,14 @@ def _modules() -> list[Path]:
     return sorted(PACKAGE.rglob("*.py"))
 
 
+def _library_trees():
+    """(path relative to the package, parsed module) of every module outside the command line."""
+    for path in _modules():
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] not in ("cli", "__main__.py"):
+            yield rel, ast.parse(path.read_text(encoding="utf-8"))
+
+
 def test_every_package_is_a_known_layer():
     packages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert packages == set(LAYERS), "a new package must be placed in LAYERS"
@@ -136,11 +144,8 @@ def test_no_library_error_message_names_a_cli_flag():
     writes them as its own flags. Checked outside facever/cli/: every string in a `raise`, in a call of
     an exception class (`...Error(...)`) and in a `check(ok, message)` call."""
     offenders = []
-    for path in _modules():
-        rel = path.relative_to(PACKAGE)
-        if rel.parts[0] in ("cli", "__main__.py"):
-            continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for rel, tree in _library_trees():
+        for node in ast.walk(tree):
             if isinstance(node, ast.Raise) and node.exc is not None:
                 message = node.exc
             elif isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1].endswith(("Error", "check")):
@@ -220,11 +225,8 @@ def test_the_library_never_runs_the_command_line():
     depended on the CLI (and on which `facever` the working directory shadows). Work in a child process
     goes through multiprocessing (see facever/workflows/align.py)."""
     offenders = []
-    for path in _modules():
-        rel = path.relative_to(PACKAGE)
-        if rel.parts[0] in ("cli", "__main__.py"):
-            continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for rel, tree in _library_trees():
+        for node in ast.walk(tree):
             if isinstance(node, (ast.List, ast.Tuple)):
                 words = [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
                 if any(a == "-m" and b == "facever" for a, b in zip(words, words[1:])):

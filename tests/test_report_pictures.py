@@ -13,11 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from facever.cli import app
-from facever.core.embeddings_file import save_embeddings
 from facever.protocols.lfw import read_lfw_pairs
-from facever.protocols.pair_lists import make_pair_list
 from facever.verification import roc
 from facever.verification.report import det_figure, histogram_figure, probit
+from tests.helpers.pair_embeddings import two_models_on_pairs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()
@@ -79,18 +78,8 @@ def test_histogram_bars_are_each_class_density_on_shared_bins():
 
 @pytest.fixture(scope="module")
 def small_lfw(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pictures")
-    pairs = root / "pairs.txt"
-    pairs.write_text(make_pair_list({f"P_{k:02d}": 5 for k in range(30)}, per_fold=15, seed=1).to_text())
-    items = read_lfw_pairs(pairs).items()
-    rng = np.random.default_rng(1)
-    centres = {n: rng.normal(size=16) for n in {i.split("/")[0] for i in items}}
-    files = []
-    for k in range(2):
-        emb = np.stack([centres[i.split("/")[0]] + rng.normal(size=16) for i in items]).astype(np.float32)
-        files.append(root / f"m{k}.npz")
-        save_embeddings(files[-1], items, emb, {"model": f"m{k}"})
-    return pairs, files
+    return two_models_on_pairs(tmp_path_factory.mktemp("pictures"), name="P", people=30, per_person=5, per_fold=15,
+                               seed=1, dim=16, noise=1.0, model="m")
 
 
 def test_eval_and_ensemble_reports_draw_det_and_histograms_beside_the_roc(small_lfw, tmp_path):

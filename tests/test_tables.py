@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from facever.cli import app
-from facever.core.embeddings_file import save_embeddings
-from facever.protocols.lfw import read_lfw_pairs
-from facever.protocols.pair_lists import make_pair_list
+from tests.helpers.pair_embeddings import two_models_on_pairs
 
 runner = CliRunner()
 
@@ -21,18 +18,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def small_lfw(tmp_path_factory):
     """An LFW-format pairs file (10 folds x 20 + 20) over 30 synthetic people, and two embeddings files."""
-    root = tmp_path_factory.mktemp("tables")
-    pairs = root / "pairs.txt"
-    pairs.write_text(make_pair_list({f"Person_{k:02d}": 6 for k in range(30)}, per_fold=20, seed=0).to_text())
-    items = read_lfw_pairs(pairs).items()
-    rng = np.random.default_rng(0)
-    centres = {name: rng.normal(size=32) for name in {i.split("/")[0] for i in items}}
-    files = []
-    for k in range(2):
-        emb = np.stack([centres[i.split("/")[0]] + 1.2 * rng.normal(size=32) for i in items]).astype(np.float32)
-        files.append(root / f"m{k}.npz")
-        save_embeddings(files[-1], items, emb, {"model": f"synthetic-{k}"})
-    return pairs, files
+    return two_models_on_pairs(tmp_path_factory.mktemp("tables"), name="Person", people=30, per_person=6, per_fold=20,
+                               seed=0, dim=32, noise=1.2, model="synthetic-")
 
 
 def _tsv_tables(stdout: str) -> list[list[list[str]]]:
