@@ -26,7 +26,8 @@ import numpy as np
 from facever.core.embeddings_file import Embeddings, load_embeddings, save_embeddings
 from facever.core.errors import FaceverError
 from facever.core.settings import (
-    DEFAULT_AMP, DEFAULT_DEVICE, DEFAULT_FLIP, DEFAULT_SELECT, DEFAULT_THRESHOLDS, EMBED_BATCH_SIZE,
+    DEFAULT_AMP, DEFAULT_CROP_SIZE, DEFAULT_DEVICE, DEFAULT_FLIP, DEFAULT_OUTPUT_FORMAT, DEFAULT_SELECT,
+    DEFAULT_THRESHOLDS, EMBED_BATCH_SIZE,
 )
 
 if TYPE_CHECKING:  # the types named in signatures; imported for type checkers only (they pull in torch)
@@ -46,8 +47,8 @@ PathLike = Union[str, Path]
 ModelLike = Union["EmbeddingModel", str, Path]
 
 
-def align(src: PathLike, dst: PathLike, *, size: tuple[int, int] = (112, 96), select: str = DEFAULT_SELECT,
-          device: str = DEFAULT_DEVICE, image_format: str = "jpg",
+def align(src: PathLike, dst: PathLike, *, size: tuple[int, int] = DEFAULT_CROP_SIZE, select: str = DEFAULT_SELECT,
+          device: str = DEFAULT_DEVICE, image_format: str = DEFAULT_OUTPUT_FORMAT,
           say: Callable[[str], None] | None = None) -> "AlignSummary":
     """`facever align SRC DST`: detect the face of each photo under `src` (MTCNN), align it on the 5-point
     template and write the crop under `dst` at the same relative path; photos without a face are listed

@@ -8,6 +8,9 @@ from pathlib import Path
 import typer
 
 from facever.cli._options import OnMiss, OutputFormat, Select, device_option
+from facever.core.settings import (
+    ALIGN_BATCH_SIZE, DEFAULT_CROP_SIZE, DEFAULT_MIN_FACE, DEFAULT_ON_MISS, DEFAULT_OUTPUT_FORMAT, DEFAULT_SELECT,
+)
 
 
 def align(
@@ -15,21 +18,21 @@ def align(
                                "CASIA-WebFace or raw LFW), one image, or a text file listing image paths (one per "
                                "line, relative to the list's folder)."),
     dst: Path = typer.Argument(..., help="Output folder; mirrors SRC's relative paths.", show_default=False),
-    size: str = typer.Option("112x96", "--size", help="Crop size HxW: 112x96 (the paper's), 112x112 (ArcFace), or "
+    size: str = typer.Option("x".join(map(str, DEFAULT_CROP_SIZE)), "--size", help="Crop size HxW: 112x96 (the paper's), 112x112 (ArcFace), or "
                              "any, e.g. 160x160."),
-    select: Select = typer.Option(Select.largest, "--select", help="Which face to keep when a photo holds several: "
+    select: Select = typer.Option(Select(DEFAULT_SELECT), "--select", help="Which face to keep when a photo holds several: "
                                   "the largest, or the one nearest the centre weighted by size (use `center` for "
                                   "LFW's 250x250 photos)."),
     all_faces: bool = typer.Option(False, "--all", help="Write every face: photo.jpg -> photo_0.jpg, photo_1.jpg, ... "
                                    "in --select order."),
-    min_face: int = typer.Option(20, "--min-face", help="Smallest face to look for, in pixels (>= 12)."),
+    min_face: int = typer.Option(DEFAULT_MIN_FACE, "--min-face", help="Smallest face to look for, in pixels (>= 12)."),
     device: str = device_option(),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per detector call (images of equal size are "
+    batch_size: int = typer.Option(ALIGN_BATCH_SIZE, "--batch-size", help="Images per detector call (images of equal size are "
                                    "batched together)."),
     workers: int = typer.Option(None, "--workers", show_default=False, help="Processes decoding images (0: decode in "
                                 "the main process). Default: CPU count - 1, at most 8."),
-    fmt: OutputFormat = typer.Option(OutputFormat.jpg, "--format", help="Output image format."),
-    on_miss: OnMiss = typer.Option(OnMiss.skip, "--on-miss", help="When no face is found: skip the photo, or write a "
+    fmt: OutputFormat = typer.Option(OutputFormat(DEFAULT_OUTPUT_FORMAT), "--format", help="Output image format."),
+    on_miss: OnMiss = typer.Option(OnMiss(DEFAULT_ON_MISS), "--on-miss", help="When no face is found: skip the photo, or write a "
                                    "centre crop (LFW practice: every pair keeps both images). Either way the photo "
                                    "is listed in DST/align_report.csv."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo every image; by default existing crops are kept "

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from facever.cli._options import AMP, TORCHSCRIPT_HELP, WEIGHTS_HELP, Amp, Flip, Select, batch_size_option, device_option, flip_option
+from facever.core.settings import DEFAULT_MIN_FACE, DEFAULT_SELECT
 
 
 MODEL_HELP = (
@@ -46,9 +47,9 @@ def embed(
         None, "--size", help="With --align: crop size HxW (default: the model's input size, e.g. 112x96)."
     ),
     select: Select = typer.Option(
-        Select.largest, "--select", help="With --align: which face of a photo to embed (largest, or center)."
+        Select(DEFAULT_SELECT), "--select", help="With --align: which face of a photo to embed (largest, or center)."
     ),
-    min_face: int = typer.Option(20, "--min-face", help="With --align: smallest face to look for, in pixels."),
+    min_face: int = typer.Option(DEFAULT_MIN_FACE, "--min-face", help="With --align: smallest face to look for, in pixels."),
     batch_size: int = batch_size_option(),
     workers: Optional[int] = typer.Option(
         None, "--workers", min=0, help="Decoding processes (0: none; default: chosen from the CPU count)."

@@ -9,6 +9,7 @@ import typer
 
 from facever.cli._options import TORCHSCRIPT_HELP, Select, model_options
 from facever.cli.embed import BGR_HELP, MEAN_HELP, STD_HELP
+from facever.core.settings import DEFAULT_MIN_FACE, DEFAULT_SELECT
 
 if TYPE_CHECKING:
     from facever.workflows.evaluate import EmbedSettings
@@ -45,8 +46,8 @@ def verify(
     aligned: bool = typer.Option(
         False, "--aligned", help="The photos are aligned crops already (no face detection; resized to the model's input)."
     ),
-    select: Select = typer.Option(Select.largest, "--select", help="Which face of a photo with several: largest or center."),
-    min_face: int = typer.Option(20, "--min-face", help="Smallest face to look for, in pixels."),
+    select: Select = typer.Option(Select(DEFAULT_SELECT), "--select", help="Which face of a photo with several: largest or center."),
+    min_face: int = typer.Option(DEFAULT_MIN_FACE, "--min-face", help="Smallest face to look for, in pixels."),
     mean: Optional[str] = typer.Option(None, "--mean", help=MEAN_HELP),
     std: Optional[str] = typer.Option(None, "--std", help=STD_HELP),
     bgr: Optional[bool] = typer.Option(None, "--bgr/--rgb", help=BGR_HELP),

@@ -82,12 +82,18 @@ YTF_LAYOUTS = ("auto", "frames", "aligned")
 
 # -- alignment -------------------------------------------------------------------------------------------
 
+#: The crop an aligned face is written at, (height, width): the paper's 112x96 template.
+DEFAULT_CROP_SIZE = (112, 96)
 SELECT_METHODS = ("largest", "center")
 DEFAULT_SELECT = "largest"
 #: The smallest face, in pixels, MTCNN looks for when a command aligns photos.
 DEFAULT_MIN_FACE = 20
+#: Images per detector call when aligning a folder.
+ALIGN_BATCH_SIZE = 64
 OUTPUT_FORMATS = ("jpg", "png")
+DEFAULT_OUTPUT_FORMAT = "jpg"
 ON_MISS = ("skip", "center-crop")
+DEFAULT_ON_MISS = "skip"
 
 # -- training --------------------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from facever.core.errors import FaceverError
 
 log = logging.getLogger(__name__)
 
-from facever.core.settings import SELECT_METHODS
+from facever.core.settings import DEFAULT_CROP_SIZE, DEFAULT_MIN_FACE, DEFAULT_SELECT, SELECT_METHODS
 DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
 # Weight of the squared centre distance against the box area in `select="center"` (the value
 # facenet-pytorch uses for its "center_weighted_size" heuristic): on LFW's 250x250 photos the
@@ -78,7 +78,7 @@ class AlignedFaces:
         return len(self.crops) > 0
 
 
-def face_order(boxes: np.ndarray, image_shape: tuple[int, ...], *, select: str = "largest") -> np.ndarray:
+def face_order(boxes: np.ndarray, image_shape: tuple[int, ...], *, select: str = DEFAULT_SELECT) -> np.ndarray:
     """Indices of `boxes` (k x 4, x1 y1 x2 y2) from the preferred face to the least preferred.
 
     `largest`: by box area. `center`: by area minus `CENTER_WEIGHT` x the squared distance from the box
@@ -203,11 +203,11 @@ class FaceAligner:
 
     def __init__(
         self,
-        size: tuple[int, int] = (112, 96),
+        size: tuple[int, int] = DEFAULT_CROP_SIZE,
         *,
-        select: str = "largest",
+        select: str = DEFAULT_SELECT,
         all_faces: bool = False,
-        min_face: int = 20,
+        min_face: int = DEFAULT_MIN_FACE,
         device: str = "cpu",
         thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
         max_detect_side: int | None = 1280,

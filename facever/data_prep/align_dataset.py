@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 
 REPORT_NAME = "align_report.csv"  # next to `alignment.json` (data_prep.alignment_record)
 REPORT_FIELDS = ("path", "status", "reason", "output")
-from facever.core.settings import ON_MISS, OUTPUT_FORMATS
+from facever.core.settings import (
+    ALIGN_BATCH_SIZE, DEFAULT_CROP_SIZE, DEFAULT_DEVICE, DEFAULT_MIN_FACE, DEFAULT_ON_MISS, DEFAULT_OUTPUT_FORMAT,
+    DEFAULT_SELECT, ON_MISS, OUTPUT_FORMATS,
+)
 # Decoded pixels held at once (images waiting for a detector batch, crops waiting to be written):
 # bounds memory on datasets of multi-megapixel photos.
 MAX_BUFFER_BYTES = 1 << 30
@@ -47,15 +50,15 @@ ALIGNED, CENTER_CROPPED, SKIPPED, FAILED = "aligned", "center-cropped", "skipped
 class AlignConfig:
     """Options of a dataset alignment run (the CLI's flags)."""
 
-    size: tuple[int, int] = (112, 96)
-    select: str = "largest"
+    size: tuple[int, int] = DEFAULT_CROP_SIZE
+    select: str = DEFAULT_SELECT
     all_faces: bool = False
-    min_face: int = 20
-    device: str = "auto"
-    batch_size: int = 64
+    min_face: int = DEFAULT_MIN_FACE
+    device: str = DEFAULT_DEVICE
+    batch_size: int = ALIGN_BATCH_SIZE
     workers: int = 2
-    format: str = "jpg"
-    on_miss: str = "skip"
+    format: str = DEFAULT_OUTPUT_FORMAT
+    on_miss: str = DEFAULT_ON_MISS
     overwrite: bool = False
     jpeg_quality: int = 95
     max_detect_side: int | None = 1280

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager
 
 from facever.core.errors import FaceverError
+from facever.core.settings import DEFAULT_DEVICE, DEFAULT_MIN_FACE, DEFAULT_SELECT
 
 
 @dataclass
@@ -52,11 +53,11 @@ def embed_to_file(
     flip: str,
     align: bool = False,
     size: tuple[int, int] | None = None,
-    select: str = "largest",
-    min_face: int = 20,
+    select: str = DEFAULT_SELECT,
+    min_face: int = DEFAULT_MIN_FACE,
     batch_size: int,
     workers: int | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     amp: Any = None,
     skip_bad: bool = False,
     hooks: EmbedHooks | None = None,

@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 from facever.core.atomic import atomic_path, write_text_atomic
 from facever.core.errors import FaceverError
 from facever.core.output_folders import claim_output_folder, make_folder
-from facever.core.settings import DEFAULT_FLIP, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
+from facever.core.settings import DEFAULT_FLIP, DEFAULT_ON_MISS, DEFAULT_SELECT, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
 from facever.core.progress import ProgressFactory, no_progress
 
 log = logging.getLogger(__name__)
@@ -382,7 +382,8 @@ class Reproduction:
             return "images are aligned crops already"
         return None
 
-    def _align(self, what: str, src: Path, dst: Path, *, select: str = "largest", on_miss: str = "skip") -> dict[str, Any]:
+    def _align(self, what: str, src: Path, dst: Path, *, select: str = DEFAULT_SELECT,
+               on_miss: str = DEFAULT_ON_MISS) -> dict[str, Any]:
         """`facever align SRC DST` at the model's input size, in a child process of its own
         (`facever.workflows.align.align_in_child` says why); rerunning resumes."""
         from facever.data_prep.align_dataset import AlignConfig

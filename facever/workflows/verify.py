@@ -35,7 +35,7 @@ import numpy as np
 from facever.core.errors import FaceverError, InputFileError
 from facever.core.json_files import read_json_file
 from facever.core.progress import Hooks
-from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, DEFAULT_SELECT, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
+from facever.core.settings import DEFAULT_AMP, DEFAULT_FLIP, DEFAULT_MIN_FACE, DEFAULT_SELECT, EMBED_BATCH_SIZE, FLIP_MODES, check_choice
 from facever.core.text_files import read_text
 
 
@@ -386,7 +386,7 @@ def verify(
     calibration: str | Path | None = None,
     aligned: bool = False,
     select: str = DEFAULT_SELECT,
-    min_face: int = 20,
+    min_face: int = DEFAULT_MIN_FACE,
     preprocessing: dict[str, Any] | None = None,
     embed=None,
     flip_given: bool = True,
